@@ -1,0 +1,1 @@
+"""guardedge.export: quantization and ONNX export of guard models (issue 4; not built yet)."""
