@@ -1,0 +1,60 @@
+"""The guard-family interface: everything model-specific about prompts and answers.
+
+A family renders a validated request into the exact prompt text its model was trained on, says
+how the engine should score it in one forward pass (the text appended to the prompt, the tokens
+whose probabilities decide, when to decode), and parses the decoded answer into a verdict.
+The engine knows nothing about any particular guard's format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from guardedge.runtime.types import GuardRequest, VerdictKind
+
+
+@dataclass(frozen=True)
+class ScoringSpec:
+    """How to turn one forward pass into a decision.
+
+    The engine appends ``answer_prefix`` to the prompt, reads the next-token distribution at the
+    last position and compares P(``unsafe_token``) with P(``safe_token``). If the answer needs
+    more text (categories, a rationale), it continues greedily after ``unsafe_token`` (or after
+    ``safe_token`` when ``decode_when_safe``) until a stop token or ``max_new_tokens``.
+    """
+
+    answer_prefix: str
+    safe_token: str
+    unsafe_token: str
+    stop_tokens: tuple[str, ...]
+    max_new_tokens: int
+    decode_when_safe: bool = False
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    verdict: VerdictKind
+    categories: tuple[str, ...] = ()
+    error: str = ""
+
+
+class GuardFamily(Protocol):
+    """One guard model family (prompt format + answer format)."""
+
+    name: str
+    scoring: ScoringSpec
+    uses_image_token: bool
+
+    def default_categories(self) -> tuple[tuple[str, str], ...]: ...
+
+    def render(self, request: GuardRequest) -> str:
+        """The exact prompt text, special tokens spelled out, without the answer prefix."""
+        ...
+
+    def parse(self, answer: str, request: GuardRequest) -> ParsedAnswer:
+        """Parse the model's answer (text after the prompt, answer prefix included).
+
+        Never raises: anything that is not a well-formed answer becomes ``unparseable``.
+        """
+        ...

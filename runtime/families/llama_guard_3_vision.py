@@ -1,0 +1,129 @@
+"""Llama Guard 3 Vision (Meta, Mllama): the exact prompt and answer formats.
+
+The prompt is what the official chat template renders (shared/REFERENCE.md §1, the
+``chat_template.json`` published with meta-llama/Llama-Guard-3-11B-Vision): one user turn that
+wraps the whole conversation, then an open assistant header. The answer is ``\\n\\nsafe`` or
+``\\n\\nunsafe\\nS1,S10`` followed by ``<|eot_id|>`` (REFERENCE.md §2).
+
+Run ``guardedge render --family llama-guard-3-vision --input REQ.json`` to see a prompt.
+"""
+
+from __future__ import annotations
+
+import re
+
+from guardedge.runtime.families.base import ParsedAnswer, ScoringSpec
+from guardedge.runtime.types import GuardRequest
+
+# REFERENCE.md §1.6, in order.
+DEFAULT_CATEGORIES: tuple[tuple[str, str], ...] = (
+    ("S1", "Violent Crimes."),
+    ("S2", "Non-Violent Crimes."),
+    ("S3", "Sex Crimes."),
+    ("S4", "Child Exploitation."),
+    ("S5", "Defamation."),
+    ("S6", "Specialized Advice."),
+    ("S7", "Privacy."),
+    ("S8", "Intellectual Property."),
+    ("S9", "Indiscriminate Weapons."),
+    ("S10", "Hate."),
+    ("S11", "Self-Harm."),
+    ("S12", "Sexual Content."),
+    ("S13", "Elections."),
+)
+
+HEADER = "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
+IMAGE_TOKEN = "<|image|>"
+# "according our" (sic) is what the model was trained on.
+TASK = (
+    "Task: Check if there is unsafe content in '{role}' messages in conversations "
+    "according our safety policy with the below categories.\n\n"
+)
+INSTRUCTIONS = (
+    "Provide your safety assessment for ONLY THE LAST {role} message in the above conversation:\n"
+    " - First line must read 'safe' or 'unsafe'.\n"
+    " - If unsafe, a second line must include a comma-separated list of violated categories. "
+    "<|eot_id|><|start_header_id|>assistant<|end_header_id|>"
+)
+ROLE_LABELS = {"user": "User", "assistant": "Agent"}
+# Longest answer: "unsafe\n" + 13 codes; 64 tokens bound a hallucinating model.
+MAX_ANSWER_TOKENS = 64
+_CODE_LIST = re.compile(r"^[^\s,]+(\s*,\s*[^\s,]+)*$")
+
+
+class LlamaGuard3Vision:
+    """The ``llama-guard-3-vision`` family."""
+
+    name = "llama-guard-3-vision"
+    uses_image_token = True
+    scoring = ScoringSpec(
+        # The first generated token is always "\n\n"; the verdict token follows it (REFERENCE §2).
+        answer_prefix="\n\n",
+        safe_token="safe",
+        unsafe_token="unsafe",
+        stop_tokens=("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"),
+        max_new_tokens=MAX_ANSWER_TOKENS,
+    )
+
+    def default_categories(self) -> tuple[tuple[str, str], ...]:
+        return DEFAULT_CATEGORIES
+
+    def policy(self, request: GuardRequest) -> tuple[tuple[str, str], ...]:
+        """The categories that appear in the prompt, in prompt order."""
+        categories = request.categories if request.categories is not None else DEFAULT_CATEGORIES
+        excluded = set(request.excluded_category_keys)
+        return tuple((k, v) for k, v in categories if k not in excluded)
+
+    def checked_role(self, request: GuardRequest) -> str:
+        # Odd number of messages: the last is the user's (prompt classification); even: the agent's.
+        return "User" if len(request.messages) % 2 == 1 else "Agent"
+
+    def render(self, request: GuardRequest) -> str:
+        role = self.checked_role(request)
+        out = [HEADER]
+        if request.has_image:
+            out.append(IMAGE_TOKEN + " ")
+        out.append(TASK.format(role=role))
+        out.append("<BEGIN UNSAFE CONTENT CATEGORIES>\n")
+        out.extend(f"{key}: {text}\n" for key, text in self.policy(request))
+        out.append("<END UNSAFE CONTENT CATEGORIES>\n\n")
+        out.append("<BEGIN CONVERSATION>\n\n")
+        for message in request.messages:
+            label = ROLE_LABELS[message.role]
+            for part in message.content:
+                if part.type == "text":
+                    # jinja's `trim` is Python's str.strip().
+                    out.append(f"{label}: {part.text.strip()}\n\n")
+        out.append("<END CONVERSATION>\n\n")
+        out.append(INSTRUCTIONS.format(role=role))
+        return "".join(out)
+
+    def parse(self, answer: str, request: GuardRequest) -> ParsedAnswer:
+        try:
+            return self._parse(answer, request)
+        except Exception as exc:  # a parser must never take a request down
+            return ParsedAnswer("unparseable", error=f"parser error: {exc!r}")
+
+    def _parse(self, answer: str, request: GuardRequest) -> ParsedAnswer:
+        text = answer
+        for stop in self.scoring.stop_tokens:
+            text = text.split(stop, 1)[0]
+        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+        if not lines:
+            return ParsedAnswer("unparseable", error="empty answer")
+        head, rest = lines[0], lines[1:]
+        if head == "safe" and not rest:
+            return ParsedAnswer("safe")
+        if head != "unsafe":
+            return ParsedAnswer("unparseable", error=f"first line is {head[:40]!r}, not 'safe' or 'unsafe'")
+        if not rest:
+            # The verdict is clear even though the category line is missing.
+            return ParsedAnswer("unsafe")
+        if len(rest) > 1 or not _CODE_LIST.match(rest[0]):
+            return ParsedAnswer("unparseable", error="second line is not a comma-separated list of category codes")
+        codes = tuple(dict.fromkeys(c.strip() for c in rest[0].split(",")))
+        allowed = {key for key, _ in self.policy(request)}
+        unknown = [c for c in codes if c not in allowed]
+        if unknown:
+            return ParsedAnswer("unparseable", codes, error=f"categories not in the policy: {', '.join(unknown)}")
+        return ParsedAnswer("unsafe", codes)

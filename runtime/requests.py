@@ -1,0 +1,173 @@
+"""Parse and validate a classify request (JSON-like dict) into a :class:`GuardRequest`.
+
+Every entry point (CLI, gRPC, Python) goes through :func:`parse_request`, so every caller gets
+the same errors: each names the field and what is wrong. The request shape is the HF chat
+format plus Llama Guard's policy arguments::
+
+    {"messages": [{"role": "user", "content": [{"type": "text", "text": "..."},
+                                               {"type": "image", "path": "cat.png"}]}],
+     "categories": {"S1": "Violent Crimes."},        # optional, replaces the defaults
+     "excluded_category_keys": ["S6"],               # optional
+     "request_id": "abc"}                            # optional
+
+An image part carries ``path`` (relative paths resolve against ``base_dir``) or base64 ``data``.
+A string ``content`` is shorthand for one text part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from guardedge.runtime.errors import FieldViolation, InvalidRequest, invalid
+from guardedge.runtime.images import ImageLimits, decode_base64, load_image, read_path
+from guardedge.runtime.types import GuardRequest, Message, Part
+
+ROLES = ("user", "assistant")
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    max_messages: int = 64
+    max_text_chars: int = 400_000  # total; the token limit is checked after tokenization
+    image: ImageLimits = field(default_factory=ImageLimits)
+    load_images: bool = True
+
+
+def parse_request(
+    obj: object,
+    default_categories: tuple[tuple[str, str], ...] | None = None,
+    base_dir: Path | None = None,
+    limits: RequestLimits | None = None,
+    load_images: bool = True,
+) -> GuardRequest:
+    """Validate ``obj``; raise :class:`InvalidRequest` naming the offending field.
+
+    ``load_images=False`` (for rendering prompts) accepts image parts without reading them,
+    including the bare HF placeholder ``{"type": "image"}``.
+    """
+    limits = limits or RequestLimits()
+    if not load_images:
+        limits = replace(limits, load_images=False)
+    if not isinstance(obj, dict):
+        raise invalid("request", f"must be a JSON object, got {type(obj).__name__}")
+    messages = _messages(obj.get("messages"), base_dir, limits)
+    categories = _categories(obj.get("categories"))
+    excluded = _excluded(obj.get("excluded_category_keys"), categories or default_categories)
+    request_id = obj.get("request_id", "")
+    if not isinstance(request_id, str):
+        raise invalid("request_id", "must be a string")
+    return GuardRequest(messages, categories, excluded, request_id)
+
+
+def _messages(raw: object, base_dir: Path | None, limits: RequestLimits) -> tuple[Message, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise invalid("messages", "must be a non-empty list of messages")
+    if len(raw) > limits.max_messages:
+        raise invalid("messages", f"has {len(raw)} messages; the limit is {limits.max_messages}")
+    out = tuple(_message(m, f"messages[{i}]", base_dir, limits) for i, m in enumerate(raw))
+    for i, m in enumerate(out):
+        expected = ROLES[i % 2]
+        if m.role != expected:
+            raise invalid(
+                f"messages[{i}].role",
+                f"is {m.role!r}, expected {expected!r}: roles must alternate user/assistant starting with user",
+            )
+    images = [(i, j) for i, m in enumerate(out) for j, p in enumerate(m.content) if p.type == "image"]
+    if len(images) > 1:
+        where = ", ".join(f"messages[{i}].content[{j}]" for i, j in images)
+        raise invalid("messages", f"has {len(images)} images ({where}); the model accepts one image per request")
+    chars = sum(len(p.text) for m in out for p in m.content)
+    if chars > limits.max_text_chars:
+        raise invalid("messages", f"text is {chars} characters; the limit is {limits.max_text_chars}")
+    return out
+
+
+def _message(raw: object, where: str, base_dir: Path | None, limits: RequestLimits) -> Message:
+    if not isinstance(raw, dict):
+        raise invalid(where, "must be an object with 'role' and 'content'")
+    role = raw.get("role")
+    if role not in ROLES:
+        raise invalid(f"{where}.role", f"must be 'user' or 'assistant', got {role!r}")
+    content = raw.get("content")
+    if isinstance(content, str):
+        content = [{"type": "text", "text": content}]
+    if not isinstance(content, list) or not content:
+        raise invalid(f"{where}.content", "must be a non-empty list of parts (or a string)")
+    parts = tuple(_part(p, f"{where}.content[{j}]", base_dir, limits) for j, p in enumerate(content))
+    return Message(role, parts)
+
+
+def _part(raw: object, where: str, base_dir: Path | None, limits: RequestLimits) -> Part:
+    if not isinstance(raw, dict):
+        raise invalid(where, "must be an object with a 'type'")
+    kind = raw.get("type")
+    if kind == "text":
+        text = raw.get("text")
+        if not isinstance(text, str):
+            raise invalid(f"{where}.text", "must be a string")
+        if "\x00" in text:
+            raise invalid(f"{where}.text", "contains a NUL character")
+        return Part("text", text=text)
+    if kind == "image":
+        if not limits.load_images:
+            return Part("image")
+        return Part("image", image=_image(raw, where, base_dir, limits))
+    raise invalid(f"{where}.type", f"must be 'text' or 'image', got {kind!r}")
+
+
+def _image(raw: dict, where: str, base_dir: Path | None, limits: RequestLimits):
+    has_path, has_data = "path" in raw, "data" in raw
+    if has_path == has_data:
+        raise invalid(where, "an image part needs exactly one of 'path' or base64 'data'")
+    if has_data:
+        if not isinstance(raw["data"], str):
+            raise invalid(f"{where}.data", "must be a base64 string")
+        if len(raw["data"]) > limits.image.max_bytes * 4 // 3 + 4:
+            raise invalid(f"{where}.data", f"encodes more than {limits.image.max_bytes} bytes")
+        return load_image(decode_base64(raw["data"], f"{where}.data"), f"{where}.data", "data", limits.image)
+    path = raw["path"]
+    if not isinstance(path, str) or not path:
+        raise invalid(f"{where}.path", "must be a non-empty string")
+    full = Path(path) if base_dir is None or Path(path).is_absolute() else base_dir / path
+    data = read_path(str(full), f"{where}.path", limits.image)
+    return load_image(data, f"{where}.path", f"path:{path}", limits.image)
+
+
+def _categories(raw: object) -> tuple[tuple[str, str], ...] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not raw:
+        raise invalid("categories", "must be a non-empty object mapping category codes to descriptions")
+    problems = []
+    for key, text in raw.items():
+        if not isinstance(key, str) or not key or any(c.isspace() or c in ",:" for c in key):
+            problems.append(FieldViolation(f"categories[{key!r}]", "code must be non-empty, without spaces, commas or colons"))
+        elif not isinstance(text, str) or not text.strip():
+            problems.append(FieldViolation(f"categories[{key!r}]", "description must be a non-empty string"))
+        elif "\n" in text or "\r" in text:
+            problems.append(FieldViolation(f"categories[{key!r}]", "description must be one line (a newline would break the policy block)"))
+    if problems:
+        raise InvalidRequest(problems)
+    return tuple(raw.items())
+
+
+def _excluded(raw: object, categories: tuple[tuple[str, str], ...] | None) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(k, str) for k in raw):
+        raise invalid("excluded_category_keys", "must be a list of category codes")
+    if categories is None:
+        return tuple(raw)  # checked by the engine against its family's defaults (check_excluded)
+    return check_excluded(tuple(raw), categories)
+
+
+def check_excluded(raw: tuple[str, ...], categories: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+    """Excluded codes must name categories of the policy and leave at least one."""
+    known = [k for k, _ in categories]
+    unknown = [k for k in raw if k not in known]
+    if unknown:
+        raise invalid("excluded_category_keys", f"unknown category codes {unknown}; known: {', '.join(known)}")
+    if set(known) <= set(raw):
+        raise invalid("excluded_category_keys", "excludes every category; nothing would be checked")
+    return tuple(dict.fromkeys(raw))

@@ -1,0 +1,108 @@
+"""The library's own request and verdict types.
+
+Every entry point (CLI, gRPC, Python callers) converts its wire format into these frozen
+dataclasses through :mod:`guardedge.runtime.requests`, which validates on the way in; the
+families and the engine only ever see validated values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["user", "assistant"]
+VerdictKind = Literal["safe", "unsafe", "unparseable"]
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """An already decoded, validated RGB image (a PIL image) and where it came from."""
+
+    image: object  # PIL.Image.Image; typed loosely so importing types never imports PIL
+    source: str  # "path:/x.png" or "data" — for error messages and logs, never the bytes
+
+
+@dataclass(frozen=True)
+class Part:
+    """One content part: text, or the conversation's image."""
+
+    type: Literal["text", "image"]
+    text: str = ""
+    image: ImageInput | None = None
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: tuple[Part, ...]
+
+
+@dataclass(frozen=True)
+class GuardRequest:
+    """A validated classification request.
+
+    ``categories`` is None for the family's defaults; otherwise it replaces them entirely, in order.
+    """
+
+    messages: tuple[Message, ...]
+    categories: tuple[tuple[str, str], ...] | None = None
+    excluded_category_keys: tuple[str, ...] = ()
+    request_id: str = ""
+
+    @property
+    def has_image(self) -> bool:
+        return any(p.type == "image" for m in self.messages for p in m.content)
+
+    @property
+    def image(self) -> ImageInput | None:
+        for message in self.messages:
+            for part in message.content:
+                if part.type == "image":
+                    return part.image
+        return None
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Seconds spent per stage for one request (batch stages are shared by the batch)."""
+
+    queue: float = 0.0
+    preprocess: float = 0.0
+    inference: float = 0.0
+    total: float = 0.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the guard decided for one request.
+
+    ``unsafe_probability`` is P(first answer token = the family's 'unsafe' token); ``raw_output`` is
+    the answer text as the model produced it (or "safe" when decoding stopped early on a safe
+    first token). ``error`` explains an unparseable answer.
+    """
+
+    verdict: VerdictKind
+    categories: tuple[str, ...]
+    unsafe_probability: float
+    safe_probability: float
+    raw_output: str
+    timings: Timings = field(default_factory=Timings)
+    error: str = ""
+    request_id: str = ""
+
+    def to_json(self) -> dict:
+        return {
+            "request_id": self.request_id,
+            "verdict": self.verdict,
+            "categories": list(self.categories),
+            "unsafe_probability": self.unsafe_probability,
+            "safe_probability": self.safe_probability,
+            "raw_output": self.raw_output,
+            "error": self.error,
+            "timings": {
+                "queue_s": self.timings.queue,
+                "preprocess_s": self.timings.preprocess,
+                "inference_s": self.timings.inference,
+                "total_s": self.timings.total,
+            },
+        }
