@@ -1,0 +1,34 @@
+"""Backends behind one small protocol (load; prefill a batch; decode rows), chosen lazily.
+
+Each backend module is imported only when chosen, so a missing extra (onnxruntime,
+bitsandbytes) fails only for the user who asked for it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import torch
+
+    from guardedge.runtime.modeldir import ModelDir
+    from guardedge.runtime.preprocess import Batch
+
+
+class Backend(Protocol):
+    name: str
+    description: str
+
+    def prefill(self, batch: Batch) -> tuple[torch.Tensor, object]:
+        """fp32 logits [B, vocab] for the next token after each row, plus state for decode."""
+        ...
+
+    def decode(self, state: object, rows: list[int], first: list[int], max_new: int, stop_ids: set[int]) -> list[list[int]]:
+        """Greedy token ids for ``rows`` (``first`` forced as the first token), stop token included."""
+        ...
+
+
+def load_backend(model_dir: ModelDir, device: str | None, dtype: str | None) -> Backend:
+    from guardedge.runtime.backends.torch_backend import TorchBackend
+
+    return TorchBackend.load(model_dir.path, device=device, dtype=dtype)

@@ -1,0 +1,146 @@
+"""PyTorch backend: an Mllama model from a local directory, prefill + KV-cached greedy decode.
+
+The vision encoder runs only on the rows that carry an image; rows without one get zero
+cross-attention states and a zero cross-attention mask, which makes every cross-attention layer
+add exactly nothing for them — so a text-only request gives the same numbers alone or batched
+with image requests. Image keys/values are computed once, at prefill, and live in the cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from guardedge.runtime.preprocess import Batch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def choose_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def choose_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    # fp32 on CPU (bf16 matmuls are slow on most CPUs), bf16 on CUDA (the checkpoint's own dtype).
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        raise ValueError(f"dtype must be one of auto, {', '.join(DTYPES)}; got {dtype!r}") from None
+
+
+def cross_attention_states(model, batch: Batch, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
+    """Vision encoder + projector on the image rows; zeros for the others ([B*T, P, hidden])."""
+    if not batch.image_rows:
+        return None
+    core = model.model
+    states = core.vision_model(
+        pixel_values=batch.pixel_values.to(device, dtype),
+        aspect_ratio_ids=batch.aspect_ratio_ids.to(device),
+        aspect_ratio_mask=batch.aspect_ratio_mask.to(device),
+    ).last_hidden_state
+    states = core.multi_modal_projector(states)  # [b_img, 1, T, P, hidden]
+    full = states.new_zeros((batch.input_ids.shape[0], *states.shape[1:]))
+    full[torch.tensor(batch.image_rows, device=device)] = states
+    return full.reshape(-1, full.shape[-2], full.shape[-1])
+
+
+@dataclass
+class PrefillState:
+    cache: object  # transformers DynamicCache
+    attention_mask: torch.Tensor
+    cross_attention_mask: torch.Tensor | None
+    next_position: torch.Tensor  # [B] position id of the next token
+
+
+class TorchBackend:
+    """Runs ``MllamaForConditionalGeneration`` in eval mode without autograd."""
+
+    name = "torch"
+
+    def __init__(self, model, device: torch.device, dtype: torch.dtype):
+        self.model = model
+        self.device = device
+        self.dtype = dtype
+
+    @classmethod
+    def load(cls, model_dir: Path, device: str | None = None, dtype: str | None = None, **load_kwargs) -> TorchBackend:
+        from transformers import MllamaForConditionalGeneration
+
+        dev = choose_device(device)
+        dt = choose_dtype(dtype, dev)
+        model = MllamaForConditionalGeneration.from_pretrained(
+            str(model_dir), local_files_only=True, use_safetensors=True, dtype=dt, **load_kwargs
+        )
+        if not load_kwargs.get("quantization_config"):
+            model.to(dev)
+        model.eval()
+        return cls(model, dev, dt)
+
+    @property
+    def description(self) -> str:
+        return f"torch {str(self.dtype).removeprefix('torch.')} on {self.device.type}"
+
+    def _cross_attention_states(self, batch: Batch) -> torch.Tensor | None:
+        return cross_attention_states(self.model, batch, self.device, self.dtype)
+
+    @torch.inference_mode()
+    def prefill(self, batch: Batch) -> tuple[torch.Tensor, PrefillState]:
+        """Logits (fp32, [B, vocab]) for the token after the last prompt token, and the cache."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        cross = batch.cross_attention_mask.to(self.device) if batch.cross_attention_mask is not None else None
+        out = self.model.model(
+            input_ids=batch.input_ids.to(self.device),
+            attention_mask=batch.attention_mask.to(self.device),
+            position_ids=batch.position_ids.to(self.device),
+            cross_attention_states=self._cross_attention_states(batch),
+            cross_attention_mask=cross,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        logits = self.model.lm_head(out.last_hidden_state[:, -1]).float()
+        state = PrefillState(cache, batch.attention_mask.to(self.device), cross, batch.position_ids[:, -1].to(self.device) + 1)
+        return logits, state
+
+    @torch.inference_mode()
+    def decode(self, state: PrefillState, rows: list[int], first: list[int], max_new: int, stop_ids: set[int]) -> list[list[int]]:
+        """Greedy continuation for ``rows`` after forcing ``first``; stops at a stop id or max_new tokens."""
+        index = torch.tensor(rows, device=self.device)
+        cache = state.cache
+        if len(rows) != state.attention_mask.shape[0]:
+            cache.batch_select_indices(index)
+        attn = state.attention_mask[index]
+        cross = state.cross_attention_mask[index] if state.cross_attention_mask is not None else None
+        position = state.next_position[index]
+        tokens = torch.tensor(first, device=self.device)
+        out: list[list[int]] = [[t] for t in first]
+        done = torch.tensor([t in stop_ids for t in first], device=self.device)
+        for _ in range(max_new - 1):
+            if bool(done.all()):
+                break
+            attn = torch.cat([attn, attn.new_ones((len(rows), 1))], dim=1)
+            if cross is not None:
+                cross = torch.cat([cross, cross[:, -1:]], dim=1)
+            hidden = self.model.model(
+                input_ids=tokens[:, None],
+                attention_mask=attn,
+                position_ids=position[:, None],
+                cross_attention_mask=cross,
+                past_key_values=cache,
+                use_cache=True,
+                cache_position=torch.tensor([attn.shape[1] - 1], device=self.device),
+            ).last_hidden_state
+            tokens = self.model.lm_head(hidden[:, -1]).argmax(-1)
+            position = position + 1
+            for i, t in enumerate(tokens.tolist()):
+                if not done[i]:
+                    out[i].append(t)
+            done |= torch.tensor([t in stop_ids for t in tokens.tolist()], device=self.device)
+        return out

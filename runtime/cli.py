@@ -1,0 +1,210 @@
+"""The ``guardedge`` command: render prompts, classify requests, manage the demo guard.
+
+    guardedge render --family llama-guard-3-vision --input REQ.json --json
+    guardedge classify --model demo --input REQS.jsonl --json [--batch-size 8]
+    guardedge classify --model demo --text "How do I build a pipe bomb?"
+    guardedge demo path | metrics | requests
+
+Exit codes: 0 success; 2 some requests were invalid (each got an error line); 1 the command
+itself failed (bad arguments, unloadable model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Iterator
+
+from guardedge.runtime.errors import GuardError, InvalidRequest
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except GuardError as exc:
+        print(f"guardedge: error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="guardedge", description="Run vision safety guards on premises.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    render = sub.add_parser("render", help="print the exact prompt a request becomes")
+    render.add_argument("--family", default="llama-guard-3-vision")
+    render.add_argument("--input", required=True, help="request JSON file ('-' for stdin)")
+    render.add_argument("--json", action="store_true", help='print {"prompt": "..."}')
+    render.set_defaults(func=cmd_render)
+
+    classify = sub.add_parser("classify", help="classify requests with a local model")
+    classify.add_argument("--model", default="demo", help="'demo' or a local model directory")
+    classify.add_argument("--input", help="JSONL file of requests ('-' for stdin)")
+    classify.add_argument("--text", help="one-off: the user's text")
+    classify.add_argument("--image", help="one-off: an image file for the user turn")
+    classify.add_argument("--response", help="one-off: the agent's response (response classification)")
+    classify.add_argument("--json", action="store_true", help="one JSON object per request")
+    classify.add_argument("--batch-size", type=int, default=8)
+    classify.add_argument("--threshold", type=float, help="unsafe iff P(unsafe) >= this")
+    classify.add_argument("--device", default="auto")
+    classify.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    classify.add_argument("--prompt-source", default="builtin", choices=["builtin", "model"])
+    classify.set_defaults(func=cmd_classify)
+
+    demo = sub.add_parser("demo", help="the bundled demo guard")
+    demo.add_argument("action", choices=["path", "metrics", "requests"])
+    demo.add_argument("--n", type=int, default=400, help="held-out examples for 'metrics'")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _read_json(path: str) -> object:
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    return json.loads(text)
+
+
+def cmd_render(args) -> int:
+    from guardedge.runtime.families import get_family
+    from guardedge.runtime.requests import parse_request
+
+    family = get_family(args.family)
+    try:
+        request = parse_request(_read_json(args.input), family.default_categories(), load_images=False)
+    except InvalidRequest as exc:
+        print(json.dumps(_error_json(exc)) if args.json else f"guardedge: invalid request: {exc}", file=sys.stderr)
+        return 2
+    prompt = family.render(request)
+    print(json.dumps({"prompt": prompt}) if args.json else prompt)
+    return 0
+
+
+def cmd_classify(args) -> int:
+    from guardedge.runtime.engine import EngineOptions, load_engine
+
+    if args.batch_size < 1:
+        raise SystemExit("guardedge: --batch-size must be at least 1")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise SystemExit("guardedge: --threshold must be between 0 and 1")
+    items, base_dir = _classify_inputs(args)
+    options = EngineOptions(device=args.device, dtype=args.dtype, threshold=args.threshold,
+                            max_batch_size=args.batch_size, prompt_source=args.prompt_source)
+    engine = load_engine(args.model, options)
+    failed = False
+    for line, result in _classify_stream(engine, items, base_dir, args.batch_size):
+        failed |= "error" in result and result.get("verdict") is None
+        result["model"] = engine.model_dir.name
+        print(json.dumps(result) if args.json else _human(line, result), flush=True)
+    return 2 if failed else 0
+
+
+def _classify_inputs(args) -> tuple[list[tuple[int, object]], Path | None]:
+    if args.input and (args.text or args.image or args.response):
+        raise SystemExit("guardedge: use either --input or --text/--image/--response")
+    if args.input:
+        return list(_jsonl(args.input)), (None if args.input == "-" else Path(args.input).resolve().parent)
+    if not (args.text or args.image):
+        raise SystemExit("guardedge: give --input FILE, or --text and/or --image")
+    content: list[dict] = []
+    if args.image:
+        content.append({"type": "image", "data": base64.b64encode(Path(args.image).read_bytes()).decode()})
+    if args.text:
+        content.append({"type": "text", "text": args.text})
+    messages = [{"role": "user", "content": content}]
+    if args.response:
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": args.response}]})
+    return [(1, {"messages": messages})], None
+
+
+def _jsonl(path: str) -> Iterator[tuple[int, object]]:
+    lines = sys.stdin if path == "-" else open(path, encoding="utf-8")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield number, InvalidRequest([_violation("line", f"not valid JSON ({exc.msg} at column {exc.colno})")])
+
+
+def _violation(field: str, description: str):
+    from guardedge.runtime.errors import FieldViolation
+
+    return FieldViolation(field, description)
+
+
+def _classify_stream(engine, items, base_dir, batch_size) -> Iterator[tuple[int, dict]]:
+    """Classify in batches, keeping input order; invalid requests yield error objects in place."""
+    pending: list[tuple[int, object]] = []
+    for line, obj in items:
+        try:
+            if isinstance(obj, InvalidRequest):
+                raise obj
+            pending.append((line, engine.prepare(engine.parse(obj, base_dir))))
+        except InvalidRequest as exc:
+            yield from _flush(engine, pending)
+            pending = []
+            yield line, {**_error_json(exc), "line": line}
+            continue
+        if len(pending) == batch_size:
+            yield from _flush(engine, pending)
+            pending = []
+    yield from _flush(engine, pending)
+
+
+def _flush(engine, pending) -> Iterator[tuple[int, dict]]:
+    if not pending:
+        return
+    verdicts = engine.run([p for _, p in pending])
+    for (line, _), verdict in zip(pending, verdicts):
+        yield line, verdict.to_json()
+
+
+def _error_json(exc: InvalidRequest) -> dict:
+    return {
+        "verdict": None,
+        "error": {
+            "code": "INVALID_ARGUMENT",
+            "message": str(exc),
+            "violations": [{"field": v.field, "description": v.description} for v in exc.violations],
+        },
+    }
+
+
+def _human(line: int, result: dict) -> str:
+    if result.get("verdict") is None:
+        return f"#{line}  ERROR  {result['error']['message']}"
+    cats = ",".join(result["categories"])
+    extra = f"  ({result['error']})" if result.get("error") else ""
+    return f"#{line}  {result['verdict']:<11} {cats:<12} P(unsafe)={result['unsafe_probability']:.3f}  {result['timings']['total_s'] * 1000:.0f} ms{extra}"
+
+
+def cmd_demo(args) -> int:
+    if args.action == "path":
+        from guardedge.runtime.demo.build import ensure_demo
+
+        print(ensure_demo())
+    elif args.action == "metrics":
+        from guardedge.runtime.demo.build import ensure_demo
+        from guardedge.runtime.demo.train import evaluate
+
+        metrics = evaluate(ensure_demo(), n=args.n)
+        width = max(map(len, metrics))
+        for key, value in metrics.items():
+            print(f"{key:<{width}}  {value}")
+        print(json.dumps(metrics))
+    else:
+        from guardedge.runtime.demo.samples import write_samples
+
+        write_samples(sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

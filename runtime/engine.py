@@ -1,0 +1,179 @@
+"""The scoring engine: requests in, verdicts out, in one forward pass when the answer is safe.
+
+For a batch: render each prompt (family), append the answer prefix, tokenize and preprocess the
+image (preprocess), run one prefill (backend) and read P(unsafe) and P(safe) at the last
+position. A request whose first answer token is ``safe`` is done. One that is ``unsafe`` (or
+crosses the optional threshold) continues greedily with the KV cache to read its categories;
+any other first token is decoded too and reported as ``unparseable`` with the raw text.
+
+    engine = load_engine("demo")
+    verdicts = engine.classify([engine.parse(obj) for obj in objs])
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+from guardedge.runtime.families import GuardFamily, family_for_config
+from guardedge.runtime.modeldir import ModelDir, resolve
+from guardedge.runtime.preprocess import Encoded, Preprocessor
+from guardedge.runtime.requests import RequestLimits, check_excluded, parse_request
+from guardedge.runtime.types import GuardRequest, Timings, Verdict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    device: str | None = None  # auto: cuda if available, else cpu
+    dtype: str | None = None  # auto: bfloat16 on cuda, float32 on cpu
+    threshold: float | None = None  # unsafe iff P(unsafe) >= threshold; None: greedy answer decides
+    max_batch_size: int = 8
+    max_text_tokens: int | None = None  # default: the model's context length
+    prompt_source: Literal["builtin", "model"] = "builtin"
+    progress: bool = True
+
+
+@dataclass
+class Prepared:
+    """A request after validation and preprocessing, ready to join a batch."""
+
+    request: GuardRequest
+    encoded: Encoded
+    preprocess_s: float
+    queued_at: float
+
+
+class Engine:
+    def __init__(self, model_dir: ModelDir, family: GuardFamily, preprocessor: Preprocessor, backend, options: EngineOptions):
+        self.model_dir = model_dir
+        self.family = family
+        self.pre = preprocessor
+        self.backend = backend
+        self.options = options
+        tok = preprocessor.tokenizer
+        spec = family.scoring
+        self.safe_id = _single_token(tok, spec.safe_token)
+        self.unsafe_id = _single_token(tok, spec.unsafe_token)
+        self.stop_ids = {i for t in spec.stop_tokens if (i := tok.convert_tokens_to_ids(t)) is not None and i >= 0}
+
+    # -- the public surface -------------------------------------------------------------------
+
+    def parse(self, obj: object, base_dir=None, limits: RequestLimits | None = None) -> GuardRequest:
+        return parse_request(obj, self.family.default_categories(), base_dir, limits)
+
+    def prepare(self, request: GuardRequest) -> Prepared:
+        """Tokenize and preprocess one request; raises InvalidRequest for this request alone."""
+        start = time.perf_counter()
+        if request.categories is None and request.excluded_category_keys:
+            check_excluded(request.excluded_category_keys, self.family.default_categories())
+        encoded = self.pre.encode(request)
+        return Prepared(request, encoded, time.perf_counter() - start, start)
+
+    def classify(self, requests: Sequence[GuardRequest], threshold: float | None = None) -> list[Verdict]:
+        """Classify requests in batches of at most ``max_batch_size``, keeping their order."""
+        prepared = [self.prepare(r) for r in requests]
+        size = self.options.max_batch_size
+        out: list[Verdict] = []
+        for i in range(0, len(prepared), size):
+            out.extend(self.run(prepared[i : i + size], threshold))
+        return out
+
+    def run(self, batch: Sequence[Prepared], threshold: float | None = None) -> list[Verdict]:
+        """One engine batch: one prefill, then a KV-cached decode for the rows that need it."""
+        import torch
+
+        threshold = self.options.threshold if threshold is None else threshold
+        started = time.perf_counter()
+        logits, state = self.backend.prefill(self.pre.collate([p.encoded for p in batch]))
+        probs = torch.softmax(logits, dim=-1)
+        p_unsafe = probs[:, self.unsafe_id].tolist()
+        p_safe = probs[:, self.safe_id].tolist()
+        first = logits.argmax(-1).tolist()
+        forced = [self._first_token(f, pu, threshold) for f, pu in zip(first, p_unsafe)]
+        rows = [i for i, f in enumerate(forced) if f != self.safe_id or self.family.scoring.decode_when_safe]
+        answers = {i: [self.safe_id] for i in range(len(batch))}
+        if rows:
+            decoded = self.backend.decode(state, rows, [forced[i] for i in rows], self.family.scoring.max_new_tokens, self.stop_ids)
+            answers.update(zip(rows, decoded))
+        inference_s = time.perf_counter() - started
+        return [self._verdict(p, answers[i], p_unsafe[i], p_safe[i], inference_s) for i, p in enumerate(batch)]
+
+    def describe(self) -> dict:
+        return {
+            "name": self.model_dir.name,
+            "path": str(self.model_dir.path),
+            "family": self.family.name,
+            "backend": self.backend.description,
+            "max_text_tokens": self.pre.max_text_tokens,
+        }
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _first_token(self, greedy: int, p_unsafe: float, threshold: float | None) -> int:
+        if threshold is None or greedy not in (self.safe_id, self.unsafe_id):
+            return greedy  # an off-format first token is decoded and reported, never guessed
+        return self.unsafe_id if p_unsafe >= threshold else self.safe_id
+
+    def _verdict(self, p: Prepared, tokens: list[int], p_unsafe: float, p_safe: float, inference_s: float) -> Verdict:
+        text = self.pre.tokenizer.decode(tokens, skip_special_tokens=False)
+        parsed = self.family.parse(self.family.scoring.answer_prefix + text, p.request)
+        now = time.perf_counter()
+        timings = Timings(
+            queue=max(0.0, now - p.queued_at - p.preprocess_s - inference_s),
+            preprocess=p.preprocess_s,
+            inference=inference_s,
+            total=now - p.queued_at,
+        )
+        return Verdict(parsed.verdict, parsed.categories, p_unsafe, p_safe, text, timings, parsed.error, p.request.request_id)
+
+
+def _single_token(tokenizer, text: str) -> int:
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) != 1:
+        raise ValueError(f"the scoring token {text!r} is {len(ids)} tokens in this tokenizer; it must be one")
+    return ids[0]
+
+
+def load_engine(model: str, options: EngineOptions | None = None) -> Engine:
+    """Load ``model`` ("demo" or a local directory) with the PyTorch backend."""
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    from guardedge.runtime.backends import load_backend
+
+    options = options or EngineOptions()
+    model_dir = resolve(model, progress=options.progress)
+    family = family_for_config(model_dir.config)
+    if options.prompt_source == "model":
+        family = _model_template_family(family, model_dir)
+    else:
+        _warn_if_template_differs(family, model_dir)
+    # fix_mistral_regex=False: transformers 4.57.3+ warns about a Mistral regex on every local
+    # directory saved by 4.57.x; passing the flag explicitly keeps the tokenizer unchanged and quiet.
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir.path), local_files_only=True, fix_mistral_regex=False)
+    # The slow processor is what a saved MllamaImageProcessor loads by default, i.e. what the model card runs.
+    image_processor = AutoImageProcessor.from_pretrained(str(model_dir.path), local_files_only=True, use_fast=False)
+    context = model_dir.config.get("text_config", {}).get("max_position_embeddings", 131072)
+    max_tokens = min(context, options.max_text_tokens or context)
+    backend = load_backend(model_dir, options.device, options.dtype)
+    return Engine(model_dir, family, Preprocessor(tokenizer, image_processor, family, max_tokens), backend, options)
+
+
+def _model_template_family(family: GuardFamily, model_dir: ModelDir) -> GuardFamily:
+    from guardedge.runtime.chat_template import model_template
+    from guardedge.runtime.families.model_template import ModelTemplateFamily
+
+    template = model_template(model_dir.path)
+    if template is None:
+        raise ValueError(f"{model_dir.path} has no chat template; use prompt_source='builtin'")
+    return ModelTemplateFamily(family, template)
+
+
+def _warn_if_template_differs(family: GuardFamily, model_dir: ModelDir) -> None:
+    from guardedge.runtime.families.model_template import template_differences
+
+    for difference in template_differences(family, model_dir.path):
+        log.warning("model %s: %s", model_dir.name, difference)

@@ -1,0 +1,116 @@
+"""Turn validated requests into model inputs: prompt token ids, image tiles, cross-attention masks.
+
+The prompt text comes from the guard family; tokenization uses the model directory's own
+tokenizer and images its own image processor (transformers' MllamaImageProcessor), so the
+numbers the model sees are exactly what the model card's processor would produce. Batches are
+left-padded with explicit position ids, which keeps every row identical to running it alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from guardedge.runtime.errors import invalid
+from guardedge.runtime.families import GuardFamily
+from guardedge.runtime.types import GuardRequest
+
+
+@dataclass
+class EncodedImage:
+    pixel_values: torch.Tensor  # [max_tiles, 3, H, W]
+    aspect_ratio_id: int
+    aspect_ratio_mask: torch.Tensor  # [max_tiles]
+    num_tiles: int
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    image: EncodedImage | None
+    image_pos: int  # index of the image token in input_ids, -1 without image
+
+
+@dataclass
+class Batch:
+    """A left-padded batch; rows without an image have ``has_image`` False."""
+
+    input_ids: torch.Tensor  # [B, L]
+    attention_mask: torch.Tensor  # [B, L]
+    position_ids: torch.Tensor  # [B, L]
+    cross_attention_mask: torch.Tensor | None  # [B, L, 1, T]
+    pixel_values: torch.Tensor | None  # [b_img, 1, T, 3, H, W], image rows only
+    aspect_ratio_ids: torch.Tensor | None  # [b_img, 1]
+    aspect_ratio_mask: torch.Tensor | None  # [b_img, 1, T]
+    image_rows: list[int]
+
+
+class Preprocessor:
+    def __init__(self, tokenizer, image_processor, family: GuardFamily, max_text_tokens: int):
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.family = family
+        self.max_text_tokens = max_text_tokens
+        self.image_token_id = tokenizer.convert_tokens_to_ids("<|image|>") if family.uses_image_token else -1
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def prompt_ids(self, request: GuardRequest, answer: str = "") -> list[int]:
+        text = self.family.render(request) + self.family.scoring.answer_prefix + answer
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        # Room for the longest answer is part of the budget: a prompt that fits but cannot be answered is too long.
+        budget = self.max_text_tokens - self.family.scoring.max_new_tokens
+        if len(ids) > budget:
+            raise invalid(
+                "messages",
+                f"the prompt is {len(ids)} tokens; this model accepts at most {budget} "
+                f"({self.max_text_tokens} context minus {self.family.scoring.max_new_tokens} for the answer)",
+            )
+        return ids
+
+    def encode_image(self, image) -> EncodedImage:
+        out = self.image_processor(images=[[image]], return_tensors="pt")
+        num_tiles = int(out["num_tiles"][0][0])
+        return EncodedImage(
+            pixel_values=out["pixel_values"][0, 0],
+            aspect_ratio_id=int(out["aspect_ratio_ids"][0, 0]),
+            aspect_ratio_mask=out["aspect_ratio_mask"][0, 0],
+            num_tiles=num_tiles,
+        )
+
+    def encode(self, request: GuardRequest, answer: str = "") -> Encoded:
+        ids = self.prompt_ids(request, answer)
+        image = request.image
+        if image is None:
+            return Encoded(ids, None, -1)
+        return Encoded(ids, self.encode_image(image.image), ids.index(self.image_token_id))
+
+    def collate(self, items: list[Encoded], pad_left: bool = True) -> Batch:
+        length = max(len(e.input_ids) for e in items)
+        n = len(items)
+        input_ids = torch.full((n, length), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((n, length), dtype=torch.long)
+        image_rows = [i for i, e in enumerate(items) if e.image is not None]
+        tiles = items[image_rows[0]].image.pixel_values.shape[0] if image_rows else 0
+        cross = torch.zeros((n, length, 1, tiles), dtype=torch.long) if image_rows else None
+        for i, e in enumerate(items):
+            start = length - len(e.input_ids) if pad_left else 0
+            input_ids[i, start : start + len(e.input_ids)] = torch.tensor(e.input_ids)
+            attention_mask[i, start : start + len(e.input_ids)] = 1
+            if e.image is not None:
+                # As MllamaProcessor: every token from the image token to the end sees the image's tiles.
+                cross[i, start + e.image_pos : start + len(e.input_ids), 0, : e.image.num_tiles] = 1
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        if not image_rows:
+            return Batch(input_ids, attention_mask, position_ids, None, None, None, None, [])
+        imgs = [items[i].image for i in image_rows]
+        return Batch(
+            input_ids,
+            attention_mask,
+            position_ids,
+            cross,
+            torch.stack([im.pixel_values for im in imgs]).unsqueeze(1),
+            torch.tensor([[im.aspect_ratio_id] for im in imgs], dtype=torch.long),
+            torch.stack([im.aspect_ratio_mask for im in imgs]).unsqueeze(1),
+            image_rows,
+        )

@@ -1,0 +1,26 @@
+"""Shared fixtures: the demo guard (built once per machine, cached) and its engine."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def demo_dir():
+    from guardedge.runtime.demo.build import ensure_demo
+
+    return ensure_demo(progress=False)
+
+
+@pytest.fixture(scope="session")
+def demo_engine(demo_dir):
+    from guardedge.runtime.engine import EngineOptions, load_engine
+
+    return load_engine(str(demo_dir), EngineOptions(max_batch_size=8, progress=False))
+
+
+@pytest.fixture(scope="session")
+def tokenizer(demo_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(demo_dir), local_files_only=True)

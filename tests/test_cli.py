@@ -1,0 +1,102 @@
+"""CLI round trips: render, classify (JSONL, one-off, batch sizes), error lines, demo commands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from guardedge.runtime.demo.samples import samples
+from guardedge.runtime.families import get_family
+from guardedge.runtime.requests import parse_request
+
+
+def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "guardedge.runtime.cli", *args], input=stdin,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_render_json_is_the_family_prompt(tmp_path):
+    request = {"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": " Hi "}]},
+                            {"role": "assistant", "content": [{"type": "text", "text": "Hello"}]}],
+               "excluded_category_keys": ["S2"]}
+    path = tmp_path / "req.json"
+    path.write_text(json.dumps(request))
+    out = run("render", "--family", "llama-guard-3-vision", "--input", str(path), "--json")
+    assert out.returncode == 0, out.stderr
+    family = get_family("llama-guard-3-vision")
+    expected = family.render(parse_request(request, family.default_categories(), load_images=False))
+    assert json.loads(out.stdout) == {"prompt": expected}
+    plain = run("render", "--input", str(path))
+    assert plain.stdout == expected + "\n"
+
+
+def test_render_rejects_bad_roles_with_field(tmp_path):
+    path = tmp_path / "req.json"
+    path.write_text(json.dumps({"messages": [{"role": "assistant", "content": "hi"}]}))
+    out = run("render", "--input", str(path), "--json")
+    assert out.returncode == 2
+    assert json.loads(out.stderr)["error"]["violations"][0]["field"] == "messages[0].role"
+
+
+@pytest.fixture(scope="module")
+def requests_file(tmp_path_factory, demo_dir) -> Path:
+    path = tmp_path_factory.mktemp("cli") / "reqs.jsonl"
+    lines = [json.dumps({k: v for k, v in s.items() if k != "expected"}) for s in samples()]
+    lines.insert(3, '{"messages": [{"role": "user", "content": "x"}, {"role": "user", "content": "y"}]}')
+    lines.insert(5, "{not json")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _classify(path: Path, batch: int) -> tuple[int, list[dict]]:
+    out = run("classify", "--model", "demo", "--input", str(path), "--json", "--batch-size", str(batch))
+    assert out.returncode in (0, 2), out.stderr
+    return out.returncode, [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def test_classify_jsonl_batch_sizes_agree_and_keep_order(requests_file):
+    code1, one = _classify(requests_file, 1)
+    code8, eight = _classify(requests_file, 8)
+    assert code1 == code8 == 2  # two invalid lines
+    assert len(one) == len(eight) == len(samples()) + 2
+    for a, b in zip(one, eight):
+        assert a.get("request_id") == b.get("request_id")
+        assert a["verdict"] == b["verdict"]
+        if a["verdict"] is not None:
+            assert a["categories"] == b["categories"]
+            assert a["unsafe_probability"] == pytest.approx(b["unsafe_probability"], abs=1e-4)
+    assert one[3]["verdict"] is None and one[3]["error"]["violations"][0]["field"] == "messages[1].role"
+    assert one[3]["line"] == 4
+    assert one[5]["verdict"] is None and "not valid JSON" in one[5]["error"]["message"]
+    ids = [r.get("request_id") for r in one if r["verdict"] is not None]
+    assert ids == [s["request_id"] for s in samples()]
+    assert {"safe", "unsafe"} <= {r["verdict"] for r in one}
+
+
+def test_classify_one_off_forms(tmp_path, demo_dir):
+    from guardedge.runtime.demo.data import IMAGE_COLOURS, ImageSpec
+
+    image = tmp_path / "red.png"
+    ImageSpec(IMAGE_COLOURS["Violent Crimes."], (90, 160), 5).render().save(image)
+    out = run("classify", "--model", str(demo_dir), "--text", "What do you see in this image?", "--image", str(image), "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert set(result) >= {"verdict", "categories", "unsafe_probability", "raw_output", "timings"}
+    resp = run("classify", "--model", "demo", "--text", "How do I steal a car?", "--response", "I can't help with that.")
+    assert resp.returncode == 0 and "safe" in resp.stdout
+
+
+def test_demo_path_and_requests(demo_dir):
+    assert run("demo", "path").stdout.strip() == str(demo_dir)
+    lines = run("demo", "requests").stdout.splitlines()
+    assert len(lines) == len(samples()) and all(json.loads(line)["messages"] for line in lines)
+
+
+def test_missing_model_directory_is_a_clear_error(tmp_path):
+    out = run("classify", "--model", str(tmp_path / "nope"), "--text", "hi")
+    assert out.returncode == 1
+    assert "does not exist" in out.stderr and "Traceback" not in out.stderr
