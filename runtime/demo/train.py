@@ -1,0 +1,157 @@
+"""Train the demo guard on the synthetic stream and measure it on the held-out set.
+
+Training uses the runtime's own prompt renderer and preprocessing (right-padded), so the
+model learns exactly the prompts the engine will send it. The two 128k-row tables (input
+embedding, output layer) train through sparse row updates so a CPU step stays cheap.
+Evaluation runs the real engine on held-out examples.
+
+    guardedge demo metrics        # re-run the held-out evaluation on the cached demo guard
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from guardedge.runtime.demo.data import Generator, examples
+from guardedge.runtime.demo.weights import init_tables
+from guardedge.runtime.families import get_family
+from guardedge.runtime.preprocess import Preprocessor
+from guardedge.runtime.types import GuardRequest, ImageInput, Message, Part
+
+FAMILY = "llama-guard-3-vision"
+EVAL_SIZE = 400
+
+
+def to_request(example: dict) -> GuardRequest:
+    """A generated example as a validated request (the synthetic image is rendered here)."""
+    spec = example.get("image_spec")
+    messages = []
+    for m in example["messages"]:
+        parts = []
+        for p in m["content"]:
+            if p["type"] == "text":
+                parts.append(Part("text", text=p["text"]))
+            else:
+                parts.append(Part("image", image=ImageInput(spec.render(), "synthetic")))
+        messages.append(Message(m["role"], tuple(parts)))
+    categories = example.get("categories")
+    return GuardRequest(
+        messages=tuple(messages),
+        categories=tuple(categories.items()) if categories is not None else None,
+        excluded_category_keys=tuple(example.get("excluded_category_keys", ())),
+        request_id=example.get("id", ""),
+    )
+
+
+def answer_text(label: dict) -> str:
+    """The model's target answer after the "\\n\\n" prefix (REFERENCE.md §2)."""
+    if label["verdict"] == "safe":
+        return "safe<|eot_id|>"
+    return "unsafe\n" + ",".join(label["categories"]) + "<|eot_id|>"
+
+
+def _batch(pre: Preprocessor, gen: Generator, size: int):
+    encoded, targets = [], []
+    for _ in range(size):
+        ex = gen.example()
+        request = to_request(ex)
+        prompt_len = len(pre.prompt_ids(request))
+        enc = pre.encode(request, answer_text(ex["label"]))
+        encoded.append(enc)
+        # Positions whose next token is the answer, from the "\n\n" prefix on.
+        targets.append([(i, enc.input_ids[i + 1]) for i in range(prompt_len - 2, len(enc.input_ids) - 1)])
+    return pre.collate(encoded, pad_left=False), targets
+
+
+def _loss(model, batch, targets, embedding, head, negatives: torch.Tensor) -> torch.Tensor:
+    from guardedge.runtime.backends.torch_backend import cross_attention_states
+
+    hidden = model.model(
+        # Sparse lookups: only the rows a batch touches get gradients (the tables have 128k rows).
+        inputs_embeds=torch.nn.functional.embedding(batch.input_ids, embedding, sparse=True),
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        cross_attention_states=cross_attention_states(model, batch, torch.device("cpu"), torch.float32),
+        cross_attention_mask=batch.cross_attention_mask,
+        use_cache=False,
+    ).last_hidden_state
+    rows = torch.tensor([r for r, t in enumerate(targets) for _ in t])
+    cols = torch.tensor([i for t in targets for i, _ in t])
+    labels = torch.tensor([y for t in targets for _, y in t])
+    # Sampled softmax: the answer tokens plus uniformly sampled, frozen negatives instead of the
+    # full 128k-way output layer, which would dominate a CPU step. Each negative stands for
+    # (vocab - answer tokens) / samples untrained rows, hence the log-weight: the loss tracks the
+    # full softmax (P(safe) + P(unsafe) ~ 1 at inference) while only answer rows change.
+    positives, target = torch.unique(labels, return_inverse=True)
+    negatives = negatives[~torch.isin(negatives, positives)]
+    weights = torch.cat([torch.nn.functional.embedding(positives, head, sparse=True), head.detach()[negatives]])
+    correction = math.log((head.shape[0] - len(positives)) / len(negatives))
+    bias = torch.cat([torch.zeros(len(positives)), torch.full((len(negatives),), correction)])
+    logits = hidden[rows, cols] @ weights.T + bias
+    return torch.nn.functional.cross_entropy(logits, target)
+
+
+def train(config, tokenizer, image_processor, steps: int, batch_size: int, lr: float, seed: int,
+          image_decided_share: float, policy_mix: tuple[float, float, float], progress: bool = True):
+    from transformers import MllamaForConditionalGeneration
+
+    torch.manual_seed(seed)
+    random.seed(seed)
+    model = MllamaForConditionalGeneration(config)
+    init_tables(model, seed)  # the deterministic init the packed weights are a diff against
+    # Mllama starts its cross-attention gates at 0 (for adapting a pretrained text model); from
+    # scratch, open gates let the image reach the answer from the first step.
+    for name, param in model.named_parameters():
+        if name.endswith(("cross_attn_attn_gate", "cross_attn_mlp_gate")):
+            param.data.fill_(1.0)
+    model.train()
+    # The two 128k-row tables train through sparse row updates; everything else densely.
+    embedding = torch.nn.Parameter(model.model.language_model.embed_tokens.weight.data)
+    head = torch.nn.Parameter(model.lm_head.weight.data)
+    model.model.language_model.embed_tokens.weight.requires_grad_(False)
+    model.lm_head.weight.requires_grad_(False)
+    pre = Preprocessor(tokenizer, image_processor, get_family(FAMILY), max_text_tokens=4096)
+    gen = Generator("train", seed, image_decided_share, policy_mix)
+    params = [p for p in model.parameters() if p.requires_grad]
+    dense = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
+    sparse = torch.optim.SparseAdam([embedding, head], lr=lr * 3, betas=(0.9, 0.98))
+    warmup = max(1, steps // 20)
+    schedule = lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))  # noqa: E731
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in (dense, sparse)]
+    vocab = model.lm_head.weight.shape[0]
+    bar = tqdm(range(steps), desc="training demo guard", disable=not progress, mininterval=2)
+    for step in bar:
+        batch, targets = _batch(pre, gen, batch_size)
+        loss = _loss(model, batch, targets, embedding, head, torch.randint(0, vocab, (256,)))
+        dense.zero_grad(set_to_none=True)
+        sparse.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        dense.step()
+        sparse.step()
+        for sched in schedulers:
+            sched.step()
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    model.eval()
+    return model
+
+
+def evaluate(model_dir: Path | str, n: int = EVAL_SIZE, progress: bool = True, batch_size: int = 16) -> dict:
+    """Held-out metrics of the model in ``model_dir``, measured through the engine."""
+    from guardedge.runtime.demo.metrics import guard_metrics
+    from guardedge.runtime.engine import EngineOptions, load_engine
+
+    engine = load_engine(str(model_dir), EngineOptions(max_batch_size=batch_size))
+    held_out = examples("eval", n, seed=0)
+    predictions = []
+    chunks = range(0, len(held_out), batch_size)
+    for start in tqdm(chunks, desc="evaluating demo guard", disable=not progress, mininterval=2):
+        chunk = held_out[start : start + batch_size]
+        predictions.extend(engine.classify([to_request(ex) for ex in chunk]))
+    return guard_metrics(held_out, predictions)
