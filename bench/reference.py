@@ -1,0 +1,117 @@
+"""Engine vs the model card's transformers snippet, same inputs, same process.
+
+The snippet is Meta's Llama Guard 3 Vision card code, unchanged but for the model directory:
+``AutoProcessor`` + ``MllamaForConditionalGeneration`` (bf16, ``device_map="auto"``) +
+``apply_chat_template`` + ``generate(max_new_tokens=20)``, one request at a time. It runs as
+published (bf16, the reference for the speedup) and in fp32 (the engine's CPU dtype, so the
+table separates what the dtype buys from what one-pass scoring buys). All sides are warmed up,
+then timed interleaved over several rounds; the report gives per-request p50/p90, speedups
+against the published snippet and whether verdicts agree. Human table first, one JSON line last.
+Absolute times only mean something on the machine named in the first line.
+
+    python -m guardedge.bench.reference --model demo [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+
+from guardedge.runtime.demo.samples import samples
+from guardedge.runtime.engine import EngineOptions, load_engine
+from guardedge.runtime.modeldir import resolve
+
+
+def load_snippet(model_dir: str, dtype: torch.dtype = torch.bfloat16):
+    from transformers import AutoProcessor, MllamaForConditionalGeneration
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    model = MllamaForConditionalGeneration.from_pretrained(model_dir, dtype=dtype, device_map="auto")
+    return processor, model
+
+
+def snippet_answer(processor, model, case: dict, image) -> str:
+    """The model card's code path for one request; returns the decoded answer."""
+    conversation = [{"role": m["role"], "content": [
+        {"type": "image"} if p["type"] == "image" else {"type": "text", "text": p["text"]} for p in m["content"]]}
+        for m in case["messages"]]
+    kwargs = {k: case[k] for k in ("categories", "excluded_category_keys") if k in case}
+    input_prompt = processor.apply_chat_template(conversation, return_tensors="pt", **kwargs)
+    inputs = processor(text=input_prompt, images=image, return_tensors="pt").to(model.device)
+    prompt_len = len(inputs["input_ids"][0])
+    output = model.generate(**inputs, max_new_tokens=20, pad_token_id=0)
+    return processor.decode(output[:, prompt_len:][0])
+
+
+def snippet_verdict(answer: str) -> tuple[str, tuple[str, ...]]:
+    lines = [line.strip() for line in answer.replace("<|eot_id|>", "").strip().splitlines() if line.strip()]
+    if not lines or lines[0] not in ("safe", "unsafe"):
+        return "unparseable", ()
+    return lines[0], tuple(lines[1].split(",")) if lines[0] == "unsafe" and len(lines) > 1 else ()
+
+
+def _stats(times: list[float]) -> dict:
+    ms = sorted(t * 1000 for t in times)
+    return {"p50_ms": round(statistics.median(ms), 2), "p90_ms": round(ms[int(0.9 * (len(ms) - 1))], 2)}
+
+
+def compare(model: str, rounds: int = 5) -> dict:
+    """Time the card snippet (as published: bf16; and in the engine's fp32) against the engine."""
+    path = str(resolve(model).path)
+    engine = load_engine(path, EngineOptions(max_batch_size=8, progress=False))
+    snippets = {"snippet_bf16": load_snippet(path, torch.bfloat16), "snippet_fp32": load_snippet(path, torch.float32)}
+    cases = samples()
+    requests = [engine.parse(c) for c in cases]
+    images = [r.image.image if r.image else None for r in requests]
+    # Warm-up, and the verdicts compared: the card's code as published (bf16) vs the engine.
+    ref = {name: [snippet_verdict(snippet_answer(*s, c, im)) for c, im in zip(cases, images)] for name, s in snippets.items()}
+    ours = [(v.verdict, v.categories) for v in engine.classify(requests)]
+    times: dict[str, list[float]] = {name: [] for name in [*snippets, "engine", "engine_batched"]}
+    for _ in range(rounds):  # interleaved, so drift in machine load hits every side alike
+        for case, image, request in zip(cases, images, requests):
+            for name, snippet in snippets.items():
+                start = time.perf_counter()
+                snippet_answer(*snippet, case, image)
+                times[name].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            engine.classify([request])
+            times["engine"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        engine.classify(requests)
+        times["engine_batched"].append((time.perf_counter() - start) / len(requests))
+    stats = {name: _stats(t) for name, t in times.items()}
+    reference = stats["snippet_bf16"]["p50_ms"]
+    return {
+        "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
+        "torch": torch.__version__, "model": path, "requests": len(cases), "rounds": rounds, "timings": stats,
+        "speedup": {name: round(reference / s["p50_ms"], 2) for name, s in stats.items()},
+        "verdicts_agree": {name: sum(a == b for a, b in zip(r, ours)) for name, r in ref.items()},
+        "engine_backend": engine.backend.description,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    report = compare(args.model, args.rounds)
+    print(f"{report['machine']}, torch {report['torch']}, {report['requests']} requests x {report['rounds']} rounds")
+    print(f"{'':34}{'p50 ms/req':>11}{'p90 ms/req':>11}{'speedup':>9}")
+    labels = {"snippet_bf16": "model card snippet (bf16, as published)", "snippet_fp32": "model card snippet (fp32)",
+              "engine": "guardedge engine, one at a time", "engine_batched": f"guardedge engine, batch of {report['requests']}"}
+    for name, label in labels.items():
+        s = report["timings"][name]
+        print(f"{label:34.34}{s['p50_ms']:11.2f}{s['p90_ms']:11.2f}{report['speedup'][name]:8.2f}x")
+    for name, agree in report["verdicts_agree"].items():
+        print(f"verdicts agree with {name}: {agree}/{report['requests']}")
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
