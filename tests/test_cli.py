@@ -96,6 +96,18 @@ def test_demo_path_and_requests(demo_dir):
     assert len(lines) == len(samples()) and all(json.loads(line)["messages"] for line in lines)
 
 
+def test_make_demo_prints_safe_and_unsafe_verdicts(demo_dir):
+    """What `make demo` runs: a table with every sample, at least one safe and one unsafe."""
+    out = subprocess.run([sys.executable, "-m", "guardedge.runtime.demo.run"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    ids = {c["request_id"] for c in samples()}
+    # Fixed-width table: request (22), expected (10), verdict (12), ...
+    rows = {line[:22].strip(): line[34:46].strip() for line in out.stdout.splitlines() if line[:22].strip() in ids}
+    assert rows.keys() == ids
+    assert {"safe", "unsafe"} <= set(rows.values())
+    assert f"/{len(samples())} as expected" in out.stdout
+
+
 def test_missing_model_directory_is_a_clear_error(tmp_path):
     out = run("classify", "--model", str(tmp_path / "nope"), "--text", "hi")
     assert out.returncode == 1
