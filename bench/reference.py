@@ -55,6 +55,10 @@ def snippet_verdict(answer: str) -> tuple[str, tuple[str, ...]]:
     return lines[0], tuple(lines[1].split(",")) if lines[0] == "unsafe" and len(lines) > 1 else ()
 
 
+def _verdict(v) -> tuple[str, tuple[str, ...]]:
+    return v.verdict, tuple(v.categories)
+
+
 def _stats(times: list[float]) -> dict:
     ms = sorted(t * 1000 for t in times)
     return {"p50_ms": round(statistics.median(ms), 2), "p90_ms": round(ms[int(0.9 * (len(ms) - 1))], 2)}
@@ -69,8 +73,10 @@ def compare(model: str, rounds: int = 5) -> dict:
     requests = [engine.parse(c) for c in cases]
     images = [r.image.image if r.image else None for r in requests]
     # Warm-up, and the verdicts compared: the card's code as published (bf16) vs the engine.
-    ref = {name: [snippet_verdict(snippet_answer(*s, c, im)) for c, im in zip(cases, images)] for name, s in snippets.items()}
-    ours = [(v.verdict, v.categories) for v in engine.classify(requests)]
+    # Both answers go through the family's parser, so "same verdict" means the same thing on both sides.
+    ref = {name: [_verdict(engine.family.parse(snippet_answer(*s, c, im), r)) for c, im, r in zip(cases, images, requests)]
+           for name, s in snippets.items()}
+    ours = [_verdict(v) for v in engine.classify(requests)]
     times: dict[str, list[float]] = {name: [] for name in [*snippets, "engine", "engine_batched"]}
     for _ in range(rounds):  # interleaved, so drift in machine load hits every side alike
         for case, image, request in zip(cases, images, requests):
@@ -102,12 +108,12 @@ def main() -> None:
     args = parser.parse_args()
     report = compare(args.model, args.rounds)
     print(f"{report['machine']}, torch {report['torch']}, {report['requests']} requests x {report['rounds']} rounds")
-    print(f"{'':34}{'p50 ms/req':>11}{'p90 ms/req':>11}{'speedup':>9}")
+    print(f"{'':42}{'p50 ms/req':>11}{'p90 ms/req':>11}{'speedup':>9}")
     labels = {"snippet_bf16": "model card snippet (bf16, as published)", "snippet_fp32": "model card snippet (fp32)",
               "engine": "guardedge engine, one at a time", "engine_batched": f"guardedge engine, batch of {report['requests']}"}
     for name, label in labels.items():
         s = report["timings"][name]
-        print(f"{label:34.34}{s['p50_ms']:11.2f}{s['p90_ms']:11.2f}{report['speedup'][name]:8.2f}x")
+        print(f"{label:42}{s['p50_ms']:11.2f}{s['p90_ms']:11.2f}{report['speedup'][name]:8.2f}x")
     for name, agree in report["verdicts_agree"].items():
         print(f"verdicts agree with {name}: {agree}/{report['requests']}")
     print(json.dumps(report))

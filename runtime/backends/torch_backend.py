@@ -50,6 +50,17 @@ def cross_attention_states(model, batch: Batch, device: torch.device, dtype: tor
     return full.reshape(-1, full.shape[-2], full.shape[-1])
 
 
+def _head_columns_contiguous(head: torch.nn.Linear) -> None:
+    """Store the output layer's [vocab, hidden] weight as a transposed view of [hidden, vocab].
+
+    Why: each step reads logits for one row per request. On CPU, the product of one row with
+    the [vocab, hidden] layout was ~2.5x slower than with [hidden, vocab] in memory (measured on
+    the demo's 128256 x 64 table: 4.0 ms vs 1.7 ms per step; batch of 8: 5.9 vs 7.2 ms). Same
+    values, same shape, no second copy; only the memory order changes.
+    """
+    head.weight.data = head.weight.data.t().contiguous().t()
+
+
 @dataclass
 class PrefillState:
     cache: object  # transformers DynamicCache
@@ -79,6 +90,8 @@ class TorchBackend:
         )
         if not load_kwargs.get("quantization_config"):
             model.to(dev)
+            if dev.type == "cpu":
+                _head_columns_contiguous(model.lm_head)
         model.eval()
         return cls(model, dev, dt)
 
