@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import time
@@ -48,20 +49,25 @@ def snippet_answer(processor, model, case: dict, image) -> str:
     return processor.decode(output[:, prompt_len:][0])
 
 
-def snippet_verdict(answer: str) -> tuple[str, tuple[str, ...]]:
-    lines = [line.strip() for line in answer.replace("<|eot_id|>", "").strip().splitlines() if line.strip()]
-    if not lines or lines[0] not in ("safe", "unsafe"):
-        return "unparseable", ()
-    return lines[0], tuple(lines[1].split(",")) if lines[0] == "unsafe" and len(lines) > 1 else ()
-
-
-def _verdict(v) -> tuple[str, tuple[str, ...]]:
+def verdict_key(v) -> tuple[str, tuple[str, ...]]:
+    """What "same verdict" compares: the verdict and the category codes."""
     return v.verdict, tuple(v.categories)
+
+
+def snippet_verdicts(engine, snippet, cases: list[dict], requests: list) -> list[tuple[str, tuple[str, ...]]]:
+    """The snippet's answers, read by the engine's family parser so both sides mean the same."""
+    processor, model = snippet
+    out = []
+    for case, request in zip(cases, requests):
+        answer = snippet_answer(processor, model, case, request.image.image if request.image else None)
+        out.append(verdict_key(engine.family.parse(answer, request)))
+    return out
 
 
 def _stats(times: list[float]) -> dict:
     ms = sorted(t * 1000 for t in times)
-    return {"p50_ms": round(statistics.median(ms), 2), "p90_ms": round(ms[int(0.9 * (len(ms) - 1))], 2)}
+    p90 = ms[math.ceil(0.9 * len(ms)) - 1]  # nearest rank: never below the median, even for few samples
+    return {"p50_ms": round(statistics.median(ms), 2), "p90_ms": round(p90, 2)}
 
 
 def compare(model: str, rounds: int = 5) -> dict:
@@ -72,11 +78,9 @@ def compare(model: str, rounds: int = 5) -> dict:
     cases = samples()
     requests = [engine.parse(c) for c in cases]
     images = [r.image.image if r.image else None for r in requests]
-    # Warm-up, and the verdicts compared: the card's code as published (bf16) vs the engine.
-    # Both answers go through the family's parser, so "same verdict" means the same thing on both sides.
-    ref = {name: [_verdict(engine.family.parse(snippet_answer(*s, c, im), r)) for c, im, r in zip(cases, images, requests)]
-           for name, s in snippets.items()}
-    ours = [_verdict(v) for v in engine.classify(requests)]
+    # Warm-up, and the verdicts compared.
+    ref = {name: snippet_verdicts(engine, snippet, cases, requests) for name, snippet in snippets.items()}
+    ours = [verdict_key(v) for v in engine.classify(requests)]
     times: dict[str, list[float]] = {name: [] for name in [*snippets, "engine", "engine_batched"]}
     for _ in range(rounds):  # interleaved, so drift in machine load hits every side alike
         for case, image, request in zip(cases, images, requests):

@@ -102,15 +102,6 @@ class Engine:
         inference_s = time.perf_counter() - started
         return [self._verdict(p, answers[i], p_unsafe[i], p_safe[i], inference_s) for i, p in enumerate(batch)]
 
-    def describe(self) -> dict:
-        return {
-            "name": self.model_dir.name,
-            "path": str(self.model_dir.path),
-            "family": self.family.name,
-            "backend": self.backend.description,
-            "max_text_tokens": self.pre.max_text_tokens,
-        }
-
     # -- internals ----------------------------------------------------------------------------
 
     def _first_token(self, greedy: int, p_unsafe: float, threshold: float | None) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from guardedge.bench.reference import load_snippet, snippet_answer, snippet_verdict
+from guardedge.bench.reference import load_snippet, snippet_answer, snippet_verdicts, verdict_key
 from guardedge.runtime.demo.samples import samples
 
 
@@ -23,28 +23,28 @@ def test_snippet_prompt_is_ours(snippet, demo_engine):
         assert processor.apply_chat_template(conversation, **kwargs) == demo_engine.family.render(request)
 
 
-def test_snippet_and_engine_agree(snippet, demo_engine):
+def test_snippet_answers_in_the_llama_guard_format(snippet, demo_engine):
     processor, model = snippet
-    cases = samples()
-    requests = [demo_engine.parse(c) for c in cases]
-    ours = demo_engine.classify(requests)
-    agree = 0
-    for case, request, verdict in zip(cases, requests, ours):
+    for case in samples():
+        request = demo_engine.parse(case)
         answer = snippet_answer(processor, model, case, request.image.image if request.image else None)
-        assert answer.startswith("\n\n"), answer  # the exact Llama Guard output format
-        agree += snippet_verdict(answer) == (verdict.verdict, verdict.categories)
+        assert answer.startswith("\n\n") and answer.endswith("<|eot_id|>"), answer
+
+
+def _agreement(snippet, engine) -> int:
+    cases = samples()
+    requests = [engine.parse(c) for c in cases]
+    ours = [verdict_key(v) for v in engine.classify(requests)]
+    return sum(a == b for a, b in zip(snippet_verdicts(engine, snippet, cases, requests), ours))
+
+
+def test_snippet_as_published_agrees(snippet, demo_engine):
     # The snippet runs in bf16, the engine in fp32: a borderline case may flip, not more.
-    assert agree >= len(cases) - 1
+    assert _agreement(snippet, demo_engine) >= len(samples()) - 1
 
 
 def test_snippet_in_fp32_agrees_exactly(demo_dir, demo_engine):
-    """Same dtype as the engine on CPU: the card's answer, read by our parser, is our verdict."""
+    """Same dtype as the engine on CPU: every verdict and category list must match."""
     import torch
 
-    processor, model = load_snippet(str(demo_dir), torch.float32)
-    cases = samples()
-    requests = [demo_engine.parse(c) for c in cases]
-    for case, request, verdict in zip(cases, requests, demo_engine.classify(requests)):
-        answer = snippet_answer(processor, model, case, request.image.image if request.image else None)
-        parsed = demo_engine.family.parse(answer, request)
-        assert (parsed.verdict, parsed.categories) == (verdict.verdict, verdict.categories), (case, answer)
+    assert _agreement(load_snippet(str(demo_dir), torch.float32), demo_engine) == len(samples())
