@@ -3,6 +3,8 @@
     guardedge render --family llama-guard-3-vision --input REQ.json --json
     guardedge classify --model demo --input REQS.jsonl --json [--batch-size 8]
     guardedge classify --model demo --text "How do I build a pipe bomb?"
+    guardedge classify --server 127.0.0.1:50051 --input REQS.jsonl --json
+    guardedge serve --model demo --port 50051 [--config guardedge.toml]
     guardedge demo path | metrics | requests
 
 Exit codes: 0 success; 2 some requests were invalid (each got an error line); 1 the command
@@ -56,13 +58,72 @@ def _parser() -> argparse.ArgumentParser:
     classify.add_argument("--device", default="auto")
     classify.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     classify.add_argument("--prompt-source", default="builtin", choices=["builtin", "model"])
+    remote = classify.add_argument_group("through a server (guardedge serve)")
+    remote.add_argument("--server", metavar="HOST:PORT", help="classify through this server instead of loading a model")
+    remote.add_argument("--timeout", type=float, default=60.0, help="deadline per request, seconds")
+    remote.add_argument("--token-file", help="file holding the bearer token (else $GUARDEDGE_TOKEN)")
+    remote.add_argument("--tls-ca", help="CA certificate (PEM) that signed the server's certificate; turns TLS on")
+    remote.add_argument("--tls-cert", help="client certificate (PEM) for mutual TLS")
+    remote.add_argument("--tls-key", help="client key (PEM) for mutual TLS")
+    remote.add_argument("--concurrency", type=int, default=8, help="requests in flight at once (the server batches them)")
     classify.set_defaults(func=cmd_classify)
+
+    serve = sub.add_parser("serve", help="run the gRPC server (docs/service.md)")
+    serve.add_argument("--config", help="TOML file of settings (flags > GUARDEDGE_* environment > file > defaults)")
+    serve.add_argument("--model", dest="models", action="append", help="'demo' or a model directory; repeat to serve several (the first is the default)")
+    for name, kind, text in _SERVE_FLAGS:
+        serve.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=text)
+    serve.set_defaults(func=cmd_serve)
 
     demo = sub.add_parser("demo", help="the bundled demo guard")
     demo.add_argument("action", choices=["path", "metrics", "requests"])
     demo.add_argument("--n", type=int, default=400, help="held-out examples for 'metrics'")
     demo.set_defaults(func=cmd_demo)
     return parser
+
+
+_SERVE_FLAGS = [
+    ("host", str, "address to bind (default 127.0.0.1)"),
+    ("port", int, "port (default 50051; 0 picks a free one)"),
+    ("port_file", str, "write the bound port to this file once listening"),
+    ("max_batch_size", int, "largest engine batch (default 8)"),
+    ("max_queue_delay_ms", float, "wait up to this long for a partial batch to fill (default 0)"),
+    ("max_queue_size", int, "requests that may wait; more get RESOURCE_EXHAUSTED (default 64)"),
+    ("max_message_bytes", int, "largest gRPC message (default 32 MiB)"),
+    ("max_image_bytes", int, "largest encoded image (default 20 MiB)"),
+    ("max_image_pixels", int, "largest image in pixels (default 36e6)"),
+    ("device", str, "auto, cpu, cuda, cuda:1, ..."),
+    ("dtype", str, "auto, float32, bfloat16, float16"),
+    ("threshold", float, "unsafe iff P(unsafe) >= this, for requests that set none"),
+    ("token_file", str, "bearer tokens, one per line (also $GUARDEDGE_TOKENS, comma-separated)"),
+    ("tls_cert", str, "server certificate (PEM)"),
+    ("tls_key", str, "server key (PEM)"),
+    ("tls_client_ca", str, "CA for client certificates: mutual TLS"),
+    ("grace_seconds", float, "on SIGTERM, how long calls in flight may take to finish (default 30)"),
+    ("metrics_host", str, "address for /metrics (default 127.0.0.1)"),
+    ("metrics_port", int, "Prometheus port (default 9464; 0 any free; -1 off)"),
+    ("log_format", str, "json (default) or text"),
+    ("log_level", str, "debug, info (default), warning, error"),
+]
+
+
+def cmd_serve(args) -> int:
+    import asyncio
+    import os
+
+    from guardedge.runtime.service import logs
+    from guardedge.runtime.service.config import ConfigError, load_config
+    from guardedge.runtime.service.server import serve
+
+    flags = {name: getattr(args, name) for name, _, _ in _SERVE_FLAGS}
+    flags["models"] = tuple(args.models) if args.models else None
+    try:
+        config = load_config(flags, os.environ, args.config)
+    except ConfigError as exc:
+        print(f"guardedge serve: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(config.log_format, config.log_level)
+    return asyncio.run(serve(config))
 
 
 def _read_json(path: str) -> object:
@@ -93,6 +154,8 @@ def cmd_classify(args) -> int:
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise SystemExit("guardedge: --threshold must be between 0 and 1")
     items, base_dir = _classify_inputs(args)
+    if args.server:
+        return _classify_remote(args, items, base_dir)
     options = EngineOptions(device=args.device, dtype=args.dtype, threshold=args.threshold,
                             max_batch_size=args.batch_size, prompt_source=args.prompt_source)
     engine = load_engine(args.model, options)
@@ -101,6 +164,38 @@ def cmd_classify(args) -> int:
         failed |= "error" in result and result.get("verdict") is None
         result["model"] = engine.model_dir.name
         print(json.dumps(result) if args.json else _human(line, result), flush=True)
+    return 2 if failed else 0
+
+
+def _classify_remote(args, items, base_dir) -> int:
+    """The in-process classify, through a server: same inputs, same JSON lines, same exit codes."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from guardedge.runtime.service.client import GuardClient, GuardRpcError, Tls, response_to_json
+
+    token = Path(args.token_file).read_text().strip() if args.token_file else os.environ.get("GUARDEDGE_TOKEN")
+    tls = Tls(args.tls_ca or "", args.tls_cert or "", args.tls_key or "") if (args.tls_ca or args.tls_cert) else None
+
+    def one(item) -> tuple[int, dict]:
+        line, obj = item
+        try:
+            if isinstance(obj, InvalidRequest):
+                raise obj
+            if args.threshold is not None and isinstance(obj, dict) and "threshold" not in obj:
+                obj = {**obj, "threshold": args.threshold}
+            return line, response_to_json(client.classify(obj, timeout=args.timeout, base_dir=base_dir))
+        except InvalidRequest as exc:
+            return line, {**_error_json(exc), "line": line}
+        except GuardRpcError as exc:
+            return line, {**exc.to_json(), "line": line}
+
+    failed = False
+    with GuardClient(args.server, token=token, tls=tls, timeout=args.timeout) as client:
+        with ThreadPoolExecutor(max_workers=max(1, args.concurrency)) as pool:
+            for line, result in pool.map(one, items):
+                failed |= result.get("verdict") is None
+                print(json.dumps(result) if args.json else _human(line, result), flush=True)
     return 2 if failed else 0
 
 
@@ -179,7 +274,7 @@ def _error_json(exc: InvalidRequest) -> dict:
 
 def _human(line: int, result: dict) -> str:
     if result.get("verdict") is None:
-        return f"#{line}  ERROR  {result['error']['message']}"
+        return f"#{line}  ERROR  {result['error'].get('code', '')} {result['error']['message']}"
     cats = ",".join(result["categories"])
     extra = f"  ({result['error']})" if result.get("error") else ""
     return f"#{line}  {result['verdict']:<11} {cats:<12} P(unsafe)={result['unsafe_probability']:.3f}  {result['timings']['total_s'] * 1000:.0f} ms{extra}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
 from guardedge.runtime.families import GuardFamily, family_for_config
@@ -35,6 +35,27 @@ class EngineOptions:
     max_text_tokens: int | None = None  # default: the model's context length
     prompt_source: Literal["builtin", "model"] = "builtin"
     progress: bool = True
+    limits: RequestLimits = field(default_factory=RequestLimits)  # what parse() accepts
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What a loaded engine is, for ListModels, metrics and responses."""
+
+    name: str
+    family: str
+    backend: str
+    precision: str
+    device: str
+    categories: tuple[tuple[str, str], ...]
+    limits: RequestLimits
+    max_text_tokens: int
+    max_batch_size: int
+    memory_bytes: int  # the model's parameters and buffers
+
+    @property
+    def variant(self) -> str:
+        return f"{self.backend}/{self.precision}/{self.device}"
 
 
 @dataclass
@@ -63,7 +84,21 @@ class Engine:
     # -- the public surface -------------------------------------------------------------------
 
     def parse(self, obj: object, base_dir=None, limits: RequestLimits | None = None) -> GuardRequest:
-        return parse_request(obj, self.family.default_categories(), base_dir, limits)
+        return parse_request(obj, self.family.default_categories(), base_dir, limits or self.options.limits)
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(
+            name=self.model_dir.name,
+            family=self.family.name,
+            backend=self.backend.name,
+            precision=self.backend.precision,
+            device=self.backend.device_name,
+            categories=self.family.default_categories(),
+            limits=self.options.limits,
+            max_text_tokens=self.pre.max_text_tokens,
+            max_batch_size=self.options.max_batch_size,
+            memory_bytes=self.backend.memory_bytes(),
+        )
 
     def prepare(self, request: GuardRequest) -> Prepared:
         """Tokenize and preprocess one request; raises InvalidRequest for this request alone."""
@@ -83,17 +118,21 @@ class Engine:
         return out
 
     def run(self, batch: Sequence[Prepared], threshold: float | None = None) -> list[Verdict]:
-        """One engine batch: one prefill, then a KV-cached decode for the rows that need it."""
+        """One engine batch: one prefill, then a KV-cached decode for the rows that need it.
+
+        A request's own threshold wins over ``threshold``, which wins over the engine's option.
+        """
         import torch
 
-        threshold = self.options.threshold if threshold is None else threshold
+        default = self.options.threshold if threshold is None else threshold
+        thresholds = [default if p.request.threshold is None else p.request.threshold for p in batch]
         started = time.perf_counter()
         logits, state = self.backend.prefill(self.pre.collate([p.encoded for p in batch]))
         probs = torch.softmax(logits, dim=-1)
         p_unsafe = probs[:, self.unsafe_id].tolist()
         p_safe = probs[:, self.safe_id].tolist()
         first = logits.argmax(-1).tolist()
-        forced = [self._first_token(f, pu, threshold) for f, pu in zip(first, p_unsafe)]
+        forced = [self._first_token(f, pu, t) for f, pu, t in zip(first, p_unsafe, thresholds)]
         rows = [i for i, f in enumerate(forced) if f != self.safe_id or self.family.scoring.decode_when_safe]
         answers = {i: [self.safe_id] for i in range(len(batch))}
         if rows:

@@ -25,6 +25,7 @@ from guardedge.runtime.errors import InvalidRequest, invalid
 from guardedge.runtime.types import ImageInput
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+MIME_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP", "image/gif": "GIF", "image/bmp": "BMP"}
 FLATTEN_BACKGROUND = (128, 128, 128)
 
 
@@ -42,6 +43,16 @@ def decode_base64(data: str, field: str) -> bytes:
         raise invalid(field, f"'data' is not valid base64 ({exc})") from None
 
 
+def formats_for_mime(mime_type: str | None, field: str) -> tuple[str, ...]:
+    """The formats an image may have: the one its declared MIME type names, or any allowed."""
+    if not mime_type:
+        return ALLOWED_FORMATS
+    try:
+        return (MIME_TYPES[mime_type.lower()],)
+    except KeyError:
+        raise invalid(field, f"{mime_type!r} is not supported; use one of {', '.join(MIME_TYPES)}") from None
+
+
 def read_path(path: str, field: str, limits: ImageLimits) -> bytes:
     p = Path(path)
     if not p.is_file():
@@ -52,8 +63,8 @@ def read_path(path: str, field: str, limits: ImageLimits) -> bytes:
     return p.read_bytes()
 
 
-def load_image(data: bytes, field: str, source: str, limits: ImageLimits) -> ImageInput:
-    """Validate and decode image bytes into an RGB PIL image."""
+def load_image(data: bytes, field: str, source: str, limits: ImageLimits, formats: tuple[str, ...] = ALLOWED_FORMATS) -> ImageInput:
+    """Validate and decode image bytes (of one of ``formats``) into an RGB PIL image."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not data:
@@ -63,7 +74,7 @@ def load_image(data: bytes, field: str, source: str, limits: ImageLimits) -> Ima
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            img = Image.open(io.BytesIO(data), formats=formats)
             _check_header(img, field, limits)
             img.load()
             frames = getattr(img, "n_frames", 1)
@@ -72,6 +83,8 @@ def load_image(data: bytes, field: str, source: str, limits: ImageLimits) -> Ima
     except InvalidRequest:
         raise  # our own limit checks, already precise
     except UnidentifiedImageError:
+        if formats != ALLOWED_FORMATS:
+            raise invalid(field, f"not a readable {'/'.join(formats)} image (the declared mime_type)") from None
         raise invalid(field, f"not a readable image; allowed formats: {', '.join(ALLOWED_FORMATS)}") from None
     except Image.DecompressionBombError as exc:
         raise invalid(field, f"image is too large to decode safely ({exc})") from None

@@ -8,9 +8,11 @@ format plus Llama Guard's policy arguments::
                                                {"type": "image", "path": "cat.png"}]}],
      "categories": {"S1": "Violent Crimes."},        # optional, replaces the defaults
      "excluded_category_keys": ["S6"],               # optional
+     "threshold": 0.3,                               # optional: unsafe iff P(unsafe) >= 0.3
      "request_id": "abc"}                            # optional
 
-An image part carries ``path`` (relative paths resolve against ``base_dir``) or base64 ``data``.
+An image part carries ``path`` (relative paths resolve against ``base_dir``) or base64 ``data``
+(or, from Python and gRPC, raw ``bytes``), and optionally a ``mime_type`` the bytes must match.
 A string ``content`` is shorthand for one text part.
 """
 
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from guardedge.runtime.errors import FieldViolation, InvalidRequest, invalid
-from guardedge.runtime.images import ImageLimits, decode_base64, load_image, read_path
+from guardedge.runtime.images import ImageLimits, decode_base64, formats_for_mime, load_image, read_path
 from guardedge.runtime.types import GuardRequest, Message, Part
 
 ROLES = ("user", "assistant")
@@ -54,10 +56,29 @@ def parse_request(
     messages = _messages(obj.get("messages"), base_dir, limits)
     categories = _categories(obj.get("categories"))
     excluded = _excluded(obj.get("excluded_category_keys"), categories or default_categories)
-    request_id = obj.get("request_id", "")
-    if not isinstance(request_id, str):
+    return GuardRequest(messages, categories, excluded, _request_id(obj.get("request_id", "")), _threshold(obj.get("threshold")))
+
+
+MAX_REQUEST_ID_CHARS = 256
+
+
+def _request_id(raw: object) -> str:
+    if not isinstance(raw, str):
         raise invalid("request_id", "must be a string")
-    return GuardRequest(messages, categories, excluded, request_id)
+    if len(raw) > MAX_REQUEST_ID_CHARS:
+        raise invalid("request_id", f"is {len(raw)} characters; the limit is {MAX_REQUEST_ID_CHARS}")
+    if not raw.isprintable():
+        raise invalid("request_id", "must be printable (no control characters or newlines)")
+    return raw
+
+
+def _threshold(raw: object) -> float | None:
+    if raw is None:
+        return None
+    # bool is an int in Python; `true` is not a threshold.
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0.0 <= raw <= 1.0:
+        raise invalid("threshold", f"must be a number between 0 and 1, got {raw!r}")
+    return float(raw)
 
 
 def _messages(raw: object, base_dir: Path | None, limits: RequestLimits) -> tuple[Message, ...]:
@@ -117,21 +138,27 @@ def _part(raw: object, where: str, base_dir: Path | None, limits: RequestLimits)
 
 
 def _image(raw: dict, where: str, base_dir: Path | None, limits: RequestLimits):
-    has_path, has_data = "path" in raw, "data" in raw
-    if has_path == has_data:
-        raise invalid(where, "an image part needs exactly one of 'path' or base64 'data'")
-    if has_data:
+    sources = [key for key in ("path", "data", "bytes") if key in raw]
+    if len(sources) != 1:
+        raise invalid(where, "an image part needs exactly one of 'path', base64 'data' or raw 'bytes'")
+    mime = raw.get("mime_type") or None
+    formats = formats_for_mime(mime, f"{where}.mime_type")
+    if "bytes" in raw:
+        if not isinstance(raw["bytes"], (bytes, bytearray)):
+            raise invalid(f"{where}.bytes", "must be bytes")
+        return load_image(bytes(raw["bytes"]), f"{where}.bytes", "bytes", limits.image, formats)
+    if "data" in raw:
         if not isinstance(raw["data"], str):
             raise invalid(f"{where}.data", "must be a base64 string")
         if len(raw["data"]) > limits.image.max_bytes * 4 // 3 + 4:
             raise invalid(f"{where}.data", f"encodes more than {limits.image.max_bytes} bytes")
-        return load_image(decode_base64(raw["data"], f"{where}.data"), f"{where}.data", "data", limits.image)
+        return load_image(decode_base64(raw["data"], f"{where}.data"), f"{where}.data", "data", limits.image, formats)
     path = raw["path"]
     if not isinstance(path, str) or not path:
         raise invalid(f"{where}.path", "must be a non-empty string")
     full = Path(path) if base_dir is None or Path(path).is_absolute() else base_dir / path
     data = read_path(str(full), f"{where}.path", limits.image)
-    return load_image(data, f"{where}.path", f"path:{path}", limits.image)
+    return load_image(data, f"{where}.path", f"path:{path}", limits.image, formats)
 
 
 def _categories(raw: object) -> tuple[tuple[str, str], ...] | None:

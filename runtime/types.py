@@ -42,12 +42,14 @@ class GuardRequest:
     """A validated classification request.
 
     ``categories`` is None for the family's defaults; otherwise it replaces them entirely, in order.
+    ``threshold`` (optional) makes the request unsafe iff P(unsafe) >= threshold.
     """
 
     messages: tuple[Message, ...]
     categories: tuple[tuple[str, str], ...] | None = None
     excluded_category_keys: tuple[str, ...] = ()
     request_id: str = ""
+    threshold: float | None = None
 
     @property
     def has_image(self) -> bool:

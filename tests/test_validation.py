@@ -194,7 +194,7 @@ def test_two_image_placeholders_refused_even_without_loading():
 
 
 def test_image_with_neither_path_nor_data():
-    assert_violation(with_image({}), "messages[0].content[1]", "exactly one of 'path' or base64 'data'")
+    assert_violation(with_image({}), "messages[0].content[1]", "exactly one of 'path', base64 'data' or raw 'bytes'")
 
 
 def test_image_with_both_path_and_data(png, tmp_path):

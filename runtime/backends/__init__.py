@@ -16,8 +16,14 @@ if TYPE_CHECKING:
 
 
 class Backend(Protocol):
-    name: str
-    description: str
+    name: str  # "torch", "onnxruntime", ...
+    description: str  # one line for people
+    precision: str  # "float32", "bfloat16", "int8", ...
+    device_name: str  # "cpu", "cuda"
+
+    def memory_bytes(self) -> int:
+        """Bytes the loaded model's weights occupy."""
+        ...
 
     def prefill(self, batch: Batch) -> tuple[torch.Tensor, object]:
         """fp32 logits [B, vocab] for the next token after each row, plus state for decode."""

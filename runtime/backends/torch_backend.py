@@ -97,7 +97,20 @@ class TorchBackend:
 
     @property
     def description(self) -> str:
-        return f"torch {str(self.dtype).removeprefix('torch.')} on {self.device.type}"
+        return f"torch {self.precision} on {self.device_name}"
+
+    @property
+    def precision(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+    @property
+    def device_name(self) -> str:
+        return self.device.type
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the model's parameters and buffers (quantized weights at their packed size)."""
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        return sum(t.numel() * t.element_size() for t in tensors)
 
     def _cross_attention_states(self, batch: Batch) -> torch.Tensor | None:
         return cross_attention_states(self.model, batch, self.device, self.dtype)

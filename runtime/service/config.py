@@ -1,0 +1,202 @@
+"""Server configuration: flags > environment (GUARDEDGE_*) > TOML file > defaults, validated once.
+
+    config = load_config(flags={"port": 50051}, env=os.environ, file=Path("guardedge.toml"))
+
+Every setting has one name used everywhere: the TOML key, the flag (``--max-batch-size``) and the
+environment variable (``GUARDEDGE_MAX_BATCH_SIZE``). Lists (``models``) are comma-separated in the
+environment. Errors name the setting and where its value came from, so the fix is obvious.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+ENV_PREFIX = "GUARDEDGE_"
+
+
+class ConfigError(ValueError):
+    """A setting is missing, malformed or inconsistent; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    models: tuple[str, ...] = ("demo",)  # "demo" or local directories; the first is the default
+    host: str = "127.0.0.1"  # loopback unless you mean it
+    port: int = 50051  # 0: any free port (see port_file)
+    port_file: str = ""  # write the bound port here once listening
+    # Batching (see docs/service.md): a batch starts as soon as the engine is free; it waits up to
+    # max_queue_delay_ms for more requests only if fewer than max_batch_size are queued.
+    max_batch_size: int = 8
+    max_queue_delay_ms: float = 0.0
+    max_queue_size: int = 64  # admitted and not yet running; more are refused at once
+    preprocess_workers: int = 2
+    # Limits.
+    max_message_bytes: int = 32 * 1024 * 1024
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 36_000_000
+    max_text_tokens: int = 0  # 0: the model's context length
+    # Model.
+    device: str = "auto"
+    dtype: str = "auto"
+    threshold: float = -1.0  # < 0: the guard's greedy answer decides
+    # Security.
+    token_file: str = ""  # one bearer token per line; GUARDEDGE_TOKENS (comma-separated) also works
+    tokens: tuple[str, ...] = ()
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""  # set: mutual TLS, clients must present a certificate signed by it
+    # Operations.
+    grace_seconds: float = 30.0
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464  # 0: any free port; -1: no metrics endpoint
+    log_format: str = "json"  # json | text
+    log_level: str = "info"
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.tokens)
+
+    @property
+    def tls_enabled(self) -> bool:
+        return bool(self.tls_cert)
+
+
+SETTINGS = {f.name: f for f in fields(ServerConfig)}
+
+
+def load_config(
+    flags: Mapping[str, object] | None = None,
+    env: Mapping[str, str] | None = None,
+    file: str | Path | None = None,
+) -> ServerConfig:
+    """Merge the sources (flags win) and validate; raise :class:`ConfigError` naming what to fix."""
+    values: dict[str, object] = {}
+    if file:
+        values.update(_from_file(Path(file)))
+    values.update(_from_env(env or {}))
+    values.update({k: (v, f"--{k.replace('_', '-')}") for k, v in (flags or {}).items() if v is not None})
+    converted = {name: _convert(name, value, source) for name, (value, source) in values.items()}
+    config = ServerConfig(**converted)
+    config = dataclasses.replace(config, tokens=config.tokens + _read_tokens(config.token_file))
+    _validate(config)
+    return config
+
+
+def _from_file(path: Path) -> dict[str, tuple[object, str]]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - set(SETTINGS))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown settings {unknown}; known: {', '.join(SETTINGS)}")
+    return {k: (v, f"{path}:{k}") for k, v in data.items()}
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, tuple[object, str]]:
+    out = {}
+    for name in SETTINGS:
+        key = ENV_PREFIX + name.upper()
+        if key in env and env[key] != "":
+            out[name] = (env[key], key)
+    return out
+
+
+def _convert(name: str, value: object, source: str) -> object:
+    """Coerce strings (environment) and TOML values to the setting's type."""
+    if name not in SETTINGS:
+        raise ConfigError(f"{source}: unknown setting {name!r}")
+    default = SETTINGS[name].default if SETTINGS[name].default is not dataclasses.MISSING else SETTINGS[name].default_factory()
+    try:
+        if isinstance(default, tuple):
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(i).strip() for i in items if str(i).strip())
+        if isinstance(default, bool):
+            return _bool(value)
+        if isinstance(default, int):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if isinstance(default, float):
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if not isinstance(value, str):
+            raise ValueError
+        return value
+    except (TypeError, ValueError):
+        kind = type(default).__name__ if not isinstance(default, tuple) else "list of strings"
+        raise ConfigError(f"{source}={value!r}: {name} must be {'an' if kind == 'int' else 'a'} {kind}") from None
+
+
+def _bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(value).lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
+
+
+def _read_tokens(path: str) -> tuple[str, ...]:
+    if not path:
+        return ()
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"token_file {path}: cannot read it ({exc.strerror})") from None
+    tokens = tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
+    if not tokens:
+        raise ConfigError(f"token_file {path} has no tokens (one per line; '#' starts a comment)")
+    return tokens
+
+
+def _validate(c: ServerConfig) -> None:
+    problems = []
+    if not c.models:
+        problems.append("models: give at least one model ('demo' or a local directory)")
+    if not 0 <= c.port <= 65535:
+        problems.append(f"port: {c.port} is not a TCP port (0-65535; 0 picks a free one)")
+    if not -1 <= c.metrics_port <= 65535:
+        problems.append(f"metrics_port: {c.metrics_port} is not a TCP port (0 picks a free one, -1 turns metrics off)")
+    for name in ("max_batch_size", "max_queue_size", "preprocess_workers", "max_image_bytes", "max_image_pixels"):
+        if getattr(c, name) < 1:
+            problems.append(f"{name}: must be at least 1, got {getattr(c, name)}")
+    if c.max_message_bytes < 1024:
+        problems.append(f"max_message_bytes: {c.max_message_bytes} is too small for any request (at least 1024)")
+    if c.max_image_bytes > c.max_message_bytes:
+        problems.append(f"max_image_bytes ({c.max_image_bytes}) exceeds max_message_bytes ({c.max_message_bytes}); an image that size could never arrive")
+    if c.max_queue_delay_ms < 0 or c.grace_seconds < 0 or c.max_text_tokens < 0:
+        problems.append("max_queue_delay_ms, grace_seconds and max_text_tokens must not be negative")
+    if c.threshold > 1:
+        problems.append(f"threshold: {c.threshold} is above 1 (use 0..1, or a negative value for the greedy answer)")
+    if c.log_format not in ("json", "text"):
+        problems.append(f"log_format: {c.log_format!r}; use 'json' or 'text'")
+    if c.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        problems.append(f"log_level: {c.log_level!r}; use debug, info, warning or error")
+    if bool(c.tls_cert) != bool(c.tls_key):
+        problems.append("tls_cert and tls_key go together: give both (PEM files) or neither")
+    if c.tls_client_ca and not c.tls_cert:
+        problems.append("tls_client_ca (mutual TLS) needs tls_cert and tls_key for the server itself")
+    for name in ("tls_cert", "tls_key", "tls_client_ca"):
+        path = getattr(c, name)
+        if path and not Path(path).is_file():
+            problems.append(f"{name}: {path} does not exist")
+    for token in c.tokens:
+        if len(token) < 16 or any(ch.isspace() for ch in token):
+            problems.append("tokens: each bearer token must be at least 16 characters, without spaces")
+            break
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))

@@ -1,0 +1,458 @@
+"""The gRPC server: GuardService on grpc.aio, with health, reflection, batching, auth, metrics.
+
+    guardedge serve --model demo --port 50051            # the CLI (runtime/cli.py)
+    server = GuardServer(load_config(...)); await server.start(); await server.serve_until_stopped()
+
+Lifecycle: bind and answer health (NOT_SERVING) at once; load each model on a background thread;
+warm each up with one classification; then SERVING. On SIGTERM/SIGINT: NOT_SERVING, new calls
+get UNAVAILABLE, calls in flight finish within ``grace_seconds`` (then are cancelled, which
+still gives them a status), and the process exits 0. docs/service.md has the operator's view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from google.rpc import status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from guardedge.runtime.engine import Engine, EngineInfo, EngineOptions, Prepared, load_engine
+from guardedge.runtime.errors import GuardError, InvalidRequest, invalid
+from guardedge.runtime.images import ImageLimits
+from guardedge.runtime.requests import RequestLimits
+from guardedge.runtime.service import convert
+from guardedge.runtime.service.auth import TokenAuth, server_credentials
+from guardedge.runtime.service.batcher import Batcher, BatcherClosed, DeadlineExpired, EngineFailure, QueueFull
+from guardedge.runtime.service.config import ServerConfig
+from guardedge.runtime.service.metrics import Metrics
+from guardedge.v1 import guard_pb2 as pb
+from guardedge.v1 import guard_pb2_grpc as pb_grpc
+
+log = logging.getLogger("guardedge.server")
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GuardService"].full_name
+HEALTH_SERVICES = ("", SERVICE_NAME)
+WARMUP_REQUEST = {"messages": [{"role": "user", "content": "warm-up"}], "request_id": "warmup"}
+
+
+class Failure(Exception):
+    """A request ends with this status (code, message, details)."""
+
+    def __init__(self, status: status_pb2.Status):
+        super().__init__(status.message)
+        self.status = status
+
+    @classmethod
+    def of(cls, code: grpc.StatusCode, message: str) -> Failure:
+        return cls(convert.status(code, message))
+
+    @property
+    def code(self) -> grpc.StatusCode:
+        return convert.status_code(self.status)
+
+
+@dataclass
+class ModelSlot:
+    """One loaded model, its batcher, and the limits this server enforces on it."""
+
+    engine: Engine
+    info: EngineInfo  # with the server's name and limits
+    batcher: Batcher
+
+    def prepare(self, request: pb.ClassifyRequest) -> Prepared:
+        """Validate, decode and tokenize (on a preprocessing thread); the timing covers all of it."""
+        start = time.perf_counter()
+        try:
+            prepared = self.engine.prepare(self.engine.parse(convert.request_to_dict(request), limits=self.info.limits))
+            self._check_tokens(len(prepared.encoded.input_ids))
+        except InvalidRequest as exc:
+            raise Failure(convert.bad_request(exc, request)) from None
+        prepared.queued_at, prepared.preprocess_s = start, time.perf_counter() - start
+        return prepared
+
+    def _check_tokens(self, count: int) -> None:
+        # The engine checks its own context; this is the server's (possibly lower) max_text_tokens.
+        if count > self.info.max_text_tokens:
+            raise invalid("messages", f"the prompt is {count} tokens; this server accepts at most {self.info.max_text_tokens} (max_text_tokens)")
+
+
+def model_name(spec: str) -> str:
+    """The name a model is served under: 'demo', or its directory's name."""
+    return "demo" if spec == "demo" else Path(spec).expanduser().resolve().name
+
+
+def engine_options(config: ServerConfig) -> EngineOptions:
+    limits = RequestLimits(image=ImageLimits(max_bytes=config.max_image_bytes, max_pixels=config.max_image_pixels))
+    return EngineOptions(
+        device=config.device,
+        dtype=config.dtype,
+        threshold=config.threshold if config.threshold >= 0 else None,
+        max_batch_size=config.max_batch_size,
+        max_text_tokens=config.max_text_tokens or None,
+        progress=False,
+        limits=limits,
+    )
+
+
+class GuardServicer(pb_grpc.GuardServiceServicer):
+    def __init__(self, config: ServerConfig, metrics: Metrics):
+        self.config = config
+        self.metrics = metrics
+        self.expected = [model_name(m) for m in config.models]  # known before loading: NOT_FOUND vs UNAVAILABLE
+        self.slots: dict[str, ModelSlot] = {}
+        self.draining = False
+        self.in_flight = 0  # requests being answered (unary calls and stream items)
+        self.streams: set[asyncio.Task] = set()  # open ClassifyStream calls, ended after a drain
+        self.pool = ThreadPoolExecutor(max_workers=config.preprocess_workers, thread_name_prefix="preprocess")
+
+    # -- RPCs -----------------------------------------------------------------------------------
+
+    async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
+        code = grpc.StatusCode.CANCELLED  # if the caller goes away mid-call
+        try:
+            response = await self._classify(request, _deadline(context))
+            code = grpc.StatusCode.OK
+            return response
+        except Failure as failure:
+            code = failure.code
+            await context.abort(code, failure.status.message, trailing_metadata=_details(failure.status))
+        finally:
+            self.metrics.requests.labels("Classify", code.name).inc()
+
+    async def ClassifyStream(self, request_iterator, context: grpc.aio.ServicerContext):
+        me = asyncio.current_task()
+        self.streams.add(me)
+        try:
+            async for response in self._stream(request_iterator, context):
+                yield response
+        finally:
+            self.streams.discard(me)
+
+    async def _stream(self, request_iterator, context: grpc.aio.ServicerContext):
+        deadline = _deadline(context)
+        out: asyncio.Queue = asyncio.Queue()
+        pending: set[str] = set()
+        tasks: set[asyncio.Task] = set()
+        done = object()
+
+        async def answer(request: pb.ClassifyRequest) -> None:
+            try:
+                await out.put(await self._stream_item(request, deadline))
+            finally:
+                pending.discard(request.request_id)
+
+        async def read() -> None:
+            async for request in request_iterator:
+                problem = _stream_id_problem(request.request_id, pending)
+                if problem:
+                    await out.put(_stream_error(request.request_id, Failure.of(grpc.StatusCode.INVALID_ARGUMENT, problem)))
+                    continue
+                pending.add(request.request_id)
+                task = asyncio.get_running_loop().create_task(answer(request))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            while tasks:
+                await asyncio.gather(*list(tasks))
+            await out.put(done)
+
+        reader = asyncio.get_running_loop().create_task(read())
+        code = grpc.StatusCode.CANCELLED
+        try:
+            while (item := await out.get()) is not done:
+                yield item
+            await reader  # re-raise a reading error, if any
+            code = grpc.StatusCode.OK
+        finally:
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()
+            self.metrics.requests.labels("ClassifyStream", code.name).inc()
+
+    async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+        if self.draining or len(self.slots) < len(self.expected):
+            self.metrics.requests.labels("ListModels", "UNAVAILABLE").inc()
+            await context.abort(grpc.StatusCode.UNAVAILABLE, self._unavailable_reason())
+        self.metrics.requests.labels("ListModels", "OK").inc()
+        return pb.ListModelsResponse(
+            models=[convert.model_info(s.info, name == self.expected[0]) for name, s in self.slots.items()]
+        )
+
+    # -- one request ----------------------------------------------------------------------------
+
+    async def _stream_item(self, request: pb.ClassifyRequest, deadline: float | None) -> pb.ClassifyResponse:
+        try:
+            response = await self._classify(request, deadline)
+            self.metrics.requests.labels("ClassifyStream.item", "OK").inc()
+            return response
+        except Failure as failure:
+            self.metrics.requests.labels("ClassifyStream.item", failure.code.name).inc()
+            return _stream_error(request.request_id, failure)
+
+    async def _classify(self, request: pb.ClassifyRequest, deadline: float | None) -> pb.ClassifyResponse:
+        self.in_flight += 1
+        try:
+            return await self._classify_logged(request, deadline)
+        finally:
+            self.in_flight -= 1
+
+    async def _classify_logged(self, request: pb.ClassifyRequest, deadline: float | None) -> pb.ClassifyResponse:
+        start = time.perf_counter()
+        fields = {"request_id": request.request_id, "model": request.model or self.expected[0]}
+        try:
+            response = await self._run(request, deadline, start)
+        except Failure as failure:
+            log.info("request failed", extra={"fields": {**fields, "code": failure.code.name, "error": failure.status.message[:500]}})
+            raise
+        except asyncio.CancelledError:
+            log.info("request cancelled", extra={"fields": {**fields, "code": "CANCELLED"}})
+            raise
+        except Exception:
+            log.exception("request failed: internal error", extra={"fields": {**fields, "code": "INTERNAL"}})
+            raise Failure.of(grpc.StatusCode.INTERNAL, f"internal error (request_id={request.request_id!r}); the server log has details") from None
+        t = response.timings
+        log.info("classified", extra={"fields": {
+            **fields, "code": "OK", "verdict": pb.Verdict.Name(response.verdict), "batch_size": response.batch_size,
+            "queue_ms": round(t.queue_seconds * 1e3, 3), "preprocess_ms": round(t.preprocess_seconds * 1e3, 3),
+            "inference_ms": round(t.inference_seconds * 1e3, 3), "total_ms": round(t.total_seconds * 1e3, 3),
+            "request_bytes": request.ByteSize(),
+        }})
+        return response
+
+    async def _run(self, request: pb.ClassifyRequest, deadline: float | None, start: float) -> pb.ClassifyResponse:
+        slot = self._slot(request.model)
+        try:
+            slot.batcher.admit()
+        except QueueFull:
+            raise Failure.of(grpc.StatusCode.RESOURCE_EXHAUSTED, f"model {slot.info.name!r} has {slot.batcher.max_queue_size} requests queued (max_queue_size); retry with backoff") from None
+        except BatcherClosed:
+            raise Failure.of(grpc.StatusCode.UNAVAILABLE, "the server is shutting down") from None
+        try:
+            prepared = await asyncio.get_running_loop().run_in_executor(self.pool, slot.prepare, request)
+        except BaseException:
+            slot.batcher.release()
+            raise
+        try:
+            result = await slot.batcher.submit(prepared, deadline)
+        except DeadlineExpired:
+            raise Failure.of(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed while the request was queued") from None
+        except EngineFailure:
+            raise Failure.of(grpc.StatusCode.INTERNAL, f"the model failed on this request (request_id={request.request_id!r}); the server log has details") from None
+        total = time.perf_counter() - start
+        response = convert.verdict_to_response(result.verdict, slot.info, result.batch_size, total, prepared.preprocess_s)
+        self._observe(slot.info.name, response.timings)
+        return response
+
+    def _slot(self, name: str) -> ModelSlot:
+        name = name or self.expected[0]
+        if self.draining:
+            raise Failure.of(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+        if name not in self.expected:
+            raise Failure.of(grpc.StatusCode.NOT_FOUND, f"model {name!r} is not served here; served: {', '.join(self.expected)}")
+        if name not in self.slots:
+            raise Failure.of(grpc.StatusCode.UNAVAILABLE, f"model {name!r} is still loading")
+        return self.slots[name]
+
+    def _unavailable_reason(self) -> str:
+        return "the server is shutting down" if self.draining else "models are still loading"
+
+    def _observe(self, model: str, t: pb.Timings) -> None:
+        for stage, seconds in (("queue", t.queue_seconds), ("preprocess", t.preprocess_seconds),
+                               ("inference", t.inference_seconds), ("total", t.total_seconds)):
+            self.metrics.stage_seconds.labels(model, stage).observe(seconds)
+
+    def on_batch(self, model: str):
+        def observe(size: int, depth: int) -> None:
+            self.metrics.batch_size.labels(model).observe(size)
+
+        return observe
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+def _details(status: status_pb2.Status) -> tuple:
+    # The rich error model: clients read google.rpc.Status (with BadRequest) from this trailer.
+    return (("grpc-status-details-bin", status.SerializeToString()),)
+
+
+def _stream_id_problem(request_id: str, pending: set[str]) -> str:
+    if not request_id:
+        return "request_id: required on ClassifyStream, to match each response to its request"
+    if request_id in pending:
+        return f"request_id: {request_id!r} is already pending on this stream"
+    return ""
+
+
+def _stream_error(request_id: str, failure: Failure) -> pb.ClassifyResponse:
+    return pb.ClassifyResponse(request_id=request_id, error=failure.status)
+
+
+class GuardServer:
+    """One server process: gRPC endpoint, models, health, metrics; start, serve, drain."""
+
+    def __init__(self, config: ServerConfig, engines: dict[str, Engine] | None = None):
+        self.config = config
+        self.metrics = Metrics()
+        self.servicer = GuardServicer(config, self.metrics)
+        self.health = HealthServicer()
+        self._engines = engines  # preloaded (tests, embedding); otherwise loaded from config.models
+        self._server: grpc.aio.Server | None = None
+        self._stopping = asyncio.Event()
+        self.port = 0
+        self.metrics_port = 0
+        self.ready = asyncio.Event()
+        self.failed: BaseException | None = None
+
+    async def start(self) -> int:
+        """Bind, start answering (health NOT_SERVING), begin loading; returns the bound port."""
+        interceptors = [TokenAuth(self.config.tokens, self._denied)] if self.config.auth_enabled else []
+        size = self.config.max_message_bytes
+        self._server = grpc.aio.server(
+            interceptors=interceptors,
+            options=[("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size), ("grpc.so_reuseport", 0)],
+        )
+        pb_grpc.add_GuardServiceServicer_to_server(self.servicer, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), self._server)
+        for service in HEALTH_SERVICES:
+            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        address = f"{self.config.host}:{self.config.port}"
+        if self.config.tls_enabled:
+            creds = server_credentials(self.config.tls_cert, self.config.tls_key, self.config.tls_client_ca)
+            self.port = self._server.add_secure_port(address, creds)
+        else:
+            self.port = self._server.add_insecure_port(address)
+        await self._server.start()
+        if self.config.metrics_port >= 0:
+            self.metrics_port = self.metrics.serve(self.config.metrics_host, self.config.metrics_port)
+        if self.config.port_file:
+            Path(self.config.port_file).write_text(f"{self.port}\n")
+        log.info("listening", extra={"fields": {
+            "address": f"{self.config.host}:{self.port}", "tls": self.config.tls_enabled, "mtls": bool(self.config.tls_client_ca),
+            "auth": self.config.auth_enabled, "metrics_port": self.metrics_port if self.config.metrics_port >= 0 else None,
+        }})
+        asyncio.get_running_loop().create_task(self._load_all(), name="load-models")
+        return self.port
+
+    async def _load_all(self) -> None:
+        try:
+            for spec, name in zip(self.config.models, self.servicer.expected):
+                await self._load(spec, name)
+            for service in HEALTH_SERVICES:
+                await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+            self.ready.set()
+            log.info("serving", extra={"fields": {"models": list(self.servicer.slots)}})
+        except Exception as exc:  # a server that cannot load its model must not linger half-alive
+            self.failed = exc
+            log.error("model loading failed: %s", exc, exc_info=not isinstance(exc, GuardError))
+            self._stopping.set()
+
+    async def _load(self, spec: str, name: str) -> None:
+        started = time.perf_counter()
+        engine = self._engines[name] if self._engines and name in self._engines else await _on_daemon_thread(
+            lambda: load_engine(spec, engine_options(self.config))
+        )
+        batcher = Batcher(engine, self.config.max_batch_size, self.config.max_queue_size,
+                          self.config.max_queue_delay_ms / 1000.0, self.servicer.on_batch(name))
+        batcher.start()
+        info = self._served_info(engine.info(), name)
+        # Warm up through the batcher: the first call pays one-time costs (allocator, kernels).
+        request = engine.prepare(engine.parse(WARMUP_REQUEST))
+        batcher.admit()
+        await batcher.submit(request, None)
+        self.servicer.slots[name] = ModelSlot(engine, info, batcher)
+        self.metrics.queue_depth.labels(name).set_function(lambda: batcher.depth)  # read at scrape time
+        self.metrics.model_memory.labels(name, info.variant).set(info.memory_bytes)
+        self.metrics.model_ready.labels(name).set(1)
+        log.info("model ready", extra={"fields": {"model": name, "variant": info.variant, "memory_bytes": info.memory_bytes,
+                                                  "load_s": round(time.perf_counter() - started, 3)}})
+
+    def _served_info(self, info: EngineInfo, name: str) -> EngineInfo:
+        """The engine as this server serves it: its name here, this server's limits."""
+        options = engine_options(self.config)
+        tokens = min(info.max_text_tokens, self.config.max_text_tokens or info.max_text_tokens)
+        return dataclasses.replace(info, name=name, limits=options.limits, max_text_tokens=tokens, max_batch_size=self.config.max_batch_size)
+
+    def _denied(self, method: str) -> None:
+        self.metrics.requests.labels(method.rsplit("/", 1)[-1], "UNAUTHENTICATED").inc()
+
+    def request_stop(self) -> None:
+        """Ask the server to drain and stop (signal handlers call this)."""
+        self._stopping.set()
+
+    async def serve_until_stopped(self) -> None:
+        await self._stopping.wait()
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Drain: NOT_SERVING, refuse new calls, let calls in flight finish within the grace period.
+
+        The gRPC server keeps accepting connections while requests in flight finish, so health
+        checks see NOT_SERVING and new classify calls get a clear UNAVAILABLE; then open streams
+        are ended and the server stops, cancelling whatever the grace period did not cover.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.grace_seconds
+        log.info("draining", extra={"fields": {"grace_seconds": self.config.grace_seconds, "in_flight": self.servicer.in_flight}})
+        self.servicer.draining = True
+        await self.health.enter_graceful_shutdown()
+        while self.servicer.in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for stream in list(self.servicer.streams):
+            stream.cancel()
+        if self._server is not None:
+            await self._server.stop(max(0.0, deadline - loop.time()))
+        for slot in self.servicer.slots.values():
+            await slot.batcher.close()
+        self.servicer.pool.shutdown(wait=True)
+        self.metrics.stop()
+        log.info("stopped")
+
+
+async def _on_daemon_thread(fn):
+    """Run ``fn`` on a daemon thread: a model still loading must not keep a stopping process alive."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def target() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:  # handed to the awaiting coroutine
+            loop.call_soon_threadsafe(_settle, future, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, future, result, None)
+
+    threading.Thread(target=target, name="load-model", daemon=True).start()
+    return await future
+
+
+def _settle(future: asyncio.Future, result, exc) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+async def serve(config: ServerConfig) -> int:
+    """Run until SIGTERM/SIGINT; exit status 0 after a clean drain, 1 if a model failed to load."""
+    server = GuardServer(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.request_stop)
+    await server.start()
+    await server.serve_until_stopped()
+    return 1 if server.failed else 0
