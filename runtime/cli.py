@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     render.set_defaults(func=cmd_render)
 
     classify = sub.add_parser("classify", help="classify requests with a local model")
-    classify.add_argument("--model", default="demo", help="'demo' or a local model directory")
+    classify.add_argument("--model", help="'demo' (default) or a local model directory; with --server, a model name from ListModels")
     classify.add_argument("--input", help="JSONL file of requests ('-' for stdin)")
     classify.add_argument("--text", help="one-off: the user's text")
     classify.add_argument("--image", help="one-off: an image file for the user turn")
@@ -92,6 +92,8 @@ _SERVE_FLAGS = [
     ("max_message_bytes", int, "largest gRPC message (default 32 MiB)"),
     ("max_image_bytes", int, "largest encoded image (default 20 MiB)"),
     ("max_image_pixels", int, "largest image in pixels (default 36e6)"),
+    ("max_text_tokens", int, "largest prompt in tokens (default 0: what the model accepts)"),
+    ("preprocess_workers", int, "threads decoding images and tokenizing (default 2)"),
     ("device", str, "auto, cpu, cuda, cuda:1, ..."),
     ("dtype", str, "auto, float32, bfloat16, float16"),
     ("threshold", float, "unsafe iff P(unsafe) >= this, for requests that set none"),
@@ -123,7 +125,11 @@ def cmd_serve(args) -> int:
         print(f"guardedge serve: {exc}", file=sys.stderr)
         return 2
     logs.configure(config.log_format, config.log_level)
-    return asyncio.run(serve(config))
+    try:
+        return asyncio.run(serve(config))
+    except ConfigError as exc:
+        print(f"guardedge serve: {exc}", file=sys.stderr)
+        return 2
 
 
 def _read_json(path: str) -> object:
@@ -158,7 +164,7 @@ def cmd_classify(args) -> int:
         return _classify_remote(args, items, base_dir)
     options = EngineOptions(device=args.device, dtype=args.dtype, threshold=args.threshold,
                             max_batch_size=args.batch_size, prompt_source=args.prompt_source)
-    engine = load_engine(args.model, options)
+    engine = load_engine(args.model or "demo", options)
     failed = False
     for line, result in _classify_stream(engine, items, base_dir, args.batch_size):
         failed |= "error" in result and result.get("verdict") is None
@@ -174,7 +180,7 @@ def _classify_remote(args, items, base_dir) -> int:
 
     from guardedge.runtime.service.client import GuardClient, GuardRpcError, Tls, response_to_json
 
-    token = Path(args.token_file).read_text().strip() if args.token_file else os.environ.get("GUARDEDGE_TOKEN")
+    token = _first_token(Path(args.token_file)) if args.token_file else os.environ.get("GUARDEDGE_TOKEN")
     tls = Tls(args.tls_ca or "", args.tls_cert or "", args.tls_key or "") if (args.tls_ca or args.tls_cert) else None
 
     def one(item) -> tuple[int, dict]:
@@ -182,8 +188,9 @@ def _classify_remote(args, items, base_dir) -> int:
         try:
             if isinstance(obj, InvalidRequest):
                 raise obj
-            if args.threshold is not None and isinstance(obj, dict) and "threshold" not in obj:
-                obj = {**obj, "threshold": args.threshold}
+            if isinstance(obj, dict):
+                defaults = {"threshold": args.threshold, "model": args.model}
+                obj = {**{k: v for k, v in defaults.items() if v is not None}, **obj}
             return line, response_to_json(client.classify(obj, timeout=args.timeout, base_dir=base_dir))
         except InvalidRequest as exc:
             return line, {**_error_json(exc), "line": line}
@@ -197,6 +204,14 @@ def _classify_remote(args, items, base_dir) -> int:
                 failed |= result.get("verdict") is None
                 print(json.dumps(result) if args.json else _human(line, result), flush=True)
     return 2 if failed else 0
+
+
+def _first_token(path: Path) -> str:
+    """The first token of a token file (the server's format: one per line, '#' comments)."""
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            return line.strip()
+    raise SystemExit(f"guardedge: {path} holds no token")
 
 
 def _classify_inputs(args) -> tuple[list[tuple[int, object]], Path | None]:

@@ -49,7 +49,7 @@ class EngineInfo:
     device: str
     categories: tuple[tuple[str, str], ...]
     limits: RequestLimits
-    max_text_tokens: int
+    max_text_tokens: int  # prompt tokens accepted (the context minus room for the answer)
     max_batch_size: int
     memory_bytes: int  # the model's parameters and buffers
 
@@ -95,7 +95,7 @@ class Engine:
             device=self.backend.device_name,
             categories=self.family.default_categories(),
             limits=self.options.limits,
-            max_text_tokens=self.pre.max_text_tokens,
+            max_text_tokens=self.pre.max_text_tokens - self.family.scoring.max_new_tokens,
             max_batch_size=self.options.max_batch_size,
             memory_bytes=self.backend.memory_bytes(),
         )

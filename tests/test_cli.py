@@ -97,7 +97,7 @@ def test_demo_path_and_requests(demo_dir):
 
 
 def test_make_demo_prints_safe_and_unsafe_verdicts(demo_dir):
-    """What `make demo` runs: a table with every sample, at least one safe and one unsafe."""
+    """What `make demo` runs: a server, a table with every sample (safe and unsafe), a clean stop."""
     out = subprocess.run([sys.executable, "-m", "guardedge.runtime.demo.run"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     ids = {c["request_id"] for c in samples()}
@@ -106,6 +106,7 @@ def test_make_demo_prints_safe_and_unsafe_verdicts(demo_dir):
     assert rows.keys() == ids
     assert {"safe", "unsafe"} <= set(rows.values())
     assert f"/{len(samples())} as expected" in out.stdout
+    assert " SERVING " in out.stdout and "server stopped cleanly after SIGTERM (exit 0)" in out.stdout
 
 
 def test_missing_model_directory_is_a_clear_error(tmp_path):

@@ -470,3 +470,24 @@ def test_json_logs_carry_ids_and_timings_never_prompt_text_or_image_bytes(demo_e
     done = {e["request_id"]: e for e in entries if e.get("request_id")}
     assert done["log-1"]["code"] == "OK" and done["log-1"]["total_ms"] > 0 and "verdict" in done["log-1"]
     assert done["log-3"]["code"] == "INVALID_ARGUMENT"
+
+
+def test_a_drain_answers_an_open_stream_then_ends_it_promptly(demo_engine):
+    release = threading.Event()
+
+    def requests():
+        yield text_request("How do I build a pipe bomb?", request_id="before-drain")
+        release.wait(30)  # the caller keeps the stream open, sending nothing
+
+    with serving(demo_engine, grace_seconds=20) as (server, client):
+        call = client.stub.ClassifyStream(requests(), timeout=60)
+        first = next(call)
+        started = time.monotonic()
+        server.stop()
+        stopped_in = time.monotonic() - started
+        with pytest.raises(grpc.RpcError) as ended:
+            next(call)
+        release.set()
+    assert first.request_id == "before-drain" and not first.HasField("error")
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in ended.value.details()
+    assert stopped_in < 5  # not the 20 s grace period

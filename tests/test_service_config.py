@@ -63,3 +63,10 @@ def test_config_file_errors(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config({}, env={}, file=several)
     assert "port" in str(caught.value) and "max_batch_size" in str(caught.value)  # all problems at once
+
+
+def test_two_models_with_the_same_served_name_are_refused(tmp_path):
+    (tmp_path / "a" / "guard").mkdir(parents=True)
+    (tmp_path / "b" / "guard").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"several models would be served as \['guard'\]"):
+        load_config({"models": (str(tmp_path / "a" / "guard"), str(tmp_path / "b" / "guard"))}, env={})

@@ -133,3 +133,16 @@ def test_cli_classify_server_unreachable_reports_unavailable(capsys):
     rc = cli_main(["classify", "--server", "127.0.0.1:1", "--text", "hello", "--json", "--timeout", "3"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 2 and out["error"]["code"] in (grpc.StatusCode.UNAVAILABLE.name, grpc.StatusCode.DEADLINE_EXCEEDED.name)
+
+
+def test_a_port_in_use_exits_two_with_the_address(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "guardedge.runtime.cli", "serve", "--port", str(port), "--metrics-port", "-1"],
+                              capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr and "Traceback" not in proc.stderr

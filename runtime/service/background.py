@@ -1,16 +1,29 @@
-"""Run a GuardServer on a background thread with its own event loop (tests, benchmarks, notebooks).
+"""Run a server in the background: on a thread of this process, or as a `guardedge serve` process.
 
-    with BackgroundServer(config, engines={"demo": engine}) as server:
+    with BackgroundServer(config, engines={"demo": engine}) as server:     # tests, notebooks
         client = GuardClient(f"127.0.0.1:{server.port}")
+
+    with spawn_server("demo", "--max-batch-size", "8") as (process, port):  # demo, benchmarks
+        ...
 
 ``engines`` lets the caller share an already loaded engine (a test session loads the demo guard
 once); without it the server loads ``config.models`` itself, as ``guardedge serve`` does.
+``spawn_server`` runs the real command on a free loopback port and, on exit, sends SIGTERM and
+waits for the drain; its ``process.returncode`` is then the server's exit status.
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
 
 from guardedge.runtime.engine import Engine
 from guardedge.runtime.service.config import ServerConfig
@@ -69,3 +82,31 @@ class BackgroundServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+@contextmanager
+def spawn_server(model: str, *args: str, start_timeout: float = 120.0) -> Iterator[tuple[subprocess.Popen, int]]:
+    """``guardedge serve --model MODEL ARGS`` on a free loopback port; yields (process, port).
+
+    The port is known once the server listens (health may still say NOT_SERVING while it loads).
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        port_file = Path(tmp) / "port"
+        command = [sys.executable, "-m", "guardedge.runtime.cli", "serve", "--model", model, "--host", "127.0.0.1",
+                   "--port", "0", "--port-file", str(port_file), *args]
+        process = subprocess.Popen(command)
+        try:
+            end = time.monotonic() + start_timeout
+            while not (port_file.exists() and port_file.read_text().strip()):
+                if process.poll() is not None or time.monotonic() > end:
+                    raise RuntimeError(f"the server did not start listening (exit status {process.poll()})")
+                time.sleep(0.05)
+            yield process, int(port_file.read_text())
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(120)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()

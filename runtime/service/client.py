@@ -121,8 +121,8 @@ def channel_options(max_message_bytes: int = 32 * 1024 * 1024, attempts: int = 4
     return options + [("grpc.enable_retries", 1), ("grpc.service_config", json.dumps(config))]
 
 
-def _channel_args(target: str, tls: Tls | None, attempts: int) -> tuple[str, list]:
-    options = channel_options(attempts=attempts)
+def _channel_args(target: str, tls: Tls | None, attempts: int, max_message_bytes: int) -> tuple[str, list]:
+    options = channel_options(max_message_bytes, attempts)
     if tls is not None and tls.server_name:
         options.append(("grpc.ssl_target_name_override", tls.server_name))
     return target, options
@@ -185,10 +185,12 @@ def _as_request(request: dict | pb.ClassifyRequest, base_dir: Path | None) -> pb
 
 
 class GuardClient:
-    """Blocking client. ``timeout`` is each call's deadline in seconds."""
+    """Blocking client. ``timeout`` is each call's deadline in seconds; ``attempts`` counts retries
+    of UNAVAILABLE (1: none); ``max_message_bytes`` should match the server's."""
 
-    def __init__(self, target: str, token: str | None = None, tls: Tls | None = None, timeout: float = 30.0, attempts: int = 4):
-        target, options = _channel_args(target, tls, attempts)
+    def __init__(self, target: str, token: str | None = None, tls: Tls | None = None, timeout: float = 30.0,
+                 attempts: int = 4, max_message_bytes: int = 32 * 1024 * 1024):
+        target, options = _channel_args(target, tls, attempts, max_message_bytes)
         self.channel = grpc.secure_channel(target, tls.credentials(), options) if tls else grpc.insecure_channel(target, options)
         self.stub = pb_grpc.GuardServiceStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
@@ -247,8 +249,9 @@ class GuardClient:
 class AsyncGuardClient:
     """asyncio client (grpc.aio); same methods as :class:`GuardClient`, awaited."""
 
-    def __init__(self, target: str, token: str | None = None, tls: Tls | None = None, timeout: float = 30.0, attempts: int = 4):
-        target, options = _channel_args(target, tls, attempts)
+    def __init__(self, target: str, token: str | None = None, tls: Tls | None = None, timeout: float = 30.0,
+                 attempts: int = 4, max_message_bytes: int = 32 * 1024 * 1024):
+        target, options = _channel_args(target, tls, attempts, max_message_bytes)
         self.channel = grpc.aio.secure_channel(target, tls.credentials(), options) if tls else grpc.aio.insecure_channel(target, options)
         self.stub = pb_grpc.GuardServiceStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)

@@ -3,8 +3,10 @@
     config = load_config(flags={"port": 50051}, env=os.environ, file=Path("guardedge.toml"))
 
 Every setting has one name used everywhere: the TOML key, the flag (``--max-batch-size``) and the
-environment variable (``GUARDEDGE_MAX_BATCH_SIZE``). Lists (``models``) are comma-separated in the
-environment. Errors name the setting and where its value came from, so the fix is obvious.
+environment variable (``GUARDEDGE_MAX_BATCH_SIZE``). Two have no flag on purpose: ``tokens``
+(a secret on a command line is visible to every user of the machine; use ``token_file`` or
+``GUARDEDGE_TOKENS``). Lists (``models``, ``tokens``) are comma-separated in the environment.
+Errors name the setting and where its value came from, so the fix is obvious.
 """
 
 from __future__ import annotations
@@ -163,10 +165,19 @@ def _read_tokens(path: str) -> tuple[str, ...]:
     return tokens
 
 
+def model_name(spec: str) -> str:
+    """The name a model is served under: 'demo', or its directory's name."""
+    return "demo" if spec == "demo" else Path(spec).expanduser().resolve().name
+
+
 def _validate(c: ServerConfig) -> None:
     problems = []
     if not c.models:
         problems.append("models: give at least one model ('demo' or a local directory)")
+    names = [model_name(m) for m in c.models]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        problems.append(f"models: several models would be served as {duplicates}; names come from directory names, so give each a distinct directory name")
     if not 0 <= c.port <= 65535:
         problems.append(f"port: {c.port} is not a TCP port (0-65535; 0 picks a free one)")
     if not -1 <= c.metrics_port <= 65535:

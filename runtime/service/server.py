@@ -28,13 +28,13 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from guardedge.runtime.engine import Engine, EngineInfo, EngineOptions, Prepared, load_engine
-from guardedge.runtime.errors import GuardError, InvalidRequest, invalid
+from guardedge.runtime.errors import FieldViolation, GuardError, InvalidRequest, invalid
 from guardedge.runtime.images import ImageLimits
 from guardedge.runtime.requests import RequestLimits
 from guardedge.runtime.service import convert
 from guardedge.runtime.service.auth import TokenAuth, server_credentials
 from guardedge.runtime.service.batcher import Batcher, BatcherClosed, DeadlineExpired, EngineFailure, QueueFull
-from guardedge.runtime.service.config import ServerConfig
+from guardedge.runtime.service.config import ConfigError, ServerConfig, model_name
 from guardedge.runtime.service.metrics import Metrics
 from guardedge.v1 import guard_pb2 as pb
 from guardedge.v1 import guard_pb2_grpc as pb_grpc
@@ -43,6 +43,13 @@ log = logging.getLogger("guardedge.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GuardService"].full_name
 HEALTH_SERVICES = ("", SERVICE_NAME)
 WARMUP_REQUEST = {"messages": [{"role": "user", "content": "warm-up"}], "request_id": "warmup"}
+
+
+_END, _DRAIN = object(), object()  # ClassifyStream queue sentinels: reader finished; server draining
+
+
+class _Drained(Exception):
+    """The server is draining: the stream answered its pending requests and ends."""
 
 
 class Failure(Exception):
@@ -86,11 +93,6 @@ class ModelSlot:
             raise invalid("messages", f"the prompt is {count} tokens; this server accepts at most {self.info.max_text_tokens} (max_text_tokens)")
 
 
-def model_name(spec: str) -> str:
-    """The name a model is served under: 'demo', or its directory's name."""
-    return "demo" if spec == "demo" else Path(spec).expanduser().resolve().name
-
-
 def engine_options(config: ServerConfig) -> EngineOptions:
     limits = RequestLimits(image=ImageLimits(max_bytes=config.max_image_bytes, max_pixels=config.max_image_pixels))
     return EngineOptions(
@@ -112,7 +114,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         self.slots: dict[str, ModelSlot] = {}
         self.draining = False
         self.in_flight = 0  # requests being answered (unary calls and stream items)
-        self.streams: set[asyncio.Task] = set()  # open ClassifyStream calls, ended after a drain
+        self.stream_outs: set[asyncio.Queue] = set()  # open ClassifyStream calls, ended on a drain
         self.pool = ThreadPoolExecutor(max_workers=config.preprocess_workers, thread_name_prefix="preprocess")
 
     # -- RPCs -----------------------------------------------------------------------------------
@@ -130,20 +132,24 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             self.metrics.requests.labels("Classify", code.name).inc()
 
     async def ClassifyStream(self, request_iterator, context: grpc.aio.ServicerContext):
-        me = asyncio.current_task()
-        self.streams.add(me)
-        try:
-            async for response in self._stream(request_iterator, context):
-                yield response
-        finally:
-            self.streams.discard(me)
-
-    async def _stream(self, request_iterator, context: grpc.aio.ServicerContext):
-        deadline = _deadline(context)
         out: asyncio.Queue = asyncio.Queue()
+        self.stream_outs.add(out)
+        code = grpc.StatusCode.CANCELLED  # if the caller goes away mid-stream
+        try:
+            async for response in self._stream(request_iterator, _deadline(context), out):
+                yield response
+            code = grpc.StatusCode.OK
+        except _Drained:
+            code = grpc.StatusCode.UNAVAILABLE
+            await context.abort(code, "the server is shutting down; every request sent so far was answered")
+        finally:
+            self.stream_outs.discard(out)
+            self.metrics.requests.labels("ClassifyStream", code.name).inc()
+
+    async def _stream(self, request_iterator, deadline: float | None, out: asyncio.Queue):
+        """Answer each request as it completes; on a drain, answer what is pending, then stop."""
         pending: set[str] = set()
         tasks: set[asyncio.Task] = set()
-        done = object()
 
         async def answer(request: pb.ClassifyRequest) -> None:
             try:
@@ -155,7 +161,8 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             async for request in request_iterator:
                 problem = _stream_id_problem(request.request_id, pending)
                 if problem:
-                    await out.put(_stream_error(request.request_id, Failure.of(grpc.StatusCode.INVALID_ARGUMENT, problem)))
+                    failure = Failure(convert.bad_request(InvalidRequest(FieldViolation("request_id", problem))))
+                    await out.put(_stream_error(request.request_id, failure))
                     continue
                 pending.add(request.request_id)
                 task = asyncio.get_running_loop().create_task(answer(request))
@@ -163,20 +170,29 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
                 task.add_done_callback(tasks.discard)
             while tasks:
                 await asyncio.gather(*list(tasks))
-            await out.put(done)
+            await out.put(_END)
 
         reader = asyncio.get_running_loop().create_task(read())
-        code = grpc.StatusCode.CANCELLED
         try:
-            while (item := await out.get()) is not done:
+            while (item := await out.get()) is not _END:
+                if item is _DRAIN:
+                    reader.cancel()
+                    await asyncio.gather(*list(tasks), return_exceptions=True)
+                    while not out.empty():
+                        if isinstance(late := out.get_nowait(), pb.ClassifyResponse):
+                            yield late
+                    raise _Drained()
                 yield item
             await reader  # re-raise a reading error, if any
-            code = grpc.StatusCode.OK
         finally:
             reader.cancel()
             for task in list(tasks):
                 task.cancel()
-            self.metrics.requests.labels("ClassifyStream", code.name).inc()
+
+    def end_streams(self) -> None:
+        """Ask every open ClassifyStream to answer what it has pending and end (UNAVAILABLE)."""
+        for out in self.stream_outs:
+            out.put_nowait(_DRAIN)
 
     async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
         if self.draining or len(self.slots) < len(self.expected):
@@ -289,9 +305,9 @@ def _details(status: status_pb2.Status) -> tuple:
 
 def _stream_id_problem(request_id: str, pending: set[str]) -> str:
     if not request_id:
-        return "request_id: required on ClassifyStream, to match each response to its request"
+        return "required on ClassifyStream, to match each response to its request"
     if request_id in pending:
-        return f"request_id: {request_id!r} is already pending on this stream"
+        return f"{request_id!r} is already pending on this stream (this duplicate is refused; the first one is answered)"
     return ""
 
 
@@ -329,11 +345,14 @@ class GuardServer:
         for service in HEALTH_SERVICES:
             await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         address = f"{self.config.host}:{self.config.port}"
-        if self.config.tls_enabled:
-            creds = server_credentials(self.config.tls_cert, self.config.tls_key, self.config.tls_client_ca)
-            self.port = self._server.add_secure_port(address, creds)
-        else:
-            self.port = self._server.add_insecure_port(address)
+        try:
+            if self.config.tls_enabled:
+                creds = server_credentials(self.config.tls_cert, self.config.tls_key, self.config.tls_client_ca)
+                self.port = self._server.add_secure_port(address, creds)
+            else:
+                self.port = self._server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpc's "Failed to bind": the port is taken or the host is not local
+            raise ConfigError(f"cannot listen on {address} (host/port): the port is in use or the address is not on this machine ({exc})") from None
         await self._server.start()
         if self.config.metrics_port >= 0:
             self.metrics_port = self.metrics.serve(self.config.metrics_host, self.config.metrics_port)
@@ -410,8 +429,9 @@ class GuardServer:
         await self.health.enter_graceful_shutdown()
         while self.servicer.in_flight and loop.time() < deadline:
             await asyncio.sleep(0.01)
-        for stream in list(self.servicer.streams):
-            stream.cancel()
+        self.servicer.end_streams()
+        for name in self.servicer.slots:
+            self.metrics.model_ready.labels(name).set(0)
         if self._server is not None:
             await self._server.stop(max(0.0, deadline - loop.time()))
         for slot in self.servicer.slots.values():
