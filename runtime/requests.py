@@ -161,17 +161,29 @@ def _image(raw: dict, where: str, base_dir: Path | None, limits: RequestLimits):
     return load_image(data, f"{where}.path", f"path:{path}", limits.image, formats)
 
 
+# A policy is part of every prompt: bound it so one request cannot make tokenization the bottleneck.
+MAX_CATEGORIES = 100
+MAX_CODE_CHARS = 32
+MAX_DESCRIPTION_CHARS = 2000
+
+
 def _categories(raw: object) -> tuple[tuple[str, str], ...] | None:
     if raw is None:
         return None
     if not isinstance(raw, dict) or not raw:
         raise invalid("categories", "must be a non-empty object mapping category codes to descriptions")
+    if len(raw) > MAX_CATEGORIES:
+        raise invalid("categories", f"has {len(raw)} categories; the limit is {MAX_CATEGORIES}")
     problems = []
     for key, text in raw.items():
         if not isinstance(key, str) or not key or any(c.isspace() or c in ",:" for c in key):
             problems.append(FieldViolation(f"categories[{key!r}]", "code must be non-empty, without spaces, commas or colons"))
+        elif len(key) > MAX_CODE_CHARS:
+            problems.append(FieldViolation(f"categories[{key[:40]!r}]", f"code is {len(key)} characters; the limit is {MAX_CODE_CHARS}"))
         elif not isinstance(text, str) or not text.strip():
             problems.append(FieldViolation(f"categories[{key!r}]", "description must be a non-empty string"))
+        elif len(text) > MAX_DESCRIPTION_CHARS:
+            problems.append(FieldViolation(f"categories[{key!r}]", f"description is {len(text)} characters; the limit is {MAX_DESCRIPTION_CHARS}"))
         elif "\n" in text or "\r" in text:
             problems.append(FieldViolation(f"categories[{key!r}]", "description must be one line (a newline would break the policy block)"))
     if problems:
@@ -184,6 +196,8 @@ def _excluded(raw: object, categories: tuple[tuple[str, str], ...] | None) -> tu
         return ()
     if not isinstance(raw, list) or not all(isinstance(k, str) for k in raw):
         raise invalid("excluded_category_keys", "must be a list of category codes")
+    if len(raw) > MAX_CATEGORIES:
+        raise invalid("excluded_category_keys", f"lists {len(raw)} codes; the limit is {MAX_CATEGORIES}")
     if categories is None:
         return tuple(raw)  # checked by the engine against its family's defaults (check_excluded)
     return check_excluded(tuple(raw), categories)

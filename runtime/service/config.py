@@ -3,7 +3,7 @@
     config = load_config(flags={"port": 50051}, env=os.environ, file=Path("guardedge.toml"))
 
 Every setting has one name used everywhere: the TOML key, the flag (``--max-batch-size``) and the
-environment variable (``GUARDEDGE_MAX_BATCH_SIZE``). Two have no flag on purpose: ``tokens``
+environment variable (``GUARDEDGE_MAX_BATCH_SIZE``). One has no flag on purpose: ``tokens``
 (a secret on a command line is visible to every user of the machine; use ``token_file`` or
 ``GUARDEDGE_TOKENS``). Lists (``models``, ``tokens``) are comma-separated in the environment.
 Errors name the setting and where its value came from, so the fix is obvious.
@@ -45,7 +45,7 @@ class ServerConfig:
     max_message_bytes: int = 32 * 1024 * 1024
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 36_000_000
-    max_text_tokens: int = 0  # 0: the model's context length
+    max_text_tokens: int = 0  # largest prompt in tokens; 0: what the model accepts (its context minus the answer)
     # Model.
     device: str = "auto"
     dtype: str = "auto"

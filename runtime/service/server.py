@@ -4,9 +4,11 @@
     server = GuardServer(load_config(...)); await server.start(); await server.serve_until_stopped()
 
 Lifecycle: bind and answer health (NOT_SERVING) at once; load each model on a background thread;
-warm each up with one classification; then SERVING. On SIGTERM/SIGINT: NOT_SERVING, new calls
-get UNAVAILABLE, calls in flight finish within ``grace_seconds`` (then are cancelled, which
-still gives them a status), and the process exits 0. docs/service.md has the operator's view.
+warm each up with one classification; then SERVING. On SIGTERM/SIGINT (``stop``): NOT_SERVING,
+new classify calls get UNAVAILABLE while the listener stays open (health checks see the state),
+requests in flight finish within ``grace_seconds``, open streams answer what they read and end
+with UNAVAILABLE, then the gRPC server stops (cancelling, with a status, whatever is left) and
+the process exits 0. docs/service.md has the operator's view.
 """
 
 from __future__ import annotations
@@ -100,7 +102,6 @@ def engine_options(config: ServerConfig) -> EngineOptions:
         dtype=config.dtype,
         threshold=config.threshold if config.threshold >= 0 else None,
         max_batch_size=config.max_batch_size,
-        max_text_tokens=config.max_text_tokens or None,
         progress=False,
         limits=limits,
     )
@@ -141,7 +142,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             code = grpc.StatusCode.OK
         except _Drained:
             code = grpc.StatusCode.UNAVAILABLE
-            await context.abort(code, "the server is shutting down; every request sent so far was answered")
+            await context.abort(code, "the server is shutting down; requests it had read were answered, send any without an answer again")
         finally:
             self.stream_outs.discard(out)
             self.metrics.requests.labels("ClassifyStream", code.name).inc()
