@@ -79,7 +79,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("action", choices=["path", "metrics", "requests"])
     demo.add_argument("--n", type=int, default=400, help="held-out examples for 'metrics'")
     demo.set_defaults(func=cmd_demo)
+    _plugin_commands(sub)
     return parser
+
+
+def _plugin_commands(sub) -> None:
+    """Commands other packages add (``guardedge export`` from guardedge.export): the runtime
+    finds them through the ``guardedge.commands`` entry point instead of importing them."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="guardedge.commands"):
+        entry.load()(sub)
 
 
 _SERVE_FLAGS = [

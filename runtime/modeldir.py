@@ -22,6 +22,12 @@ class ModelDir:
     path: Path
     config: dict
     name: str
+    manifest: dict | None = None  # set for a guardedge export (runtime/artifact.py), checked on load
+
+    @property
+    def backend(self) -> str:
+        """Which backend runs it: the manifest says; a plain model directory is PyTorch."""
+        return self.manifest["backend"] if self.manifest else "torch"
 
 
 def offline() -> None:
@@ -40,12 +46,22 @@ def resolve(model: str, progress: bool = True) -> ModelDir:
     else:
         path = Path(model).expanduser()
         name = path.name
-    return check(path, name)
+    return check(path, name, progress)
 
 
-def check(path: Path, name: str) -> ModelDir:
+def check(path: Path, name: str, progress: bool = False) -> ModelDir:
+    """A usable model directory, or ModelLoadError saying what is wrong.
+
+    An artifact (with manifest.json) must match its manifest file by file; its weights may be
+    ONNX rather than safetensors, as its components say.
+    """
     if not path.is_dir():
         raise ModelLoadError(f"model directory {str(path)!r} does not exist (guardedge loads local directories only)")
+    from guardedge.runtime.artifact import read_manifest, verify_files
+
+    manifest = read_manifest(path)
+    if manifest is not None:  # integrity first: nothing of a modified artifact is read
+        verify_files(path, manifest, show_progress=progress)
     config_file = path / "config.json"
     if not config_file.is_file():
         raise ModelLoadError(f"{path} has no config.json; is it a transformers model directory?")
@@ -53,6 +69,8 @@ def check(path: Path, name: str) -> ModelDir:
         config = json.loads(config_file.read_text())
     except json.JSONDecodeError as exc:
         raise ModelLoadError(f"{config_file} is not valid JSON ({exc})") from None
+    if manifest is not None:
+        return ModelDir(path, config, name, manifest)
     weights = sorted(path.glob("*.safetensors"))
     pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if not weights:

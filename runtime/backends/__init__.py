@@ -35,6 +35,15 @@ class Backend(Protocol):
 
 
 def load_backend(model_dir: ModelDir, device: str | None, dtype: str | None) -> Backend:
+    """The backend the directory asks for (its manifest), on ``device``."""
+    if model_dir.backend == "onnxruntime":
+        from guardedge.runtime.backends.onnx_backend import OnnxBackend
+
+        return OnnxBackend.load(model_dir, device=device, dtype=dtype)
+    if model_dir.backend != "torch":
+        from guardedge.runtime.errors import ModelLoadError
+
+        raise ModelLoadError(f"{model_dir.path}: backend {model_dir.backend!r} in its manifest is not one this guardedge has")
     from guardedge.runtime.backends.torch_backend import TorchBackend
 
     return TorchBackend.load(model_dir.path, device=device, dtype=dtype)
