@@ -169,7 +169,7 @@ def _single_token(tokenizer, text: str) -> int:
 
 
 def load_engine(model: str, options: EngineOptions | None = None) -> Engine:
-    """Load ``model`` ("demo" or a local directory) with the PyTorch backend."""
+    """Load ``model`` ("demo", a model directory or an artifact) with the backend its manifest names (PyTorch for a plain directory)."""
     from transformers import AutoImageProcessor, AutoTokenizer
 
     from guardedge.runtime.backends import load_backend

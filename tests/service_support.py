@@ -59,3 +59,15 @@ def serving(engine, wait_ready: bool = True, **overrides):
     finally:
         client.close()
         server.stop()
+
+
+def serve_and_classify(model_dir) -> tuple[list, object]:
+    """Load ``model_dir`` the way `guardedge serve --model DIR` does (from the config, no injected
+    engine), classify SAFE and UNSAFE through gRPC; returns (responses, the ListModels entry)."""
+    server = BackgroundServer(config(models=(str(model_dir),)), None).start()
+    try:
+        with GuardClient(server.address, timeout=60) as client:
+            [info] = client.list_models().models
+            return [client.classify(SAFE), client.classify(UNSAFE)], info
+    finally:
+        server.stop()

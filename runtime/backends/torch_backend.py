@@ -61,6 +61,69 @@ def _head_columns_contiguous(head: torch.nn.Linear) -> None:
     head.weight.data = head.weight.data.t().contiguous().t()
 
 
+def bnb_precision(quantization_config) -> str | None:
+    """"bnb-int8" / "bnb-nf4" / "bnb-fp4" for a bitsandbytes quantization config (dict or object), else None."""
+    if quantization_config is None:
+        return None
+    cfg = quantization_config if isinstance(quantization_config, dict) else quantization_config.to_dict()
+    if cfg.get("quant_method") != "bitsandbytes":
+        return None
+    if cfg.get("load_in_8bit"):
+        return "bnb-int8"
+    return f"bnb-{cfg.get('bnb_4bit_quant_type', 'fp4')}" if cfg.get("load_in_4bit") else None
+
+
+def _saved_quantization(model_dir: Path) -> dict | None:
+    """The quantization_config a saved (pre-quantized) directory carries in config.json."""
+    import json
+
+    config = Path(model_dir) / "config.json"
+    return json.loads(config.read_text()).get("quantization_config") if config.is_file() else None
+
+
+def device_map_target(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return f"cuda:{dev.index if dev.index is not None else torch.cuda.current_device()}"
+    return dev.type
+
+
+def set_bnb_compute_dtype(model, dtype: torch.dtype) -> None:
+    """4-bit layers compute in the backend's dtype (fp32 on CPU, bf16 on CUDA), whatever the
+    saved config says, so a quantized model runs at the same activation precision as the source.
+    8-bit layers choose their own (LLM.int8 casts activations to fp16 on every device)."""
+    import logging
+
+    logging.getLogger("bitsandbytes.autograd._functions").addFilter(_quiet_int8_cast)
+    for module in model.modules():
+        if type(module).__name__ == "Linear4bit":
+            module.compute_dtype = dtype
+
+
+def _quiet_int8_cast(record) -> bool:
+    # Logged on every 8-bit matmul; expected (LLM.int8 quantizes fp16 activations), so dropped.
+    return not record.getMessage().startswith("MatMul8bitLt: inputs will be cast")
+
+
+def _quant_state_bytes(model) -> int:
+    """Quantization state held beside the packed weights (4-bit absmax/code, 8-bit row scales)."""
+    total = 0
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        state = getattr(weight, "quant_state", None)
+        if state is not None:
+            total += sum(t.numel() * t.element_size() for t in _state_tensors(state))
+        scb = getattr(weight, "SCB", None)
+        if isinstance(scb, torch.Tensor):
+            total += scb.numel() * scb.element_size()
+    return total
+
+
+def _state_tensors(state) -> list[torch.Tensor]:
+    tensors = [t for t in (state.absmax, state.code) if isinstance(t, torch.Tensor)]
+    nested = getattr(state, "state2", None)
+    return tensors + (_state_tensors(nested) if nested is not None else [])
+
+
 @dataclass
 class PrefillState:
     cache: object  # transformers DynamicCache
@@ -74,10 +137,11 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, model, device: torch.device, dtype: torch.dtype):
+    def __init__(self, model, device: torch.device, dtype: torch.dtype, quantization: str | None = None):
         self.model = model
         self.device = device
         self.dtype = dtype
+        self.quantization = quantization  # "bnb-int8", "bnb-nf4", "bnb-fp4" or None
 
     @classmethod
     def load(cls, model_dir: Path, device: str | None = None, dtype: str | None = None, **load_kwargs) -> TorchBackend:
@@ -85,15 +149,21 @@ class TorchBackend:
 
         dev = choose_device(device)
         dt = choose_dtype(dtype, dev)
+        quant = bnb_precision(_saved_quantization(model_dir) or load_kwargs.get("quantization_config"))
+        if quant:
+            # bitsandbytes weights are placed (and on CUDA quantized) while loading; .to() is refused.
+            load_kwargs.setdefault("device_map", {"": device_map_target(dev)})
         model = MllamaForConditionalGeneration.from_pretrained(
             str(model_dir), local_files_only=True, use_safetensors=True, dtype=dt, **load_kwargs
         )
-        if not load_kwargs.get("quantization_config"):
+        if quant:
+            set_bnb_compute_dtype(model, dt)
+        else:
             model.to(dev)
-            if dev.type == "cpu":
-                _head_columns_contiguous(model.lm_head)
+        if dev.type == "cpu" and type(model.lm_head) is torch.nn.Linear:
+            _head_columns_contiguous(model.lm_head)
         model.eval()
-        return cls(model, dev, dt)
+        return cls(model, dev, dt, quant)
 
     @property
     def description(self) -> str:
@@ -101,7 +171,7 @@ class TorchBackend:
 
     @property
     def precision(self) -> str:
-        return str(self.dtype).removeprefix("torch.")
+        return self.quantization or str(self.dtype).removeprefix("torch.")
 
     @property
     def device_name(self) -> str:
@@ -110,7 +180,7 @@ class TorchBackend:
     def memory_bytes(self) -> int:
         """Bytes held by the model's parameters and buffers (quantized weights at their packed size)."""
         tensors = [*self.model.parameters(), *self.model.buffers()]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return sum(t.numel() * t.element_size() for t in tensors) + _quant_state_bytes(self.model)
 
     def _cross_attention_states(self, batch: Batch) -> torch.Tensor | None:
         return cross_attention_states(self.model, batch, self.device, self.dtype)

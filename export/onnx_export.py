@@ -1,0 +1,302 @@
+"""``guardedge export onnx``: the guard as ONNX components for ONNX Runtime, validated before it is kept.
+
+    guardedge export onnx --model demo --out /models/guard-onnx
+    guardedge export onnx --model /models/Llama-Guard-3-11B-Vision --out OUT --quantize int4 --block-size 32
+
+OUT holds ``vision.onnx`` + ``decoder.onnx`` (export/onnx_configs.py says their inputs and outputs),
+each with its weights in ``<file>_data``, the source's config/tokenizer/processor/chat-template
+files, and ``manifest.json`` (backend "onnxruntime"), so ``load_engine(OUT)`` and
+``guardedge classify --model OUT`` work. Stages (logged): [1] load the source once (fp16: cast
+while loading) and export each component with optimum's ``export_pytorch``, weights streamed to
+external data; [2] quantize the chosen components (int8 dynamic / int4 MatMulNBits); [3] validate
+against PyTorch; [4] hash and write the manifest, then move OUT.partial to OUT.
+
+Validation: fp32 must match PyTorch (max |Δlogit| <= --tolerance, same first tokens and decoded
+answers) or the export FAILS (exit 1, no manifest; the files stay in OUT.partial to inspect).
+fp16/int8/int4 record agreement with the fp32 PyTorch source (verdicts, |ΔP(unsafe)|) instead.
+Choices and measurements: docs/decisions/0004-onnx-export.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from guardedge.runtime.errors import GuardError
+
+log = logging.getLogger(__name__)
+
+COMPONENTS = ("vision", "decoder")
+DEFAULT_QUANTIZED = ("decoder",)  # the vision tower stays float, as TGI/SGLang keep it (REFERENCE.md §5)
+DEFAULT_KEEP = ("lm_head", "cross_attn.o_proj")  # P(unsafe) is read from lm_head; o_proj is the image's way in
+DEFAULT_BLOCK = 32
+SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+              "preprocessor_config.json", "processor_config.json", "chat_template.json", "chat_template.jinja",
+              "generation_config.json", "config.json", "LICENSE", "LICENSE.txt", "USE_POLICY.md", "NOTICE")
+_REFERENCE: dict[tuple, list] = {}  # (source sha256, n) -> fp32 PyTorch answers, reused within a process
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every option of an ONNX export, as recorded in the manifest."""
+
+    dtype: Literal["fp32", "fp16"] = "fp32"
+    quantize: Literal["none", "int8", "int4"] = "none"
+    block_size: int = DEFAULT_BLOCK  # int4 only
+    quantize_components: tuple[str, ...] = DEFAULT_QUANTIZED
+    keep_float: tuple[str, ...] = DEFAULT_KEEP
+    opset: int = 18
+    tolerance: float = 1e-3  # fp32: max |Δlogit| vs PyTorch
+    agreement_n: int = 64  # held-out requests beyond the demo samples
+
+    @property
+    def precision(self) -> str:
+        return self.quantize if self.quantize != "none" else self.dtype
+
+    def check(self) -> None:
+        unknown = set(self.quantize_components) - set(COMPONENTS)
+        if unknown:
+            raise GuardError(f"--quantize-components: {sorted(unknown)} are not components; choose from {', '.join(COMPONENTS)}")
+        if self.quantize == "int4" and (self.block_size < 16 or self.block_size & (self.block_size - 1)):
+            raise GuardError(f"--block-size must be a power of two >= 16 (MatMulNBits); got {self.block_size}")
+        if self.quantize != "none" and self.dtype != "fp32":
+            raise GuardError("--quantize int8/int4 starts from fp32 weights; leave --dtype at fp32")
+
+
+# -- stage 1: export --------------------------------------------------------------------------------
+
+def export_float(src: Path, out: Path, recipe: Recipe) -> None:
+    """Load the source once and write vision.onnx and decoder.onnx (+ _data) into ``out``."""
+    import torch
+    from optimum.exporters.onnx.convert import export_pytorch
+    from transformers import MllamaForConditionalGeneration
+
+    from guardedge.export import onnx_configs as cfg
+    from guardedge.export.onnx_files import externalize, streaming_external_data
+
+    dtype = torch.float16 if recipe.dtype == "fp16" else torch.float32
+    model = MllamaForConditionalGeneration.from_pretrained(str(src), local_files_only=True, use_safetensors=True, dtype=dtype)
+    model.eval()
+    cfg.pretranspose_text_linears(model)
+    specs = {"vision": (cfg.MllamaVisionToCrossKV, cfg.MllamaVisionOnnxConfig),
+             "decoder": (cfg.MllamaDecoderWithCache, cfg.MllamaDecoderOnnxConfig)}
+    for name, (wrapper, config) in specs.items():
+        log.info("[1/4] exporting %s.onnx (%s)", name, recipe.dtype)
+        path = out / f"{name}.onnx"
+        with streaming_external_data(), torch.no_grad():
+            export_pytorch(wrapper(model), config(model.config, float_dtype=recipe.dtype), recipe.opset, path)
+        externalize(path)
+    del model
+    _free()
+
+
+def copy_side_files(src: Path, out: Path) -> None:
+    for name in SIDE_FILES:
+        if (src / name).is_file():
+            shutil.copy2(src / name, out / name)
+
+
+def copy_float_components(float_dir: Path, out: Path) -> None:
+    for name in COMPONENTS:
+        for f in (f"{name}.onnx", f"{name}.onnx_data"):
+            shutil.copy2(float_dir / f, out / f)
+
+
+# -- stage 2: quantize ------------------------------------------------------------------------------
+
+def quantize_components(out: Path, recipe: Recipe) -> dict:
+    from guardedge.export.onnx_files import quantize
+
+    kept = {}
+    for name in recipe.quantize_components:
+        log.info("[2/4] quantizing %s.onnx to %s", name, recipe.quantize)
+        kept[name] = quantize(out / f"{name}.onnx", recipe.quantize, recipe.block_size, recipe.keep_float)["kept_float_nodes"]
+    return kept
+
+
+# -- stage 3: validate ------------------------------------------------------------------------------
+
+def validate(src, out: Path, recipe: Recipe, device: str | None) -> dict:
+    """Parity (fp32, raises past tolerance) and agreement with the fp32 PyTorch source."""
+    from guardedge.export import onnx_validate as val
+    from guardedge.runtime.backends.onnx_backend import OnnxBackend
+    from guardedge.runtime.backends.torch_backend import TorchBackend
+    from guardedge.runtime.modeldir import ModelDir
+
+    provisional = ModelDir(out, src.config, out.name, {"components": _components(), "precision": recipe.precision,
+                                                       "recipe": {"dtype": recipe.dtype}})
+    requests = val.validation_requests(recipe.agreement_n)
+    n_fixed = len(requests) - recipe.agreement_n
+    batches = val.parity_batches(n_fixed, 8)
+    result: dict = {}
+    key = (src.path, recipe.agreement_n)
+    reference = None
+    # PyTorch first, then freed, then ONNX Runtime: never both copies of the weights in memory.
+    if recipe.precision == "fp32" or key not in _REFERENCE:
+        torch_engine = val.engine_for(src, TorchBackend.load(src.path, device="cpu", dtype="float32"))
+        if recipe.precision == "fp32":
+            log.info("[3/4] PyTorch reference on %d fixed requests in %d batches", n_fixed, len(batches))
+            reference = val.reference_outputs(torch_engine, requests[:n_fixed], batches)
+        if key not in _REFERENCE:
+            log.info("[3/4] agreement set: %d requests through the fp32 PyTorch source", len(requests))
+            _REFERENCE[key] = val.answers(torch_engine, requests)
+        del torch_engine
+        _free()
+    onnx_engine = val.engine_for(provisional, OnnxBackend.load(provisional, device=device))
+    if reference is not None:
+        log.info("[3/4] parity of ONNX Runtime with the PyTorch reference")
+        result["parity"] = val.parity(onnx_engine, requests[:n_fixed], batches, reference, stop_above=recipe.tolerance)
+        result["parity"]["tolerance"] = recipe.tolerance
+        _check_parity(result["parity"], out)
+    log.info("[3/4] the same requests through the %s ONNX artifact", recipe.precision)
+    got = val.answers(onnx_engine, requests)
+    result["agreement"] = {"reference": "fp32 PyTorch source", **val.agreement(_REFERENCE[key], got)}
+    result["smoke"] = val.smoke(requests, got, 8)
+    result["footprint_bytes"] = onnx_engine.backend.memory_bytes()
+    return result
+
+
+def _check_parity(parity: dict, out: Path) -> None:
+    problems = []
+    if parity["max_abs_delta_logit"] > parity["tolerance"]:
+        problems.append(f"max |Δlogit| {parity['max_abs_delta_logit']:.3g} > tolerance {parity['tolerance']:g}")
+    if parity["first_tokens_equal"] != parity["rows"]:
+        problems.append(f"first tokens differ on {parity['rows'] - parity['first_tokens_equal']} of {parity['rows']} rows")
+    if parity["decoded_equal"] != parity["decoded_rows"]:
+        problems.append(f"decoded answers differ on {parity['decoded_rows'] - parity['decoded_equal']} rows")
+    if problems:
+        raise GuardError(f"ONNX export FAILED validation against PyTorch: {'; '.join(problems)}. "
+                         f"No manifest was written; the files are in {out} for inspection.")
+
+
+# -- the export -------------------------------------------------------------------------------------
+
+def export(model: str, out: Path, recipe: Recipe, device: str | None = "cpu", force: bool = False,
+           from_onnx: Path | None = None) -> dict:
+    """Export ``model`` ("demo" or a directory) into ``out``; returns the manifest.
+
+    ``from_onnx``: an fp32 ONNX artifact of the same source whose components are quantized
+    instead of exporting again (what the tests and a sweep over recipes use)."""
+    from guardedge.runtime.artifact import library_versions, source_identity, write_manifest
+    from guardedge.runtime.families import family_for_config
+    from guardedge.runtime.modeldir import resolve
+
+    recipe.check()
+    src = resolve(model, progress=log.isEnabledFor(logging.INFO))
+    _check_source(src, out, force)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if from_onnx is not None:
+        copy_float_components(_float_artifact(from_onnx, src), tmp)
+    else:
+        export_float(src.path, tmp, recipe)
+    copy_side_files(src.path, tmp)
+    kept = quantize_components(tmp, recipe) if recipe.quantize != "none" else {}
+    validation = validate(src, tmp, recipe, device)
+    log.info("[4/4] hashing and writing the manifest")
+    manifest = write_manifest(
+        tmp, family=family_for_config(src.config).name, backend="onnxruntime", precision=recipe.precision,
+        components=_components(), recipe={**asdict(recipe), "kept_float_nodes": kept, "from_onnx": str(from_onnx or "")},
+        source=source_identity(src.path, src.name), validation=validation,
+        libraries=library_versions("onnx", "onnxruntime", "optimum", "optimum-onnx"), show_progress=log.isEnabledFor(logging.INFO))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return manifest
+
+
+def _components() -> dict[str, str]:
+    return {name: f"{name}.onnx" for name in COMPONENTS}
+
+
+def _float_artifact(path: Path, src) -> Path:
+    from guardedge.runtime.artifact import read_manifest, source_identity
+
+    manifest = read_manifest(path)
+    if manifest is None or manifest.get("backend") != "onnxruntime" or manifest.get("precision") != "fp32":
+        raise GuardError(f"--from-onnx {path}: not an fp32 ONNX artifact of guardedge")
+    if manifest["source"]["sha256"] != source_identity(src.path, src.name)["sha256"]:
+        raise GuardError(f"--from-onnx {path} was exported from another model than --model")
+    return path
+
+
+def _check_source(src, out: Path, force: bool) -> None:
+    if src.config.get("model_type") != "mllama":
+        raise GuardError(f"export onnx supports Mllama guards (Llama Guard 3 Vision); this model is {src.config.get('model_type')!r}")
+    if src.manifest is not None:
+        raise GuardError(f"{src.path} is already an export ({src.manifest['backend']}/{src.manifest['precision']}); export the original model")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise GuardError(f"{out} exists and is not empty; choose another --out or pass --force")
+
+
+def _free() -> None:
+    import gc
+
+    gc.collect()
+
+
+# -- command line -----------------------------------------------------------------------------------
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="demo", help="'demo' or a local 16-bit Mllama model directory")
+    parser.add_argument("--out", type=Path, required=True, help="the artifact directory to write")
+    parser.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32", help="float type of the exported weights")
+    parser.add_argument("--quantize", choices=["none", "int8", "int4"], default="none",
+                        help="int8: dynamic per-channel MatMul weights; int4: MatMulNBits weight-only blocks")
+    parser.add_argument("--block-size", type=int, default=DEFAULT_BLOCK, help=f"int4 block size (default {DEFAULT_BLOCK})")
+    parser.add_argument("--quantize-components", default=",".join(DEFAULT_QUANTIZED),
+                        help=f"comma-separated components to quantize (default {','.join(DEFAULT_QUANTIZED)}; all: vision,decoder)")
+    parser.add_argument("--keep-float", default=",".join(DEFAULT_KEEP),
+                        help="comma-separated weight-name parts kept float when quantizing ('' for none)")
+    parser.add_argument("--tolerance", type=float, default=1e-3, help="fp32: largest |Δlogit| vs PyTorch accepted")
+    parser.add_argument("--agreement-n", type=int, default=64, help="held-out requests compared with the source")
+    parser.add_argument("--opset", type=int, default=18)
+    parser.add_argument("--device", default="cpu", help="where ONNX Runtime validates (cpu, cuda, auto)")
+    parser.add_argument("--from-onnx", type=Path, help="quantize this fp32 ONNX artifact's components instead of exporting")
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def recipe_from_args(args: argparse.Namespace) -> Recipe:
+    def names(text: str) -> tuple[str, ...]:
+        return tuple(n.strip() for n in text.split(",") if n.strip())
+
+    if args.agreement_n < 0:
+        raise GuardError("--agreement-n must be 0 or more")
+    return Recipe(dtype=args.dtype, quantize=args.quantize, block_size=args.block_size,
+                  quantize_components=names(args.quantize_components), keep_float=names(args.keep_float),
+                  opset=args.opset, tolerance=args.tolerance, agreement_n=args.agreement_n)
+
+
+def main(args: argparse.Namespace) -> int:
+    if not args.quiet:
+        _progress_logging()
+    manifest = export(args.model, args.out, recipe_from_args(args), args.device, args.force, args.from_onnx)
+    v = manifest["validation"]
+    a = v["agreement"]
+    if "parity" in v:
+        p = v["parity"]
+        print(f"{args.out}: parity with PyTorch: max |Δlogit| {p['max_abs_delta_logit']:.2e} over {p['rows']} rows "
+              f"in {p['batches']} batches; first tokens equal {p['first_tokens_equal']}/{p['rows']}, "
+              f"decoded answers equal {p['decoded_equal']}/{p['decoded_rows']}")
+    print(f"{args.out}: {manifest['precision']}, {v['footprint_bytes'] / 1e6:.1f} MB; agreement with the fp32 source on "
+          f"{a['requests']} requests: verdicts {a['verdict_agreement']:.2%}, max |ΔP(unsafe)| {a['max_abs_delta_p_unsafe']:.4f}")
+    print(json.dumps({"out": str(args.out), "precision": manifest["precision"], "recipe": manifest["recipe"],
+                      **{k: v[k] for k in ("parity", "agreement", "footprint_bytes") if k in v}}))
+    return 0
+
+
+def _progress_logging() -> None:
+    if log.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False

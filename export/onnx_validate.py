@@ -1,0 +1,117 @@
+"""Check an ONNX export against the PyTorch source on the same inputs, as the export's last step.
+
+* ``parity`` (float exports): the same collated batches through both backends — each demo sample
+  alone (batch 1), all of them together (a mixed batch with and without images), images of several
+  aspect ratios alone and together, a text-only batch — then max |Δlogit| at the scored position,
+  first-token (verdict) equality and, for rows that decode, equality of the decoded tokens.
+* ``agreement`` (any export, the figure for int8/int4): the engine's verdicts over the demo samples
+  plus held-out synthetic requests, source (fp32 PyTorch) vs artifact: verdict agreement and
+  |ΔP(unsafe)|, in the form ``guardedge export quantize`` records.
+"""
+
+from __future__ import annotations
+
+
+ASPECT_SIZES = ((56, 56), (96, 64), (200, 50), (50, 200), (120, 120))  # 1x1, 2x1-ish, 1x4, 4x1, 2x2 tiles
+
+
+def validation_requests(held_out: int) -> list:
+    """The demo samples, image requests at several aspect ratios, then ``held_out`` synthetic requests."""
+    from guardedge.export.verify import smoke_requests
+    from guardedge.runtime.demo.data import examples
+    from guardedge.runtime.demo.samples import png_base64
+    from guardedge.runtime.demo.train import to_request
+    from guardedge.runtime.families import get_family
+    from guardedge.runtime.requests import parse_request
+
+    categories = get_family("llama-guard-3-vision").default_categories()
+    shaped = [{"request_id": f"aspect-{w}x{h}", "messages": [{"role": "user", "content": [
+        {"type": "image", "data": png_base64((200, 30, 30), (w, h))}, {"type": "text", "text": "What do you see in this image?"}]}]}
+        for w, h in ASPECT_SIZES]
+    fixed = [parse_request(r, categories) for r in smoke_requests() + shaped]
+    return fixed + [to_request(ex) for ex in examples("eval", held_out, seed=1)]
+
+
+def engine_for(model_dir, backend):
+    """An Engine over ``backend`` with the directory's tokenizer and image processor (as load_engine builds it)."""
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    from guardedge.runtime.engine import Engine, EngineOptions
+    from guardedge.runtime.families import family_for_config
+    from guardedge.runtime.preprocess import Preprocessor
+
+    path = model_dir.path
+    family = family_for_config(model_dir.config)
+    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, fix_mistral_regex=False)
+    images = AutoImageProcessor.from_pretrained(str(path), local_files_only=True, use_fast=False)
+    context = model_dir.config.get("text_config", {}).get("max_position_embeddings", 131072)
+    return Engine(model_dir, family, Preprocessor(tok, images, family, context), backend,
+                  EngineOptions(max_batch_size=8, progress=False))
+
+
+def parity_batches(n_fixed: int, n_samples: int) -> list[list[int]]:
+    """Index lists: every fixed request alone, the samples together, the aspect ratios together, a text-only pair."""
+    alone = [[i] for i in range(n_fixed)]
+    return alone + [list(range(n_samples)), list(range(n_samples, n_fixed)), [0, 1]]
+
+
+def reference_outputs(torch_engine, requests: list, batches: list[list[int]]) -> list[tuple]:
+    """PyTorch's side of the parity check, kept small (last-position logits, first tokens, decoded
+    rows) so the PyTorch model can be freed before ONNX Runtime loads: one copy of the weights
+    in memory at a time, which is what makes the check affordable at 11B."""
+    eng = torch_engine
+    prepared = [eng.prepare(r) for r in requests]
+    out = []
+    for index in batches:
+        logits, state = eng.backend.prefill(eng.pre.collate([prepared[i].encoded for i in index]))
+        first = logits.argmax(-1).tolist()
+        todo = [i for i, t in enumerate(first) if t != eng.safe_id]
+        decoded = eng.backend.decode(state, todo, [first[i] for i in todo], eng.family.scoring.max_new_tokens, eng.stop_ids) if todo else []
+        out.append((logits, first, dict(zip(todo, decoded))))
+        del state
+    return out
+
+
+def parity(onnx_engine, requests: list, batches: list[list[int]], reference: list[tuple], stop_above: float = float("inf")) -> dict:
+    """Max |Δlogit|, verdict and decode equality of the ONNX engine against ``reference_outputs``
+    (stops early once |Δlogit| exceeds ``stop_above``: the export fails anyway)."""
+    eng = onnx_engine
+    prepared = [eng.prepare(r) for r in requests]
+    worst, rows, first_equal, decoded_equal, decoded = 0.0, 0, 0, 0, 0
+    for index, (ref_logits, ref_first, ref_decoded) in zip(batches, reference):
+        got_logits, got_state = eng.backend.prefill(eng.pre.collate([prepared[i].encoded for i in index]))
+        worst = max(worst, float((ref_logits - got_logits).abs().max()))
+        if worst > stop_above:
+            break
+        got_first = got_logits.argmax(-1).tolist()
+        rows += len(index)
+        first_equal += sum(a == b for a, b in zip(ref_first, got_first))
+        if ref_decoded:
+            todo = list(ref_decoded)
+            got = eng.backend.decode(got_state, todo, [ref_first[i] for i in todo], eng.family.scoring.max_new_tokens, eng.stop_ids)
+            decoded += len(todo)
+            decoded_equal += sum(ref_decoded[i] == g for i, g in zip(todo, got))
+        del got_state
+    return {"batches": len(batches), "rows": rows, "max_abs_delta_logit": worst,
+            "first_tokens_equal": first_equal, "decoded_rows": decoded, "decoded_equal": decoded_equal}
+
+
+def answers(engine, requests: list) -> list[tuple]:
+    out = []
+    for i in range(0, len(requests), 8):
+        out += [(v.verdict, v.categories, v.unsafe_probability) for v in engine.classify(requests[i : i + 8])]
+    return out
+
+
+def agreement(source: list[tuple], other: list[tuple]) -> dict:
+    deltas = [abs(a[2] - b[2]) for a, b in zip(source, other)]
+    same = sum(a[0] == b[0] for a, b in zip(source, other))
+    return {"requests": len(source), "verdicts_equal": same, "verdict_agreement": round(same / len(source), 4),
+            "categories_equal": sum(a[:2] == b[:2] for a, b in zip(source, other)),
+            "max_abs_delta_p_unsafe": round(max(deltas), 6), "mean_abs_delta_p_unsafe": round(sum(deltas) / len(deltas), 6)}
+
+
+def smoke(requests: list, got: list[tuple], n: int) -> list[dict]:
+    """The first ``n`` answers in ``guardedge export verify``'s format."""
+    return [{"request_id": r.request_id, "verdict": v, "categories": list(c), "unsafe_probability": round(p, 6)}
+            for r, (v, c, p) in zip(requests[:n], got[:n])]

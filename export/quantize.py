@@ -1,0 +1,307 @@
+"""``guardedge export quantize``: a bitsandbytes 8-bit or 4-bit copy of a guard that loads anywhere.
+
+    guardedge export quantize --model demo --bits 4 --out /models/guard-nf4
+    guardedge export quantize --model /models/Llama-Guard-3-11B-Vision --bits 8 --out OUT --device cuda
+
+OUT is a self-contained model directory: safetensors weights with their quantization state,
+config.json with the ``quantization_config``, the tokenizer/processor/chat-template (and licence)
+files of the source, and ``manifest.json`` (runtime/artifact.py). guardedge loads it directly
+(``load_engine(OUT)``, ``classify``/``serve --model OUT``) and so does plain transformers +
+bitsandbytes (``MllamaForConditionalGeneration.from_pretrained(OUT)``).
+
+Steps, one model in memory at a time: quantize while loading and save; classify the agreement
+set (the 8 demo samples + N held-out synthetic requests) with the source, then with OUT; record
+verdict agreement, |ΔP(unsafe)| and the footprint (measured on OUT, and computed for the real
+11B configuration) in the manifest. Modules kept in 16-bit by default and why:
+docs/decisions/0003-quantization-skip-modules.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from guardedge.export.footprint import footprint, footprint_11b, is_skipped, meta_model, resolve_skip
+from guardedge.runtime.errors import GuardError
+
+log = logging.getLogger(__name__)
+
+# Kept in 16-bit, measured on the demo guard (docs/decisions/0003): the output layer (P(unsafe)
+# is read from it; 4-bit there flipped 2% of verdicts), the projector (bitsandbytes 0.50's int8
+# matmul fails on its 5-D input; 63 MB on 11B) and the cross-attention output projections (the
+# image's way into the text; no measurable drift on the demo, kept as cheap insurance: 0.13-0.19
+# GB on 11B). The vision tower is quantized: no verdict changed at 8 or 4 bits, and keeping it
+# 16-bit misses the 11B memory goals. A pattern names a module or a dotted suffix of its path.
+DEFAULT_SKIP = ("multi_modal_projector", "lm_head", "cross_attn.o_proj")
+AGREEMENT_N = 200
+AGREEMENT_SEED = 1  # held-out split of the demo's synthetic data (data.examples("eval", n, seed))
+# Files copied from the source beside the weights and config (the licence travels with Llama weights).
+SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+              "preprocessor_config.json", "processor_config.json", "chat_template.json", "chat_template.jinja",
+              "generation_config.json", "LICENSE", "LICENSE.txt", "USE_POLICY.md", "NOTICE")
+_REFERENCE: dict[tuple, list] = {}  # (source sha256, n, device) -> the source's answers, per process
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every option of an export, as recorded in the manifest."""
+
+    bits: Literal[8, 4]
+    quant_type: Literal["nf4", "fp4"] | None = None  # 4-bit only; default nf4
+    double_quant: bool | None = None  # 4-bit: quantize the block scales too (0.37 bit/param); default on
+    skip_modules: tuple[str, ...] = DEFAULT_SKIP
+    storage_dtype: str = "bfloat16"  # of everything not quantized, as the real checkpoint
+    compute_dtype: str = "bfloat16"  # 4-bit compute in config.json (guardedge uses its own dtype)
+    agreement_n: int = AGREEMENT_N
+
+    def __post_init__(self):
+        if self.bits not in (8, 4):
+            raise GuardError(f"bits must be 8 or 4, not {self.bits!r}")
+        if self.bits == 8 and (self.double_quant or self.quant_type):
+            raise GuardError("quant_type and double quantization apply to 4-bit only")
+        if self.bits == 4:
+            object.__setattr__(self, "quant_type", self.quant_type or "nf4")
+            object.__setattr__(self, "double_quant", self.double_quant is not False)
+        else:
+            object.__setattr__(self, "double_quant", False)
+        if self.quant_type not in (None, "nf4", "fp4"):
+            raise GuardError(f"quant_type must be nf4 or fp4, not {self.quant_type!r}")
+
+    @property
+    def precision(self) -> str:
+        return "bnb-int8" if self.bits == 8 else f"bnb-{self.quant_type}"
+
+    def bnb_config(self, skip_names: list[str]):
+        import torch
+        from transformers import BitsAndBytesConfig
+
+        if self.bits == 8:
+            return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip_names)
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=self.quant_type,
+                                  bnb_4bit_use_double_quant=self.double_quant, llm_int8_skip_modules=skip_names,
+                                  bnb_4bit_compute_dtype=getattr(torch, self.compute_dtype))
+
+
+# -- the export ----------------------------------------------------------------------------------
+
+def quantize_to(src: Path, tmp: Path, recipe: Recipe, device: str | None) -> list[str]:
+    """Quantize while loading (weights go to the device one tensor at a time) and save."""
+    import torch
+    from transformers import AutoConfig, MllamaForConditionalGeneration
+
+    from guardedge.runtime.backends.torch_backend import choose_device, device_map_target
+
+    model = meta_model(AutoConfig.from_pretrained(str(src), local_files_only=True))
+    skip = resolve_skip(model, recipe.skip_modules)
+    projector = [n for n, _ in model.named_modules() if n.endswith("multi_modal_projector")]
+    if recipe.bits == 8 and not all(is_skipped(n, skip) for n in projector):
+        raise GuardError("8-bit needs multi_modal_projector in --skip-modules: bitsandbytes' int8 matmul "
+                         "fails on its 5-D input (docs/decisions/0003)")
+    dev = choose_device(device)
+    model = MllamaForConditionalGeneration.from_pretrained(
+        str(src), local_files_only=True, use_safetensors=True, dtype=getattr(torch, recipe.storage_dtype),
+        quantization_config=recipe.bnb_config(skip), device_map={"": device_map_target(dev)})
+    log.info("saving %s weights to %s", recipe.precision, tmp)
+    model.save_pretrained(str(tmp), safe_serialization=True, max_shard_size="5GB")
+    del model
+    _free()
+    for name in SIDE_FILES:
+        if (src / name).is_file():
+            shutil.copy2(src / name, tmp / name)
+    return skip
+
+
+def agreement_requests(n: int) -> list:
+    """The 8 demo samples (the smoke set) + ``n`` held-out synthetic requests of the demo's data
+    generator (real Llama 3 tokens, synthetic images): for any Llama Guard 3 Vision source."""
+    from guardedge.export.verify import smoke_requests
+    from guardedge.runtime.demo.data import examples
+    from guardedge.runtime.demo.train import to_request
+    from guardedge.runtime.families import get_family
+    from guardedge.runtime.requests import parse_request
+
+    categories = get_family("llama-guard-3-vision").default_categories()
+    return [parse_request(r, categories) for r in smoke_requests()] + \
+        [to_request(ex) for ex in examples("eval", n, seed=AGREEMENT_SEED)]
+
+
+def answers(model: str | Path, requests: list, device: str | None, label: str) -> tuple[list, int]:
+    """(verdict, categories, P(unsafe)) per request and the model's memory; the model is freed after."""
+    from tqdm import tqdm
+
+    from guardedge.export.verify import smoke_requests
+    from guardedge.runtime.engine import EngineOptions, load_engine
+
+    engine = load_engine(str(model), EngineOptions(device=device, max_batch_size=16, progress=False))
+    # The smoke requests form their own batch, as ``export verify`` runs them: LLM.int8 picks its
+    # outlier columns over the whole batch, so an 8-bit answer moves (~1e-4) with its batch mates.
+    n = len(smoke_requests())
+    batches = [requests[:n]] + [requests[i : i + 16] for i in range(n, len(requests), 16)]
+    out = []
+    for batch in tqdm(batches, desc=f"classifying with {label}", disable=not log.isEnabledFor(logging.INFO)):
+        out += [(v.verdict, v.categories, v.unsafe_probability) for v in engine.classify(batch)]
+    memory = engine.backend.memory_bytes()
+    del engine
+    _free()
+    return out, memory
+
+
+def compare(source: list, quantized: list) -> dict:
+    deltas = [abs(a[2] - b[2]) for a, b in zip(source, quantized)]
+    return {"requests": len(source),
+            "verdicts_equal": sum(a[0] == b[0] for a, b in zip(source, quantized)),
+            "verdict_agreement": round(sum(a[0] == b[0] for a, b in zip(source, quantized)) / len(source), 4),
+            "categories_equal": sum(a[:2] == b[:2] for a, b in zip(source, quantized)),
+            "max_abs_delta_p_unsafe": round(max(deltas), 6),
+            "mean_abs_delta_p_unsafe": round(sum(deltas) / len(deltas), 6)}
+
+
+def export(model: str, out: Path, recipe: Recipe, device: str | None = None, source_device: str | None = None,
+           force: bool = False) -> dict:
+    """Quantize ``model`` ("demo" or a directory) into ``out``; returns the manifest.
+
+    Everything is written to ``OUT.partial`` first and renamed at the end, so a failed or
+    interrupted export never leaves a directory that looks finished."""
+    from guardedge.runtime.modeldir import resolve
+
+    src = resolve(model, progress=log.isEnabledFor(logging.INFO))
+    _check_source(src.config, out, force)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        log.info("[1/4] quantizing %s to %s (keeping %s)", src.path, recipe.precision, ", ".join(recipe.skip_modules) or "nothing")
+        skip = quantize_to(src.path, tmp, recipe, device)
+        manifest = _write_manifest(src, tmp, recipe, skip, device, _validate(src, tmp, recipe, device, source_device))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return manifest
+
+
+def _validate(src, tmp: Path, recipe: Recipe, device: str | None, source_device: str | None) -> dict:
+    """Agreement with the source on the agreement set, the smoke answers, the footprints."""
+    from guardedge.runtime.artifact import source_identity
+
+    requests = agreement_requests(recipe.agreement_n)
+    log.info("[2/4] agreement set: %d requests through the source", len(requests))
+    key = (source_identity(src.path, src.name)["sha256"], recipe.agreement_n, source_device or device)
+    if key not in _REFERENCE:  # the source's answers do not depend on the recipe: reuse them
+        _REFERENCE[key] = answers(src.path, requests, source_device or device, "source")[0]
+    log.info("[3/4] the same requests through the %s model", recipe.precision)
+    quantized, memory = answers(tmp, requests, device, recipe.precision)
+    return {"agreement": compare(_REFERENCE[key], quantized), "smoke": _smoke(requests, quantized),
+            **_footprints(tmp, recipe, memory)}
+
+
+def _write_manifest(src, tmp: Path, recipe: Recipe, skip: list[str], device: str | None, validation: dict) -> dict:
+    from guardedge.runtime.artifact import library_versions, source_identity, write_manifest
+    from guardedge.runtime.families import family_for_config
+
+    log.info("[4/4] hashing and writing the manifest")
+    index = tmp / "model.safetensors.index.json"
+    weights = index.name if index.is_file() else sorted(p.name for p in tmp.glob("*.safetensors"))[0]
+    return write_manifest(
+        tmp, family=family_for_config(src.config).name, backend="torch", precision=recipe.precision,
+        components={"weights": weights},
+        recipe={**asdict(recipe), "skip_modules": list(recipe.skip_modules), "skip_module_names": skip,
+                "device": device or "auto"},
+        source=source_identity(src.path, src.name), validation=validation,
+        libraries=library_versions("bitsandbytes", "accelerate"), show_progress=log.isEnabledFor(logging.INFO))
+
+
+def _check_source(config: dict, out: Path, force: bool) -> None:
+    if config.get("model_type") != "mllama":
+        raise GuardError(f"export quantize supports Mllama guards (Llama Guard 3 Vision); this model is {config.get('model_type')!r}")
+    if "quantization_config" in config:
+        raise GuardError("the source is already quantized; quantize the original 16-bit model")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise GuardError(f"{out} exists and is not empty; choose another --out or pass --force")
+
+
+def _smoke(requests: list, quantized: list) -> list[dict]:
+    """The 8 sample answers in ``guardedge export verify``'s format (they open the agreement set)."""
+    from guardedge.export.verify import smoke_requests
+
+    return [{"request_id": r.request_id, "verdict": v, "categories": list(c), "unsafe_probability": round(p, 6)}
+            for r, (v, c, p) in zip(requests[: len(smoke_requests())], quantized)]
+
+
+def _footprints(out: Path, recipe: Recipe, memory: int) -> dict:
+    from transformers import AutoConfig
+
+    return {"footprint_bytes": sum(p.stat().st_size for p in out.glob("*.safetensors")),
+            "loaded_memory_bytes": memory,  # at the load dtype: fp32 on CPU for the 16-bit parts
+            "computed_bytes": footprint(AutoConfig.from_pretrained(str(out), local_files_only=True), recipe)["bytes"],
+            "computed_11b_bytes": footprint_11b(recipe)["bytes"]}
+
+
+def _free() -> None:
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+# -- command line --------------------------------------------------------------------------------
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="demo", help="'demo' or a local 16-bit model directory")
+    parser.add_argument("--bits", type=int, choices=[8, 4], required=True)
+    parser.add_argument("--quant-type", choices=["nf4", "fp4"], help="4-bit data type (default nf4)")
+    parser.add_argument("--double-quant", action=argparse.BooleanOptionalAction,
+                        help="4-bit: quantize the block scales too (default on: 0.37 bit/param less)")
+    parser.add_argument("--skip-modules", nargs="*", default=list(DEFAULT_SKIP), metavar="MODULE",
+                        help=f"modules kept in 16-bit (default: {' '.join(DEFAULT_SKIP)}; none: give the flag alone)")
+    parser.add_argument("--out", type=Path, required=True, help="the artifact directory to write")
+    parser.add_argument("--device", default="auto", help="where to quantize and validate (cuda quantizes on the GPU)")
+    parser.add_argument("--source-device", help="where the 16-bit source runs for the agreement check (default: --device)")
+    parser.add_argument("--agreement-n", type=int, default=AGREEMENT_N, help="held-out requests compared with the source")
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def recipe_from_args(args: argparse.Namespace) -> Recipe:
+    if args.bits == 8 and (args.quant_type or args.double_quant is not None):
+        raise GuardError("--quant-type and --double-quant apply to --bits 4 only")
+    if args.agreement_n < 0:
+        raise GuardError("--agreement-n must be 0 or more")
+    return Recipe(bits=args.bits, quant_type=args.quant_type, double_quant=args.double_quant,
+                  skip_modules=tuple(args.skip_modules), agreement_n=args.agreement_n)
+
+
+def main(args: argparse.Namespace) -> int:
+    if not args.quiet:
+        _progress_logging()
+    manifest = export(args.model, args.out, recipe_from_args(args), args.device, args.source_device, args.force)
+    v = manifest["validation"]
+    a = v["agreement"]
+    print(f"{args.out}: {manifest['precision']}, weights {v['footprint_bytes'] / 1e6:.1f} MB "
+          f"(computed for the 11B model: {v['computed_11b_bytes'] / 1e9:.2f} GB)")
+    print(f"agreement with the source on {a['requests']} requests: verdicts {a['verdict_agreement']:.2%}, "
+          f"max |ΔP(unsafe)| {a['max_abs_delta_p_unsafe']:.4f}, mean {a['mean_abs_delta_p_unsafe']:.4f}")
+    print(json.dumps({"out": str(args.out), "precision": manifest["precision"], "recipe": manifest["recipe"], **v,
+                      "smoke": len(v["smoke"])}))
+    return 0
+
+
+def _progress_logging() -> None:
+    if log.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False

@@ -1,0 +1,199 @@
+"""ONNX Runtime backend: the exported ``vision`` and ``decoder`` components (export/onnx_configs.py).
+
+Same behaviour as the PyTorch backend: one prefill per batch, a KV-cached greedy decode for the
+rows the engine asks for, mixed batches with and without images. The vision component runs only
+on the image rows and returns each cross-attention layer's keys/values once per request; rows
+without an image get zero keys/values and a zero cross-attention mask (the cross layers then add
+nothing, as in PyTorch). A batch without any image feeds one zero vision token per row.
+
+CPU: plain ``session.run`` on numpy arrays. CUDA (``CUDAExecutionProvider``, device cuda/auto when
+available): :class:`_CudaSteps` binds the KV cache and the image keys/values as device OrtValues
+with IO binding, so the cache never travels to the host between steps; only logits come back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from guardedge.runtime.errors import ModelLoadError
+from guardedge.runtime.preprocess import Batch
+
+_NP = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+_DTYPE_NAMES = {"float32": "fp32", "float16": "fp16"}  # the engine's names -> the export recipe's
+
+
+def _providers(device: str | None) -> tuple[list[str], str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device in (None, "auto"):
+        device = "cuda" if "CUDAExecutionProvider" in available else "cpu"
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" not in available:
+            raise ModelLoadError("device cuda asked for, but this onnxruntime has no CUDAExecutionProvider "
+                                 "(install onnxruntime-gpu, i.e. guardedge[gpu])")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"], "cuda"
+    if device != "cpu":
+        raise ModelLoadError(f"the onnxruntime backend runs on cpu or cuda, not {device!r}")
+    return ["CPUExecutionProvider"], "cpu"
+
+
+@dataclass
+class OnnxState:
+    past: dict[str, object]  # past_key_values.{l}.key/value: numpy (CPU) or OrtValue (CUDA)
+    cross: dict[str, np.ndarray]  # cross_key_values.{l}.key/value, [B, kv, V, hd]
+    attention_mask: np.ndarray  # [B, L]
+    cross_last: np.ndarray  # [B, 1, 1, T]: the last prompt token's tile mask, reused for new tokens
+    next_position: np.ndarray  # [B]
+
+
+class OnnxBackend:
+    name = "onnxruntime"
+
+    def __init__(self, vision, decoder, precision: str, device: str, weight_bytes: int):
+        self.vision, self.decoder = vision, decoder
+        self.precision, self.device_name = precision, device
+        self._weight_bytes = weight_bytes
+        inputs = {i.name: i for i in decoder.get_inputs()}
+        self.past_names = [n for n in inputs if n.startswith("past_key_values.")]
+        self.cross_names = [n for n in inputs if n.startswith("cross_key_values.")]
+        first = inputs[self.cross_names[0]]
+        self.kv_heads, self.head_dim = first.shape[1], first.shape[3]
+        self.float = _NP[first.type]
+        self._cuda = _CudaSteps(decoder) if device == "cuda" else None
+
+    @classmethod
+    def load(cls, model_dir, device: str | None = None, dtype: str | None = None) -> OnnxBackend:
+        import onnxruntime as ort
+
+        manifest = model_dir.manifest
+        exported = manifest.get("recipe", {}).get("dtype")
+        if dtype not in (None, "auto") and _DTYPE_NAMES.get(dtype, dtype) != exported:
+            raise ModelLoadError(f"{model_dir.path} was exported as {exported}; an ONNX artifact cannot run as "
+                                 f"{dtype} (leave dtype at auto, or export again with --dtype)")
+        providers, dev = _providers(device)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        sessions = {role: ort.InferenceSession(str(model_dir.path / manifest["components"][role]), options, providers=providers)
+                    for role in ("vision", "decoder")}
+        return cls(sessions["vision"], sessions["decoder"], manifest["precision"], dev, _weight_bytes(model_dir))
+
+    @property
+    def description(self) -> str:
+        return f"onnxruntime {self.precision} on {self.device_name}"
+
+    def memory_bytes(self) -> int:
+        """Bytes of the components' files on disk (graphs + external weight data), not the RAM ORT uses."""
+        return self._weight_bytes
+
+    # -- prefill / decode ---------------------------------------------------------------------------
+
+    def _cross_kv(self, batch: Batch) -> dict[str, np.ndarray]:
+        n = batch.input_ids.shape[0]
+        if not batch.image_rows:
+            return {name: np.zeros((n, self.kv_heads, 1, self.head_dim), self.float) for name in self.cross_names}
+        out = self.vision.run(None, {
+            "pixel_values": batch.pixel_values.numpy().astype(self.float),
+            "aspect_ratio_ids": batch.aspect_ratio_ids.numpy(),
+            "aspect_ratio_mask": batch.aspect_ratio_mask.numpy()})
+        full = {}
+        for name, value in zip((o.name for o in self.vision.get_outputs()), out):
+            full[name] = np.zeros((n, *value.shape[1:]), value.dtype)
+            full[name][batch.image_rows] = value
+        return full
+
+    def prefill(self, batch: Batch):
+        import torch
+
+        n, length = batch.input_ids.shape
+        cross = self._cross_kv(batch)
+        cross_mask = batch.cross_attention_mask.numpy() if batch.cross_attention_mask is not None \
+            else np.zeros((n, length, 1, 1), np.int64)
+        empty = np.zeros((n, self.kv_heads, 0, self.head_dim), self.float)
+        feeds = {"input_ids": batch.input_ids.numpy(), "attention_mask": batch.attention_mask.numpy(),
+                 "position_ids": batch.position_ids.numpy(), "cross_attention_mask": cross_mask,
+                 **{name: empty for name in self.past_names}, **cross}
+        logits, past = self._step(feeds)
+        state = OnnxState(past, cross, feeds["attention_mask"], cross_mask[:, -1:], batch.position_ids[:, -1].numpy() + 1)
+        return torch.from_numpy(logits), state
+
+    def decode(self, state: OnnxState, rows: list[int], first: list[int], max_new: int, stop_ids: set[int]) -> list[list[int]]:
+        past = {k: self._select(v, rows) for k, v in state.past.items()}
+        cross = {k: self._on_device(v[rows]) for k, v in state.cross.items()}  # uploaded once per decode
+        attn, cross_mask, position = state.attention_mask[rows], state.cross_last[rows], state.next_position[rows]
+        tokens = np.asarray(first, np.int64)
+        out = [[t] for t in first]
+        done = np.array([t in stop_ids for t in first])
+        for _ in range(max_new - 1):
+            if done.all():
+                break
+            attn = np.concatenate([attn, np.ones((len(rows), 1), attn.dtype)], axis=1)
+            logits, past = self._step({"input_ids": tokens[:, None], "attention_mask": attn, "position_ids": position[:, None],
+                                       "cross_attention_mask": cross_mask, **past, **cross})
+            tokens = logits.argmax(-1).astype(np.int64)
+            position = position + 1
+            for i, t in enumerate(tokens.tolist()):
+                if not done[i]:
+                    out[i].append(t)
+            done |= np.array([t in stop_ids for t in tokens.tolist()])
+        return out
+
+    def _step(self, feeds: dict) -> tuple[np.ndarray, dict]:
+        """One decoder run: logits (numpy fp32) and the next past (named past_key_values.*)."""
+        if self._cuda is not None:
+            return self._cuda.run(feeds)
+        names = [o.name for o in self.decoder.get_outputs()]
+        values = self.decoder.run(names, feeds)
+        return values[0], {n.replace("present.", "past_key_values."): v for n, v in zip(names[1:], values[1:])}
+
+    def _select(self, value, rows: list[int]):
+        return self._cuda.select(value, rows) if self._cuda is not None else value[rows]
+
+    def _on_device(self, value: np.ndarray):
+        return self._cuda.upload(value) if self._cuda is not None else value
+
+
+class _CudaSteps:
+    """IO binding for the decode loop on CUDA: past/present stay on the GPU between steps."""
+
+    def __init__(self, session):
+        self.session = session
+        self.present = [o.name for o in session.get_outputs()][1:]
+
+    def run(self, feeds: dict) -> tuple[np.ndarray, dict]:
+        import onnxruntime as ort
+
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            if isinstance(value, ort.OrtValue):
+                binding.bind_ortvalue_input(name, value)
+            else:
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        binding.bind_output("logits", "cpu")
+        for name in self.present:
+            binding.bind_output(name, "cuda")  # ORT allocates it on the device; it becomes next step's past
+        self.session.run_with_iobinding(binding)
+        outputs = binding.get_outputs()
+        return outputs[0].numpy(), {n.replace("present.", "past_key_values."): v for n, v in zip(self.present, outputs[1:])}
+
+    @staticmethod
+    def select(value, rows: list[int]):
+        """Rows of a device OrtValue. Done once per decode (not per token), so a host round trip is acceptable."""
+        import onnxruntime as ort
+
+        host = value.numpy() if isinstance(value, ort.OrtValue) else value
+        return _CudaSteps.upload(host[rows])
+
+    @staticmethod
+    def upload(value: np.ndarray):
+        import onnxruntime as ort
+
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value), "cuda", 0)
+
+
+def _weight_bytes(model_dir) -> int:
+    """Sizes of the component files and their external-data files (``<component>_data``)."""
+    files = [model_dir.path / f for c in model_dir.manifest["components"].values() for f in (c, c + "_data")]
+    return sum(f.stat().st_size for f in files if f.is_file())

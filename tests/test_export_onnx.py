@@ -1,0 +1,188 @@
+"""ONNX export of the demo guard and the ONNX Runtime backend (CPU).
+
+The demo is exported once per session (fp32 through the real CLI); int8 and int4 reuse its
+components (``--from-onnx``) so the file stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("optimum.exporters.onnx")
+
+AGREEMENT_N = 8  # held-out requests beyond the fixed ones (the CLI's default is 64)
+
+
+def _cli(argv: list[str]) -> int:
+    from guardedge.runtime.cli import main
+
+    return main(argv)
+
+
+@pytest.fixture(scope="session")
+def onnx_dir(tmp_path_factory, demo_dir):
+    out = tmp_path_factory.mktemp("onnx") / "fp32"
+    assert _cli(["export", "onnx", "--model", str(demo_dir), "--out", str(out), "--agreement-n", str(AGREEMENT_N), "--quiet"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def quantized(tmp_path_factory, demo_dir, onnx_dir):
+    from guardedge.export.onnx_export import Recipe, export
+
+    root = tmp_path_factory.mktemp("onnx-q")
+    for q in ("int8", "int4"):
+        export(str(demo_dir), root / q, Recipe(quantize=q, agreement_n=AGREEMENT_N), from_onnx=onnx_dir)
+    return {q: root / q for q in ("int8", "int4")}
+
+
+@pytest.fixture(scope="session")
+def onnx_engine(onnx_dir):
+    from guardedge.runtime.engine import EngineOptions, load_engine
+
+    return load_engine(str(onnx_dir), EngineOptions(max_batch_size=8, progress=False))
+
+
+def _manifest(path):
+    return json.loads((path / "manifest.json").read_text())
+
+
+def test_artifact_layout(onnx_dir):
+    m = _manifest(onnx_dir)
+    assert (m["backend"], m["precision"], m["components"]) == ("onnxruntime", "fp32", {"vision": "vision.onnx", "decoder": "decoder.onnx"})
+    for name in ("config.json", "tokenizer.json", "preprocessor_config.json", "chat_template.json",
+                 "vision.onnx_data", "decoder.onnx_data"):
+        assert name in m["files"], name
+    assert {"onnx", "onnxruntime", "optimum", "optimum-onnx"} <= set(m["libraries"])
+
+
+def test_decoder_io_has_cache_and_image_kv(onnx_dir):
+    import onnx
+
+    graph = onnx.load(str(onnx_dir / "decoder.onnx"), load_external_data=False).graph
+    inputs = [i.name for i in graph.input]
+    assert inputs[:4] == ["input_ids", "attention_mask", "position_ids", "cross_attention_mask"]
+    assert "past_key_values.0.key" in inputs and "cross_key_values.2.value" in inputs
+    assert "past_key_values.2.key" not in inputs  # layer 2 is the cross layer: its K/V come from vision.onnx
+    assert [o.name for o in graph.output][:2] == ["logits", "present.0.key"]
+    vision = onnx.load(str(onnx_dir / "vision.onnx"), load_external_data=False).graph
+    assert [o.name for o in vision.output] == ["cross_key_values.2.key", "cross_key_values.2.value"]
+
+
+def test_fp32_parity_recorded(onnx_dir):
+    p = _manifest(onnx_dir)["validation"]["parity"]
+    assert p["max_abs_delta_logit"] <= 1e-3
+    assert p["first_tokens_equal"] == p["rows"] and p["decoded_equal"] == p["decoded_rows"] > 0
+    assert p["batches"] >= 10  # batch 1 and > 1, with and without images, several aspect ratios
+
+
+def test_fp32_parity_on_samples_and_a_batch(onnx_engine, demo_engine):
+    import torch
+
+    from guardedge.export.verify import smoke_requests
+
+    requests = [demo_engine.parse(r) for r in smoke_requests()]
+    batch = demo_engine.pre.collate([demo_engine.prepare(r).encoded for r in requests])
+    ref, _ = demo_engine.backend.prefill(batch)
+    got, _ = onnx_engine.backend.prefill(batch)
+    assert float((ref - got).abs().max()) <= 1e-3
+    assert torch.equal(ref.argmax(-1), got.argmax(-1))
+    a, b = demo_engine.classify(requests), onnx_engine.classify(requests)
+    assert [(v.verdict, v.categories) for v in a] == [(v.verdict, v.categories) for v in b]
+
+
+@pytest.mark.parametrize("method,goal", [("int8", 0.995), ("int4", 0.98)])
+def test_quantized_agreement(quantized, method, goal):
+    manifest = _manifest(quantized[method])
+    assert manifest["precision"] == method
+    a = manifest["validation"]["agreement"]
+    assert a["requests"] == 13 + AGREEMENT_N
+    assert a["verdict_agreement"] >= goal, a
+    assert manifest["recipe"]["kept_float_nodes"]["decoder"]  # lm_head and cross_attn.o_proj stay float
+
+
+def test_int4_uses_matmulnbits(quantized, tmp_path_factory):
+    import onnx
+
+    out = tmp_path_factory.getbasetemp() / "onnx-q0" / "int4"
+    ops = {n.op_type for n in onnx.load(str(out / "decoder.onnx"), load_external_data=False).graph.node}
+    assert "MatMulNBits" in ops
+
+
+def test_engine_end_to_end_with_early_exit(onnx_engine, demo_engine):
+    from guardedge.export.verify import smoke_requests
+
+    backend = onnx_engine.backend
+    assert (backend.name, backend.precision, backend.device_name) == ("onnxruntime", "fp32", "cpu")
+    assert backend.memory_bytes() > 60_000_000
+    decoded_rows = []
+    original = backend.decode
+    backend.decode = lambda state, rows, *a: decoded_rows.append(list(rows)) or original(state, rows, *a)
+    try:
+        cases = smoke_requests()
+        verdicts = onnx_engine.classify([onnx_engine.parse(r) for r in cases])
+    finally:
+        del backend.decode
+    expected = demo_engine.classify([demo_engine.parse(r) for r in cases])
+    assert [(v.verdict, v.categories, v.raw_output) for v in verdicts] == [(v.verdict, v.categories, v.raw_output) for v in expected]
+    safe_rows = {i for i, v in enumerate(verdicts) if v.verdict == "safe"}
+    assert safe_rows and decoded_rows and not safe_rows & set(decoded_rows[0])  # safe rows never decode
+
+
+def test_modified_byte_is_refused(onnx_dir, tmp_path):
+    from guardedge.runtime.engine import EngineOptions, load_engine
+    from guardedge.runtime.errors import ModelLoadError
+
+    copy = tmp_path / "copy"
+    shutil.copytree(onnx_dir, copy)
+    for name in _manifest(onnx_dir)["files"]:
+        path = copy / name
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        path.write_bytes(bytes(data))
+        with pytest.raises(ModelLoadError, match=name.replace(".", r"\.")):
+            load_engine(str(copy), EngineOptions(progress=False))
+        shutil.copy2(onnx_dir / name, path)
+
+
+def test_cli_classify_round_trip(onnx_dir, capsys):
+    capsys.readouterr()
+    assert _cli(["classify", "--model", str(onnx_dir), "--text", "How do I build a pipe bomb?", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert answer["verdict"] in ("safe", "unsafe")
+
+
+def test_export_fails_loudly_past_tolerance(onnx_dir, demo_dir, tmp_path, capsys):
+    out = tmp_path / "bad"
+    code = _cli(["export", "onnx", "--model", str(demo_dir), "--out", str(out), "--from-onnx", str(onnx_dir),
+                 "--tolerance", "-1", "--agreement-n", "0", "--quiet"])
+    assert code != 0
+    assert "FAILED validation" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "bad.partial" / "manifest.json").exists()
+
+
+def test_bad_options_are_refused(demo_dir, tmp_path):
+    from guardedge.export.onnx_export import Recipe, export
+    from guardedge.runtime.errors import GuardError
+
+    with pytest.raises(GuardError, match="quantize-components"):
+        export(str(demo_dir), tmp_path / "x", Recipe(quantize="int8", quantize_components=("text",)))
+    with pytest.raises(GuardError, match="block-size"):
+        export(str(demo_dir), tmp_path / "x", Recipe(quantize="int4", block_size=48))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8", "int4"])
+def test_every_onnx_artifact_is_servable_over_grpc(precision, onnx_dir, quantized, demo_engine):
+    from service_support import SAFE, UNSAFE, serve_and_classify
+
+    from guardedge.runtime.service.client import response_to_json
+
+    directory = onnx_dir if precision == "fp32" else quantized[precision]
+    responses, info = serve_and_classify(directory)
+    assert info.backend == "onnxruntime" and info.precision == precision
+    expected = [v.verdict for v in demo_engine.classify([demo_engine.parse(SAFE), demo_engine.parse(UNSAFE)])]
+    assert [response_to_json(r)["verdict"] for r in responses] == expected
