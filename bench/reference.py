@@ -9,6 +9,7 @@ then timed interleaved over several rounds; the report gives per-request p50/p90
 against the published snippet and whether verdicts agree. Human table first, one JSON line last.
 Absolute times only mean something on the machine named in the first line.
 
+    guardedge bench reference --model demo [--rounds 5]
     python -m guardedge.bench.reference --model demo [--rounds 5]
 """
 
@@ -21,16 +22,14 @@ import platform
 import statistics
 import time
 
-import torch
-
-from guardedge.runtime.demo.samples import samples
-from guardedge.runtime.engine import EngineOptions, load_engine
-from guardedge.runtime.modeldir import resolve
 
 
-def load_snippet(model_dir: str, dtype: torch.dtype = torch.bfloat16):
+def load_snippet(model_dir: str, dtype=None):
+    """The card's processor and model; ``dtype`` defaults to the card's bfloat16."""
+    import torch
     from transformers import AutoProcessor, MllamaForConditionalGeneration
 
+    dtype = torch.bfloat16 if dtype is None else dtype
     processor = AutoProcessor.from_pretrained(model_dir)
     model = MllamaForConditionalGeneration.from_pretrained(model_dir, dtype=dtype, device_map="auto")
     return processor, model
@@ -72,6 +71,12 @@ def _stats(times: list[float]) -> dict:
 
 def compare(model: str, rounds: int = 5) -> dict:
     """Time the card snippet (as published: bf16; and in the engine's fp32) against the engine."""
+    import torch
+
+    from guardedge.runtime.demo.samples import samples
+    from guardedge.runtime.engine import EngineOptions, load_engine
+    from guardedge.runtime.modeldir import resolve
+
     path = str(resolve(model).path)
     engine = load_engine(path, EngineOptions(max_batch_size=8, progress=False))
     snippets = {"snippet_bf16": load_snippet(path, torch.bfloat16), "snippet_fp32": load_snippet(path, torch.float32)}
@@ -105,11 +110,16 @@ def compare(model: str, rounds: int = 5) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="demo")
     parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
+
+
+def main(args: argparse.Namespace | None = None) -> int:
+    if args is None:
+        parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+        configure_parser(parser)
+        args = parser.parse_args()
     report = compare(args.model, args.rounds)
     print(f"{report['machine']}, torch {report['torch']}, {report['requests']} requests x {report['rounds']} rounds")
     print(f"{'':42}{'p50 ms/req':>11}{'p90 ms/req':>11}{'speedup':>9}")
@@ -121,6 +131,7 @@ def main() -> None:
     for name, agree in report["verdicts_agree"].items():
         print(f"verdicts agree with {name}: {agree}/{report['requests']}")
     print(json.dumps(report))
+    return 0
 
 
 if __name__ == "__main__":

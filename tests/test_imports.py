@@ -67,3 +67,9 @@ def test_export_and_bench_share_the_namespace():
     names, dirs = out.strip().splitlines()
     assert names.split() == ["guardedge.export", "guardedge.bench", "guardedge.runtime"]
     assert dirs.split() == ["export", "bench"]
+
+
+def test_building_the_cli_with_its_plugin_commands_stays_light():
+    """`guardedge --help` builds every subcommand's parser (export, bench plugins included)."""
+    loaded = heavy_modules_after("from guardedge.runtime.cli import _parser\n_parser()")
+    assert loaded == set(), f"building the CLI imported {sorted(loaded)}"
