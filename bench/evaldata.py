@@ -1,0 +1,192 @@
+"""Evaluation data for ``guardedge bench drift``: a JSONL format, its loader, and the built-in demo set.
+
+One example per line: the request JSON that ``guardedge classify --input`` takes, plus three
+optional keys::
+
+    {"id": "ex-17",                                   # default: the line number
+     "task": "prompt" | "response",                   # default: the last message's role decides
+     "label": {"verdict": "unsafe", "categories": ["S1"]},   # metrics vs labels only when present
+     "messages": [{"role": "user", "content": [{"type": "text", "text": "..."},
+                                               {"type": "image", "path": "img/cat.png"}]}],
+     "categories": {...}, "excluded_category_keys": [...]}    # optional, as for classify
+
+Image ``path``s resolve against the file's directory. The loader reads every line, collects every
+problem (line number and reason) and raises one :class:`EvalDataError` listing them all.
+``demo`` names a labelled held-out set from the demo guard's generator (runtime/demo/data.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from guardedge.runtime.types import GuardRequest
+
+Task = Literal["prompt", "response"]
+TASKS = ("prompt", "response")
+FAMILY = "llama-guard-3-vision"
+DEMO_SIZE = 400
+DEMO_SEED = 1
+
+
+class EvalDataError(ValueError):
+    """The data file has malformed lines; ``errors`` is ``[(line, reason), ...]``."""
+
+    def __init__(self, source: str, errors: list[tuple[int, str]]):
+        self.errors = errors
+        listing = "\n".join(f"  line {line}: {reason}" for line, reason in errors)
+        super().__init__(f"{source}: {len(errors)} malformed line(s)\n{listing}")
+
+
+@dataclass(frozen=True)
+class Label:
+    verdict: Literal["safe", "unsafe"]
+    categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    task: Task
+    request: GuardRequest
+    label: Label | None = None
+
+
+@dataclass(frozen=True)
+class EvalData:
+    examples: tuple[Example, ...]
+    source: str  # the file path, or "demo"
+    sha256: str  # identity of what was evaluated (file bytes and limit; the demo set's JSON)
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.examples) and all(e.label is not None for e in self.examples)
+
+
+def load(source: str, limit: int | None = None) -> EvalData:
+    """``demo`` or a JSONL file; the first ``limit`` examples only when given."""
+    if source == "demo":
+        return load_demo(limit or DEMO_SIZE)
+    return load_jsonl(Path(source), limit)
+
+
+def load_jsonl(path: Path, limit: int | None = None) -> EvalData:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise EvalDataError(str(path), [(0, f"cannot read the file ({exc.strerror})")]) from None
+    examples, errors, seen = [], [], set()
+    for number, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        if limit is not None and len(examples) >= limit:
+            break
+        try:
+            example = parse_line(line, number, path.resolve().parent)
+            if example.id in seen:
+                raise ValueError(f"duplicate id {example.id!r}")
+            seen.add(example.id)
+            examples.append(example)
+        except ValueError as exc:
+            errors.append((number, str(exc)))
+    if errors:
+        raise EvalDataError(str(path), errors)
+    if not examples:
+        raise EvalDataError(str(path), [(0, "no examples")])
+    digest = hashlib.sha256(raw + f"\nlimit={limit}".encode()).hexdigest()
+    return EvalData(tuple(examples), str(path), digest)
+
+
+def parse_line(line: str, number: int, base_dir: Path) -> Example:
+    """One JSONL line as an Example; ValueError with the reason otherwise."""
+    from guardedge.runtime.errors import InvalidRequest
+    from guardedge.runtime.families import get_family
+    from guardedge.runtime.requests import parse_request
+
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"bad JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"must be a JSON object, got {type(obj).__name__}")
+    ident = obj.get("id", number)
+    if isinstance(ident, bool) or not isinstance(ident, (str, int)):
+        raise ValueError(f"id must be a string or an integer, got {ident!r}")
+    label = _label(obj.get("label"))
+    try:
+        request = parse_request(obj, get_family(FAMILY).default_categories(), base_dir)
+    except InvalidRequest as exc:
+        raise ValueError(f"invalid request: {exc}") from None
+    return Example(str(ident), _task(obj.get("task"), request), request, label)
+
+
+def _task(raw: object, request: GuardRequest) -> Task:
+    if raw is None:  # the checked role is the last message's (Llama Guard's rule)
+        return "response" if request.messages[-1].role == "assistant" else "prompt"
+    if raw not in TASKS:
+        raise ValueError(f"unknown task {raw!r}; use one of {', '.join(TASKS)}")
+    return raw
+
+
+def _label(raw: object) -> Label | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ValueError("label must be an object like {\"verdict\": \"unsafe\", \"categories\": [\"S1\"]}")
+    verdict = raw.get("verdict")
+    if verdict not in ("safe", "unsafe"):
+        raise ValueError(f"bad label verdict {verdict!r}; use \"safe\" or \"unsafe\"")
+    categories = raw.get("categories", [])
+    if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
+        raise ValueError("label categories must be a list of category codes (strings)")
+    if verdict == "safe" and categories:
+        raise ValueError("a safe label cannot name categories")
+    return Label(verdict, tuple(categories))
+
+
+def load_demo(n: int = DEMO_SIZE) -> EvalData:
+    """The demo guard's held-out generator (seed 1: not the seed its own evaluation uses)."""
+    from guardedge.runtime.demo.data import examples
+    from guardedge.runtime.demo.train import to_request
+
+    generated = examples("eval", n, seed=DEMO_SEED)
+    out = tuple(
+        Example(ex["id"], ex["task"], to_request(ex), Label(ex["label"]["verdict"], tuple(ex["label"]["categories"])))
+        for ex in generated
+    )
+    return EvalData(out, "demo", hashlib.sha256(_demo_json(generated).encode()).hexdigest())
+
+
+def _demo_json(generated: list[dict]) -> str:
+    def plain(ex: dict) -> dict:
+        spec = ex.get("image_spec")
+        return {**ex, "image_spec": None if spec is None else [spec.colour, spec.size, spec.seed]}
+
+    return json.dumps([plain(ex) for ex in generated], sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What one model said about one example: what the metrics read and the cache stores."""
+
+    id: str
+    verdict: Literal["safe", "unsafe", "unparseable"]
+    categories: tuple[str, ...]
+    p_unsafe: float
+    p_safe: float = 0.0
+    raw_output: str = ""
+
+    @classmethod
+    def from_verdict(cls, ident: str, v) -> Prediction:
+        return cls(ident, v.verdict, tuple(v.categories), v.unsafe_probability, v.safe_probability, v.raw_output)
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "verdict": self.verdict, "categories": list(self.categories), "p_unsafe": self.p_unsafe,
+                "p_safe": self.p_safe, "raw_output": self.raw_output}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> Prediction:
+        return cls(obj["id"], obj["verdict"], tuple(obj["categories"]), obj["p_unsafe"], obj["p_safe"], obj["raw_output"])
