@@ -47,6 +47,9 @@ def main(args) -> int:
         data = load(args.data, args.limit)
         if not data.labelled and any(c.needs_labels for c in conditions):
             raise ValueError(f"the gate names label metrics but {args.data} is not fully labelled")
+        for model in [args.baseline, *args.candidate]:  # before minutes of baseline work, not after
+            if model != "demo" and not Path(model).is_dir():
+                raise ValueError(f"model {model!r} is not 'demo' or an existing directory")
     except (GateError, EvalDataError, ValueError) as exc:
         print(f"guardedge bench drift: {exc}", file=sys.stderr)
         return 2

@@ -166,3 +166,12 @@ def test_end_to_end_demo_against_itself_then_cached(tmp_path, capsys, demo_dir, 
     assert "GATE FAIL candidate 1" in stdout and "kappa=1 fails <0.5" in stdout
     assert json.loads(stdout.strip().splitlines()[-1])["candidates"][0]["failures"] == ["kappa=1 fails <0.5"]
     assert _run(capsys, demo_dir, out, "--gate", "agreement>=1")[0] == 0
+
+
+def test_a_missing_model_directory_exits_two_before_any_work(tmp_path, capsys):
+    from guardedge.runtime.cli import main
+
+    rc = main(["bench", "drift", "--baseline", "demo", "--candidate", str(tmp_path / "nope"), "--data", "demo",
+               "--limit", "2", "--out", str(tmp_path / "out")])
+    assert rc == 2 and "nope" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
