@@ -85,3 +85,18 @@ def test_fullsize_real_size_refuses_without_cuda():
 
     with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
         open_engine("fullsize-random", EngineOptions(device="cpu", progress=False))
+
+
+@pytest.mark.timeout(180)
+def test_latency_through_a_server(demo_engine, capsys):
+    from service_support import serving
+
+    with serving(demo_engine) as (server, _):
+        args = parse(latency, ["--server", server.address, "--concurrency", "1,3", "--requests", "6", "--path", "unsafe", "--warmup", "1"])
+        assert latency.main(args) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [row["concurrency"] for row in report["levels"]] == [1, 3]
+    for row in report["levels"]:
+        assert row["errors"] == 0 and row["requests"] == 6
+        assert set(row["verdicts"]) <= {"unsafe", "unparseable"}
+        assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
