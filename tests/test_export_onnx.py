@@ -186,3 +186,18 @@ def test_every_onnx_artifact_is_servable_over_grpc(precision, onnx_dir, quantize
     assert info.backend == "onnxruntime" and info.precision == precision
     expected = [v.verdict for v in demo_engine.classify([demo_engine.parse(SAFE), demo_engine.parse(UNSAFE)])]
     assert [response_to_json(r)["verdict"] for r in responses] == expected
+
+
+def test_fp16_export_loads_answers_like_the_source_and_verifies(tmp_path, demo_dir, demo_engine):
+    from service_support import SAFE, UNSAFE
+
+    from guardedge.runtime.engine import EngineOptions, load_engine
+
+    out = tmp_path / "fp16"
+    assert _cli(["export", "onnx", "--model", str(demo_dir), "--out", str(out), "--dtype", "fp16", "--agreement-n", "4", "--quiet"]) == 0
+    manifest = _manifest(out)
+    assert manifest["precision"] == "fp16" and manifest["validation"]["agreement"]["verdict_agreement"] == 1.0
+    engine = load_engine(str(out), EngineOptions(progress=False))
+    requests = [engine.parse(SAFE), engine.parse(UNSAFE)]
+    assert [v.verdict for v in engine.classify(requests)] == [v.verdict for v in demo_engine.classify(requests)]
+    assert _cli(["export", "verify", str(out)]) == 0
