@@ -1,15 +1,11 @@
 """``guardedge bench ...``: registered into the ``guardedge`` command through the entry point
 ``guardedge.commands`` (pyproject.toml), so the runtime's CLI never imports this package.
-
-Each subcommand lives in its own module exposing ``configure_parser(parser)`` and
-``main(args) -> int`` (exit status); heavy imports stay inside functions so that building the
-``guardedge`` parser stays cheap.
+Each subcommand's module exposes ``configure_parser`` and ``main`` (runtime/cli.py ``add_lazy_commands``).
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
+from guardedge.runtime.cli import add_lazy_commands
 
 SUBCOMMANDS = {
     "drift": ("guardedge.bench.drift", "accuracy drift of candidates against a baseline model, with a CI gate"),
@@ -20,23 +16,4 @@ SUBCOMMANDS = {
 
 
 def register(subparsers) -> None:
-    bench = subparsers.add_parser("bench", help="measure accuracy drift, latency, throughput and memory")
-    sub = bench.add_subparsers(dest="bench_command", required=True)
-    for name, (module, text) in SUBCOMMANDS.items():
-        parser = sub.add_parser(name, help=text, description=text)
-        _configure(parser, module)
-
-
-def _configure(parser: argparse.ArgumentParser, module_name: str) -> None:
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        parser.set_defaults(func=lambda args, exc=exc: _missing(exc))
-        return
-    module.configure_parser(parser)
-    parser.set_defaults(func=module.main)
-
-
-def _missing(exc: ImportError) -> int:
-    print(f"guardedge bench: this command cannot run here ({exc})")
-    return 1
+    add_lazy_commands(subparsers, "bench", "measure accuracy drift, latency, throughput and memory", SUBCOMMANDS)

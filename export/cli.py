@@ -1,14 +1,11 @@
 """``guardedge export ...``: registered into the ``guardedge`` command through the entry point
 ``guardedge.commands`` (pyproject.toml), so the runtime's CLI never imports this package.
-
-Each subcommand lives in its own module exposing ``configure_parser(parser)`` and
-``main(args) -> int`` (exit status), imported only when that subcommand runs.
+Each subcommand's module exposes ``configure_parser`` and ``main`` (runtime/cli.py ``add_lazy_commands``).
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
+from guardedge.runtime.cli import add_lazy_commands
 
 SUBCOMMANDS = {
     "quantize": ("guardedge.export.quantize", "bitsandbytes 8-bit or 4-bit model directory"),
@@ -18,24 +15,4 @@ SUBCOMMANDS = {
 
 
 def register(subparsers) -> None:
-    export = subparsers.add_parser("export", help="quantize or convert a model into a servable artifact")
-    sub = export.add_subparsers(dest="export_command", required=True)
-    for name, (module, text) in SUBCOMMANDS.items():
-        parser = sub.add_parser(name, help=text, description=text)
-        _configure(parser, module)
-
-
-def _configure(parser: argparse.ArgumentParser, module_name: str) -> None:
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:  # a missing optional extra must not break the other commands
-        parser.set_defaults(func=lambda args, exc=exc: _missing(exc))
-        return
-    module.configure_parser(parser)
-    parser.set_defaults(func=module.main)
-
-
-def _missing(exc: ImportError) -> int:
-    print(f"guardedge export: this command needs a package that is not installed ({exc}); "
-          "install the extras: pip install 'guardedge[cpu,bnb]' (or [gpu])")
-    return 1
+    add_lazy_commands(subparsers, "export", "quantize or convert a model into a servable artifact", SUBCOMMANDS)

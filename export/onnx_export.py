@@ -23,11 +23,12 @@ import argparse
 import json
 import logging
 import shutil
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from guardedge.export import agreement
+from guardedge.export.common import check_out, free, progress_logging
 from guardedge.runtime.errors import GuardError
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def export_float(src: Path, out: Path, recipe: Recipe) -> None:
             export_pytorch(wrapper(model), config(model.config, float_dtype=recipe.dtype), recipe.opset, path)
         externalize(path)
     del model
-    _free()
+    free()
 
 
 def copy_side_files(src: Path, out: Path) -> None:
@@ -145,9 +146,9 @@ def validate(src, out: Path, recipe: Recipe, device: str | None) -> dict:
             reference = val.reference_outputs(torch_engine, requests[:n_fixed], batches)
         if key not in _REFERENCE:
             log.info("[3/4] agreement set: %d requests through the fp32 PyTorch source", len(requests))
-            _REFERENCE[key] = val.answers(torch_engine, requests)
+            _REFERENCE[key] = agreement.answers(torch_engine, requests)
         del torch_engine
-        _free()
+        free()
     onnx_engine = val.engine_for(provisional, OnnxBackend.load(provisional, device=device))
     if reference is not None:
         log.info("[3/4] parity of ONNX Runtime with the PyTorch reference")
@@ -155,9 +156,9 @@ def validate(src, out: Path, recipe: Recipe, device: str | None) -> dict:
         result["parity"]["tolerance"] = recipe.tolerance
         _check_parity(result["parity"], out)
     log.info("[3/4] the same requests through the %s ONNX artifact", recipe.precision)
-    got = val.answers(onnx_engine, requests)
-    result["agreement"] = {"reference": "fp32 PyTorch source", **val.agreement(_REFERENCE[key], got)}
-    result["smoke"] = val.smoke(requests, got, 8)
+    got = agreement.answers(onnx_engine, requests)
+    result["agreement"] = {"reference": "fp32 PyTorch source", **agreement.agreement(_REFERENCE[key], got)}
+    result["smoke"] = agreement.smoke_record(requests, got)
     result["footprint_bytes"] = onnx_engine.backend.memory_bytes()
     return result
 
@@ -231,14 +232,7 @@ def _check_source(src, out: Path, force: bool) -> None:
         raise GuardError(f"export onnx supports Mllama guards (Llama Guard 3 Vision); this model is {src.config.get('model_type')!r}")
     if src.manifest is not None:
         raise GuardError(f"{src.path} is already an export ({src.manifest['backend']}/{src.manifest['precision']}); export the original model")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise GuardError(f"{out} exists and is not empty; choose another --out or pass --force")
-
-
-def _free() -> None:
-    import gc
-
-    gc.collect()
+    check_out(out, force)
 
 
 # -- command line -----------------------------------------------------------------------------------
@@ -276,7 +270,7 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
 
 def main(args: argparse.Namespace) -> int:
     if not args.quiet:
-        _progress_logging()
+        progress_logging()
     manifest = export(args.model, args.out, recipe_from_args(args), args.device, args.force, args.from_onnx)
     v = manifest["validation"]
     a = v["agreement"]
@@ -290,13 +284,3 @@ def main(args: argparse.Namespace) -> int:
     print(json.dumps({"out": str(args.out), "precision": manifest["precision"], "recipe": manifest["recipe"],
                       **{k: v[k] for k in ("parity", "agreement", "footprint_bytes") if k in v}}))
     return 0
-
-
-def _progress_logging() -> None:
-    if log.handlers:
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False

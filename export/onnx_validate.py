@@ -4,9 +4,8 @@
   alone (batch 1), all of them together (a mixed batch with and without images), images of several
   aspect ratios alone and together, a text-only batch — then max |Δlogit| at the scored position,
   first-token (verdict) equality and, for rows that decode, equality of the decoded tokens.
-* ``agreement`` (any export, the figure for int8/int4): the engine's verdicts over the demo samples
-  plus held-out synthetic requests, source (fp32 PyTorch) vs artifact: verdict agreement and
-  |ΔP(unsafe)|, in the form ``guardedge export quantize`` records.
+* agreement (any export, the figure for int8/int4) over the same set plus the aspect-ratio
+  requests: export/agreement.py, shared with ``guardedge export quantize``.
 """
 
 from __future__ import annotations
@@ -17,10 +16,8 @@ ASPECT_SIZES = ((56, 56), (96, 64), (200, 50), (50, 200), (120, 120))  # 1x1, 2x
 
 def validation_requests(held_out: int) -> list:
     """The demo samples, image requests at several aspect ratios, then ``held_out`` synthetic requests."""
-    from guardedge.export.verify import smoke_requests
-    from guardedge.runtime.demo.data import examples
+    from guardedge.export.agreement import held_out_requests, smoke_requests
     from guardedge.runtime.demo.samples import png_base64
-    from guardedge.runtime.demo.train import to_request
     from guardedge.runtime.families import get_family
     from guardedge.runtime.requests import parse_request
 
@@ -29,7 +26,7 @@ def validation_requests(held_out: int) -> list:
         {"type": "image", "data": png_base64((200, 30, 30), (w, h))}, {"type": "text", "text": "What do you see in this image?"}]}]}
         for w, h in ASPECT_SIZES]
     fixed = [parse_request(r, categories) for r in smoke_requests() + shaped]
-    return fixed + [to_request(ex) for ex in examples("eval", held_out, seed=1)]
+    return fixed + held_out_requests(held_out)
 
 
 def engine_for(model_dir, backend):
@@ -94,24 +91,3 @@ def parity(onnx_engine, requests: list, batches: list[list[int]], reference: lis
         del got_state
     return {"batches": len(batches), "rows": rows, "max_abs_delta_logit": worst,
             "first_tokens_equal": first_equal, "decoded_rows": decoded, "decoded_equal": decoded_equal}
-
-
-def answers(engine, requests: list) -> list[tuple]:
-    out = []
-    for i in range(0, len(requests), 8):
-        out += [(v.verdict, v.categories, v.unsafe_probability) for v in engine.classify(requests[i : i + 8])]
-    return out
-
-
-def agreement(source: list[tuple], other: list[tuple]) -> dict:
-    deltas = [abs(a[2] - b[2]) for a, b in zip(source, other)]
-    same = sum(a[0] == b[0] for a, b in zip(source, other))
-    return {"requests": len(source), "verdicts_equal": same, "verdict_agreement": round(same / len(source), 4),
-            "categories_equal": sum(a[:2] == b[:2] for a, b in zip(source, other)),
-            "max_abs_delta_p_unsafe": round(max(deltas), 6), "mean_abs_delta_p_unsafe": round(sum(deltas) / len(deltas), 6)}
-
-
-def smoke(requests: list, got: list[tuple], n: int) -> list[dict]:
-    """The first ``n`` answers in ``guardedge export verify``'s format."""
-    return [{"request_id": r.request_id, "verdict": v, "categories": list(c), "unsafe_probability": round(p, 6)}
-            for r, (v, c, p) in zip(requests[:n], got[:n])]

@@ -19,15 +19,16 @@ docs/decisions/0003-quantization-skip-modules.md.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import logging
 import shutil
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from guardedge.export import agreement
+from guardedge.export.agreement import held_out_requests, parsed_smoke_requests
+from guardedge.export.common import check_out, free, progress_logging
 from guardedge.export.footprint import footprint, footprint_11b, is_skipped, meta_model, resolve_skip
 from guardedge.runtime.errors import GuardError
 
@@ -41,7 +42,6 @@ log = logging.getLogger(__name__)
 # 16-bit misses the 11B memory goals. A pattern names a module or a dotted suffix of its path.
 DEFAULT_SKIP = ("multi_modal_projector", "lm_head", "cross_attn.o_proj")
 AGREEMENT_N = 200
-AGREEMENT_SEED = 1  # held-out split of the demo's synthetic data (data.examples("eval", n, seed))
 # Files copied from the source beside the weights and config (the licence travels with Llama weights).
 SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
               "preprocessor_config.json", "processor_config.json", "chat_template.json", "chat_template.jinja",
@@ -111,7 +111,7 @@ def quantize_to(src: Path, tmp: Path, recipe: Recipe, device: str | None) -> lis
     log.info("saving %s weights to %s", recipe.precision, tmp)
     model.save_pretrained(str(tmp), safe_serialization=True, max_shard_size="5GB")
     del model
-    _free()
+    free()
     for name in SIDE_FILES:
         if (src / name).is_file():
             shutil.copy2(src / name, tmp / name)
@@ -119,48 +119,20 @@ def quantize_to(src: Path, tmp: Path, recipe: Recipe, device: str | None) -> lis
 
 
 def agreement_requests(n: int) -> list:
-    """The 8 demo samples (the smoke set) + ``n`` held-out synthetic requests of the demo's data
-    generator (real Llama 3 tokens, synthetic images): for any Llama Guard 3 Vision source."""
-    from guardedge.export.verify import smoke_requests
-    from guardedge.runtime.demo.data import examples
-    from guardedge.runtime.demo.train import to_request
-    from guardedge.runtime.families import get_family
-    from guardedge.runtime.requests import parse_request
-
-    categories = get_family("llama-guard-3-vision").default_categories()
-    return [parse_request(r, categories) for r in smoke_requests()] + \
-        [to_request(ex) for ex in examples("eval", n, seed=AGREEMENT_SEED)]
+    """The smoke requests + ``n`` held-out synthetic requests (export/agreement.py)."""
+    return parsed_smoke_requests() + held_out_requests(n)
 
 
 def answers(model: str | Path, requests: list, device: str | None, label: str) -> tuple[list, int]:
     """(verdict, categories, P(unsafe)) per request and the model's memory; the model is freed after."""
-    from tqdm import tqdm
-
-    from guardedge.export.verify import smoke_requests
     from guardedge.runtime.engine import EngineOptions, load_engine
 
     engine = load_engine(str(model), EngineOptions(device=device, max_batch_size=16, progress=False))
-    # The smoke requests form their own batch, as ``export verify`` runs them: LLM.int8 picks its
-    # outlier columns over the whole batch, so an 8-bit answer moves (~1e-4) with its batch mates.
-    n = len(smoke_requests())
-    batches = [requests[:n]] + [requests[i : i + 16] for i in range(n, len(requests), 16)]
-    out = []
-    for batch in tqdm(batches, desc=f"classifying with {label}", disable=not log.isEnabledFor(logging.INFO)):
-        out += [(v.verdict, v.categories, v.unsafe_probability) for v in engine.classify(batch)]
+    out = agreement.answers(engine, requests, batch_size=16, label=label)
     memory = engine.backend.memory_bytes()
     del engine
-    _free()
+    free()
     return out, memory
-
-
-def compare(source: list, quantized: list) -> dict:
-    deltas = [abs(a[2] - b[2]) for a, b in zip(source, quantized)]
-    return {"requests": len(source),
-            "verdicts_equal": sum(a[0] == b[0] for a, b in zip(source, quantized)),
-            "verdict_agreement": round(sum(a[0] == b[0] for a, b in zip(source, quantized)) / len(source), 4),
-            "categories_equal": sum(a[:2] == b[:2] for a, b in zip(source, quantized)),
-            "max_abs_delta_p_unsafe": round(max(deltas), 6),
-            "mean_abs_delta_p_unsafe": round(sum(deltas) / len(deltas), 6)}
 
 
 def export(model: str, out: Path, recipe: Recipe, device: str | None = None, source_device: str | None = None,
@@ -198,7 +170,7 @@ def _validate(src, tmp: Path, recipe: Recipe, device: str | None, source_device:
         _REFERENCE[key] = answers(src.path, requests, source_device or device, "source")[0]
     log.info("[3/4] the same requests through the %s model", recipe.precision)
     quantized, memory = answers(tmp, requests, device, recipe.precision)
-    return {"agreement": compare(_REFERENCE[key], quantized), "smoke": _smoke(requests, quantized),
+    return {"agreement": agreement.agreement(_REFERENCE[key], quantized), "smoke": agreement.smoke_record(requests, quantized),
             **_footprints(tmp, recipe, memory)}
 
 
@@ -223,16 +195,7 @@ def _check_source(config: dict, out: Path, force: bool) -> None:
         raise GuardError(f"export quantize supports Mllama guards (Llama Guard 3 Vision); this model is {config.get('model_type')!r}")
     if "quantization_config" in config:
         raise GuardError("the source is already quantized; quantize the original 16-bit model")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise GuardError(f"{out} exists and is not empty; choose another --out or pass --force")
-
-
-def _smoke(requests: list, quantized: list) -> list[dict]:
-    """The 8 sample answers in ``guardedge export verify``'s format (they open the agreement set)."""
-    from guardedge.export.verify import smoke_requests
-
-    return [{"request_id": r.request_id, "verdict": v, "categories": list(c), "unsafe_probability": round(p, 6)}
-            for r, (v, c, p) in zip(requests[: len(smoke_requests())], quantized)]
+    check_out(out, force)
 
 
 def _footprints(out: Path, recipe: Recipe, memory: int) -> dict:
@@ -242,17 +205,6 @@ def _footprints(out: Path, recipe: Recipe, memory: int) -> dict:
             "loaded_memory_bytes": memory,  # at the load dtype: fp32 on CPU for the 16-bit parts
             "computed_bytes": footprint(AutoConfig.from_pretrained(str(out), local_files_only=True), recipe)["bytes"],
             "computed_11b_bytes": footprint_11b(recipe)["bytes"]}
-
-
-def _free() -> None:
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
 
 
 # -- command line --------------------------------------------------------------------------------
@@ -284,7 +236,7 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
 
 def main(args: argparse.Namespace) -> int:
     if not args.quiet:
-        _progress_logging()
+        progress_logging()
     manifest = export(args.model, args.out, recipe_from_args(args), args.device, args.source_device, args.force)
     v = manifest["validation"]
     a = v["agreement"]
@@ -295,13 +247,3 @@ def main(args: argparse.Namespace) -> int:
     print(json.dumps({"out": str(args.out), "precision": manifest["precision"], "recipe": manifest["recipe"], **v,
                       "smoke": len(v["smoke"])}))
     return 0
-
-
-def _progress_logging() -> None:
-    if log.handlers:
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False

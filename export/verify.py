@@ -4,7 +4,8 @@
 2. A parity smoke: the artifact classifies the fixed smoke requests (the demo samples: text,
    images, responses, custom policy) and its answers are compared with the ones recorded in the
    manifest at export time — verdicts and categories must be equal, P(unsafe) within
-   ``--tolerance``. Exporters record them with :func:`record_smoke`.
+   ``--tolerance``. Exporters record them (export/agreement.py ``smoke_record``);
+   :func:`record_smoke` does it for a directory made by other means.
 
 Exit 0 when both pass, 1 otherwise, with what differs.
 
@@ -18,26 +19,17 @@ import json
 import sys
 from pathlib import Path
 
+from guardedge.export.agreement import answers, smoke_record, smoke_requests
 from guardedge.runtime.artifact import read_manifest, set_validation, verify_files
 from guardedge.runtime.errors import GuardError
 
 DEFAULT_TOLERANCE = 0.02  # P(unsafe); recorded and re-run on the same backend and precision
 
 
-def smoke_requests() -> list[dict]:
-    from guardedge.runtime.demo.samples import samples
-
-    return [{k: v for k, v in case.items() if k != "expected"} for case in samples()]
-
-
 def smoke_answers(engine) -> list[dict]:
-    """The engine's answers to the smoke requests, in a form the manifest stores."""
+    """The engine's answers to the smoke requests (one batch), in the form the manifest stores."""
     requests = [engine.parse(r) for r in smoke_requests()]
-    return [
-        {"request_id": r.request_id, "verdict": v.verdict, "categories": list(v.categories),
-         "unsafe_probability": round(v.unsafe_probability, 6)}
-        for r, v in zip(requests, engine.classify(requests))
-    ]
+    return smoke_record(requests, answers(engine, requests))
 
 
 def record_smoke(out_dir: Path, engine=None, device: str | None = None) -> list[dict]:

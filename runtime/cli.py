@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import importlib
 import json
 import logging
 import sys
@@ -81,6 +82,32 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
     _plugin_commands(sub)
     return parser
+
+
+def add_lazy_commands(subparsers, name: str, text: str, commands: dict[str, tuple[str, str]]) -> None:
+    """``guardedge NAME CMD``: one parser per CMD from ``commands`` (CMD -> (module, help)).
+
+    Each module exposes ``configure_parser(parser)`` and ``main(args) -> int`` and keeps heavy
+    imports inside functions; one whose imports fail (a missing optional extra) still appears,
+    and says why when run, so it never breaks the other commands.
+    """
+    group = subparsers.add_parser(name, help=text)
+    sub = group.add_subparsers(dest=f"{name}_command", required=True)
+    for command, (module_name, help_text) in commands.items():
+        parser = sub.add_parser(command, help=help_text, description=help_text)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            parser.set_defaults(func=lambda args, exc=exc, where=f"{name} {command}": _unavailable(where, exc))
+            continue
+        module.configure_parser(parser)
+        parser.set_defaults(func=module.main)
+
+
+def _unavailable(where: str, exc: ImportError) -> int:
+    print(f"guardedge {where}: this command cannot run here ({exc}); "
+          "install the extras: pip install 'guardedge[cpu]' (or [gpu]), and '[bench]' for plots", file=sys.stderr)
+    return 1
 
 
 def _plugin_commands(sub) -> None:

@@ -83,7 +83,7 @@ def test_fp32_parity_recorded(onnx_dir):
 def test_fp32_parity_on_samples_and_a_batch(onnx_engine, demo_engine):
     import torch
 
-    from guardedge.export.verify import smoke_requests
+    from guardedge.export.agreement import smoke_requests
 
     requests = [demo_engine.parse(r) for r in smoke_requests()]
     batch = demo_engine.pre.collate([demo_engine.prepare(r).encoded for r in requests])
@@ -114,7 +114,7 @@ def test_int4_uses_matmulnbits(quantized, tmp_path_factory):
 
 
 def test_engine_end_to_end_with_early_exit(onnx_engine, demo_engine):
-    from guardedge.export.verify import smoke_requests
+    from guardedge.export.agreement import smoke_requests
 
     backend = onnx_engine.backend
     assert (backend.name, backend.precision, backend.device_name) == ("onnxruntime", "fp32", "cpu")

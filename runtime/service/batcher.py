@@ -71,7 +71,6 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{engine.model_dir.name}")
         self._task: asyncio.Task | None = None
         self._closed = False
-        self._running = 0  # requests in the batch on the engine now
 
     # -- admission ------------------------------------------------------------------------------
 
@@ -91,10 +90,6 @@ class Batcher:
     def depth(self) -> int:
         """Requests admitted and waiting (not yet on the engine)."""
         return self._admitted
-
-    @property
-    def busy(self) -> bool:
-        return bool(self._admitted or self._running)
 
     async def submit(self, prepared: Prepared, deadline: float | None) -> Result:
         """Queue an admitted request and wait for its verdict (or DeadlineExpired / an engine error)."""
@@ -160,7 +155,6 @@ class Batcher:
 
     async def _run(self, jobs: list[_Job]) -> None:
         loop = asyncio.get_running_loop()
-        self._running = len(jobs)
         try:
             verdicts = await loop.run_in_executor(self._executor, self.engine.run, [j.prepared for j in jobs])
             results: list[Result | BaseException] = [Result(v, len(jobs)) for v in verdicts]
@@ -171,8 +165,6 @@ class Batcher:
             else:
                 log.exception("model %s: batch of %d failed; retrying each request alone", self.engine.model_dir.name, len(jobs))
                 results = [await self._alone(job) for job in jobs]
-        finally:
-            self._running = 0
         for job, result in zip(jobs, results):
             if job.future.done():
                 continue

@@ -124,8 +124,6 @@ def _convert(name: str, value: object, source: str) -> object:
         if isinstance(default, tuple):
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(str(i).strip() for i in items if str(i).strip())
-        if isinstance(default, bool):
-            return _bool(value)
         if isinstance(default, int):
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
@@ -140,16 +138,6 @@ def _convert(name: str, value: object, source: str) -> object:
     except (TypeError, ValueError):
         kind = type(default).__name__ if not isinstance(default, tuple) else "list of strings"
         raise ConfigError(f"{source}={value!r}: {name} must be {'an' if kind == 'int' else 'a'} {kind}") from None
-
-
-def _bool(value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if str(value).lower() in ("1", "true", "yes", "on"):
-        return True
-    if str(value).lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(value)
 
 
 def _read_tokens(path: str) -> tuple[str, ...]:

@@ -18,7 +18,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 
 # Seconds: from 0.5 ms (gRPC overhead on loopback) to 30 s (a long CPU batch of the 11B guard).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-STAGES = ("queue", "preprocess", "inference", "total")
 
 
 class Metrics:

@@ -1,0 +1,65 @@
+"""What every export checks against its source, in one place: the requests, the answers, the figures.
+
+The agreement set is the smoke requests (the 8 demo samples, classified as one batch exactly as
+``guardedge export verify`` runs them) followed by held-out synthetic requests from the demo's
+data generator (real Llama 3 tokens, synthetic images). Both exporters (quantize, onnx) and
+``export verify`` use these functions, so their figures mean the same thing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tqdm import tqdm
+
+HELD_OUT_SEED = 1  # the held-out split of the demo's synthetic data: data.examples("eval", n, seed)
+
+
+def smoke_requests() -> list[dict]:
+    from guardedge.runtime.demo.samples import samples
+
+    return [{k: v for k, v in case.items() if k != "expected"} for case in samples()]
+
+
+def parsed_smoke_requests() -> list:
+    from guardedge.runtime.families import get_family
+    from guardedge.runtime.requests import parse_request
+
+    categories = get_family("llama-guard-3-vision").default_categories()
+    return [parse_request(r, categories) for r in smoke_requests()]
+
+
+def held_out_requests(n: int) -> list:
+    from guardedge.runtime.demo.data import examples
+    from guardedge.runtime.demo.train import to_request
+
+    return [to_request(ex) for ex in examples("eval", n, seed=HELD_OUT_SEED)]
+
+
+def answers(engine, requests: list, batch_size: int = 8, label: str = "") -> list[tuple]:
+    """(verdict, categories, P(unsafe)) per request. The smoke requests, which open every
+    agreement set, run as one batch: LLM.int8 picks its outlier columns over the whole batch, so
+    an 8-bit answer moves (~1e-4) with its batch mates, and ``export verify`` batches them so."""
+    n = len(smoke_requests())
+    batches = [requests[:n]] + [requests[i : i + batch_size] for i in range(n, len(requests), batch_size)]
+    quiet = not label or not logging.getLogger("guardedge.export").isEnabledFor(logging.INFO)
+    out: list[tuple] = []
+    for batch in tqdm([b for b in batches if b], desc=f"classifying with {label}", disable=quiet):
+        out += [(v.verdict, v.categories, v.unsafe_probability) for v in engine.classify(batch)]
+    return out
+
+
+def agreement(source: list[tuple], other: list[tuple]) -> dict:
+    """Verdict/category agreement and |ΔP(unsafe)| of ``other`` against ``source``."""
+    deltas = [abs(a[2] - b[2]) for a, b in zip(source, other)]
+    same = sum(a[0] == b[0] for a, b in zip(source, other))
+    return {"requests": len(source), "verdicts_equal": same, "verdict_agreement": round(same / len(source), 4),
+            "categories_equal": sum(a[:2] == b[:2] for a, b in zip(source, other)),
+            "max_abs_delta_p_unsafe": round(max(deltas), 6), "mean_abs_delta_p_unsafe": round(sum(deltas) / len(deltas), 6)}
+
+
+def smoke_record(requests: list, got: list[tuple]) -> list[dict]:
+    """The smoke answers (the first ones of an agreement set) in the manifest's form."""
+    n = len(smoke_requests())
+    return [{"request_id": r.request_id, "verdict": v, "categories": list(c), "unsafe_probability": round(p, 6)}
+            for r, (v, c, p) in zip(requests[:n], got[:n])]
