@@ -96,8 +96,20 @@ def load_jsonl(path: Path, limit: int | None = None) -> EvalData:
         raise EvalDataError(str(path), errors)
     if not examples:
         raise EvalDataError(str(path), [(0, "no examples")])
-    digest = hashlib.sha256(raw + f"\nlimit={limit}".encode()).hexdigest()
-    return EvalData(tuple(examples), str(path), digest)
+    return EvalData(tuple(examples), str(path), _digest(raw, limit, examples))
+
+
+def _digest(raw: bytes, limit: int | None, examples: list[Example]) -> str:
+    """The file, the limit and the pixels of every image it names by path: replacing an image file
+    under the same name changes what is evaluated, so it must change the identity too (the
+    decoded pixels, already in memory, are exactly what the model sees)."""
+    digest = hashlib.sha256(raw + f"\nlimit={limit}".encode())
+    for example in examples:
+        image = example.request.image
+        if image is not None and image.source.startswith("path:"):
+            digest.update(f"\n{example.id}:{image.image.mode}:{image.image.size}:".encode())
+            digest.update(image.image.tobytes())
+    return digest.hexdigest()
 
 
 def parse_line(line: str, number: int, base_dir: Path) -> Example:

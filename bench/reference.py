@@ -29,9 +29,18 @@ def load_snippet(model_dir: str, dtype=None):
     import torch
     from transformers import AutoProcessor, MllamaForConditionalGeneration
 
+    from transformers.utils import logging as hf_logging
+
     dtype = torch.bfloat16 if dtype is None else dtype
-    processor = AutoProcessor.from_pretrained(model_dir)
-    model = MllamaForConditionalGeneration.from_pretrained(model_dir, dtype=dtype, device_map="auto")
+    # transformers 4.57.x warns about a "Mistral regex" for every locally saved Llama 3 tokenizer;
+    # the engine loads the same tokenizer unchanged (fix_mistral_regex=False), so it is noise here.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        processor = AutoProcessor.from_pretrained(model_dir)
+        model = MllamaForConditionalGeneration.from_pretrained(model_dir, dtype=dtype, device_map="auto")
+    finally:
+        hf_logging.set_verbosity(verbosity)
     return processor, model
 
 

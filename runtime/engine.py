@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
+from guardedge.runtime.decoding import FormatDrafter, argmax_rows
 from guardedge.runtime.families import GuardFamily, family_for_config
 from guardedge.runtime.modeldir import ModelDir, resolve
 from guardedge.runtime.preprocess import Encoded, Preprocessor
@@ -34,6 +35,7 @@ class EngineOptions:
     max_batch_size: int = 8
     max_text_tokens: int | None = None  # default: the model's context length
     prompt_source: Literal["builtin", "model"] = "builtin"
+    drafts: bool = True  # verify format drafts while decoding (same answers, fewer passes: runtime/decoding.py)
     progress: bool = True
     limits: RequestLimits = field(default_factory=RequestLimits)  # what parse() accepts
 
@@ -80,6 +82,9 @@ class Engine:
         self.safe_id = _single_token(tok, spec.safe_token)
         self.unsafe_id = _single_token(tok, spec.unsafe_token)
         self.stop_ids = {i for t in spec.stop_tokens if (i := tok.convert_tokens_to_ids(t)) is not None and i >= 0}
+        self.drafter = FormatDrafter(tok, spec.drafts, spec.answer_prefix) if spec.drafts and options.drafts else None
+        # Fed after every prompt at prefill: the unsafe token and its draft (runtime/decoding.py).
+        self.prefill_draft = [self.unsafe_id, *self.drafter([self.unsafe_id])] if self.drafter else []
 
     # -- the public surface -------------------------------------------------------------------
 
@@ -127,16 +132,17 @@ class Engine:
         default = self.options.threshold if threshold is None else threshold
         thresholds = [default if p.request.threshold is None else p.request.threshold for p in batch]
         started = time.perf_counter()
-        logits, state = self.backend.prefill(self.pre.collate([p.encoded for p in batch]))
+        logits, state = self.backend.prefill(self.pre.collate([p.encoded for p in batch]), self.prefill_draft)
         probs = torch.softmax(logits, dim=-1)
         p_unsafe = probs[:, self.unsafe_id].tolist()
         p_safe = probs[:, self.safe_id].tolist()
-        first = logits.argmax(-1).tolist()
+        first = argmax_rows(logits)
         forced = [self._first_token(f, pu, t) for f, pu, t in zip(first, p_unsafe, thresholds)]
         rows = [i for i, f in enumerate(forced) if f != self.safe_id or self.family.scoring.decode_when_safe]
         answers = {i: [self.safe_id] for i in range(len(batch))}
         if rows:
-            decoded = self.backend.decode(state, rows, [forced[i] for i in rows], self.family.scoring.max_new_tokens, self.stop_ids)
+            decoded = self.backend.decode(state, rows, [forced[i] for i in rows], self.family.scoring.max_new_tokens,
+                                         self.stop_ids, self.drafter)
             answers.update(zip(rows, decoded))
         inference_s = time.perf_counter() - started
         return [self._verdict(p, answers[i], p_unsafe[i], p_safe[i], inference_s) for i, p in enumerate(batch)]

@@ -8,7 +8,8 @@ left-padded with explicit position ids, which keeps every row identical to runni
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Sequence
 
 import torch
 
@@ -44,6 +45,23 @@ class Batch:
     aspect_ratio_ids: torch.Tensor | None  # [b_img, 1]
     aspect_ratio_mask: torch.Tensor | None  # [b_img, 1, T]
     image_rows: list[int]
+
+    def extended(self, tokens: Sequence[int]) -> Batch:
+        """The batch with ``tokens`` appended to every row (they see the image the last token saw)."""
+        if not tokens:
+            return self
+        n, k = self.input_ids.shape[0], len(tokens)
+        steps = torch.arange(1, k + 1)
+        cross = self.cross_attention_mask
+        if cross is not None:
+            cross = torch.cat([cross, cross[:, -1:].expand(-1, k, -1, -1)], dim=1)
+        return replace(
+            self,
+            input_ids=torch.cat([self.input_ids, torch.tensor([list(tokens)] * n, dtype=self.input_ids.dtype)], dim=1),
+            attention_mask=torch.cat([self.attention_mask, self.attention_mask.new_ones((n, k))], dim=1),
+            position_ids=torch.cat([self.position_ids, self.position_ids[:, -1:] + steps], dim=1),
+            cross_attention_mask=cross,
+        )
 
 
 class Preprocessor:

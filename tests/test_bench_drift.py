@@ -118,6 +118,21 @@ def test_loader_reports_every_malformed_line(tmp_path):
     assert data.labelled and data.examples[2].request.has_image and data.examples[2].label == Label("unsafe", ("S1",))
 
 
+def test_data_identity_covers_images_named_by_path(tmp_path):
+    """The drift cache is keyed on the data's sha256: an image file replaced under the same name
+    must change it, or a re-run would reuse predictions for other pixels."""
+    from PIL import Image
+
+    Image.new("RGB", (32, 24), (200, 10, 10)).save(tmp_path / "img.png")
+    line = json.dumps({"messages": [{"role": "user", "content": [{"type": "image", "path": "img.png"},
+                                                                  {"type": "text", "text": "what is this?"}]}]})
+    (tmp_path / "eval.jsonl").write_text(line + "\n")
+    first = load_jsonl(tmp_path / "eval.jsonl").sha256
+    assert load_jsonl(tmp_path / "eval.jsonl").sha256 == first  # stable
+    Image.new("RGB", (32, 24), (10, 200, 10)).save(tmp_path / "img.png")
+    assert load_jsonl(tmp_path / "eval.jsonl").sha256 != first
+
+
 def _run(capsys, demo_dir, out, *extra):
     parser = argparse.ArgumentParser()
     drift.configure_parser(parser)

@@ -6,11 +6,12 @@ bitsandbytes) fails only for the user who asked for it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 if TYPE_CHECKING:
     import torch
 
+    from guardedge.runtime.decoding import Drafter
     from guardedge.runtime.modeldir import ModelDir
     from guardedge.runtime.preprocess import Batch
 
@@ -25,12 +26,19 @@ class Backend(Protocol):
         """Bytes the loaded model's weights occupy."""
         ...
 
-    def prefill(self, batch: Batch) -> tuple[torch.Tensor, object]:
-        """fp32 logits [B, vocab] for the next token after each row, plus state for decode."""
+    def prefill(self, batch: Batch, draft: Sequence[int] = ()) -> tuple[torch.Tensor, object]:
+        """fp32 logits [B, vocab] for the next token after each row, plus state for decode.
+
+        ``draft`` may be fed after every prompt in the same pass for decode to verify; a backend
+        that cannot read logits there ignores it."""
         ...
 
-    def decode(self, state: object, rows: list[int], first: list[int], max_new: int, stop_ids: set[int]) -> list[list[int]]:
-        """Greedy token ids for ``rows`` (``first`` forced as the first token), stop token included."""
+    def decode(self, state: object, rows: list[int], first: list[int], max_new: int, stop_ids: set[int],
+               drafter: Drafter | None = None) -> list[list[int]]:
+        """Greedy token ids for ``rows`` (``first`` forced as the first token), stop token included.
+
+        ``drafter`` proposes format tokens a backend may verify in one pass (runtime/decoding.py);
+        the result is greedy decoding's either way."""
         ...
 
 

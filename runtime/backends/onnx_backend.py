@@ -14,9 +14,11 @@ with IO binding, so the cache never travels to the host between steps; only logi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
+from guardedge.runtime.decoding import Drafter, greedy_decode
 from guardedge.runtime.errors import ModelLoadError
 from guardedge.runtime.preprocess import Batch
 
@@ -104,7 +106,8 @@ class OnnxBackend:
             full[name][batch.image_rows] = value
         return full
 
-    def prefill(self, batch: Batch):
+    def prefill(self, batch: Batch, draft: Sequence[int] = ()):
+        """Logits at the last prompt position and the cache; ``draft`` is not used (see _OnnxSteps)."""
         import torch
 
         n, length = batch.input_ids.shape
@@ -119,26 +122,11 @@ class OnnxBackend:
         state = OnnxState(past, cross, feeds["attention_mask"], cross_mask[:, -1:], batch.position_ids[:, -1].numpy() + 1)
         return torch.from_numpy(logits), state
 
-    def decode(self, state: OnnxState, rows: list[int], first: list[int], max_new: int, stop_ids: set[int]) -> list[list[int]]:
-        past = {k: self._select(v, rows) for k, v in state.past.items()}
-        cross = {k: self._on_device(v[rows]) for k, v in state.cross.items()}  # uploaded once per decode
-        attn, cross_mask, position = state.attention_mask[rows], state.cross_last[rows], state.next_position[rows]
-        tokens = np.asarray(first, np.int64)
-        out = [[t] for t in first]
-        done = np.array([t in stop_ids for t in first])
-        for _ in range(max_new - 1):
-            if done.all():
-                break
-            attn = np.concatenate([attn, np.ones((len(rows), 1), attn.dtype)], axis=1)
-            logits, past = self._step({"input_ids": tokens[:, None], "attention_mask": attn, "position_ids": position[:, None],
-                                       "cross_attention_mask": cross_mask, **past, **cross})
-            tokens = logits.argmax(-1).astype(np.int64)
-            position = position + 1
-            for i, t in enumerate(tokens.tolist()):
-                if not done[i]:
-                    out[i].append(t)
-            done |= np.array([t in stop_ids for t in tokens.tolist()])
-        return out
+    def decode(self, state: OnnxState, rows: list[int], first: list[int], max_new: int, stop_ids: set[int],
+               drafter: Drafter | None = None) -> list[list[int]]:
+        """Greedy continuation for ``rows`` after forcing ``first``. One token per step: the exported
+        decoder returns last-position logits only, so drafts cannot be verified and are not used."""
+        return greedy_decode(_OnnxSteps(self, state, rows), first, max_new, stop_ids, drafter)
 
     def _step(self, feeds: dict) -> tuple[np.ndarray, dict]:
         """One decoder run: logits (numpy fp32) and the next past (named past_key_values.*)."""
@@ -153,6 +141,34 @@ class OnnxBackend:
 
     def _on_device(self, value: np.ndarray):
         return self._cuda.upload(value) if self._cuda is not None else value
+
+
+class _OnnxSteps:
+    """Decode steps of one token per row over the exported decoder's explicit cache."""
+
+    max_chunk = 1
+    pending = ()  # the exported decoder returns last-position logits only: no draft at prefill
+
+    def pending_greedy(self):
+        raise AssertionError("no draft is fed at prefill on this backend")
+
+    def __init__(self, backend: OnnxBackend, state: OnnxState, rows: list[int]):
+        self.backend = backend
+        self.past = {k: backend._select(v, rows) for k, v in state.past.items()}
+        self.cross = {k: backend._on_device(v[rows]) for k, v in state.cross.items()}  # uploaded once per decode
+        self.attn, self.cross_mask, self.position = state.attention_mask[rows], state.cross_last[rows], state.next_position[rows]
+
+    def step(self, tokens: list[list[int]]):
+        self.attn = np.concatenate([self.attn, np.ones((len(tokens), 1), self.attn.dtype)], axis=1)
+        logits, self.past = self.backend._step({
+            "input_ids": np.asarray(tokens, np.int64), "attention_mask": self.attn, "position_ids": self.position[:, None],
+            "cross_attention_mask": self.cross_mask, **self.past, **self.cross})
+        greedy = logits.argmax(-1).tolist()
+        return lambda row, position: greedy[row]
+
+    def commit(self, kept: list[int]) -> None:
+        # One position per step: a row keeps it unless finished, and a finished row is never read again.
+        self.position = self.position + 1
 
 
 class _CudaSteps:

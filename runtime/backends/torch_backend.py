@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
+from guardedge.runtime.decoding import Drafter, GreedyAt, argmax_rows, greedy_decode
 from guardedge.runtime.preprocess import Batch
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -129,7 +131,10 @@ class PrefillState:
     cache: object  # transformers DynamicCache
     attention_mask: torch.Tensor
     cross_attention_mask: torch.Tensor | None
-    next_position: torch.Tensor  # [B] position id of the next token
+    next_position: torch.Tensor  # [B] position id of the token after the prompt
+    prompt_columns: int  # cache columns of the prompt; the draft's follow
+    draft: tuple[int, ...] = ()  # tokens fed after every prompt at prefill
+    draft_hidden: torch.Tensor | None = None  # [B, len(draft), hidden]: their last hidden states
 
 
 class TorchBackend:
@@ -186,13 +191,19 @@ class TorchBackend:
         return cross_attention_states(self.model, batch, self.device, self.dtype)
 
     @torch.inference_mode()
-    def prefill(self, batch: Batch) -> tuple[torch.Tensor, PrefillState]:
-        """Logits (fp32, [B, vocab]) for the token after the last prompt token, and the cache."""
+    def prefill(self, batch: Batch, draft: Sequence[int] = ()) -> tuple[torch.Tensor, PrefillState]:
+        """Logits (fp32, [B, vocab]) for the token after the last prompt token, and the cache.
+
+        ``draft`` tokens are fed after every prompt in the same pass (runtime/decoding.py); their
+        hidden states wait in the state until decode needs them.
+        """
         from transformers import DynamicCache
 
+        prompt_columns = batch.input_ids.shape[1]
+        batch = batch.extended(draft)
         cache = DynamicCache()
         cross = batch.cross_attention_mask.to(self.device) if batch.cross_attention_mask is not None else None
-        out = self.model.model(
+        hidden = self.model.model(
             input_ids=batch.input_ids.to(self.device),
             attention_mask=batch.attention_mask.to(self.device),
             position_ids=batch.position_ids.to(self.device),
@@ -200,43 +211,90 @@ class TorchBackend:
             cross_attention_mask=cross,
             past_key_values=cache,
             use_cache=True,
-        )
-        logits = self.model.lm_head(out.last_hidden_state[:, -1]).float()
-        state = PrefillState(cache, batch.attention_mask.to(self.device), cross, batch.position_ids[:, -1].to(self.device) + 1)
+        ).last_hidden_state[:, prompt_columns - 1 :]
+        logits = self.model.lm_head(hidden[:, 0]).float()
+        next_position = batch.position_ids[:, prompt_columns - 1].to(self.device) + 1
+        state = PrefillState(cache, batch.attention_mask.to(self.device), cross, next_position,
+                             prompt_columns, tuple(draft), hidden[:, 1:])
         return logits, state
 
-    @torch.inference_mode()
-    def decode(self, state: PrefillState, rows: list[int], first: list[int], max_new: int, stop_ids: set[int]) -> list[list[int]]:
+    def decode(self, state: PrefillState, rows: list[int], first: list[int], max_new: int, stop_ids: set[int],
+               drafter: Drafter | None = None) -> list[list[int]]:
         """Greedy continuation for ``rows`` after forcing ``first``; stops at a stop id or max_new tokens."""
+        with torch.inference_mode():
+            return greedy_decode(_TorchSteps(self, state, rows), first, max_new, stop_ids, drafter)
+
+
+class _GreedyHead:
+    """Greedy tokens from last hidden states through the output layer: all positions in one
+    product, except for a single row on CPU, where each position is computed only when
+    verification reads it.
+
+    Why: on CPU, MKL's sgemm with a few rows was much slower than its one-row path (demo's
+    128256 x 64 head, this 2-core CPU: 1 row 1.0-1.2 ms, 2 rows 2.6-3.4, 3 rows 4.1-4.4, 8-16
+    rows ~8), so one request's three draft positions cost less one by one, and a rejected
+    position is never computed; a batch's many rows are cheapest in one product. On CUDA a few
+    rows cost what one does (the weight is read once).
+    """
+
+    def __init__(self, head: torch.nn.Module, hidden: torch.Tensor):
+        self.head, self.hidden = head, hidden
+        lazy = hidden.device.type == "cpu" and hidden.shape[0] == 1
+        self.table = None if lazy else [argmax_rows(rows) for rows in head(hidden)]
+        self.memo: dict[int, int] = {}
+
+    def __call__(self, row: int, position: int) -> int:
+        if self.table is not None:
+            return self.table[row][position]
+        if position not in self.memo:
+            self.memo[position] = argmax_rows(self.head(self.hidden[0, position][None]))[0]
+        return self.memo[position]
+
+
+class _TorchSteps:
+    """Decode steps over the prefill's cache: several positions per row per step (drafts), and
+    positions a row did not keep are masked out of its attention from then on."""
+
+    max_chunk = 4  # "unsafe" + "\nS" + the category digit fit; longer drafts only add positions
+
+    def __init__(self, backend: TorchBackend, state: PrefillState, rows: list[int]):
+        self.model, self.device = backend.model, backend.device
         index = torch.tensor(rows, device=self.device)
-        cache = state.cache
+        self.cache = state.cache
         if len(rows) != state.attention_mask.shape[0]:
-            cache.batch_select_indices(index)
-        attn = state.attention_mask[index]
-        cross = state.cross_attention_mask[index] if state.cross_attention_mask is not None else None
-        position = state.next_position[index]
-        tokens = torch.tensor(first, device=self.device)
-        out: list[list[int]] = [[t] for t in first]
-        done = torch.tensor([t in stop_ids for t in first], device=self.device)
-        for _ in range(max_new - 1):
-            if bool(done.all()):
-                break
-            attn = torch.cat([attn, attn.new_ones((len(rows), 1))], dim=1)
-            if cross is not None:
-                cross = torch.cat([cross, cross[:, -1:]], dim=1)
-            hidden = self.model.model(
-                input_ids=tokens[:, None],
-                attention_mask=attn,
-                position_ids=position[:, None],
-                cross_attention_mask=cross,
-                past_key_values=cache,
-                use_cache=True,
-                cache_position=torch.tensor([attn.shape[1] - 1], device=self.device),
-            ).last_hidden_state
-            tokens = self.model.lm_head(hidden[:, -1]).argmax(-1)
-            position = position + 1
-            for i, t in enumerate(tokens.tolist()):
-                if not done[i]:
-                    out[i].append(t)
-            done |= torch.tensor([t in stop_ids for t in tokens.tolist()], device=self.device)
-        return out
+            self.cache.batch_select_indices(index)
+        self.attn = state.attention_mask[index]
+        self.cross = state.cross_attention_mask[index] if state.cross_attention_mask is not None else None
+        self.position = state.next_position[index]
+        self.pending = state.draft
+        self._pending_hidden = state.draft_hidden[index] if state.draft else None
+        self._fed_from = state.prompt_columns  # first cache column of the last step (or of the prefill's draft)
+
+    def pending_greedy(self) -> GreedyAt:
+        return _GreedyHead(self.model.lm_head, self._pending_hidden)
+
+    def step(self, tokens: list[list[int]]) -> list[list[int]]:
+        ids = torch.tensor(tokens, device=self.device)
+        rows, width = ids.shape
+        self._fed_from = self.attn.shape[1]
+        self.attn = torch.cat([self.attn, self.attn.new_ones((rows, width))], dim=1)
+        if self.cross is not None:
+            # New tokens see the image tiles the last prompt token saw.
+            self.cross = torch.cat([self.cross, self.cross[:, -1:].expand(-1, width, -1, -1)], dim=1)
+        steps = torch.arange(width, device=self.device)
+        hidden = self.model.model(
+            input_ids=ids,
+            attention_mask=self.attn,
+            position_ids=self.position[:, None] + steps,
+            cross_attention_mask=self.cross,
+            past_key_values=self.cache,
+            use_cache=True,
+            cache_position=self._fed_from + steps,
+        ).last_hidden_state
+        return _GreedyHead(self.model.lm_head, hidden)
+
+    def commit(self, kept: list[int]) -> None:
+        kept_t = torch.tensor(kept, device=self.device)
+        columns = torch.arange(self.attn.shape[1] - self._fed_from, device=self.device)
+        self.attn[:, self._fed_from:] = (columns[None, :] < kept_t[:, None]).to(self.attn.dtype)
+        self.position = self.position + kept_t

@@ -22,6 +22,11 @@ class ScoringSpec:
     last position and compares P(``unsafe_token``) with P(``safe_token``). If the answer needs
     more text (categories, a rationale), it continues greedily after ``unsafe_token`` (or after
     ``safe_token`` when ``decode_when_safe``) until a stop token or ``max_new_tokens``.
+
+    ``drafts`` are (regex, text) rules for the answer format: when the answer so far (prefix
+    included) matches a regex, the text is proposed as the next tokens and kept only where
+    greedy decoding agrees (runtime/decoding.py). They change the speed of decoding, never its
+    result. Anchor with ``\\Z``: ``$`` also matches before a final newline.
     """
 
     answer_prefix: str
@@ -30,6 +35,7 @@ class ScoringSpec:
     stop_tokens: tuple[str, ...]
     max_new_tokens: int
     decode_when_safe: bool = False
+    drafts: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

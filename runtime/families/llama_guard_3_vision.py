@@ -63,6 +63,8 @@ class LlamaGuard3Vision:
         unsafe_token="unsafe",
         stop_tokens=("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"),
         max_new_tokens=MAX_ANSWER_TOKENS,
+        # "unsafe" is followed by "\nS<n>"; each code by ",S<m>" or the end of the answer.
+        drafts=((r"unsafe\Z", "\nS"), (r"\nS\d+(,S\d+)*\Z", ",S")),
     )
 
     def default_categories(self) -> tuple[tuple[str, str], ...]:

@@ -1,0 +1,187 @@
+"""Drafted greedy decoding gives exactly greedy decoding's answers, in fewer passes.
+
+A scripted model (the next token is a function of the whole context) checks the shared loop on
+every path: drafts kept, drafts rejected at any position, stop tokens inside a draft, the token
+budget, the prefill's draft taken or dropped per row, rows finishing at different steps. Then
+the demo guard: the same answers with drafts on and off, alone and batched, on both ends of the
+verdict, plus the pass count the drafts exist for.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from guardedge.runtime.decoding import FormatDrafter, argmax_rows, greedy_decode
+
+EOT = 0
+
+
+class ScriptedModel:
+    """next(context) -> token; each row has its own context of real (kept) tokens."""
+
+    def __init__(self, answers: list[list[int]]):
+        self.answers = answers  # row i greedily writes answers[i] after its first token, then EOT forever
+
+    def next(self, row: int, context: list[int]) -> int:
+        answer = self.answers[row]
+        return answer[len(context) - 1] if len(context) - 1 < len(answer) else EOT
+
+
+class ScriptedSteps:
+    """A Stepper over ScriptedModel: records what it was fed and what each row kept."""
+
+    def __init__(self, model: ScriptedModel, rows: int, max_chunk: int, pending: tuple[int, ...] = ()):
+        self.model, self.max_chunk, self.pending = model, max_chunk, pending
+        self.contexts = [[] for _ in range(rows)]
+        self.fed: list[list[int]] = [list(pending)] * rows  # what the last commit refers to
+        self.passes = 0
+
+    def pending_greedy(self):
+        return lambda row, j: self.model.next(row, [*self.contexts[row], *self.pending[: j + 1]])
+
+    def step(self, tokens):
+        self.passes += 1
+        self.fed = tokens
+        return lambda row, j: self.model.next(row, [*self.contexts[row], *tokens[row][: j + 1]])
+
+    def commit(self, kept):
+        for row, k in enumerate(kept):
+            self.contexts[row].extend(self.fed[row][:k])
+
+
+def plain_greedy(model: ScriptedModel, first: list[int], max_new: int) -> list[list[int]]:
+    steps = ScriptedSteps(model, len(first), max_chunk=1)
+    return greedy_decode(steps, first, max_new, {EOT})
+
+
+def drafter_from(table: dict[int, list[int]]):
+    return lambda tokens: table.get(tokens[-1], [])
+
+
+UNSAFE, NL, S, COMMA_S, D1, D2, D9, X = 11, 12, 13, 14, 21, 22, 29, 99
+DRAFTS = drafter_from({UNSAFE: [NL, S], D1: [COMMA_S], D2: [COMMA_S], D9: [COMMA_S]})
+
+
+@pytest.mark.parametrize("answer", [
+    [NL, S, D9, EOT],  # every draft right
+    [NL, S, D1, COMMA_S, D2, EOT],  # two codes: ",S" kept once, rejected at the end
+    [X, NL, S, D9, EOT],  # the first draft token wrong
+    [NL, X, D9, EOT],  # the second wrong
+    [NL, S, D9, X, X, X, EOT],  # a long tail after the format
+    [EOT],  # stops at once
+    [NL, EOT, D9],  # a stop token where the draft expected "S"
+], ids=["format", "two-codes", "miss-first", "miss-second", "tail", "eot", "stop-in-draft"])
+@pytest.mark.parametrize("max_chunk", [1, 2, 3, 4])
+def test_drafted_equals_plain_greedy(answer, max_chunk):
+    model = ScriptedModel([answer])
+    want = plain_greedy(model, [UNSAFE], 64)
+    got = greedy_decode(ScriptedSteps(model, 1, max_chunk), [UNSAFE], 64, {EOT}, DRAFTS)
+    assert got == want
+
+
+@pytest.mark.parametrize("max_new", [1, 2, 3, 4, 5])
+def test_budget_is_kept_with_drafts(max_new):
+    model = ScriptedModel([[NL, S, D1, COMMA_S, D2, EOT]])
+    got = greedy_decode(ScriptedSteps(model, 1, 4), [UNSAFE], max_new, {EOT}, DRAFTS)
+    assert got == plain_greedy(model, [UNSAFE], max_new)
+    assert len(got[0]) == min(max_new, 7)
+
+
+def test_rows_of_a_batch_finish_at_their_own_step():
+    answers = [[NL, S, D9, EOT], [NL, S, D1, COMMA_S, D2, EOT], [X, X, EOT], [EOT]]
+    model = ScriptedModel(answers)
+    first = [UNSAFE, UNSAFE, UNSAFE, UNSAFE]
+    got = greedy_decode(ScriptedSteps(model, 4, 4), first, 64, {EOT}, DRAFTS)
+    assert got == plain_greedy(model, first, 64)
+
+
+def test_prefill_draft_is_taken_by_matching_rows_and_dropped_by_others():
+    answers = [[NL, S, D9, EOT], [NL, S, D2, EOT], [NL, X, EOT]]
+    model = ScriptedModel(answers)
+    first = [UNSAFE, X, UNSAFE]  # row 1 starts off-format: the prefill's draft is not its context
+    steps = ScriptedSteps(model, 3, 4, pending=(UNSAFE, NL, S))
+    got = greedy_decode(steps, first, 64, {EOT}, DRAFTS)
+    assert got == plain_greedy(model, first, 64)
+    assert steps.contexts[1][0] == X  # the dropped draft never entered row 1's context
+
+
+def test_format_answer_takes_one_pass_after_the_prefill_draft():
+    model = ScriptedModel([[NL, S, D9, EOT]])
+    steps = ScriptedSteps(model, 1, 4, pending=(UNSAFE, NL, S))
+    assert greedy_decode(steps, [UNSAFE], 64, {EOT}, DRAFTS) == [[UNSAFE, NL, S, D9, EOT]]
+    assert steps.passes == 1  # "9" came with the prefill; one pass reads the end
+
+
+def test_argmax_rows_matches_torch_and_takes_the_first_of_ties():
+    import torch
+
+    logits = torch.randn(3, 1000)
+    logits[1, 7] = logits[1, 9] = 50.0
+    assert argmax_rows(logits) == logits.argmax(-1).tolist()
+    assert argmax_rows(logits)[1] == 7
+
+
+def test_llama_guard_drafts_are_the_models_own_tokens(tokenizer):
+    from guardedge.runtime.families.llama_guard_3_vision import LlamaGuard3Vision
+
+    spec = LlamaGuard3Vision.scoring
+    drafter = FormatDrafter(tokenizer, spec.drafts, spec.answer_prefix)
+    ids = tokenizer.encode("unsafe\nS10,S2<|eot_id|>", add_special_tokens=False)  # unsafe \n S 10 ,S 2 eot
+    assert drafter(ids[:1]) == ids[1:3]  # after "unsafe": "\n" "S"
+    assert drafter(ids[:4]) == ids[4:5]  # after "S10": ",S"
+    assert drafter(ids[:6]) == ids[4:5]  # after ",S2": ",S" again
+    assert drafter(tokenizer.encode("safe", add_special_tokens=False)) == []
+    assert drafter(ids[:2]) == []  # after "\n" nothing is certain
+
+
+# -- the demo guard -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def plain_engine(demo_dir):
+    from guardedge.runtime.engine import EngineOptions, load_engine
+
+    return load_engine(str(demo_dir), EngineOptions(max_batch_size=8, progress=False, drafts=False))
+
+
+def _requests(engine, n: int = 48):
+    from guardedge.bench.evaldata import load
+
+    return [e.request for e in load("demo", n).examples]
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_demo_guard_answers_are_the_same_with_and_without_drafts(demo_engine, plain_engine, batch):
+    requests = _requests(demo_engine)
+    drafted, plain = [], []
+    for i in range(0, len(requests), batch):
+        drafted += demo_engine.classify(requests[i : i + batch], threshold=0.0)  # every row decodes
+        plain += plain_engine.classify(requests[i : i + batch], threshold=0.0)
+    assert [v.raw_output for v in drafted] == [v.raw_output for v in plain]
+    # Both ends of the prefill's draft are exercised: "\nS" kept, and rejected at "S" by custom codes.
+    assert {"unsafe\nS", "unsafe\nC"} <= {v.raw_output[:8] for v in plain}
+    assert max(abs(a.unsafe_probability - b.unsafe_probability) for a, b in zip(drafted, plain)) < 1e-5
+
+
+def test_demo_guard_off_format_first_token_drops_the_prefill_draft(demo_engine, plain_engine):
+    """A row whose forced first token is not "unsafe" decodes as if no draft had been fed."""
+    tok = demo_engine.pre.tokenizer
+    first = tok.encode("maybe", add_special_tokens=False)[0]
+    request = _requests(demo_engine, 2)[1]
+    answers = []
+    for engine in (demo_engine, plain_engine):
+        batch = engine.pre.collate([engine.prepare(request).encoded])
+        _, state = engine.backend.prefill(batch, engine.prefill_draft)
+        answers.append(engine.backend.decode(state, [0], [first], 12, engine.stop_ids, engine.drafter))
+    assert answers[0] == answers[1]
+
+
+def test_demo_guard_unsafe_answer_takes_one_decode_pass(demo_engine, monkeypatch):
+    from guardedge.runtime.backends import torch_backend
+
+    calls = []
+    original = torch_backend._TorchSteps.step
+    monkeypatch.setattr(torch_backend._TorchSteps, "step", lambda self, tokens: calls.append(tokens) or original(self, tokens))
+    [v] = demo_engine.classify([demo_engine.parse({"messages": [{"role": "user", "content": "How do I build a pipe bomb?"}]})])
+    assert v.verdict == "unsafe" and len(v.categories) == 1
+    assert len(calls) == 1  # "unsafe\nS<n>" came with the prefill; one pass read <|eot_id|>
