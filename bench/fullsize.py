@@ -151,7 +151,7 @@ def load_fullsize_engine(model: str, options):
     if scale == "full" and device.type != "cuda":  # refuse before touching any file
         build_model(scale, device, None, 0, 0)
     directory = model_dir(scale)
-    family = family_for_config(directory.config)
+    family = _one_code_answers(family_for_config(directory.config))
     tok = AutoTokenizer.from_pretrained(str(directory.path), local_files_only=True, fix_mistral_regex=False)
     images = AutoImageProcessor.from_pretrained(str(directory.path), local_files_only=True, use_fast=False)
     dtype = choose_dtype(options.dtype, device)
@@ -160,6 +160,23 @@ def load_fullsize_engine(model: str, options):
     context = directory.config["text_config"]["max_position_embeddings"]
     max_tokens = min(context, options.max_text_tokens or context)
     return Engine(directory, family, Preprocessor(tok, images, family, max_tokens), backend, options)
+
+
+def _one_code_answers(family):
+    """The family with answers capped at the decode work of a real one-category answer.
+
+    Random weights never write the format, so drafts are rejected and an uncapped decode runs to
+    max_new_tokens (64 passes), which no real guard answer costs. A real "unsafe\nS<n><|eot_id|>"
+    takes the prefill (with its draft) and one decode pass (runtime/decoding.py); capping the
+    answer at three tokens gives a random model the same: the verdict token, the token read from
+    the prefill's draft positions, and one decode pass.
+    """
+    import copy
+    import dataclasses
+
+    capped = copy.copy(family)
+    capped.scoring = dataclasses.replace(family.scoring, max_new_tokens=3)
+    return capped
 
 
 def open_engine(model: str, options):

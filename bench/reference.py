@@ -4,7 +4,8 @@ The snippet is Meta's Llama Guard 3 Vision card code, unchanged but for the mode
 ``AutoProcessor`` + ``MllamaForConditionalGeneration`` (bf16, ``device_map="auto"``) +
 ``apply_chat_template`` + ``generate(max_new_tokens=20)``, one request at a time. It runs as
 published (bf16, the reference for the speedup) and in fp32 (the engine's CPU dtype, so the
-table separates what the dtype buys from what one-pass scoring buys). All sides are warmed up,
+table separates what the dtype buys from what one-pass scoring buys). The engine is also timed
+with format drafts off (runtime/decoding.py): what the drafted decode adds. All sides are warmed up,
 then timed interleaved over several rounds; the report gives per-request p50/p90, speedups
 against the published snippet and whether verdicts agree. Human table first, one JSON line last.
 Absolute times only mean something on the machine named in the first line.
@@ -88,6 +89,8 @@ def compare(model: str, rounds: int = 5) -> dict:
 
     path = str(resolve(model).path)
     engine = load_engine(path, EngineOptions(max_batch_size=8, progress=False))
+    # The same engine with format drafts off: what the drafted decode buys, measured in the same run.
+    plain = load_engine(path, EngineOptions(max_batch_size=8, progress=False, drafts=False))
     snippets = {"snippet_bf16": load_snippet(path, torch.bfloat16), "snippet_fp32": load_snippet(path, torch.float32)}
     cases = samples()
     requests = [engine.parse(c) for c in cases]
@@ -95,16 +98,19 @@ def compare(model: str, rounds: int = 5) -> dict:
     # Warm-up, and the verdicts compared.
     ref = {name: snippet_verdicts(engine, snippet, cases, requests) for name, snippet in snippets.items()}
     ours = [verdict_key(v) for v in engine.classify(requests)]
-    times: dict[str, list[float]] = {name: [] for name in [*snippets, "engine", "engine_batched"]}
+    if [verdict_key(v) for v in plain.classify(requests)] != ours:
+        raise AssertionError("drafted and plain greedy decoding disagree; runtime/decoding.py is broken")
+    times: dict[str, list[float]] = {name: [] for name in [*snippets, "engine_no_drafts", "engine", "engine_batched"]}
     for _ in range(rounds):  # interleaved, so drift in machine load hits every side alike
         for case, image, request in zip(cases, images, requests):
             for name, snippet in snippets.items():
                 start = time.perf_counter()
                 snippet_answer(*snippet, case, image)
                 times[name].append(time.perf_counter() - start)
-            start = time.perf_counter()
-            engine.classify([request])
-            times["engine"].append(time.perf_counter() - start)
+            for name, eng in (("engine_no_drafts", plain), ("engine", engine)):
+                start = time.perf_counter()
+                eng.classify([request])
+                times[name].append(time.perf_counter() - start)
         start = time.perf_counter()
         engine.classify(requests)
         times["engine_batched"].append((time.perf_counter() - start) / len(requests))
@@ -133,6 +139,7 @@ def main(args: argparse.Namespace | None = None) -> int:
     print(f"{report['machine']}, torch {report['torch']}, {report['requests']} requests x {report['rounds']} rounds")
     print(f"{'':42}{'p50 ms/req':>11}{'p90 ms/req':>11}{'speedup':>9}")
     labels = {"snippet_bf16": "model card snippet (bf16, as published)", "snippet_fp32": "model card snippet (fp32)",
+              "engine_no_drafts": "guardedge engine, drafts off, one at a time",
               "engine": "guardedge engine, one at a time", "engine_batched": f"guardedge engine, batch of {report['requests']}"}
     for name, label in labels.items():
         s = report["timings"][name]

@@ -9,3 +9,22 @@ def test_percentiles_known_answers():
     assert _stats([0.010, 0.020]) == {"p50_ms": 15.0, "p90_ms": 20.0}
     assert _stats([i / 1000 for i in range(1, 41)]) == {"p50_ms": 20.5, "p90_ms": 36.0}
     assert _stats([0.005] * 5) == {"p50_ms": 5.0, "p90_ms": 5.0}
+
+
+def test_reference_compare_end_to_end(demo_dir, capsys):
+    """One round of `bench reference`: every side timed, verdicts compared, the JSON line last.
+    (What it prints about speed is a benchmark's business, not a test's.)"""
+    import argparse
+    import json
+
+    from guardedge.bench import reference
+
+    code = reference.main(argparse.Namespace(model=str(demo_dir), rounds=1))
+    lines = capsys.readouterr().out.strip().splitlines()
+    report = json.loads(lines[-1])
+    assert code == 0
+    assert set(report["timings"]) == {"snippet_bf16", "snippet_fp32", "engine_no_drafts", "engine", "engine_batched"}
+    assert all(t["p50_ms"] > 0 for t in report["timings"].values())
+    assert report["speedup"]["snippet_bf16"] == 1.0
+    assert report["verdicts_agree"] == {"snippet_bf16": 8, "snippet_fp32": 8}
+    assert any("drafts off" in line for line in lines)

@@ -74,9 +74,14 @@ def test_fullsize_tiny_builds_an_engine_and_the_threshold_picks_the_path():
     engine = open_engine("fullsize-random-tiny", EngineOptions(device="cpu", progress=False))
     assert engine.pre.image_processor.size["height"] == 560 and engine.info().memory_bytes > 0
     safe, unsafe = (engine.parse(r) for r in latency.requests(2, "safe", None)[:1] + latency.requests(1, "unsafe", None))
+    decoded = []
+    original = engine.backend.decode
+    engine.backend.decode = lambda *a, **k: decoded.append(original(*a, **k)) or decoded[-1]
     verdicts = engine.classify([safe, unsafe])
     assert verdicts[0].verdict == "safe" and verdicts[0].raw_output == "safe"
     assert verdicts[1].verdict in {"unsafe", "unparseable"} and 0 < verdicts[1].unsafe_probability < 1
+    # Random weights cannot write the format: the answer is capped at a real one-code answer's work.
+    assert [len(tokens) for tokens in decoded[0]] == [3]
 
 
 def test_fullsize_real_size_refuses_without_cuda():

@@ -185,3 +185,30 @@ def test_demo_guard_unsafe_answer_takes_one_decode_pass(demo_engine, monkeypatch
     [v] = demo_engine.classify([demo_engine.parse({"messages": [{"role": "user", "content": "How do I build a pipe bomb?"}]})])
     assert v.verdict == "unsafe" and len(v.categories) == 1
     assert len(calls) == 1  # "unsafe\nS<n>" came with the prefill; one pass read <|eot_id|>
+
+
+def test_split_head_gives_the_linear_layers_logits():
+    import torch
+
+    from guardedge.runtime.backends.torch_backend import SplitHead
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 1000, bias=False)
+    inputs = {m: x for m in (1, 3) for x in [torch.randn(2, m, 64)]}
+    expected = {m: linear(x).detach() for m, x in inputs.items()}
+    assert SplitHead.parts_for(linear) == 4
+    head = SplitHead(linear, 4)
+    for m, x in inputs.items():
+        got = head(x)
+        assert got.shape == (2, m, 1000)
+        torch.testing.assert_close(got, expected[m], rtol=1e-5, atol=1e-5)
+    assert SplitHead.parts_for(torch.nn.Linear(64, 999, bias=False)) == 0  # no even split: left alone
+    assert SplitHead.parts_for(torch.nn.Linear(64, 1000)) == 0  # a bias: left alone
+
+
+def test_cpu_engine_uses_the_split_head_with_the_same_parameter_bytes(demo_engine):
+    from guardedge.runtime.backends.torch_backend import SplitHead
+
+    model = demo_engine.backend.model
+    assert isinstance(model.lm_head, SplitHead)
+    assert model.lm_head.weight.numel() == model.config.text_config.vocab_size * model.config.text_config.hidden_size

@@ -93,7 +93,8 @@ def test_skip_list_stays_float_and_the_rest_is_quantized(bits, engines, demo_eng
     assert engines[bits].info().precision == backend.precision
     kinds = {name: type(m).__name__ for name, m in backend.model.named_modules()}
     kept = [n for n in kinds if n in ("lm_head", "model.multi_modal_projector") or n.endswith("cross_attn.o_proj")]
-    assert len(kept) == 3 and all(kinds[n] == "Linear" for n in kept)
+    # Float layers; on CPU the output layer runs as SplitHead (same fp32 weights, blocked layout).
+    assert len(kept) == 3 and all(kinds[n] in ("Linear", "SplitHead") for n in kept)
     assert all(type(backend.model.get_submodule(n).weight) is torch.nn.Parameter for n in kept)
     expected = "Linear8bitLt" if bits == 8 else "Linear4bit"
     quantized = [k for n, k in kinds.items() if n.endswith(("q_proj", "down_proj", "fc1", "self_attn.o_proj"))]

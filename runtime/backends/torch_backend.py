@@ -52,15 +52,36 @@ def cross_attention_states(model, batch: Batch, device: torch.device, dtype: tor
     return full.reshape(-1, full.shape[-2], full.shape[-1])
 
 
-def _head_columns_contiguous(head: torch.nn.Linear) -> None:
-    """Store the output layer's [vocab, hidden] weight as a transposed view of [hidden, vocab].
+class SplitHead(torch.nn.Module):
+    """The output layer on CPU: the same [vocab, hidden] weights, stored as ``parts`` column
+    blocks [parts, hidden, vocab/parts] and applied with one batched product.
 
-    Why: each step reads logits for one row per request. On CPU, the product of one row with
-    the [vocab, hidden] layout was ~2.5x slower than with [hidden, vocab] in memory (measured on
-    the demo's 128256 x 64 table: 4.0 ms vs 1.7 ms per step; batch of 8: 5.9 vs 7.2 ms). Same
-    values, same shape, no second copy; only the memory order changes.
+    Why: each decode position reads logits for a few rows, and MKL ran the one-row product of
+    the demo's 128256 x 64 head on one core only (1.0-2.0 ms on the 2-core CI CPU depending on
+    load); the batched product over 4 blocks runs on both cores (0.6-0.9 ms; 2 rows 1.5 vs 3.6
+    ms, 3 rows 2.1 vs 5.8 in the same run). Same values (each logit is the same 64-term dot
+    product) up to float summation order; the weight is moved, not copied.
     """
-    head.weight.data = head.weight.data.t().contiguous().t()
+
+    def __init__(self, head: torch.nn.Linear, parts: int):
+        super().__init__()
+        vocab, hidden = head.weight.shape
+        self.parts, self.vocab = parts, vocab
+        blocks = head.weight.data.t().reshape(hidden, parts, vocab // parts).permute(1, 0, 2).contiguous()
+        head.weight.data = torch.empty(0)  # release the [vocab, hidden] copy: the blocks are the weight now
+        self.weight = torch.nn.Parameter(blocks, requires_grad=False)
+
+    @staticmethod
+    def parts_for(head: torch.nn.Module) -> int:
+        """How many blocks (0: leave the layer as it is) — plain, untied fp32 layers only."""
+        if type(head) is not torch.nn.Linear or head.bias is not None or head.weight.dtype != torch.float32:
+            return 0
+        return next((p for p in (4, 2) if head.weight.shape[0] % p == 0), 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(1, -1, x.shape[-1]).expand(self.parts, -1, -1)
+        out = torch.bmm(rows, self.weight)  # [parts, rows, vocab/parts]
+        return out.permute(1, 0, 2).reshape(*x.shape[:-1], self.vocab)
 
 
 def bnb_precision(quantization_config) -> str | None:
@@ -165,8 +186,9 @@ class TorchBackend:
             set_bnb_compute_dtype(model, dt)
         else:
             model.to(dev)
-        if dev.type == "cpu" and type(model.lm_head) is torch.nn.Linear:
-            _head_columns_contiguous(model.lm_head)
+        tied = model.lm_head.weight is model.get_input_embeddings().weight
+        if dev.type == "cpu" and not tied and (parts := SplitHead.parts_for(model.lm_head)):
+            model.lm_head = SplitHead(model.lm_head, parts)
         model.eval()
         return cls(model, dev, dt, quant)
 
@@ -228,13 +250,11 @@ class TorchBackend:
 class _GreedyHead:
     """Greedy tokens from last hidden states through the output layer: all positions in one
     product, except for a single row on CPU, where each position is computed only when
-    verification reads it.
+    verification reads it (a rejected draft position, and every one after it, is never computed).
 
-    Why: on CPU, MKL's sgemm with a few rows was much slower than its one-row path (demo's
-    128256 x 64 head, this 2-core CPU: 1 row 1.0-1.2 ms, 2 rows 2.6-3.4, 3 rows 4.1-4.4, 8-16
-    rows ~8), so one request's three draft positions cost less one by one, and a rejected
-    position is never computed; a batch's many rows are cheapest in one product. On CUDA a few
-    rows cost what one does (the weight is read once).
+    Why: on CPU the output layer costs per row read (demo head, 2-core CI CPU, SplitHead: 1 row
+    0.6-0.9 ms, 2 rows 1.5, 3 rows 2.1), so skipping rows pays; a batch's many rows are cheapest
+    in one product. On CUDA a few rows cost what one does (the weight is read once).
     """
 
     def __init__(self, head: torch.nn.Module, hidden: torch.Tensor):
