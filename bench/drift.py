@@ -8,7 +8,7 @@ baseline's and, when the data is labelled, scores each model against the labels.
 
 The baseline runs in fp16 on a GPU and fp32 on CPU (an artifact runs as its manifest says).
 Predictions are cached per model in OUT/cache/<key>.jsonl (key: model identity, dtype, device,
-libraries, data), so a re-run or a second candidate never re-runs the baseline. Writes
+libraries, the engine's source, data), so a re-run or a second candidate never re-runs the baseline. Writes
 report.md, report.json and PNG plots; prints a human table, then one JSON line (the summary).
 Exit status: 0 pass, 1 a candidate fails the gate, 2 bad arguments, gate or data.
 """
@@ -89,11 +89,24 @@ def model_identity(path: Path) -> dict:
     return {"backend": "torch", "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}}
 
 
+def engine_source_digest() -> str:
+    """sha256 of guardedge's runtime sources: a changed engine (a checkout between releases, an
+    edit) must not reuse predictions made by another, and the version number alone does not move."""
+    import guardedge.runtime as runtime
+
+    root = Path(runtime.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(f"{path.relative_to(root)}\n".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def cache_key(identity: dict, dtype: str | None, device: str, data: EvalData) -> str:
     from guardedge.runtime.artifact import library_versions
 
     blob = {"format": CACHE_FORMAT, "model": identity, "dtype": dtype, "device": device, "data": data.sha256,
-            "libraries": library_versions()}
+            "libraries": library_versions(), "engine": engine_source_digest()}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:20]
 
 

@@ -133,6 +133,17 @@ def test_data_identity_covers_images_named_by_path(tmp_path):
     assert load_jsonl(tmp_path / "eval.jsonl").sha256 != first
 
 
+def test_cache_key_moves_with_the_engine_source(monkeypatch):
+    """Predictions made by one engine are never read back by a changed one."""
+    from guardedge.bench.evaldata import EvalData
+
+    data = EvalData((), "x", "0" * 64)
+    key = drift.cache_key({"backend": "torch"}, None, "cpu", data)
+    assert drift.cache_key({"backend": "torch"}, None, "cpu", data) == key
+    monkeypatch.setattr(drift, "engine_source_digest", lambda: "another engine")
+    assert drift.cache_key({"backend": "torch"}, None, "cpu", data) != key
+
+
 def _run(capsys, demo_dir, out, *extra):
     parser = argparse.ArgumentParser()
     drift.configure_parser(parser)
