@@ -4,12 +4,13 @@ A guard's answer after its verdict token follows a fixed format ("unsafe" is fol
 a category number by ",S" or the end). Each step feeds a row's last token *plus the tokens the
 format predicts next* (the draft) and reads the greedy token at every position. A draft token
 is kept only while it equals the greedy token the model produced at the position before it, so
-the answer is exactly greedy decoding's (speculative decoding with a rule-based draft and
-greedy verification); a wrong draft costs only the wasted positions, never a different answer.
-Llama Guard's "unsafe\\nS9" then takes two decode passes instead of four.
+the answer is greedy decoding's (speculative decoding with a rule-based draft and greedy
+verification; equal up to float summation order, as with batching); a wrong draft costs only
+the wasted positions, never a different answer.
+Llama Guard's "unsafe\\nS9<|eot_id|>" then takes one decode pass after the prefill instead of four.
 
 The first draft can ride along with the prefill: the engine appends the verdict token and its
-draft ("unsafe", "\n", "S") after every prompt, and reads the verdict at the position before
+draft ("unsafe", "\\n", "S") after every prompt, and reads the verdict at the position before
 them (causal attention: the appended tokens cannot change it). A row that turns out unsafe has
 its first decode step done already; the others drop those positions. The cost is three more
 prompt tokens for every row; the saving is one whole forward pass for every unsafe row.
