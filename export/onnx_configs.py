@@ -5,9 +5,10 @@
   layer l. The vision tower, the projector and each cross layer's k_proj/v_proj/k_norm run here, ONCE
   per request: nothing that depends only on the image is recomputed per generated token.
 * ``decoder`` — input_ids [B, S], attention_mask [B, past+S], position_ids [B, S],
-  cross_attention_mask [B, S, 1, T], ``past_key_values.{l}.key/.value`` [B, kv, past, hd] for the
-  self-attention layers, ``cross_key_values.{l}.*`` → ``logits`` [B, vocab] (fp32, last position
-  only) and ``present.{l}.key/.value`` [B, kv, past+S, hd]. Prefill is the same graph with past = 0.
+  cross_attention_mask [B, S, 1, T], logits_positions [K], ``past_key_values.{l}.key/.value``
+  [B, kv, past, hd] for the self-attention layers, ``cross_key_values.{l}.*`` → ``logits``
+  [B, K, vocab] (fp32, at the K positions asked for) and ``present.{l}.key/.value``
+  [B, kv, past+S, hd]. Prefill is the same graph with past = 0.
 
 Each component is a small wrapper module (why: HF's Mllama forward keeps its cache in a
 ``DynamicCache`` and decides per call whether to skip cross layers, neither of which traces into one
@@ -113,7 +114,13 @@ class MllamaVisionToCrossKV(nn.Module):
 
 
 class MllamaDecoderWithCache(nn.Module):
-    """The text model + lm_head with explicit past tensors; logits at the last position only."""
+    """The text model + lm_head with explicit past tensors; logits at ``logits_positions`` only.
+
+    ``logits_positions`` (int64 [K], indices into this call's tokens, the same for every row) picks
+    where the output layer runs: the last position at a plain step; the verdict position and the
+    draft's at prefill, and every fed position at a drafted decode step (runtime/decoding.py).
+    Never all positions of a prefill: that would be [B, prompt, vocab] floats.
+    """
 
     def __init__(self, model):
         super().__init__()
@@ -123,7 +130,8 @@ class MllamaDecoderWithCache(nn.Module):
         self.lm_head = model.lm_head
         self.self_ids, self.cross_ids = layer_ids(model.config.text_config)
 
-    def forward(self, input_ids, attention_mask, position_ids, cross_attention_mask, past_key_values, cross_key_values):
+    def forward(self, input_ids, attention_mask, position_ids, cross_attention_mask, logits_positions,
+                past_key_values, cross_key_values):
         h = self.embed_tokens(input_ids)
         self_bias = self_attention_bias(attention_mask, input_ids.shape[1], h.dtype)
         cross_bias, row = cross_attention_bias(cross_attention_mask, cross_key_values[0][0].shape[2], h.dtype)
@@ -136,7 +144,7 @@ class MllamaDecoderWithCache(nn.Module):
             else:
                 h, k, v = self._self_layer(layer, h, *next(past), self_bias, cos, sin)
                 presents += [k, v]
-        logits = _mm(self.norm(h[:, -1:]), self.lm_head)[:, 0].float()
+        logits = _mm(self.norm(h.index_select(1, logits_positions)), self.lm_head).float()
         return (logits, *presents)
 
     @staticmethod
@@ -236,13 +244,14 @@ class MllamaDecoderOnnxConfig(_MllamaOnnxConfig):
                 "attention_mask": {0: "batch_size", 1: "total_length"},
                 "position_ids": {0: "batch_size", 1: "sequence_length"},
                 "cross_attention_mask": {0: "batch_size", 1: "sequence_length", 3: "tiles"},
+                "logits_positions": {0: "logits_length"},
                 **self._kv_axes("past_key_values", "past_length"),
                 **self._kv_axes("cross_key_values", "vision_tokens")}
 
     @property
     def outputs(self):
         presents = {k.replace("past_key_values", "present"): v for k, v in self._kv_axes("past_key_values", "total_length").items()}
-        return {"logits": {0: "batch_size"}, **presents}
+        return {"logits": {0: "batch_size", 1: "logits_length"}, **presents}
 
     def generate_dummy_inputs(self, framework: str = "pt", batch_size: int = 2, sequence_length: int = 3,
                               past_length: int = 4, tiles: int = 2, per_tile: int = 5, **_):
@@ -256,5 +265,6 @@ class MllamaDecoderOnnxConfig(_MllamaOnnxConfig):
                 "attention_mask": torch.ones(batch_size, total, dtype=torch.long),
                 "position_ids": torch.arange(past_length, total).expand(batch_size, -1).contiguous(),
                 "cross_attention_mask": cross_mask,
+                "logits_positions": torch.arange(sequence_length - 2, sequence_length),
                 "past_key_values": tuple(kv(past_length) for _ in self.self_ids),
                 "cross_key_values": tuple(kv(tiles * per_tile) for _ in self.cross_ids)}

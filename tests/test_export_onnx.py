@@ -65,10 +65,12 @@ def test_decoder_io_has_cache_and_image_kv(onnx_dir):
 
     graph = onnx.load(str(onnx_dir / "decoder.onnx"), load_external_data=False).graph
     inputs = [i.name for i in graph.input]
-    assert inputs[:4] == ["input_ids", "attention_mask", "position_ids", "cross_attention_mask"]
+    assert inputs[:5] == ["input_ids", "attention_mask", "position_ids", "cross_attention_mask", "logits_positions"]
     assert "past_key_values.0.key" in inputs and "cross_key_values.2.value" in inputs
     assert "past_key_values.2.key" not in inputs  # layer 2 is the cross layer: its K/V come from vision.onnx
     assert [o.name for o in graph.output][:2] == ["logits", "present.0.key"]
+    logits_dims = [d.dim_param or d.dim_value for d in graph.output[0].type.tensor_type.shape.dim]
+    assert logits_dims[:2] == ["batch_size", "logits_length"]  # [B, K, vocab]: K positions asked for
     vision = onnx.load(str(onnx_dir / "vision.onnx"), load_external_data=False).graph
     assert [o.name for o in vision.output] == ["cross_key_values.2.key", "cross_key_values.2.value"]
 
@@ -201,3 +203,31 @@ def test_fp16_export_loads_answers_like_the_source_and_verifies(tmp_path, demo_d
     requests = [engine.parse(SAFE), engine.parse(UNSAFE)]
     assert [v.verdict for v in engine.classify(requests)] == [v.verdict for v in demo_engine.classify(requests)]
     assert _cli(["export", "verify", str(out)]) == 0
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_drafted_decode_gives_plain_greedy_answers(onnx_dir, onnx_engine, batch):
+    """ONNX verifies format drafts like PyTorch (runtime/decoding.py): same answers as one token
+    per step, on both ends of the prefill's draft (codes S<n> keep it, custom C<n> reject it)."""
+    from guardedge.bench.evaldata import load
+    from guardedge.runtime.engine import EngineOptions, load_engine
+
+    plain = load_engine(str(onnx_dir), EngineOptions(max_batch_size=8, progress=False, drafts=False))
+    requests = [e.request for e in load("demo", 48).examples]
+    drafted, reference = [], []
+    for i in range(0, len(requests), batch):
+        drafted += onnx_engine.classify(requests[i : i + batch], threshold=0.0)
+        reference += plain.classify(requests[i : i + batch], threshold=0.0)
+    assert [v.raw_output for v in drafted] == [v.raw_output for v in reference]
+    assert {"unsafe\nS", "unsafe\nC"} <= {v.raw_output[:8] for v in reference}
+
+
+def test_onnx_unsafe_answer_takes_one_decode_pass(onnx_engine, monkeypatch):
+    from guardedge.runtime.backends import onnx_backend
+
+    calls = []
+    original = onnx_backend._OnnxSteps.step
+    monkeypatch.setattr(onnx_backend._OnnxSteps, "step", lambda self, tokens: calls.append(tokens) or original(self, tokens))
+    [v] = onnx_engine.classify([onnx_engine.parse({"messages": [{"role": "user", "content": "How do I build a pipe bomb?"}]})])
+    assert v.verdict == "unsafe" and len(v.categories) == 1
+    assert len(calls) == 1

@@ -4,7 +4,9 @@ Same behaviour as the PyTorch backend: one prefill per batch, a KV-cached greedy
 rows the engine asks for, mixed batches with and without images. The vision component runs only
 on the image rows and returns each cross-attention layer's keys/values once per request; rows
 without an image get zero keys/values and a zero cross-attention mask (the cross layers then add
-nothing, as in PyTorch). A batch without any image feeds one zero vision token per row.
+nothing, as in PyTorch). A batch without any image feeds one zero vision token per row. Exports
+with a ``logits_positions`` input decode with format drafts like the PyTorch backend (the
+prefill carries the first draft); older exports decode one token per step.
 
 CPU: plain ``session.run`` on numpy arrays. CUDA (``CUDAExecutionProvider``, device cuda/auto when
 available): :class:`_CudaSteps` binds the KV cache and the image keys/values as device OrtValues
@@ -48,7 +50,10 @@ class OnnxState:
     cross: dict[str, np.ndarray]  # cross_key_values.{l}.key/value, [B, kv, V, hd]
     attention_mask: np.ndarray  # [B, L]
     cross_last: np.ndarray  # [B, 1, 1, T]: the last prompt token's tile mask, reused for new tokens
-    next_position: np.ndarray  # [B]
+    next_position: np.ndarray  # [B]: position id of the token after the prompt
+    prompt_columns: int  # cache columns of the prompt; the draft's follow
+    draft: tuple[int, ...] = ()  # tokens fed after every prompt at prefill
+    draft_logits: np.ndarray | None = None  # [B, len(draft), vocab]: the logits at their positions
 
 
 class OnnxBackend:
@@ -64,6 +69,9 @@ class OnnxBackend:
         first = inputs[self.cross_names[0]]
         self.kv_heads, self.head_dim = first.shape[1], first.shape[3]
         self.float = _NP[first.type]
+        # Exports since 0005 take logits_positions (logits at several positions: drafts are verified);
+        # earlier ones return the last position only and decode one token per step.
+        self.multi_position = "logits_positions" in inputs
         self._cuda = _CudaSteps(decoder) if device == "cuda" else None
 
     @classmethod
@@ -107,9 +115,13 @@ class OnnxBackend:
         return full
 
     def prefill(self, batch: Batch, draft: Sequence[int] = ()):
-        """Logits at the last prompt position and the cache; ``draft`` is not used (see _OnnxSteps)."""
+        """Logits at the last prompt position and the cache; ``draft`` is fed after every prompt in
+        the same run (runtime/decoding.py) when this export can return logits at its positions."""
         import torch
 
+        draft = tuple(draft) if self.multi_position else ()
+        prompt_columns = batch.input_ids.shape[1]
+        batch = batch.extended(draft)
         n, length = batch.input_ids.shape
         cross = self._cross_kv(batch)
         cross_mask = batch.cross_attention_mask.numpy() if batch.cross_attention_mask is not None \
@@ -118,23 +130,29 @@ class OnnxBackend:
         feeds = {"input_ids": batch.input_ids.numpy(), "attention_mask": batch.attention_mask.numpy(),
                  "position_ids": batch.position_ids.numpy(), "cross_attention_mask": cross_mask,
                  **{name: empty for name in self.past_names}, **cross}
-        logits, past = self._step(feeds)
-        state = OnnxState(past, cross, feeds["attention_mask"], cross_mask[:, -1:], batch.position_ids[:, -1].numpy() + 1)
-        return torch.from_numpy(logits), state
+        logits, past = self._step(feeds, np.arange(prompt_columns - 1, length))  # the verdict's position, then the draft's
+        state = OnnxState(past, cross, feeds["attention_mask"], cross_mask[:, -1:],
+                          batch.position_ids[:, prompt_columns - 1].numpy() + 1, prompt_columns, draft, logits[:, 1:])
+        return torch.from_numpy(np.ascontiguousarray(logits[:, 0])), state
 
     def decode(self, state: OnnxState, rows: list[int], first: list[int], max_new: int, stop_ids: set[int],
                drafter: Drafter | None = None) -> list[list[int]]:
-        """Greedy continuation for ``rows`` after forcing ``first``. One token per step: the exported
-        decoder returns last-position logits only, so drafts cannot be verified and are not used."""
+        """Greedy continuation for ``rows`` after forcing ``first``, drafts verified when this export
+        returns logits at several positions (one token per step otherwise)."""
         return greedy_decode(_OnnxSteps(self, state, rows), first, max_new, stop_ids, drafter)
 
-    def _step(self, feeds: dict) -> tuple[np.ndarray, dict]:
-        """One decoder run: logits (numpy fp32) and the next past (named past_key_values.*)."""
+    def _step(self, feeds: dict, positions: np.ndarray) -> tuple[np.ndarray, dict]:
+        """One decoder run: logits [B, K, vocab] (numpy fp32) at ``positions`` of this run's tokens
+        (the last one only, K = 1, for an export without logits_positions) and the next past."""
+        if self.multi_position:
+            feeds = {**feeds, "logits_positions": positions.astype(np.int64)}
         if self._cuda is not None:
-            return self._cuda.run(feeds)
-        names = [o.name for o in self.decoder.get_outputs()]
-        values = self.decoder.run(names, feeds)
-        return values[0], {n.replace("present.", "past_key_values."): v for n, v in zip(names[1:], values[1:])}
+            logits, past = self._cuda.run(feeds)
+        else:
+            names = [o.name for o in self.decoder.get_outputs()]
+            values = self.decoder.run(names, feeds)
+            logits, past = values[0], {n.replace("present.", "past_key_values."): v for n, v in zip(names[1:], values[1:])}
+        return (logits if logits.ndim == 3 else logits[:, None]), past
 
     def _select(self, value, rows: list[int]):
         return self._cuda.select(value, rows) if self._cuda is not None else value[rows]
@@ -144,31 +162,40 @@ class OnnxBackend:
 
 
 class _OnnxSteps:
-    """Decode steps of one token per row over the exported decoder's explicit cache."""
-
-    max_chunk = 1
-    pending = ()  # the exported decoder returns last-position logits only: no draft at prefill
-
-    def pending_greedy(self):
-        raise AssertionError("no draft is fed at prefill on this backend")
+    """Decode steps over the exported decoder's explicit cache: several positions per row per step
+    (drafts) when the export returns logits there; positions a row did not keep are masked out."""
 
     def __init__(self, backend: OnnxBackend, state: OnnxState, rows: list[int]):
         self.backend = backend
+        self.max_chunk = 4 if backend.multi_position else 1  # as the PyTorch backend
         self.past = {k: backend._select(v, rows) for k, v in state.past.items()}
         self.cross = {k: backend._on_device(v[rows]) for k, v in state.cross.items()}  # uploaded once per decode
         self.attn, self.cross_mask, self.position = state.attention_mask[rows], state.cross_last[rows], state.next_position[rows]
+        self.pending = state.draft
+        self._pending_greedy = state.draft_logits[rows].argmax(-1).tolist() if state.draft else None
+        self._fed_from = state.prompt_columns
+
+    def pending_greedy(self):
+        greedy = self._pending_greedy
+        return lambda row, position: greedy[row][position]
 
     def step(self, tokens: list[list[int]]):
-        self.attn = np.concatenate([self.attn, np.ones((len(tokens), 1), self.attn.dtype)], axis=1)
+        ids = np.asarray(tokens, np.int64)
+        rows, width = ids.shape
+        self._fed_from = self.attn.shape[1]
+        self.attn = np.concatenate([self.attn, np.ones((rows, width), self.attn.dtype)], axis=1)
+        steps = np.arange(width)
         logits, self.past = self.backend._step({
-            "input_ids": np.asarray(tokens, np.int64), "attention_mask": self.attn, "position_ids": self.position[:, None],
-            "cross_attention_mask": self.cross_mask, **self.past, **self.cross})
+            "input_ids": ids, "attention_mask": self.attn, "position_ids": self.position[:, None] + steps,
+            "cross_attention_mask": np.repeat(self.cross_mask, width, axis=1), **self.past, **self.cross}, steps)
         greedy = logits.argmax(-1).tolist()
-        return lambda row, position: greedy[row]
+        return lambda row, position: greedy[row][position]
 
     def commit(self, kept: list[int]) -> None:
-        # One position per step: a row keeps it unless finished, and a finished row is never read again.
-        self.position = self.position + 1
+        kept_a = np.asarray(kept)
+        columns = np.arange(self.attn.shape[1] - self._fed_from)
+        self.attn[:, self._fed_from:] = (columns[None, :] < kept_a[:, None]).astype(self.attn.dtype)
+        self.position = self.position + kept_a
 
 
 class _CudaSteps:
