@@ -122,7 +122,7 @@ def test_plain_transformers_loads_the_artifact(bits, exported, engines):
     import torch
     from transformers import MllamaForConditionalGeneration
 
-    from guardedge.runtime.backends.torch_backend import set_bnb_compute_dtype
+    from guardedge.runtime.backends.bnb import set_bnb_compute_dtype
     from guardedge.runtime.demo.samples import samples
 
     # As a transformers user would: bitsandbytes then keeps the 16-bit parts in float16.

@@ -4,6 +4,10 @@ The vision encoder runs only on the rows that carry an image; rows without one g
 cross-attention states and a zero cross-attention mask, which makes every cross-attention layer
 add exactly nothing for them — so a text-only request gives the same numbers alone or batched
 with image requests. Image keys/values are computed once, at prefill, and live in the cache.
+
+Decoding is the shared drafted greedy loop (runtime/decoding.py) over :class:`_TorchSteps`. On
+CPU the output layer is replaced by :class:`SplitHead` (the same weights in a layout MKL runs on
+every core). bitsandbytes specifics live in ``bnb.py``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Sequence
 
 import torch
 
+from guardedge.runtime.backends.bnb import bnb_precision, quant_state_bytes, saved_quantization, set_bnb_compute_dtype
 from guardedge.runtime.decoding import Drafter, GreedyAt, argmax_rows, greedy_decode
 from guardedge.runtime.preprocess import Batch
 
@@ -84,67 +89,10 @@ class SplitHead(torch.nn.Module):
         return out.permute(1, 0, 2).reshape(*x.shape[:-1], self.vocab)
 
 
-def bnb_precision(quantization_config) -> str | None:
-    """"bnb-int8" / "bnb-nf4" / "bnb-fp4" for a bitsandbytes quantization config (dict or object), else None."""
-    if quantization_config is None:
-        return None
-    cfg = quantization_config if isinstance(quantization_config, dict) else quantization_config.to_dict()
-    if cfg.get("quant_method") != "bitsandbytes":
-        return None
-    if cfg.get("load_in_8bit"):
-        return "bnb-int8"
-    return f"bnb-{cfg.get('bnb_4bit_quant_type', 'fp4')}" if cfg.get("load_in_4bit") else None
-
-
-def _saved_quantization(model_dir: Path) -> dict | None:
-    """The quantization_config a saved (pre-quantized) directory carries in config.json."""
-    import json
-
-    config = Path(model_dir) / "config.json"
-    return json.loads(config.read_text()).get("quantization_config") if config.is_file() else None
-
-
 def device_map_target(dev: torch.device) -> str:
     if dev.type == "cuda":
         return f"cuda:{dev.index if dev.index is not None else torch.cuda.current_device()}"
     return dev.type
-
-
-def set_bnb_compute_dtype(model, dtype: torch.dtype) -> None:
-    """4-bit layers compute in the backend's dtype (fp32 on CPU, bf16 on CUDA), whatever the
-    saved config says, so a quantized model runs at the same activation precision as the source.
-    8-bit layers choose their own (LLM.int8 casts activations to fp16 on every device)."""
-    import logging
-
-    logging.getLogger("bitsandbytes.autograd._functions").addFilter(_quiet_int8_cast)
-    for module in model.modules():
-        if type(module).__name__ == "Linear4bit":
-            module.compute_dtype = dtype
-
-
-def _quiet_int8_cast(record) -> bool:
-    # Logged on every 8-bit matmul; expected (LLM.int8 quantizes fp16 activations), so dropped.
-    return not record.getMessage().startswith("MatMul8bitLt: inputs will be cast")
-
-
-def _quant_state_bytes(model) -> int:
-    """Quantization state held beside the packed weights (4-bit absmax/code, 8-bit row scales)."""
-    total = 0
-    for module in model.modules():
-        weight = getattr(module, "weight", None)
-        state = getattr(weight, "quant_state", None)
-        if state is not None:
-            total += sum(t.numel() * t.element_size() for t in _state_tensors(state))
-        scb = getattr(weight, "SCB", None)
-        if isinstance(scb, torch.Tensor):
-            total += scb.numel() * scb.element_size()
-    return total
-
-
-def _state_tensors(state) -> list[torch.Tensor]:
-    tensors = [t for t in (state.absmax, state.code) if isinstance(t, torch.Tensor)]
-    nested = getattr(state, "state2", None)
-    return tensors + (_state_tensors(nested) if nested is not None else [])
 
 
 @dataclass
@@ -175,7 +123,7 @@ class TorchBackend:
 
         dev = choose_device(device)
         dt = choose_dtype(dtype, dev)
-        quant = bnb_precision(_saved_quantization(model_dir) or load_kwargs.get("quantization_config"))
+        quant = bnb_precision(saved_quantization(model_dir) or load_kwargs.get("quantization_config"))
         if quant:
             # bitsandbytes weights are placed (and on CUDA quantized) while loading; .to() is refused.
             load_kwargs.setdefault("device_map", {"": device_map_target(dev)})
@@ -207,7 +155,7 @@ class TorchBackend:
     def memory_bytes(self) -> int:
         """Bytes held by the model's parameters and buffers (quantized weights at their packed size)."""
         tensors = [*self.model.parameters(), *self.model.buffers()]
-        return sum(t.numel() * t.element_size() for t in tensors) + _quant_state_bytes(self.model)
+        return sum(t.numel() * t.element_size() for t in tensors) + quant_state_bytes(self.model)
 
     def _cross_attention_states(self, batch: Batch) -> torch.Tensor | None:
         return cross_attention_states(self.model, batch, self.device, self.dtype)
