@@ -16,7 +16,7 @@ the threshold (the engine never guesses), so the path is forced only for a model
 format (the demo, the steered fullsize-random). ``--image-size WxH`` adds a generated image of that
 size to every request. Percentiles are nearest-rank; the human table comes first, then one JSON line.
 
-    guardedge bench latency --model demo --concurrency 1,4,16 --requests 64 --path unsafe
+    guardedge bench latency --model demo --concurrency 1,4,16 --requests 64 --path unsafe [--plot latency.png]
     guardedge bench latency --server 127.0.0.1:50051 --concurrency 1,8,32 --requests 256
 """
 
@@ -43,6 +43,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="in-process: cpu, cuda, cuda:N (default: auto)")
     parser.add_argument("--dtype", help="in-process: float32, bfloat16, float16 (default: auto)")
     parser.add_argument("--timeout", type=float, default=300.0, help="--server: per-request deadline in seconds")
+    parser.add_argument("--plot", help="write a PNG of latency and throughput per level here (needs matplotlib)")
 
 
 def _levels(text: str) -> list[int]:
@@ -208,5 +209,10 @@ def main(args: argparse.Namespace) -> int:
     for row in report["levels"]:
         cells = "".join(f"{row[k]:11.2f}" if row[k] is not None else f"{'-':>11}" for k in ("p50_ms", "p95_ms", "p99_ms"))
         print(f"{row['concurrency']:5d}{row['requests']:6d}{row['errors']:5d}{cells}{row['throughput_rps'] or 0:10.2f}  {row['verdicts']}")
+    if getattr(args, "plot", None):
+        from guardedge.bench import plots
+
+        plots.latency(report, args.plot)
+        print(f"plot: {args.plot}")
     print(json.dumps(report))
     return 1 if any(row["errors"] for row in report["levels"]) else 0

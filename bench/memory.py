@@ -8,7 +8,7 @@ Each variant runs in a fresh subprocess, so one variant's peak never hides in an
 - ``engine.info().memory_bytes``: the model's parameters and buffers.
 Peaks are cumulative (load is included in classify's peak). Table first, one JSON line last.
 
-    guardedge bench memory --model demo --model ./exports/int8 [--device cuda]
+    guardedge bench memory --model demo --model ./exports/int8 [--device cuda] [--plot memory.png]
     guardedge bench memory --model fullsize-random --device cuda   # the 11B with random weights
 """
 
@@ -28,6 +28,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu, cuda, cuda:N (default: auto)")
     parser.add_argument("--dtype", help="float32, bfloat16, float16 (default: auto)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per variant (default 1800)")
+    parser.add_argument("--plot", help="write a PNG of the peaks per variant here (needs matplotlib)")
 
 
 def _peak_rss() -> int:
@@ -98,6 +99,11 @@ def main(args: argparse.Namespace) -> int:
               f"{_mb(row['load']['peak_rss_bytes'])}{_mb(row['classify']['peak_rss_bytes'])}"
               f"{_mb(row['load']['peak_gpu_bytes'])}{_mb(row['classify']['peak_gpu_bytes'])}")
     print("(MB = MiB; RSS peaks are cumulative: classify includes load)")
+    if getattr(args, "plot", None):
+        from guardedge.bench import plots
+
+        plots.memory(report, args.plot)
+        print(f"plot: {args.plot}")
     print(json.dumps(report))
     return 1 if any("error" in row for row in rows) else 0
 

@@ -10,7 +10,7 @@ then timed interleaved over several rounds; the report gives per-request p50/p90
 against the published snippet and whether verdicts agree. Human table first, one JSON line last.
 Absolute times only mean something on the machine named in the first line.
 
-    guardedge bench reference --model demo [--rounds 5]
+    guardedge bench reference --model demo [--rounds 5] [--plot reference.png]
     python -m guardedge.bench.reference --model demo [--rounds 5]
 """
 
@@ -128,6 +128,7 @@ def compare(model: str, rounds: int = 5) -> dict:
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="demo")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--plot", help="write a PNG of the timings here (needs matplotlib: pip install 'guardedge[bench]')")
 
 
 def main(args: argparse.Namespace | None = None) -> int:
@@ -146,6 +147,11 @@ def main(args: argparse.Namespace | None = None) -> int:
         print(f"{label:42}{s['p50_ms']:11.2f}{s['p90_ms']:11.2f}{report['speedup'][name]:8.2f}x")
     for name, agree in report["verdicts_agree"].items():
         print(f"verdicts agree with {name}: {agree}/{report['requests']}")
+    if getattr(args, "plot", None):
+        from guardedge.bench import plots
+
+        plots.reference(report, labels, args.plot)
+        print(f"plot: {args.plot}")
     print(json.dumps(report))
     return 0
 

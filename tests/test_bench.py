@@ -11,7 +11,7 @@ def test_percentiles_known_answers():
     assert _stats([0.005] * 5) == {"p50_ms": 5.0, "p90_ms": 5.0}
 
 
-def test_reference_compare_end_to_end(demo_dir, capsys):
+def test_reference_compare_end_to_end(demo_dir, capsys, tmp_path):
     """One round of `bench reference`: every side timed, verdicts compared, the JSON line last.
     (What it prints about speed is a benchmark's business, not a test's.)"""
     import argparse
@@ -19,7 +19,8 @@ def test_reference_compare_end_to_end(demo_dir, capsys):
 
     from guardedge.bench import reference
 
-    code = reference.main(argparse.Namespace(model=str(demo_dir), rounds=1))
+    plot = tmp_path / "reference.png"
+    code = reference.main(argparse.Namespace(model=str(demo_dir), rounds=1, plot=str(plot)))
     lines = capsys.readouterr().out.strip().splitlines()
     report = json.loads(lines[-1])
     assert code == 0
@@ -28,3 +29,4 @@ def test_reference_compare_end_to_end(demo_dir, capsys):
     assert report["speedup"]["snippet_bf16"] == 1.0
     assert report["verdicts_agree"] == {"snippet_bf16": 8, "snippet_fp32": 8}
     assert any("drafts off" in line for line in lines)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -31,9 +31,12 @@ def test_requests_force_the_path_and_add_images():
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("path, allowed", [("safe", {"safe"}), ("unsafe", {"unsafe", "unparseable"})])
-def test_latency_on_the_demo(demo_dir, capsys, path, allowed):
-    args = parse(latency, ["--model", str(demo_dir), "--concurrency", "1,2", "--requests", "4", "--path", path, "--warmup", "1"])
+def test_latency_on_the_demo(demo_dir, capsys, tmp_path, path, allowed):
+    plot = tmp_path / "latency.png"
+    args = parse(latency, ["--model", str(demo_dir), "--concurrency", "1,2", "--requests", "4", "--path", path, "--warmup", "1",
+                           "--plot", str(plot)])
     assert latency.main(args) == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(report["versions"]) == {"torch", "transformers", "onnxruntime", "grpcio"}
     assert report["device"] == "cpu" and report["machine"] and report["path"] == path
@@ -45,8 +48,10 @@ def test_latency_on_the_demo(demo_dir, capsys, path, allowed):
 
 
 @pytest.mark.timeout(180)
-def test_memory_on_the_demo_in_a_subprocess(demo_dir, capsys):
-    assert memory.main(parse(memory, ["--model", str(demo_dir)])) == 0
+def test_memory_on_the_demo_in_a_subprocess(demo_dir, capsys, tmp_path):
+    plot = tmp_path / "memory.png"
+    assert memory.main(parse(memory, ["--model", str(demo_dir), "--plot", str(plot)])) == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     (row,) = report["variants"]
     assert row["memory_bytes"] > 0 and row["batch"] == 2 and row["variant"] == "torch/float32/cpu"
