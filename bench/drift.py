@@ -16,6 +16,7 @@ Exit status: 0 pass, 1 a candidate fails the gate, 2 bad arguments, gate or data
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import sys
@@ -89,6 +90,7 @@ def model_identity(path: Path) -> dict:
     return {"backend": "torch", "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}}
 
 
+@functools.lru_cache(maxsize=1)
 def engine_source_digest() -> str:
     """sha256 of guardedge's runtime sources: a changed engine (a checkout between releases, an
     edit) must not reuse predictions made by another, and the version number alone does not move."""

@@ -10,7 +10,7 @@ Random weights answer nothing meaningful, so the output layer is steered: the ``
 ``unsafe`` rows point in opposite directions and every other row is nearly zero, so the first
 answer token is always ``safe`` or ``unsafe`` (with P(unsafe) far from 0 and 1) and a request's
 ``threshold`` decides the path (bench latency ``--path``). A decode never meets a stop token, so
-it runs the full ``max_new_tokens`` (64): the unsafe path is timed at its upper bound.
+answers are capped at the decode work of a real one-category answer (see _one_code_answers).
 
     guardedge bench latency --model fullsize-random --concurrency 1,4,16 --requests 64 --path safe
 """

@@ -209,7 +209,7 @@ def main(args: argparse.Namespace) -> int:
     for row in report["levels"]:
         cells = "".join(f"{row[k]:11.2f}" if row[k] is not None else f"{'-':>11}" for k in ("p50_ms", "p95_ms", "p99_ms"))
         print(f"{row['concurrency']:5d}{row['requests']:6d}{row['errors']:5d}{cells}{row['throughput_rps'] or 0:10.2f}  {row['verdicts']}")
-    if getattr(args, "plot", None):
+    if args.plot:
         from guardedge.bench import plots
 
         plots.latency(report, args.plot)

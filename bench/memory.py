@@ -99,7 +99,7 @@ def main(args: argparse.Namespace) -> int:
               f"{_mb(row['load']['peak_rss_bytes'])}{_mb(row['classify']['peak_rss_bytes'])}"
               f"{_mb(row['load']['peak_gpu_bytes'])}{_mb(row['classify']['peak_gpu_bytes'])}")
     print("(MB = MiB; RSS peaks are cumulative: classify includes load)")
-    if getattr(args, "plot", None):
+    if args.plot:
         from guardedge.bench import plots
 
         plots.memory(report, args.plot)

@@ -99,7 +99,7 @@ def compare(model: str, rounds: int = 5) -> dict:
     ref = {name: snippet_verdicts(engine, snippet, cases, requests) for name, snippet in snippets.items()}
     ours = [verdict_key(v) for v in engine.classify(requests)]
     if [verdict_key(v) for v in plain.classify(requests)] != ours:
-        raise AssertionError("drafted and plain greedy decoding disagree; runtime/decoding.py is broken")
+        raise RuntimeError("drafted and plain greedy decoding disagree; runtime/decoding.py is broken")
     times: dict[str, list[float]] = {name: [] for name in [*snippets, "engine_no_drafts", "engine", "engine_batched"]}
     for _ in range(rounds):  # interleaved, so drift in machine load hits every side alike
         for case, image, request in zip(cases, images, requests):
@@ -147,7 +147,7 @@ def main(args: argparse.Namespace | None = None) -> int:
         print(f"{label:42}{s['p50_ms']:11.2f}{s['p90_ms']:11.2f}{report['speedup'][name]:8.2f}x")
     for name, agree in report["verdicts_agree"].items():
         print(f"verdicts agree with {name}: {agree}/{report['requests']}")
-    if getattr(args, "plot", None):
+    if args.plot:
         from guardedge.bench import plots
 
         plots.reference(report, labels, args.plot)

@@ -58,16 +58,9 @@ def greedy_decode(stepper: Stepper, first: Sequence[int], max_new: int, stop_ids
         width = max(len(c) for c in chunks)
         # Rows with a shorter draft are filled with their last token; filler is never verified, so never kept.
         predicted = stepper.step([c + [c[-1]] * (width - len(c)) for c in chunks])
-        kept = []
-        for i, chunk in enumerate(chunks):
-            if done[i]:
-                kept.append(0)  # a finished row rides along until the batch ends; nothing of it is read
-                continue
-            accepted = _verify(chunk, i, predicted, stop_ids)[: max_new - len(out[i])]
-            out[i].extend(accepted)
-            done[i] = accepted[-1] in stop_ids or len(out[i]) >= max_new
-            kept.append(len(accepted))
-        stepper.commit(kept)
+        # A finished row rides along until the batch ends; nothing of it is read (kept 0).
+        stepper.commit([0 if done[i] else _accept(out, done, i, chunk, predicted, max_new, stop_ids)
+                        for i, chunk in enumerate(chunks)])
     return out
 
 
@@ -78,11 +71,17 @@ def _take_pending(stepper: Stepper, out: list[list[int]], done: list[bool], max_
     kept = [0] * len(out)
     greedy = stepper.pending_greedy() if rows else None
     for i in rows:
-        accepted = _verify(chunk, i, greedy, stop_ids)[: max_new - len(out[i])]
-        out[i].extend(accepted)
-        done[i] = accepted[-1] in stop_ids or len(out[i]) >= max_new
-        kept[i] = len(accepted)
+        kept[i] = _accept(out, done, i, chunk, greedy, max_new, stop_ids)
     stepper.commit(kept)
+
+
+def _accept(out: list[list[int]], done: list[bool], row: int, chunk: list[int], greedy: GreedyAt,
+            max_new: int, stop_ids: set[int]) -> int:
+    """Append what row ``row`` really produced from ``chunk``; how many fed positions were real."""
+    accepted = _verify(chunk, row, greedy, stop_ids)[: max_new - len(out[row])]
+    out[row].extend(accepted)
+    done[row] = accepted[-1] in stop_ids or len(out[row]) >= max_new
+    return len(accepted)
 
 
 def _chunk(tokens: list[int], finished: bool, max_new: int, max_chunk: int, drafter: Drafter | None) -> list[int]:

@@ -208,7 +208,7 @@ class _GreedyHead:
     def __init__(self, head: torch.nn.Module, hidden: torch.Tensor):
         self.head, self.hidden = head, hidden
         lazy = hidden.device.type == "cpu" and hidden.shape[0] == 1
-        self.table = None if lazy else [argmax_rows(rows) for rows in head(hidden)]
+        self.table = None if lazy else _greedy_table(head(hidden))
         self.memo: dict[int, int] = {}
 
     def __call__(self, row: int, position: int) -> int:
@@ -217,6 +217,13 @@ class _GreedyHead:
         if position not in self.memo:
             self.memo[position] = argmax_rows(self.head(self.hidden[0, position][None]))[0]
         return self.memo[position]
+
+
+def _greedy_table(logits: torch.Tensor) -> list[list[int]]:
+    """[rows, positions, vocab] logits -> greedy ids per row and position, in one argmax."""
+    rows, positions, vocab = logits.shape
+    flat = argmax_rows(logits.reshape(rows * positions, vocab))
+    return [flat[r * positions : (r + 1) * positions] for r in range(rows)]
 
 
 class _TorchSteps:
