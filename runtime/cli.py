@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     render = sub.add_parser("render", help="print the exact prompt a request becomes")
     render.add_argument("--family", default="llama-guard-3-vision")
     render.add_argument("--input", required=True, help="request JSON file ('-' for stdin)")
-    render.add_argument("--json", action="store_true", help='print {"prompt": "..."}')
+    render.add_argument("--json", action="store_true", help='print {"prompt": "...", "input_ids": [...]}')
+    render.add_argument("--model", default="demo", help="whose tokenizer gives --json's input_ids: 'demo' (the real Llama 3.2 Vision tokenizer) or a model directory")
     render.set_defaults(func=cmd_render)
 
     classify = sub.add_parser("classify", help="classify requests with a local model")
@@ -181,12 +182,27 @@ def cmd_render(args) -> int:
     family = get_family(args.family)
     try:
         request = parse_request(_read_json(args.input), family.default_categories(), load_images=False)
+        family.check(request)
     except InvalidRequest as exc:
         print(json.dumps(_error_json(exc)) if args.json else f"guardedge: invalid request: {exc}", file=sys.stderr)
         return 2
-    prompt = family.render(request)
-    print(json.dumps({"prompt": prompt}) if args.json else prompt)
+    if not args.json:
+        print(family.render(request))
+        return 0
+    tokens = _prompt_encoder(args.model).encode(family.render, request)
+    print(json.dumps({"prompt": tokens.text, "input_ids": tokens.input_ids}))
     return 0
+
+
+def _prompt_encoder(model: str):
+    """The encoder the engine uses for ``model``'s prompts (its own tokenizer, nothing else loaded)."""
+    from transformers import AutoTokenizer
+
+    from guardedge.runtime.modeldir import resolve
+    from guardedge.runtime.prompt_tokens import PromptEncoder
+
+    path = resolve(model, progress=False).path
+    return PromptEncoder(AutoTokenizer.from_pretrained(str(path), local_files_only=True, fix_mistral_regex=False))
 
 
 def cmd_classify(args) -> int:
@@ -338,12 +354,14 @@ def cmd_demo(args) -> int:
 
         print(ensure_demo())
     elif args.action == "metrics":
-        from guardedge.runtime.demo.build import ensure_demo
+        from guardedge.runtime.demo.build import ensure_demo, measured_metrics
         from guardedge.runtime.demo.train import evaluate
 
-        metrics = evaluate(ensure_demo(), n=args.n)
-        width = max(map(len, metrics))
-        for key, value in metrics.items():
+        metrics = measured_metrics() if args.n == 400 else evaluate(ensure_demo(), n=args.n)
+        flat = {**{k: v for k, v in metrics.items() if k != "natural"},
+                **{f"natural.{k}": v for k, v in metrics.get("natural", {}).items()}}
+        width = max(map(len, flat))
+        for key, value in flat.items():
             print(f"{key:<{width}}  {value}")
         print(json.dumps(metrics))
     else:

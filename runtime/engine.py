@@ -110,6 +110,7 @@ class Engine:
         start = time.perf_counter()
         if request.categories is None and request.excluded_category_keys:
             check_excluded(request.excluded_category_keys, self.family.default_categories())
+        self.family.check(request)
         encoded = self.pre.encode(request)
         return Prepared(request, encoded, time.perf_counter() - start, start)
 

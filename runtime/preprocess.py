@@ -15,6 +15,7 @@ import torch
 
 from guardedge.runtime.errors import invalid
 from guardedge.runtime.families import GuardFamily
+from guardedge.runtime.prompt_tokens import PromptEncoder
 from guardedge.runtime.types import GuardRequest
 
 
@@ -72,10 +73,15 @@ class Preprocessor:
         self.max_text_tokens = max_text_tokens
         self.image_token_id = tokenizer.convert_tokens_to_ids("<|image|>") if family.uses_image_token else -1
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.prompts = PromptEncoder(tokenizer)
 
     def prompt_ids(self, request: GuardRequest, answer: str = "") -> list[int]:
-        text = self.family.render(request) + self.family.scoring.answer_prefix + answer
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        """The prompt's ids (caller text never becomes control tokens), the answer prefix, ``answer``.
+
+        ``answer`` is guardedge's own text (training targets), so its control tokens are real.
+        """
+        prompt = self.prompts.encode(self.family.render, request).input_ids
+        ids = prompt + self.tokenizer(self.family.scoring.answer_prefix + answer, add_special_tokens=False)["input_ids"]
         # Room for the longest answer is part of the budget: a prompt that fits but cannot be answered is too long.
         budget = self.max_text_tokens - self.family.scoring.max_new_tokens
         if len(ids) > budget:

@@ -18,6 +18,7 @@ A string ``content`` is shorthand for one text part.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -174,21 +175,32 @@ def _categories(raw: object) -> tuple[tuple[str, str], ...] | None:
         raise invalid("categories", "must be a non-empty object mapping category codes to descriptions")
     if len(raw) > MAX_CATEGORIES:
         raise invalid("categories", f"has {len(raw)} categories; the limit is {MAX_CATEGORIES}")
-    problems = []
-    for key, text in raw.items():
-        if not isinstance(key, str) or not key or any(c.isspace() or c in ",:" for c in key):
-            problems.append(FieldViolation(f"categories[{key!r}]", "code must be non-empty, without spaces, commas or colons"))
-        elif len(key) > MAX_CODE_CHARS:
-            problems.append(FieldViolation(f"categories[{key[:40]!r}]", f"code is {len(key)} characters; the limit is {MAX_CODE_CHARS}"))
-        elif not isinstance(text, str) or not text.strip():
-            problems.append(FieldViolation(f"categories[{key!r}]", "description must be a non-empty string"))
-        elif len(text) > MAX_DESCRIPTION_CHARS:
-            problems.append(FieldViolation(f"categories[{key!r}]", f"description is {len(text)} characters; the limit is {MAX_DESCRIPTION_CHARS}"))
-        elif "\n" in text or "\r" in text:
-            problems.append(FieldViolation(f"categories[{key!r}]", "description must be one line (a newline would break the policy block)"))
+    problems = [FieldViolation(category_field(key), p) for key, text in raw.items() if (p := _category_problem(key, text))]
     if problems:
         raise InvalidRequest(problems)
     return tuple(raw.items())
+
+
+def category_field(key: object) -> str:
+    """The field path of a category (``categories['S1']``), its code shortened if very long."""
+    return f"categories[{key[:MAX_CODE_CHARS + 8]!r}]" if isinstance(key, str) else f"categories[{key!r}]"
+
+
+def _category_problem(key: object, text: object) -> str | None:
+    """What is wrong with one category, or None. Multi-line descriptions are fine (Meta's own shape)."""
+    if not isinstance(key, str) or not key or any(c.isspace() or c in ",:" for c in key):
+        return "code must be non-empty, without spaces, commas or colons"
+    if len(key) > MAX_CODE_CHARS:
+        return f"code is {len(key)} characters; the limit is {MAX_CODE_CHARS}"
+    if not key.isprintable():
+        return "code must be printable (no control characters)"
+    if not isinstance(text, str) or not text.strip():
+        return "description must be a non-empty string"
+    if len(text) > MAX_DESCRIPTION_CHARS:
+        return f"description is {len(text)} characters; the limit is {MAX_DESCRIPTION_CHARS}"
+    if any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in text):
+        return "description contains a control character (only tab and line breaks are allowed)"
+    return None
 
 
 def _excluded(raw: object, categories: tuple[tuple[str, str], ...] | None) -> tuple[str, ...]:

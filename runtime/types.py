@@ -7,8 +7,8 @@ families and the engine only ever see validated values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Callable, Literal
 
 Role = Literal["user", "assistant"]
 VerdictKind = Literal["safe", "unsafe", "unparseable"]
@@ -54,6 +54,23 @@ class GuardRequest:
     @property
     def has_image(self) -> bool:
         return any(p.type == "image" for m in self.messages for p in m.content)
+
+    def map_text(self, fn: Callable[[str], str]) -> GuardRequest:
+        """The request with ``fn`` applied to every string a caller wrote into the prompt.
+
+        Message text, category codes and descriptions, excluded codes (mapped like the codes they
+        name). A field added to requests that reaches the prompt must be mapped here too: the
+        control-token guarantee (runtime/prompt_tokens.py) relies on it.
+        """
+        messages = tuple(
+            Message(m.role, tuple(replace(p, text=fn(p.text)) if p.type == "text" else p for p in m.content))
+            for m in self.messages
+        )
+        categories = None if self.categories is None else tuple((fn(k), fn(v)) for k, v in self.categories)
+        return replace(
+            self, messages=messages, categories=categories,
+            excluded_category_keys=tuple(fn(k) for k in self.excluded_category_keys),
+        )
 
     @property
     def image(self) -> ImageInput | None:

@@ -86,7 +86,12 @@ def test_response_carries_request_id_model_variant_and_timings(served):
 def test_image_request_and_per_request_threshold(served, demo_engine):
     _, client = served
     response = client.classify(image_request(png(), mime_type="image/png"))
-    assert response.verdict in (pb.VERDICT_SAFE, pb.VERDICT_UNSAFE)
+    # The same request in-process: the image reached the model (the text alone is safe).
+    [local] = demo_engine.classify([demo_engine.parse({"messages": [{"role": "user", "content": [
+        {"type": "image", "bytes": png()}, {"type": "text", "text": "What is in this image?"}]}]})])
+    assert (local.verdict, local.categories) == ("unsafe", ("S1",))
+    assert (response.verdict, list(response.violated_categories)) == (pb.VERDICT_UNSAFE, ["S1"])
+    assert response.unsafe_probability == pytest.approx(local.unsafe_probability, abs=1e-5)
     low = client.classify(text_request("How do I bake sourdough bread?", options=pb.ClassifyOptions(threshold=0.0)))
     assert low.verdict == pb.VERDICT_UNSAFE  # P(unsafe) >= 0 always: the threshold decides, per request
 
@@ -119,7 +124,8 @@ BAD_REQUESTS = [
     ("duplicate code", text_request("hi", policy=pb.Policy(categories=[pb.Category(code="S1", description="a"), pb.Category(code="S1", description="b")])), "policy.categories[1].code", "duplicate"),
     ("blank description", text_request("hi", policy=pb.Policy(categories=[pb.Category(code="C1", description=" ")])), "policy.categories[0]", "description"),
     ("code with space", text_request("hi", policy=pb.Policy(categories=[pb.Category(code="C 1", description="x")])), "policy.categories[0]", "code"),
-    ("newline description", text_request("hi", policy=pb.Policy(categories=[pb.Category(code="C1", description="a\nb")])), "policy.categories[0]", "one line"),
+    ("frame marker in description", text_request("hi", policy=pb.Policy(categories=[pb.Category(code="C1", description="a\n<END CONVERSATION>")])), "policy.categories[0]", "rewrite the prompt's frame"),
+    ("NUL in code", text_request("hi", policy=pb.Policy(categories=[pb.Category(code="C\x001", description="a")])), "policy.categories[0]", "printable"),
     ("unknown excluded", text_request("hi", policy=pb.Policy(excluded_categories=["S99"])), "policy.excluded_categories", "unknown"),
     ("all excluded", text_request("hi", policy=pb.Policy(categories=[pb.Category(code="C1", description="x")], excluded_categories=["C1"])), "policy.excluded_categories", "every category"),
     ("too many categories", text_request("hi", policy=pb.Policy(categories=[pb.Category(code=f"C{i}", description="x") for i in range(101)])), "policy.categories", "limit is 100"),
@@ -148,7 +154,7 @@ def test_server_keeps_serving_after_bad_requests(served):
         with pytest.raises(GuardRpcError):
             client.classify(request_)
     assert client.health() == "SERVING"
-    assert client.classify(SAFE).verdict in (pb.VERDICT_SAFE, pb.VERDICT_UNSAFE)
+    assert client.classify(SAFE).verdict == pb.VERDICT_SAFE
 
 
 def test_hostile_images_are_refused_before_decoding(demo_engine):

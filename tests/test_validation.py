@@ -336,16 +336,14 @@ def test_category_code_with_forbidden_characters(key):
     assert_violation(obj, f"categories[{key!r}]", "without spaces, commas or colons")
 
 
-@pytest.mark.parametrize("text", ["line one\nline two", "a\r", "\n"])
-def test_category_description_with_newline(text):
-    obj = {"messages": [hi()], "categories": {"C1": text}}
-    v = violation(obj)
-    assert v.field == "categories['C1']"
-    assert "one line" in v.description or "non-empty" in v.description
+@pytest.mark.parametrize("text,phrase", [("\n", "non-empty"), ("\r\n\t", "non-empty"), ("a\x00b", "control character"), ("a\x07", "control character")])
+def test_category_description_refusals(text, phrase):
+    assert_violation({"messages": [hi()], "categories": {"C1": text}}, "categories['C1']", phrase)
 
 
-def test_category_description_with_newline_is_one_line_error():
-    assert_violation({"messages": [hi()], "categories": {"C1": "a\nb"}}, "categories['C1']", "must be one line")
+def test_multi_line_descriptions_are_accepted_as_meta_writes_them():
+    request = parse_request({"messages": [hi()], "categories": {"S1": "Violent Crimes. \nAI models should not ...\n - Unlawful violence"}})
+    assert request.categories == (("S1", "Violent Crimes. \nAI models should not ...\n - Unlawful violence"),)
 
 
 @pytest.mark.parametrize("text", ["", "   ", 5, None])
@@ -354,7 +352,7 @@ def test_category_description_empty_or_not_a_string(text):
 
 
 def test_all_category_problems_are_reported():
-    obj = {"messages": [hi()], "categories": {"A B": "x", "C1": "", "C2": "ok.", "C3": "a\nb"}}
+    obj = {"messages": [hi()], "categories": {"A B": "x", "C1": "", "C2": "ok.\nfine", "C3": "a\x00b"}}
     with pytest.raises(InvalidRequest) as info:
         parse_request(obj)
     assert [v.field for v in info.value.violations] == ["categories['A B']", "categories['C1']", "categories['C3']"]

@@ -54,6 +54,10 @@ class GuardFamily(Protocol):
 
     def default_categories(self) -> tuple[tuple[str, str], ...]: ...
 
+    def check(self, request: GuardRequest) -> None:
+        """The family's own request rules (beyond the generic ones); raises InvalidRequest."""
+        ...
+
     def render(self, request: GuardRequest) -> str:
         """The exact prompt text, special tokens spelled out, without the answer prefix."""
         ...
@@ -61,6 +65,7 @@ class GuardFamily(Protocol):
     def parse(self, answer: str, request: GuardRequest) -> ParsedAnswer:
         """Parse the model's answer (text after the prompt, answer prefix included).
 
-        Never raises: anything that is not a well-formed answer becomes ``unparseable``.
+        An answer that is not well-formed becomes ``unparseable`` with the reason; a bug in the
+        parser raises like any other bug (it is not dressed up as an off-format answer).
         """
         ...

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import re
 
+from guardedge.runtime.errors import FieldViolation, InvalidRequest
 from guardedge.runtime.families.base import ParsedAnswer, ScoringSpec
+from guardedge.runtime.requests import category_field
 from guardedge.runtime.types import GuardRequest
 
 # REFERENCE.md §1.6, in order.
@@ -49,6 +51,17 @@ ROLE_LABELS = {"user": "User", "assistant": "Agent"}
 # Longest answer: "unsafe\n" + 13 codes; 64 tokens bound a hallucinating model.
 MAX_ANSWER_TOKENS = 64
 _CODE_LIST = re.compile(r"^[^\s,]+(\s*,\s*[^\s,]+)*$")
+# Text in a category that would rewrite the prompt's frame: the block markers (also spaced or
+# cased differently, and the Sept 2024 "UNSAFECONTENT" spelling) and the frame's own sentences.
+_FRAME = re.compile(
+    r"<\s*(BEGIN|END)\s+UNSAFE\s*CONTENT\s+CATEGORIES\s*>|<\s*(BEGIN|END)\s+CONVERSATION\s*>"
+    r"|Task:\s*Check if there is unsafe content|Provide your safety assessment for",
+    re.IGNORECASE,
+)
+# A description line that starts a category entry of its own ("S2: ...") would add a category
+# the policy does not have: the answer could then name a code the caller never defined.
+_ENTRY = re.compile(r"\s*([^\s,:]+):(\s|$)")
+_CODE_SHAPE = re.compile(r"[A-Z]{1,3}\d{1,3}")
 
 
 class LlamaGuard3Vision:
@@ -76,6 +89,23 @@ class LlamaGuard3Vision:
         excluded = set(request.excluded_category_keys)
         return tuple((k, v) for k, v in categories if k not in excluded)
 
+    def check(self, request: GuardRequest) -> None:
+        """Refuse policy text that would forge the prompt's structure (InvalidRequest naming the category).
+
+        Multi-line descriptions are accepted as Meta writes them (``name\\ndescription`` lines);
+        control-token spellings anywhere stay ordinary text (runtime/prompt_tokens.py).
+        """
+        if request.categories is None:
+            return
+        codes = {code for code, _ in request.categories}
+        problems = [
+            FieldViolation(category_field(code), problem)
+            for code, text in request.categories
+            if (problem := _forged_frame(text, codes))
+        ]
+        if problems:
+            raise InvalidRequest(problems)
+
     def checked_role(self, request: GuardRequest) -> str:
         # Odd number of messages: the last is the user's (prompt classification); even: the agent's.
         return "User" if len(request.messages) % 2 == 1 else "Agent"
@@ -101,12 +131,6 @@ class LlamaGuard3Vision:
         return "".join(out)
 
     def parse(self, answer: str, request: GuardRequest) -> ParsedAnswer:
-        try:
-            return self._parse(answer, request)
-        except Exception as exc:  # a parser must never take a request down
-            return ParsedAnswer("unparseable", error=f"parser error: {exc!r}")
-
-    def _parse(self, answer: str, request: GuardRequest) -> ParsedAnswer:
         text = answer
         for stop in self.scoring.stop_tokens:
             text = text.split(stop, 1)[0]
@@ -114,7 +138,9 @@ class LlamaGuard3Vision:
         if not lines:
             return ParsedAnswer("unparseable", error="empty answer")
         head, rest = lines[0], lines[1:]
-        if head == "safe" and not rest:
+        if head == "safe":
+            if rest:
+                return ParsedAnswer("unparseable", error=f"categories after 'safe': {rest[0][:40]!r}")
             return ParsedAnswer("safe")
         if head != "unsafe":
             return ParsedAnswer("unparseable", error=f"first line is {head[:40]!r}, not 'safe' or 'unsafe'")
@@ -129,3 +155,17 @@ class LlamaGuard3Vision:
         if unknown:
             return ParsedAnswer("unparseable", codes, error=f"categories not in the policy: {', '.join(unknown)}")
         return ParsedAnswer("unsafe", codes)
+
+
+def _forged_frame(text: str, codes: set[str]) -> str | None:
+    marker = _FRAME.search(text)
+    if marker:
+        return f"description contains {marker.group(0)!r}, which would rewrite the prompt's frame"
+    for line in text.splitlines()[1:]:
+        entry = _ENTRY.match(line)
+        if entry and (entry.group(1) in codes or _CODE_SHAPE.fullmatch(entry.group(1))):
+            return (
+                f"description line {line[:60]!r} starts a category entry ({entry.group(1)}:); "
+                "a description cannot add categories"
+            )
+    return None

@@ -38,6 +38,9 @@ class ModelTemplateFamily:
     def default_categories(self) -> tuple[tuple[str, str], ...]:
         return self.base.default_categories()
 
+    def check(self, request: GuardRequest) -> None:
+        self.base.check(request)
+
     def render(self, request: GuardRequest) -> str:
         return render_with_template(self.template, request)
 

@@ -16,6 +16,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from guardedge.runtime.engine import EngineInfo
 from guardedge.runtime.errors import FieldViolation, InvalidRequest
+from guardedge.runtime.requests import category_field
 from guardedge.runtime.types import Verdict
 from guardedge.v1 import guard_pb2 as pb
 
@@ -77,9 +78,9 @@ def proto_field(field: str, request: pb.ClassifyRequest) -> str:
     """Rename a library field path (``categories['S1']``) to the proto's (``policy.categories[0]``)."""
     match = re.match(r"^categories\[(.*)\]$", field)
     if match:
-        codes = [c.code for c in request.policy.categories]
-        code = match.group(1).strip("'\"")
-        return f"policy.categories[{codes.index(code)}]" if code in codes else "policy.categories"
+        # The library names a category by its code's repr (category_field), tabs and all.
+        named = [category_field(c.code) for c in request.policy.categories]
+        return f"policy.categories[{named.index(field)}]" if field in named else "policy.categories"
     if field == "categories":
         return "policy.categories"
     for pattern, replacement in _RENAMES:
