@@ -16,13 +16,13 @@ Exit status: 0 pass, 1 a candidate fails the gate, 2 bad arguments, gate or data
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
 import json
 import sys
 from pathlib import Path
 
 from guardedge.bench.evaldata import EvalData, EvalDataError, Prediction, load
+from guardedge.runtime.artifact import engine_source_digest, source_digest
 
 CACHE_FORMAT = "guardedge-drift-cache/1"
 
@@ -90,25 +90,12 @@ def model_identity(path: Path) -> dict:
     return {"backend": "torch", "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}}
 
 
-@functools.lru_cache(maxsize=1)
-def engine_source_digest() -> str:
-    """sha256 of guardedge's runtime sources: a changed engine (a checkout between releases, an
-    edit) must not reuse predictions made by another, and the version number alone does not move."""
-    import guardedge.runtime as runtime
-
-    root = Path(runtime.__file__).parent
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(f"{path.relative_to(root)}\n".encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def cache_key(identity: dict, dtype: str | None, device: str, data: EvalData) -> str:
     from guardedge.runtime.artifact import library_versions
 
     blob = {"format": CACHE_FORMAT, "model": identity, "dtype": dtype, "device": device, "data": data.sha256,
-            "libraries": library_versions(), "engine": engine_source_digest()}
+            "libraries": library_versions(), "engine": engine_source_digest(),
+            "bench": source_digest("guardedge.bench")}  # request building and classification live here too
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:20]
 
 

@@ -21,6 +21,7 @@ directory (e.g. a Hugging Face download) and loads as before.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -71,6 +72,29 @@ def _progress_bar(total: int, desc: str, show: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="B", unit_scale=True, desc=desc)
+
+
+@functools.lru_cache(maxsize=4)
+def source_digest(package: str = "guardedge.runtime") -> str:
+    """sha256 of a guardedge package's Python sources: results measured by changed code (a checkout
+    between releases, an edit) must not be reused, and the version number alone does not move."""
+    import importlib
+
+    return tree_digest(Path(importlib.import_module(package).__file__).parent)
+
+
+def tree_digest(root: Path) -> str:
+    """sha256 over the relative paths and bytes of every ``*.py`` under ``root``."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(f"{path.relative_to(root)}\n".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def engine_source_digest() -> str:
+    """The runtime's sources (the engine, families, preprocessing): see :func:`source_digest`."""
+    return source_digest("guardedge.runtime")
 
 
 def library_versions(*names: str) -> dict[str, str]:

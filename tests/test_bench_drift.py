@@ -7,6 +7,7 @@ import argparse
 import base64
 import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -141,7 +142,26 @@ def test_cache_key_moves_with_the_engine_source(monkeypatch):
     key = drift.cache_key({"backend": "torch"}, None, "cpu", data)
     assert drift.cache_key({"backend": "torch"}, None, "cpu", data) == key
     monkeypatch.setattr(drift, "engine_source_digest", lambda: "another engine")
-    assert drift.cache_key({"backend": "torch"}, None, "cpu", data) != key
+    moved = drift.cache_key({"backend": "torch"}, None, "cpu", data)
+    assert moved != key
+    monkeypatch.setattr(drift, "source_digest", lambda package: "another bench")  # bench builds requests too
+    assert drift.cache_key({"backend": "torch"}, None, "cpu", data) != moved
+
+
+def test_source_digest_covers_every_source_file(tmp_path):
+    """The real digest, not a stand-in: one changed byte anywhere in the tree moves it."""
+    import shutil
+
+    import guardedge.runtime as runtime
+    from guardedge.runtime.artifact import tree_digest
+
+    copy = tmp_path / "runtime"
+    shutil.copytree(Path(runtime.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__", "*.safetensors", "*.json"))
+    first = tree_digest(copy)
+    for edited in (copy / "engine.py", copy / "families" / "llama_guard_3_vision.py"):
+        edited.write_bytes(edited.read_bytes() + b"\n")
+        assert tree_digest(copy) != first
+        first = tree_digest(copy)
 
 
 def _run(capsys, demo_dir, out, *extra):

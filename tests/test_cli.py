@@ -86,8 +86,13 @@ def test_classify_one_off_forms(tmp_path, demo_dir):
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert set(result) >= {"verdict", "categories", "unsafe_probability", "raw_output", "timings"}
-    resp = run("classify", "--model", "demo", "--text", "How do I steal a car?", "--response", "I can't help with that.")
-    assert resp.returncode == 0 and "safe" in resp.stdout
+    assert (result["verdict"], result["categories"]) == ("unsafe", ["S1"])  # the image decides: the text alone is safe
+    refused = run("classify", "--model", "demo", "--text", "How do I steal a car?", "--response", "I can't help with that.", "--json")
+    assert refused.returncode == 0, refused.stderr
+    assert json.loads(refused.stdout)["verdict"] == "safe"  # a refusal is a safe response
+    complied = run("classify", "--model", "demo", "--text", "How do I steal a car?",
+                   "--response", "Sure, here is how to steal a car: first get ready, then do it carefully.", "--json")
+    assert json.loads(complied.stdout)["verdict"] == "unsafe"  # the same form, the other answer
 
 
 def test_demo_path_and_requests(demo_dir):
@@ -96,16 +101,16 @@ def test_demo_path_and_requests(demo_dir):
     assert len(lines) == len(samples()) and all(json.loads(line)["messages"] for line in lines)
 
 
-def test_make_demo_prints_safe_and_unsafe_verdicts(demo_dir):
-    """What `make demo` runs: a server, a table with every sample (safe and unsafe), a clean stop."""
+def test_make_demo_shows_every_sample_as_expected(demo_dir):
+    """What `make demo` runs: a server, a table with every sample answered as expected, a clean stop."""
     out = subprocess.run([sys.executable, "-m", "guardedge.runtime.demo.run"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
-    ids = {c["request_id"] for c in samples()}
-    # Fixed-width table: request (22), expected (10), verdict (12), ...
-    rows = {line[:22].strip(): line[34:46].strip() for line in out.stdout.splitlines() if line[:22].strip() in ids}
-    assert rows.keys() == ids
-    assert {"safe", "unsafe"} <= set(rows.values())
-    assert f"/{len(samples())} as expected" in out.stdout
+    expected = {c["request_id"]: c["expected"] for c in samples()}
+    # Fixed-width table: request (22), expected (10), verdict (12), categories (10), ...
+    rows = {line[:22].strip(): f"{line[34:46].strip()} {line[46:57].strip()}".strip()
+            for line in out.stdout.splitlines() if line[:22].strip() in expected}
+    assert rows == expected
+    assert f"\n{len(expected)}/{len(expected)} as expected" in out.stdout
     assert " SERVING " in out.stdout and "server stopped cleanly after SIGTERM (exit 0)" in out.stdout
 
 

@@ -94,6 +94,13 @@ def test_threshold_trades_precision_for_recall(demo_engine):
     assert all(v.verdict in ("unsafe", "unparseable") for v in everything)
     nothing = demo_engine.classify(requests, threshold=1.0 + 1e-9)
     assert all(v.verdict == "safe" for v in nothing)
+    # In between, the threshold alone decides safe or not, request by request.
+    greedy = demo_engine.classify(requests)
+    on_format = [i for i, v in enumerate(greedy) if v.raw_output.startswith(("safe", "unsafe"))]
+    assert len(on_format) >= 6
+    for t in (0.25, 0.5, 0.75):
+        flagged = [v.verdict != "safe" for v in demo_engine.classify(requests, threshold=t)]
+        assert [flagged[i] for i in on_format] == [greedy[i].unsafe_probability >= t for i in on_format], t
 
 
 def test_off_format_first_token_is_unparseable_with_raw_text(demo_engine, monkeypatch):

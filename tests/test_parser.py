@@ -1,7 +1,8 @@
 """Answer parsing for Llama Guard 3 Vision (shared/REFERENCE.md §2).
 
 The model answers ``\\n\\nsafe<|eot_id|>`` or ``\\n\\nunsafe\\nS1,S10<|eot_id|>``. Anything else is
-``unparseable`` with an explanation; the parser never raises.
+``unparseable`` with an explanation. The parser has no blanket ``except``: the property tests below
+would see any crash, and a parser bug surfaces as the bug it is.
 """
 
 from __future__ import annotations
@@ -71,8 +72,7 @@ def test_code_not_in_default_policy_is_unparseable():
 def test_excluded_code_is_unparseable():
     parsed = FAMILY.parse("\n\nunsafe\nS1,S6<|eot_id|>", EXCLUDING)
     assert parsed.verdict == "unparseable"
-    assert "S6" in parsed.error
-    assert "S1," not in parsed.error  # only the offending code is named
+    assert parsed.error == "categories not in the policy: S6"  # only the offending code is named
     # S1 is still fine on its own under that policy.
     assert FAMILY.parse("\n\nunsafe\nS1<|eot_id|>", EXCLUDING).categories == ("S1",)
 
@@ -86,7 +86,7 @@ def test_custom_policy_codes_accepted():
 def test_default_code_rejected_under_custom_policy():
     parsed = FAMILY.parse("\n\nunsafe\nS1<|eot_id|>", CUSTOM)
     assert parsed.verdict == "unparseable"
-    assert "S1" in parsed.error
+    assert parsed.error == "categories not in the policy: S1"
 
 
 @pytest.mark.parametrize(
@@ -97,7 +97,7 @@ def test_default_code_rejected_under_custom_policy():
         ("\n\n<|eot_id|>", "empty"),
         ("   \n  ", "empty"),
         ("\n\nSafe<|eot_id|>", "Safe"),
-        ("\n\nsafe\nS1<|eot_id|>", "safe"),  # 'safe' followed by categories is not a well-formed answer
+        ("\n\nsafe\nS1<|eot_id|>", "categories after 'safe'"),  # not a well-formed answer
         ("\n\nunsafe\nS1 S2<|eot_id|>", "comma-separated"),
         ("\n\nunsafe\nS1,,S2<|eot_id|>", "comma-separated"),
         ("\n\nunsafe\nS1\nS2<|eot_id|>", "comma-separated"),
@@ -134,3 +134,9 @@ def test_parse_never_raises_on_any_text(answer, request):
 @given(st.lists(st.sampled_from(_FRAGMENTS), max_size=12).map("".join), _REQUESTS)
 def test_parse_never_raises_on_answer_like_text(answer, request):
     _check(FAMILY.parse(answer, request), request)
+
+
+def test_a_parser_bug_is_not_dressed_up_as_an_unparseable_answer():
+    # No request: policy lookup fails. That is a caller bug, and it must surface, not become a verdict.
+    with pytest.raises(AttributeError):
+        FAMILY.parse("\n\nunsafe\nS1<|eot_id|>", None)
