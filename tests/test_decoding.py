@@ -212,3 +212,10 @@ def test_cpu_engine_uses_the_split_head_with_the_same_parameter_bytes(demo_engin
     model = demo_engine.backend.model
     assert isinstance(model.lm_head, SplitHead)
     assert model.lm_head.weight.numel() == model.config.text_config.vocab_size * model.config.text_config.hidden_size
+    # Every parameter of the model as built from its config, no more: the split adds no copy.
+    import torch
+    from transformers import MllamaForConditionalGeneration
+
+    with torch.device("meta"):
+        reference = MllamaForConditionalGeneration(model.config)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in reference.parameters())

@@ -63,7 +63,7 @@ def test_sept_2024_template_is_reported_with_the_line(tmp_path):
     d = _dir(tmp_path, {"chat_template.json": json.dumps({"chat_template": SEPT_2024})})
     diffs = template_differences(get_family("llama-guard-3-vision"), d)
     assert len(diffs) == len(PROBES)
-    assert "UNSAFECONTENT" in diffs[0] and "line 5" in diffs[0]
+    assert "UNSAFECONTENT" in diffs[0] and "line 5:" in diffs[0]
 
 
 def test_prompt_source_model_renders_with_the_directory_template():
