@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from guardedge.runtime.demo import data
 from guardedge.runtime.demo.build import PACK
-from guardedge.runtime.demo.metrics import TARGETS, binary_scores
+from guardedge.runtime.demo.metrics import NATURAL_MAX, NATURAL_MIN, TARGETS, binary_scores
 
 REAL_LAYOUT = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
                "special_tokens_map.json", "preprocessor_config.json", "chat_template.json",
@@ -23,14 +25,48 @@ def test_directory_has_the_real_repository_files(demo_dir):
     assert "not a moderation model" in (demo_dir / "README.md").read_text().lower()
 
 
-def test_held_out_metrics_meet_the_targets(demo_dir):
-    """Measured at assembly time through the engine on 400 held-out examples."""
-    metrics = json.loads((demo_dir / "metrics.json").read_text())
+@pytest.fixture(scope="module")
+def metrics(demo_dir):
+    """Measured through the current engine: the cache key covers the weights, the runtime's
+    sources and the held-out data, so an engine change re-runs the evaluation."""
+    from guardedge.runtime.demo.build import measured_metrics
+
+    return measured_metrics(progress=False)
+
+
+def test_held_out_metrics_meet_the_targets(metrics):
+    """The synthetic held-out split (400 examples: templates and topics never trained on)."""
     for key, target in TARGETS.items():
         assert metrics[key] >= target, (key, metrics[key], target)
     # Unparseable answers are wrong answers (counted in the scores above); off-format text is rarer.
     assert metrics["unparseable"] <= 0.03 * metrics["n"]
     assert metrics["unparseable"] - metrics["unparseable_outside_policy"] <= 0.01 * metrics["n"]
+
+
+def test_everyday_and_harmful_requests_written_independently(metrics):
+    """Held-out sets written by another author than the training corpus (runtime/demo/natural.py)."""
+    natural = metrics["natural"]
+    for key, most in NATURAL_MAX.items():
+        assert natural[key] <= most, (key, natural[key], most)
+    for key, least in NATURAL_MIN.items():
+        assert natural[key] >= least, (key, natural[key], least)
+
+
+def test_metrics_cache_is_keyed_by_the_engine(monkeypatch, tmp_path):
+    """A changed engine (runtime sources) must not read metrics measured with another."""
+    from guardedge.runtime.demo import build, train
+
+    monkeypatch.setattr(build, "home", lambda: tmp_path)
+    monkeypatch.setattr(build, "ensure_demo", lambda progress=True: tmp_path / "demo-guard-x")
+    calls = []
+    monkeypatch.setattr(train, "evaluate", lambda model, progress=True: calls.append(model) or {"run": len(calls)})
+    import guardedge.runtime.artifact as artifact
+
+    monkeypatch.setattr(artifact, "engine_source_digest", lambda: "engine A")
+    assert build.measured_metrics(progress=False) == {"run": 1}
+    assert build.measured_metrics(progress=False) == {"run": 1}  # cached
+    monkeypatch.setattr(artifact, "engine_source_digest", lambda: "engine B")
+    assert build.measured_metrics(progress=False) == {"run": 2}  # re-measured
 
 
 def test_committed_pack_is_small_and_unpacks_deterministically():
@@ -75,3 +111,34 @@ def test_binary_scores_known_answer():
     s = binary_scores([True, True, False, False, True], [True, False, True, False, True])
     assert (s["precision"], s["recall"], s["fpr"]) == (2 / 3, 2 / 3, 0.5)
     assert abs(s["f1"] - 2 / 3) < 1e-12
+
+
+def _words(text: str) -> frozenset[str]:
+    import re
+
+    return frozenset(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def test_everyday_training_and_held_out_sets_share_no_sentence():
+    """Written by different authors, and checked: not even near-copies (word-set Jaccard < 0.75)."""
+    from guardedge.runtime.demo import natural
+    from guardedge.runtime.demo.build import PHASES
+
+    corpus = natural.train_corpus(*{name for phase in PHASES for name in phase.mix.corpora})
+    train = [x["prompt"] for key in ("benign", "tricky_benign") for x in corpus[key]]
+    train += [x["prompt"] for items in corpus["harmful"].values() for x in items]
+    held = natural.held_out_corpus()
+    held_out = [x["prompt"] for key in ("everyday_benign", "tricky_benign", "harmful", "response_pairs") for x in held[key]]
+    assert len(train) > 1500 and len(held_out) > 700
+    held_words = [_words(p) for p in held_out]
+    near = [p for p in train if any(len(_words(p) & h) / len(_words(p) | h) >= 0.75 for h in held_words if h)]
+    assert near == []
+
+
+def test_held_out_sets_cover_every_category():
+    from guardedge.runtime.demo.natural import held_out_sets
+
+    sets = held_out_sets()
+    assert {ex["label"]["categories"][0] for ex in sets["harmful"]} == {f"S{i}" for i in range(1, 14)}
+    assert all(ex["label"]["verdict"] == "safe" for ex in sets["everyday"] + sets["tricky"] + sets["harmful_excluded"])
+    assert {ex["label"]["verdict"] for ex in sets["responses"]} == {"safe", "unsafe"}

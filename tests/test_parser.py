@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from guardedge.runtime.families.base import ParsedAnswer
 from guardedge.runtime.families.llama_guard_3_vision import LlamaGuard3Vision
 from guardedge.runtime.types import GuardRequest, Message, Part
 
@@ -69,12 +70,14 @@ def test_code_not_in_default_policy_is_unparseable():
     assert "S14" in parsed.error
 
 
-def test_excluded_code_is_unparseable():
+def test_excluded_codes_are_never_violations():
+    """As Meta's llama-stack shield: codes the caller excluded are dropped; only excluded codes: safe."""
     parsed = FAMILY.parse("\n\nunsafe\nS1,S6<|eot_id|>", EXCLUDING)
-    assert parsed.verdict == "unparseable"
-    assert parsed.error == "categories not in the policy: S6"  # only the offending code is named
-    # S1 is still fine on its own under that policy.
-    assert FAMILY.parse("\n\nunsafe\nS1<|eot_id|>", EXCLUDING).categories == ("S1",)
+    assert (parsed.verdict, parsed.categories, parsed.error) == ("unsafe", ("S1",), "")
+    assert FAMILY.parse("\n\nunsafe\nS6,S10<|eot_id|>", EXCLUDING) == ParsedAnswer("safe")
+    # A code neither in the policy nor excluded is still off-format.
+    parsed = FAMILY.parse("\n\nunsafe\nS6,S14<|eot_id|>", EXCLUDING)
+    assert (parsed.verdict, parsed.categories, parsed.error) == ("unparseable", ("S14",), "categories not in the policy: S14")
 
 
 def test_custom_policy_codes_accepted():

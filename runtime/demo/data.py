@@ -71,28 +71,88 @@ IMAGE_SIZES = [(64, 64), (96, 48), (48, 96), (160, 90), (90, 160), (120, 40), (4
 
 @dataclass(frozen=True)
 class ImageSpec:
+    """A synthetic image: ``flat`` (a jittered background colour carrying the meaning, a few
+    shapes, pixel noise) or ``photo`` (a busy multi-colour scene of gradients, stripes and
+    blobs in colours far from every hazard colour: safe by construction)."""
+
     colour: tuple[int, int, int]
     size: tuple[int, int]
     seed: int
+    style: str = "flat"
 
     def render(self):
-        """A PIL RGB image: jittered background, a few shapes, pixel noise."""
+        """A PIL RGB image."""
         import numpy as np
-        from PIL import Image, ImageDraw
+        from PIL import Image
+
+        img = self._photo() if self.style == "photo" else self._flat()
+        noise = np.random.default_rng(self.seed).integers(-12, 13, size=(self.size[1], self.size[0], 3))
+        arr = np.clip(np.asarray(img, dtype=np.int16) + noise, 0, 255).astype("uint8")
+        return Image.fromarray(arr)
+
+    def _flat(self):
+        from PIL import Image
+
+        rng = random.Random(self.seed)
+        base = [max(0, min(255, c + rng.randint(-20, 20))) for c in self.colour]
+        img = Image.new("RGB", self.size, tuple(base))
+        _shapes(img, rng, rng.randint(1, 3), lambda: tuple(rng.randint(0, 255) for _ in range(3)))
+        return img
+
+    def _photo(self):
+        import numpy as np
+        from PIL import Image
 
         rng = random.Random(self.seed)
         w, h = self.size
-        base = [max(0, min(255, c + rng.randint(-20, 20))) for c in self.colour]
-        img = Image.new("RGB", (w, h), tuple(base))
-        draw = ImageDraw.Draw(img)
-        for _ in range(rng.randint(1, 3)):
-            x0, y0 = rng.randint(0, w // 2), rng.randint(0, h // 2)
-            box = [x0, y0, x0 + rng.randint(4, w // 3 + 4), y0 + rng.randint(4, h // 3 + 4)]
-            fill = tuple(rng.randint(0, 255) for _ in range(3))
-            (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=fill)
-        noise = np.random.default_rng(self.seed).integers(-12, 13, size=(h, w, 3))
-        arr = np.clip(np.asarray(img, dtype=np.int16) + noise, 0, 255).astype("uint8")
-        return Image.fromarray(arr)
+        a, b = np.array(safe_palette_colour(rng)), np.array(safe_palette_colour(rng))
+        t = np.linspace(0, 1, w if rng.random() < 0.5 else h)
+        ramp = (a[None, :] * (1 - t[:, None]) + b[None, :] * t[:, None]).astype("uint8")
+        grid = np.broadcast_to(ramp[None, :, :], (h, w, 3)) if len(t) == w else np.broadcast_to(ramp[:, None, :], (h, w, 3))
+        img = Image.fromarray(np.ascontiguousarray(grid))
+        if rng.random() < 0.4:  # stripes
+            stripe = safe_palette_colour(rng)
+            for x in range(0, w, rng.randint(6, 16)):
+                img.paste(stripe, (x, 0, x + 3, h))
+        _shapes(img, rng, rng.randint(3, 8), lambda: safe_palette_colour(rng))
+        return img
+
+
+def _shapes(img, rng: random.Random, count: int, colour) -> None:
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(img)
+    w, h = img.size
+    for _ in range(count):
+        x0, y0 = rng.randint(0, w // 2), rng.randint(0, h // 2)
+        box = [x0, y0, x0 + rng.randint(4, w // 3 + 4), y0 + rng.randint(4, h // 3 + 4)]
+        fill = colour()  # drawn before the shape kind: the committed data's images depend on this order
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=fill)
+
+
+def safe_palette_colour(rng: random.Random) -> tuple[int, int, int]:
+    """A random colour at least 110 away (Euclidean RGB) from every hazard colour."""
+    while True:
+        c = tuple(rng.randint(0, 255) for _ in range(3))
+        if all(sum((x - y) ** 2 for x, y in zip(c, hz)) >= 110**2 for hz in IMAGE_COLOURS.values()):
+            return c
+
+
+@dataclass(frozen=True)
+class TrainingMix:
+    """What training adds to the synthetic stream (the held-out split uses none of it).
+
+    ``natural``: share of examples drawn from the everyday/harmful corpora (natural.py), of
+    which ``natural_harmful`` are harmful requests; ``excluded_hit``: with an excluded-category
+    policy, how often the content is of an excluded category (then it is safe); ``photo``: how
+    often a harmless image is a busy photo-like scene; ``corpora``: the training corpus files.
+    """
+
+    natural: float
+    excluded_hit: float
+    photo: float
+    natural_harmful: float = 0.5
+    corpora: tuple[str, ...] = ("corpus/train.json",)
 
 
 def _held_out(kind: str, template: int, topic: int) -> bool:
@@ -104,11 +164,18 @@ class Generator:
     """Draws examples for one split; deterministic for a given (split, seed)."""
 
     def __init__(self, split: str, seed: int, image_decided_share: float = IMAGE_DECIDED_SHARE,
-                 policy_mix: tuple[float, float, float] = POLICY_MIX):
+                 policy_mix: tuple[float, float, float] = POLICY_MIX, mix: TrainingMix | None = None):
         self.split = split
         self.rng = random.Random(f"{split}:{seed}")
         self.image_decided_share = image_decided_share
         self.policy_mix = policy_mix
+        # The held-out split keeps mix=None: its examples stay exactly what they were.
+        self.mix = mix or TrainingMix(0.0, 0.0, 0.0)
+        self.natural = None
+        if self.mix.natural:
+            from guardedge.runtime.demo.natural import NaturalDraw, train_corpus
+
+            self.natural = NaturalDraw(self.rng, train_corpus(*self.mix.corpora))
 
     def _phrase(self, kind: str, templates: list[str], hazard: str) -> str:
         topics = TOPICS[hazard]
@@ -136,6 +203,8 @@ class Generator:
         return {f"{prefix}{i + 1}": d for i, d in enumerate(chosen)}, [], "custom"
 
     def example(self) -> dict:
+        if self.natural is not None and self.rng.random() < self.mix.natural:
+            return self._natural_example()
         task = "prompt" if self.rng.random() < 0.55 else "response"
         categories, excluded, policy_kind = self._policy()
         policy = categories or {k: v for k, v in DEFAULT_CATEGORIES}
@@ -145,6 +214,8 @@ class Generator:
         hazard = self._hazard(unsafe_content)
         if unsafe_content and policy_kind != "default" and self.rng.random() < 0.5:
             hazard = self.rng.choice(list(policy.values()))
+        elif unsafe_content and excluded and self.mix.excluded_hit and self.rng.random() < self.mix.excluded_hit:
+            hazard = dict(DEFAULT_CATEGORIES)[self.rng.choice(excluded)]  # excluded content is safe content
         image, kind, hazards = None, policy_kind, {hazard} - {"safe"}
         if task == "prompt":
             messages, image, hazards, kind = self._prompt_task(hazard, policy_kind)
@@ -177,9 +248,46 @@ class Generator:
         image = None
         if image_hazard is not None:
             colour = IMAGE_COLOURS.get(image_hazard) or self.rng.choice(SAFE_COLOURS)
-            image = ImageSpec(colour, self.rng.choice(IMAGE_SIZES), self.rng.randrange(2**31))
+            style = "photo" if image_hazard == "safe" and self.mix.photo and self.rng.random() < self.mix.photo else "flat"
+            image = ImageSpec(colour, self.rng.choice(IMAGE_SIZES), self.rng.randrange(2**31), style)
             content.insert(self.rng.randrange(2), {"type": "image"})
         return [{"role": "user", "content": content}], image, hazards - {"safe"}, kind
+
+    def _natural_example(self) -> dict:
+        """A request in people's own words (runtime/demo/natural.py) under a drawn policy."""
+        rng = self.rng
+        task = "prompt" if rng.random() < 0.6 else "response"
+        categories, excluded, policy_kind = self._policy()
+        policy = {k: v for k, v in (categories or dict(DEFAULT_CATEGORIES)).items() if k not in excluded}
+        hazard = None
+        if rng.random() < self.mix.natural_harmful:
+            named = [d for d in policy.values() if d in DEFAULT_DESCRIPTIONS]
+            if excluded and rng.random() < self.mix.excluded_hit:
+                hazard = dict(DEFAULT_CATEGORIES)[rng.choice(excluded)]
+            elif policy_kind == "custom" and named and rng.random() < 0.6:
+                hazard = rng.choice(named)
+            else:
+                hazard = rng.choice(DEFAULT_DESCRIPTIONS)
+        if task == "response" and hazard is not None and rng.random() < 0.45:
+            messages, hazard = self.natural.refused(hazard), None
+        else:
+            messages = self.natural.messages(task, hazard)
+        image = None
+        if task == "prompt" and rng.random() < 0.2:  # a harmless photo rides along; the text decides
+            image = ImageSpec(rng.choice(SAFE_COLOURS), rng.choice(IMAGE_SIZES), rng.randrange(2**31), "photo")
+            messages[0]["content"].insert(rng.randrange(2), {"type": "image"})
+        if rng.random() < 0.2:
+            messages = self.natural.earlier_exchange() + messages
+        violated = [k for k, d in policy.items() if d == hazard]
+        out = {"messages": messages, "task": task, "kind": "natural",
+               "label": {"verdict": "unsafe" if violated else "safe", "categories": violated}}
+        if categories is not None:
+            out["categories"] = categories
+        if excluded:
+            out["excluded_category_keys"] = excluded
+        if image is not None:
+            out["image_spec"] = image
+        return out
 
     def _response_task(self, hazard: str) -> list[dict]:
         asked = hazard if hazard != "safe" or self.rng.random() < 0.5 else self._hazard(True)

@@ -13,12 +13,13 @@ from __future__ import annotations
 import math
 import random
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm import tqdm
 
-from guardedge.runtime.demo.data import Generator, examples
-from guardedge.runtime.demo.weights import init_tables
+from guardedge.runtime.demo.data import Generator, TrainingMix, examples
+from guardedge.runtime.demo.weights import init_tables, unpack
 from guardedge.runtime.families import get_family
 from guardedge.runtime.preprocess import Preprocessor
 from guardedge.runtime.types import GuardRequest, ImageInput, Message, Part
@@ -97,18 +98,29 @@ def _loss(model, batch, targets, embedding, head, negatives: torch.Tensor) -> to
 
 
 def train(config, tokenizer, image_processor, steps: int, batch_size: int, lr: float, seed: int,
-          image_decided_share: float, policy_mix: tuple[float, float, float], progress: bool = True):
+          image_decided_share: float, policy_mix: tuple[float, float, float], progress: bool = True,
+          mix: TrainingMix | None = None, start_from: Path | None = None,
+          checkpoint: Callable[[int, torch.nn.Module], None] | None = None, checkpoint_every: int = 1000):
+    """Train from scratch, or continue from the packed weights ``start_from`` (same architecture).
+
+    ``checkpoint(step, model)`` runs every ``checkpoint_every`` steps (to measure a run while it
+    trains); it must not touch the model's weights or any random state.
+    """
     from transformers import MllamaForConditionalGeneration
 
     torch.manual_seed(seed)
     random.seed(seed)
     model = MllamaForConditionalGeneration(config)
-    init_tables(model, seed)  # the deterministic init the packed weights are a diff against
-    # Mllama starts its cross-attention gates at 0 (for adapting a pretrained text model); from
-    # scratch, open gates let the image reach the answer from the first step.
-    for name, param in model.named_parameters():
-        if name.endswith(("cross_attn_attn_gate", "cross_attn_mlp_gate")):
-            param.data.fill_(1.0)
+    if start_from is not None:
+        shapes = {k: v.shape for k, v in model.state_dict().items()}
+        model.load_state_dict({k: v.float() for k, v in unpack(start_from, shapes).items()}, strict=True)
+    else:
+        init_tables(model, seed)  # the deterministic init the packed weights are a diff against
+        # Mllama starts its cross-attention gates at 0 (for adapting a pretrained text model); from
+        # scratch, open gates let the image reach the answer from the first step.
+        for name, param in model.named_parameters():
+            if name.endswith(("cross_attn_attn_gate", "cross_attn_mlp_gate")):
+                param.data.fill_(1.0)
     model.train()
     # The two 128k-row tables train through sparse row updates; everything else densely.
     embedding = torch.nn.Parameter(model.model.language_model.embed_tokens.weight.data)
@@ -116,7 +128,7 @@ def train(config, tokenizer, image_processor, steps: int, batch_size: int, lr: f
     model.model.language_model.embed_tokens.weight.requires_grad_(False)
     model.lm_head.weight.requires_grad_(False)
     pre = Preprocessor(tokenizer, image_processor, get_family(FAMILY), max_text_tokens=4096)
-    gen = Generator("train", seed, image_decided_share, policy_mix)
+    gen = Generator("train", seed, image_decided_share, policy_mix, mix)
     params = [p for p in model.parameters() if p.requires_grad]
     dense = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
     sparse = torch.optim.SparseAdam([embedding, head], lr=lr * 3, betas=(0.9, 0.98))
@@ -138,20 +150,36 @@ def train(config, tokenizer, image_processor, steps: int, batch_size: int, lr: f
             sched.step()
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
+        if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+            checkpoint(step + 1, model)
     model.eval()
     return model
 
 
 def evaluate(model_dir: Path | str, n: int = EVAL_SIZE, progress: bool = True, batch_size: int = 16) -> dict:
-    """Held-out metrics of the model in ``model_dir``, measured through the engine."""
-    from guardedge.runtime.demo.metrics import guard_metrics
+    """Held-out metrics of the model in ``model_dir``, measured through the engine.
+
+    The synthetic split's figures at the top level; the independently written everyday/harmful
+    sets' under ``natural`` (runtime/demo/metrics.py says what each figure is).
+    """
+    from guardedge.runtime.demo.metrics import guard_metrics, natural_metrics
+    from guardedge.runtime.demo.natural import held_out_sets
     from guardedge.runtime.engine import EngineOptions, load_engine
 
-    engine = load_engine(str(model_dir), EngineOptions(max_batch_size=batch_size))
+    engine = load_engine(str(model_dir), EngineOptions(max_batch_size=batch_size, progress=False))
     held_out = examples("eval", n, seed=0)
+    sets = held_out_sets()
+    total = len(held_out) + sum(map(len, sets.values()))
+    with tqdm(total=total, desc="evaluating demo guard", disable=not progress, mininterval=2) as bar:
+        out = guard_metrics(held_out, _classify(engine, held_out, batch_size, bar))
+        out["natural"] = natural_metrics(sets, {name: _classify(engine, exs, batch_size, bar) for name, exs in sets.items()})
+    return out
+
+
+def _classify(engine, held_out: list[dict], batch_size: int, bar) -> list:
     predictions = []
-    chunks = range(0, len(held_out), batch_size)
-    for start in tqdm(chunks, desc="evaluating demo guard", disable=not progress, mininterval=2):
+    for start in range(0, len(held_out), batch_size):
         chunk = held_out[start : start + batch_size]
         predictions.extend(engine.classify([to_request(ex) for ex in chunk]))
-    return guard_metrics(held_out, predictions)
+        bar.update(len(chunk))
+    return predictions

@@ -38,8 +38,11 @@ def pack(model, seed: int, path: Path) -> dict:
     sizes = {}
     for name, value in model.state_dict().items():
         if name in TABLES:
-            init = table_init(name, *value.shape, seed)
-            rows = torch.nonzero((value.float() != init).any(dim=1)).flatten()
+            # Compared as stored (bf16): unpack restores bf16(init) for every row left out, so a
+            # row equal to it there is equal after unpacking too (and a model that started from a
+            # pack holds bf16(init) in its untrained rows, which never equal the fp32 init).
+            init = table_init(name, *value.shape, seed).to(torch.bfloat16)
+            rows = torch.nonzero((value.to(torch.bfloat16) != init).any(dim=1)).flatten()
             out[f"{name}::rows"] = rows.to(torch.int32)
             out[f"{name}::values"] = value[rows].to(torch.bfloat16).contiguous()
             sizes[name] = int(rows.numel())

@@ -150,11 +150,15 @@ class LlamaGuard3Vision:
         if len(rest) > 1 or not _CODE_LIST.match(rest[0]):
             return ParsedAnswer("unparseable", error="second line is not a comma-separated list of category codes")
         codes = tuple(dict.fromkeys(c.strip() for c in rest[0].split(",")))
+        # An excluded category is never a violation, even when the guard names it: Meta's own
+        # Llama Guard shield (llama-stack) treats an answer naming only excluded codes as safe.
+        excluded = set(request.excluded_category_keys)
+        kept = tuple(c for c in codes if c not in excluded)
         allowed = {key for key, _ in self.policy(request)}
-        unknown = [c for c in codes if c not in allowed]
+        unknown = [c for c in kept if c not in allowed]
         if unknown:
-            return ParsedAnswer("unparseable", codes, error=f"categories not in the policy: {', '.join(unknown)}")
-        return ParsedAnswer("unsafe", codes)
+            return ParsedAnswer("unparseable", kept, error=f"categories not in the policy: {', '.join(unknown)}")
+        return ParsedAnswer("unsafe", kept) if kept else ParsedAnswer("safe")
 
 
 def _forged_frame(text: str, codes: set[str]) -> str | None:
