@@ -223,16 +223,7 @@ class Generator:
             messages = self._response_task(hazard)
         if self.rng.random() < 0.25:
             messages = self._earlier_turns() + messages
-        violated = [k for k, d in policy.items() if d in hazards]
-        out = {"messages": messages, "task": task, "kind": kind,
-               "label": {"verdict": "unsafe" if violated else "safe", "categories": violated}}
-        if categories is not None:
-            out["categories"] = categories
-        if excluded:
-            out["excluded_category_keys"] = excluded
-        if image is not None:
-            out["image_spec"] = image
-        return out
+        return _example(messages, task, kind, policy, hazards, categories, excluded, image)
 
     def _prompt_task(self, hazard: str, policy_kind: str):
         if self.rng.random() < self.image_decided_share:  # the image alone decides: neutral text
@@ -278,16 +269,7 @@ class Generator:
             messages[0]["content"].insert(rng.randrange(2), {"type": "image"})
         if rng.random() < 0.2:
             messages = self.natural.earlier_exchange() + messages
-        violated = [k for k, d in policy.items() if d == hazard]
-        out = {"messages": messages, "task": task, "kind": "natural",
-               "label": {"verdict": "unsafe" if violated else "safe", "categories": violated}}
-        if categories is not None:
-            out["categories"] = categories
-        if excluded:
-            out["excluded_category_keys"] = excluded
-        if image is not None:
-            out["image_spec"] = image
-        return out
+        return _example(messages, task, "natural", policy, {hazard}, categories, excluded, image)
 
     def _response_task(self, hazard: str) -> list[dict]:
         asked = hazard if hazard != "safe" or self.rng.random() < 0.5 else self._hazard(True)
@@ -304,6 +286,21 @@ class Generator:
         hazard = self._hazard(self.rng.random() < 0.5)
         return [{"role": "user", "content": [{"type": "text", "text": self._phrase("p", PROMPT_TEMPLATES, hazard)}]},
                 {"role": "assistant", "content": [{"type": "text", "text": self._phrase("r", REFUSE_TEMPLATES, hazard if hazard != "safe" else "Hate.")}]}]
+
+
+def _example(messages: list[dict], task: str, kind: str, policy: dict[str, str], hazards: set, categories: dict | None,
+             excluded: list[str], image: ImageSpec | None) -> dict:
+    """A labelled example: the policy's categories whose description is among ``hazards`` are violated."""
+    violated = [k for k, d in policy.items() if d in hazards]
+    out = {"messages": messages, "task": task, "kind": kind,
+           "label": {"verdict": "unsafe" if violated else "safe", "categories": violated}}
+    if categories is not None:
+        out["categories"] = categories
+    if excluded:
+        out["excluded_category_keys"] = excluded
+    if image is not None:
+        out["image_spec"] = image
+    return out
 
 
 def examples(split: str, n: int, seed: int = 0) -> list[dict]:
