@@ -78,6 +78,15 @@ def _parser() -> argparse.ArgumentParser:
         serve.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=text)
     serve.set_defaults(func=cmd_serve)
 
+    health = sub.add_parser("health", help="exit 0 if a server's gRPC health check says SERVING (container and exec probes)")
+    health.add_argument("--server", default=None, metavar="HOST:PORT", help="default 127.0.0.1:$GUARDEDGE_PORT (50051)")
+    health.add_argument("--service", default="guardedge.v1.GuardService", help="health service name ('' is the whole server)")
+    health.add_argument("--timeout", type=float, default=3.0)
+    health.add_argument("--tls-ca", help="CA certificate (PEM) of the server's certificate; turns TLS on")
+    health.add_argument("--tls-cert", help="client certificate (PEM) for mutual TLS")
+    health.add_argument("--tls-key", help="client key (PEM) for mutual TLS")
+    health.set_defaults(func=cmd_health)
+
     demo = sub.add_parser("demo", help="the bundled demo guard")
     demo.add_argument("action", choices=["path", "metrics", "requests"])
     demo.add_argument("--n", type=int, default=400, help="held-out examples for 'metrics'")
@@ -192,6 +201,25 @@ def cmd_serve(args) -> int:
     except ConfigError as exc:
         print(f"guardedge serve: {exc}", file=sys.stderr)
         return 2
+
+
+def cmd_health(args) -> int:
+    """One line: the health status; exit 0 only for SERVING (what a HEALTHCHECK or exec probe needs)."""
+    import os
+
+    import grpc
+
+    from guardedge.runtime.service.client import GuardClient, Tls
+
+    server = args.server or f"127.0.0.1:{os.environ.get('GUARDEDGE_PORT') or 50051}"
+    tls = Tls(args.tls_ca or "", args.tls_cert or "", args.tls_key or "") if (args.tls_ca or args.tls_cert) else None
+    with GuardClient(server, tls=tls, timeout=args.timeout, attempts=1) as client:
+        try:
+            status = client.health(args.service, timeout=args.timeout)
+        except grpc.RpcError as error:
+            status = f"{error.code().name}: {error.details()}"
+    print(f"{server} {args.service or '(server)'}: {status}")
+    return 0 if status == "SERVING" else 1
 
 
 def _read_json(path: str) -> object:
