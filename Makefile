@@ -7,7 +7,7 @@ TORCH ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean bundle-check image-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Slow checks of the air-gapped route (docs/airgap.md), each with its measured duration there.
+bundle-check: $(STAMP)
+	GUARDEDGE_DEPLOY_CHECKS=1 $(PY) -m pytest -q -s -m slow tests/test_bundle.py
+
+image-check: $(STAMP)
+	GUARDEDGE_DEPLOY_CHECKS=1 $(PY) -m pytest -q -s -m slow tests/test_image.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -9,6 +9,7 @@ build with its nvidia-* runtime wheels) or ``--torch-index``'s.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ class WheelhouseError(RuntimeError):
 class Target:
     kind: Literal["cpu", "cuda"] = "cpu"
     python: str = f"{sys.version_info.major}.{sys.version_info.minor}"  # e.g. "3.11"
-    platforms: tuple[str, ...] = ("manylinux_2_28_x86_64",)  # pip also accepts older manylinux tags
+    platforms: tuple[str, ...] = ("manylinux_2_28_x86_64",)  # glibc >= 2.28 (RHEL 8, Debian 10, Ubuntu 20.04)
     extras: tuple[str, ...] = ()  # guardedge extras: cpu, gpu, bnb
     torch: str = "2.13.0"
     torch_index: str | None = None  # None: PyTorch's CPU index (cpu), the default index (cuda)
@@ -38,6 +39,35 @@ class Target:
     @property
     def torch_requirement(self) -> str:
         return f"torch=={self.torch}+cpu" if self.kind == "cpu" else f"torch=={self.torch}"
+
+
+def expand_platforms(platforms: tuple[str, ...]) -> list[str]:
+    """Each ``manylinux_2_N_ARCH`` plus every older manylinux tag a glibc-2.N machine accepts.
+
+    pip does not expand PEP 600 tags given with ``--platform`` (it does for manylinux2014), so a
+    wheel tagged manylinux_2_17 would otherwise not match a manylinux_2_28 target."""
+    out: list[str] = []
+    for platform in platforms:
+        found = re.fullmatch(r"manylinux_2_(\d+)_(\w+)", platform)
+        if not found:
+            out.append(platform)
+            continue
+        minor, arch = int(found[1]), found[2]
+        out += [f"manylinux_2_{m}_{arch}" for m in range(minor, 4, -1)]
+        legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+        out += [f"{name}_{arch}" for glibc, name in legacy.items() if glibc <= minor]
+    return list(dict.fromkeys(out))
+
+
+def reachable(url: str, timeout: float = 10.0) -> bool:
+    """Whether an index answers at all (pip would otherwise retry it for every package)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+            return True
+    except Exception:  # noqa: BLE001 - DNS, TLS, HTTP errors: all mean "do not use it"
+        return False
 
 
 def build_project_wheel(source: Path, out: Path) -> Path:
@@ -59,11 +89,14 @@ def download(project_wheel: Path, out: Path, target: Target) -> list[Path]:
     extras = f"[{','.join(target.extras)}]" if target.extras else ""
     args = ["download", "--dest", str(out), "--only-binary=:all:", "--python-version", target.python,
             "--implementation", "cp", "--abi", target.abi, "--find-links", str(out), "--progress-bar", "on"]
-    for platform in target.platforms:
+    for platform in expand_platforms(target.platforms):
         args += ["--platform", platform]
     index = target.torch_index or (CPU_INDEX if target.kind == "cpu" else None)
-    if index:
+    if index and reachable(index):
         args += ["--extra-index-url", index]
+    elif index:
+        print(f"[bundle] {index} does not answer from here; {target.torch_requirement} must come from pip's other sources",
+              file=sys.stderr, flush=True)
     version = project_wheel.name.split("-")[1]
     _pip([*args, f"guardedge{extras}=={version}", target.torch_requirement])
     wheels = sorted(out.glob("*.whl"))
