@@ -8,6 +8,7 @@ Layout (docs/airgap.md)::
     wheels/            guardedge's wheel + every dependency, for the target
     models/NAME/       each model with manifest.json (a plain directory gets one here)
     container/         Containerfile (build context: the bundle directory)
+    image/             the image as a docker archive (with --image; podman/docker load -i)
     deploy/            kubernetes/ and systemd/
     install.sh         fresh venv, pip install --no-index, models verified
     bundle.json        what the bundle is: target, versions, models, sizes (bundle.env: the same for install.sh)
@@ -32,8 +33,11 @@ from guardedge.deploy.wheels import Target, WheelhouseError, build_project_wheel
 FORMAT = "guardedge-bundle/1"
 
 
-def create(out: Path, source: Path, target: Target, models: list[str], smoke: bool = True) -> dict:
-    """Assemble the bundle in ``out`` (which must be absent or empty) and seal it; returns bundle.json."""
+def create(out: Path, source: Path, target: Target, models: list[str], smoke: bool = True, image: dict | None = None) -> dict:
+    """Assemble the bundle in ``out`` (which must be absent or empty) and seal it; returns bundle.json.
+
+    ``image`` (``{"base": ..., "bake_models": bool}``) also builds the container image from it and
+    saves it under image/ before the bundle is sealed."""
     started = time.monotonic()
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; give a new --out directory")
@@ -58,6 +62,14 @@ def create(out: Path, source: Path, target: Target, models: list[str], smoke: bo
         "sizes": {"wheels": _size(out / "wheels"), "models": _size(out / "models")},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if image is not None:
+        from guardedge.deploy.image import build_and_save
+
+        tag = f"localhost/guardedge:{info['guardedge']}-{target.kind}"
+        _step(f"building the image {tag} on {image['base']} (podman, no network needed)")
+        tar = build_and_save(out, tag, image["base"], image.get("bake_models", False), ",".join(target.extras))
+        info["image"] = {"tag": tag, "file": tar.relative_to(out).as_posix(), "base": image["base"], "bytes": tar.stat().st_size,
+                         "models_baked": image.get("bake_models", False)}
     (out / "bundle.json").write_text(json.dumps(info, indent=2) + "\n")
     # The same facts for install.sh, which runs before any Python package is installed.
     (out / "bundle.env").write_text(f"GUARDEDGE_VERSION={info['guardedge']}\nPYTHON_VERSION={target.python}\n"
@@ -114,6 +126,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", type=Path, default=None, help="guardedge source tree to build the wheel from (default: this checkout)")
     parser.add_argument("--no-smoke", action="store_true", help="do not run the models to record parity-smoke answers")
     parser.add_argument("--tar", action="store_true", help="also write OUT.tar")
+    parser.add_argument("--image", action="store_true", help="also build the container image with podman and save it under image/")
+    parser.add_argument("--image-base", default="docker.io/library/python:3.11-slim", help="base image, already local (podman build --pull=never)")
+    parser.add_argument("--bake-models", action="store_true", help="copy the bundle's models into the image's /models")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -127,8 +142,11 @@ def main(args: argparse.Namespace) -> int:
                     extras=tuple(e.strip() for e in args.extras.split(",") if e.strip()),
                     torch=args.torch or version("torch").split("+")[0], torch_index=args.torch_index)
     try:
-        info = create(args.out, source, target, args.models, smoke=not args.no_smoke)
-    except (WheelhouseError, FileExistsError, OSError, ValueError) as exc:
+        from guardedge.deploy.image import ImageError
+
+        image = {"base": args.image_base, "bake_models": args.bake_models} if args.image else None
+        info = create(args.out, source, target, args.models, smoke=not args.no_smoke, image=image)
+    except (WheelhouseError, ImageError, FileExistsError, OSError, ValueError) as exc:
         print(f"guardedge bundle create: {exc}", file=sys.stderr)
         return 1
     tar = write_tar(args.out) if args.tar else None
@@ -137,6 +155,8 @@ def main(args: argparse.Namespace) -> int:
           f"{len(info['models'])} models ({mb(info['sizes']['models'])}), {info['files']} files in SHA256SUMS, {info['seconds']} s")
     for model in info["models"]:
         print(f"  models/{model['name']}: {model['files']} files, {mb(model['bytes'])}{' (manifest written here)' if model['manifest_written'] else ''}")
+    if "image" in info:
+        print(f"  {info['image']['file']}: {info['image']['tag']}, {mb(info['image']['bytes'])}")
     if tar:
         print(f"{tar}: {mb(tar.stat().st_size)}")
     print(f"next: copy it to the site, then: {args.out.name}/install.sh --prefix /opt/guardedge   (docs/airgap.md)")

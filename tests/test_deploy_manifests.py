@@ -184,3 +184,10 @@ def test_systemd_unit_is_hardened(tmp_path):
     out = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(unit)], capture_output=True, text=True, timeout=60)
     score = float(re.search(r"Overall exposure level for guardedge.service: ([\d.]+)", out.stdout)[1])
     assert score <= 2.0, out.stdout
+
+
+def test_python_client_balances_over_the_headless_service():
+    from guardedge.runtime.service.client import channel_options
+
+    assert ("grpc.lb_policy_name", "round_robin") in channel_options()
+    assert ("grpc.lb_policy_name", "round_robin") in channel_options(attempts=1)
