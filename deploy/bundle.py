@@ -52,9 +52,13 @@ def create(out: Path, source: Path, target: Target, models: list[str], smoke: bo
         bundled.append(add_model(spec, out / "models", smoke=smoke))
     _step("copying the container context, deployment files and install script")
     _copy_data(out)
+    # What install.sh (which runs before any Python package is installed) and the Containerfile read.
+    version = wheel.name.split("-")[1]
+    (out / "bundle.env").write_text(f"GUARDEDGE_VERSION={version}\nPYTHON_VERSION={target.python}\n"
+                                    f"EXTRAS={','.join(target.extras)}\nTARGET={target.kind}\n")
     info = {
         "format": FORMAT,
-        "guardedge": wheel.name.split("-")[1],
+        "guardedge": version,
         "target": {"kind": target.kind, "python": target.python, "platforms": list(target.platforms),
                    "extras": list(target.extras), "torch": target.torch_requirement},
         "wheels": [w.name for w in wheels],
@@ -71,9 +75,6 @@ def create(out: Path, source: Path, target: Target, models: list[str], smoke: bo
         info["image"] = {"tag": tag, "file": tar.relative_to(out).as_posix(), "base": image["base"], "bytes": tar.stat().st_size,
                          "models_baked": image.get("bake_models", False)}
     (out / "bundle.json").write_text(json.dumps(info, indent=2) + "\n")
-    # The same facts for install.sh, which runs before any Python package is installed.
-    (out / "bundle.env").write_text(f"GUARDEDGE_VERSION={info['guardedge']}\nPYTHON_VERSION={target.python}\n"
-                                    f"EXTRAS={','.join(target.extras)}\nTARGET={target.kind}\n")
     _step("hashing every file into SHA256SUMS")
     info["files"] = sums.write(out)
     info["seconds"] = round(time.monotonic() - started, 1)
