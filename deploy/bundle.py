@@ -133,15 +133,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        torch_version = args.torch or version("torch").split("+")[0]
+    except PackageNotFoundError:
+        print("guardedge bundle create: torch is not installed here; give --torch VERSION", file=sys.stderr)
+        return 1
     source = args.source or _source_tree()
     if source is None:
         print("guardedge bundle create: give --source (a guardedge source tree)", file=sys.stderr)
         return 1
     target = Target(kind=args.target, python=args.python, platforms=tuple(args.platforms or Target.platforms),
                     extras=tuple(e.strip() for e in args.extras.split(",") if e.strip()),
-                    torch=args.torch or version("torch").split("+")[0], torch_index=args.torch_index)
+                    torch=torch_version, torch_index=args.torch_index)
     try:
         from guardedge.deploy.image import ImageError
 
