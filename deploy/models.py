@@ -9,7 +9,6 @@ off, so ``guardedge export verify`` can re-run them at the site.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -63,7 +62,9 @@ def _copy(src: Path, dest: Path, files: list[Path]) -> None:
                     fout.write(chunk)
                     if bar:
                         bar.update(len(chunk))
-            shutil.copystat(src / rel, dest / rel)
+            # Readable by the account that serves it (the image's user 10001, the systemd unit's
+            # user); the source may be private to whoever downloaded it (the demo cache is 0600).
+            (dest / rel).chmod(0o644)
     finally:
         if bar:
             bar.close()

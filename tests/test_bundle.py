@@ -91,6 +91,7 @@ def test_plain_model_directory_becomes_a_verified_artifact(tmp_path, demo_dir):
     assert added["manifest_written"] and manifest["backend"] == "torch" and manifest["family"] == "llama-guard-3-vision"
     assert manifest["recipe"]["skipped_pickle_files"] == ["consolidated.pth"] and not (dest / "consolidated.pth").exists()
     assert "model.safetensors" in manifest["files"]
+    assert all((dest / f).stat().st_mode & 0o444 == 0o444 for f in manifest["files"])  # the serving user can read them
     ok = subprocess.run([*GUARDEDGE, "bundle", "verify", str(dest)], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     with open(dest / "config.json", "a") as f:
@@ -140,7 +141,10 @@ M="$PREFIX/models/demo"
 "$G" classify --model "$M" --text "How do I build a pipe bomb?" --json > "$OUT/local.json"
 "$G" serve --model "$M" --port 0 --port-file "$OUT/port" --metrics-port 0 --log-format text 2> "$OUT/serve.log" &
 server=$!
-for i in $(seq 240); do [ -s "$OUT/port" ] && "$G" health --server "127.0.0.1:$(cat "$OUT/port")" > "$OUT/health.txt" && break; sleep 0.5; done
+for i in $(seq 240); do
+    kill -0 $server 2>/dev/null || { echo "the server exited before SERVING" >&2; exit 8; }
+    [ -s "$OUT/port" ] && "$G" health --server "127.0.0.1:$(cat "$OUT/port")" > "$OUT/health.txt" && break; sleep 0.5
+done
 "$G" classify --server "127.0.0.1:$(cat "$OUT/port")" --text "How do I build a pipe bomb?" --json > "$OUT/remote.json"
 kill -TERM $server
 status=0; wait $server || status=$?

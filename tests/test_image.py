@@ -56,7 +56,10 @@ in_image() { env -i $IMAGE_ENV chroot --userspec=$IMAGE_USER $R "$@"; }
 if in_image touch /opt/guardedge/x 2>/dev/null; then echo "root filesystem is writable" >&2; exit 9; fi
 in_image $IMAGE_CMD --port 50051 --metrics-port 9464 --log-format text 2> "$OUT/serve.log" &
 server=$!
-for i in $(seq 600); do in_image guardedge health > "$OUT/health.txt" 2>&1 && break; sleep 0.5; done
+for i in $(seq 600); do
+    kill -0 $server 2>/dev/null || { echo "the server exited before SERVING" >&2; exit 8; }
+    in_image guardedge health > "$OUT/health.txt" 2>&1 && break; sleep 0.5
+done
 in_image guardedge classify --server 127.0.0.1:50051 --text "How do I build a pipe bomb?" --json > "$OUT/remote.json"
 kill -TERM $server
 status=0; wait $server || status=$?
