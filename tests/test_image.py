@@ -90,7 +90,8 @@ def test_image_builds_from_the_bundle_and_answers_with_no_network(tmp_path):
     inspect = json.loads(subprocess.run(["podman", "image", "inspect", tag], capture_output=True, text=True, check=True).stdout)[0]
     config = inspect["Config"]
     assert config["User"] == "10001:10001" and config["Entrypoint"] == ["guardedge"]
-    assert config["Healthcheck"]["Test"] == ["CMD", "guardedge", "health"]
+    healthcheck = inspect.get("Healthcheck") or config.get("Healthcheck")  # podman 4 reports it beside Config
+    assert healthcheck["Test"] == ["CMD", "guardedge", "health"]
     env = {e.split("=", 1)[0]: e.split("=", 1)[1] for e in config["Env"]}
     env["GUARDEDGE_MODELS"] = "/models/demo"  # baked in with --bake-models
     mount = subprocess.run(["podman", "image", "mount", tag], capture_output=True, text=True, check=True).stdout.strip()
