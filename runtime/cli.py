@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="guardedge", description="Run vision safety guards on premises.")
+    parser.add_argument("--version", action="version", version=f"guardedge {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     render = sub.add_parser("render", help="print the exact prompt a request becomes")
@@ -60,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     classify.add_argument("--device", default="auto")
     classify.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     classify.add_argument("--prompt-source", default="builtin", choices=["builtin", "model"])
+    classify.add_argument("--threads", type=int, help="torch/ONNX Runtime threads (default: $GUARDEDGE_THREADS, else the CPU quota)")
     remote = classify.add_argument_group("through a server (guardedge serve)")
     remote.add_argument("--server", metavar="HOST:PORT", help="classify through this server instead of loading a model")
     remote.add_argument("--timeout", type=float, default=60.0, help="deadline per request, seconds")
@@ -77,12 +79,40 @@ def _parser() -> argparse.ArgumentParser:
         serve.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=text)
     serve.set_defaults(func=cmd_serve)
 
+    health = sub.add_parser("health", help="exit 0 if a server's gRPC health check says SERVING (container and exec probes)")
+    health.add_argument("--server", default=None, metavar="HOST:PORT", help="default 127.0.0.1:$GUARDEDGE_PORT (50051)")
+    health.add_argument("--service", default="guardedge.v1.GuardService", help="health service name ('' is the whole server)")
+    health.add_argument("--timeout", type=float, default=3.0)
+    health.add_argument("--tls-ca", help="CA certificate (PEM) of the server's certificate; turns TLS on")
+    health.add_argument("--tls-cert", help="client certificate (PEM) for mutual TLS")
+    health.add_argument("--tls-key", help="client key (PEM) for mutual TLS")
+    health.set_defaults(func=cmd_health)
+
     demo = sub.add_parser("demo", help="the bundled demo guard")
     demo.add_argument("action", choices=["path", "metrics", "requests"])
     demo.add_argument("--n", type=int, default=400, help="held-out examples for 'metrics'")
     demo.set_defaults(func=cmd_demo)
     _plugin_commands(sub)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("guardedge")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        from guardedge.runtime import __version__
+
+        return __version__
+
+
+def _read_bytes(path: str, what: str) -> bytes:
+    """A file's bytes, or exit with one line saying why it cannot be read."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise SystemExit(f"guardedge: error: {what} {path}: {exc.strerror or exc}") from None
 
 
 def add_lazy_commands(subparsers, name: str, text: str, commands: dict[str, tuple[str, str]]) -> None:
@@ -135,6 +165,7 @@ _SERVE_FLAGS = [
     ("device", str, "auto, cpu, cuda, cuda:1, ..."),
     ("dtype", str, "auto, float32, bfloat16, float16"),
     ("threshold", float, "unsafe iff P(unsafe) >= this, for requests that set none"),
+    ("threads", int, "torch/ONNX Runtime threads (default 0: the container's CPU quota)"),
     ("token_file", str, "bearer tokens, one per line (also $GUARDEDGE_TOKENS, comma-separated)"),
     ("tls_cert", str, "server certificate (PEM)"),
     ("tls_key", str, "server key (PEM)"),
@@ -163,6 +194,9 @@ def cmd_serve(args) -> int:
         print(f"guardedge serve: {exc}", file=sys.stderr)
         return 2
     logs.configure(config.log_format, config.log_level)
+    from guardedge.runtime import threads
+
+    threads.apply(config.threads)
     try:
         return asyncio.run(serve(config))
     except ConfigError as exc:
@@ -170,9 +204,34 @@ def cmd_serve(args) -> int:
         return 2
 
 
+def cmd_health(args) -> int:
+    """One line: the health status; exit 0 only for SERVING (what a HEALTHCHECK or exec probe needs)."""
+    import os
+
+    import grpc
+
+    from guardedge.runtime.service.client import GuardClient, Tls
+
+    server = args.server or f"127.0.0.1:{os.environ.get('GUARDEDGE_PORT') or 50051}"
+    tls = Tls(args.tls_ca or "", args.tls_cert or "", args.tls_key or "") if (args.tls_ca or args.tls_cert) else None
+    with GuardClient(server, tls=tls, timeout=args.timeout, attempts=1) as client:
+        try:
+            status = client.health(args.service, timeout=args.timeout)
+        except grpc.RpcError as error:
+            status = f"{error.code().name}: {error.details()}"
+    print(f"{server} {args.service or '(server)'}: {status}")
+    return 0 if status == "SERVING" else 1
+
+
 def _read_json(path: str) -> object:
-    text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    return json.loads(text)
+    """One JSON document from a file or stdin, or exit with one line (a JSONL file gets a hint)."""
+    text = sys.stdin.read() if path == "-" else _read_bytes(path, "cannot read --input").decode("utf-8", "replace")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        hint = ("; render takes one request, and this looks like JSONL (one request per line): "
+                "give one line of it, e.g. head -n1 FILE | guardedge render --input -") if exc.msg == "Extra data" else ""
+        raise SystemExit(f"guardedge: error: --input {path} is not a JSON request ({exc.msg} at line {exc.lineno} column {exc.colno}){hint}") from None
 
 
 def cmd_render(args) -> int:
@@ -215,6 +274,9 @@ def cmd_classify(args) -> int:
     items, base_dir = _classify_inputs(args)
     if args.server:
         return _classify_remote(args, items, base_dir)
+    from guardedge.runtime import threads
+
+    threads.apply(args.threads)
     options = EngineOptions(device=args.device, dtype=args.dtype, threshold=args.threshold,
                             max_batch_size=args.batch_size, prompt_source=args.prompt_source)
     engine = load_engine(args.model or "demo", options)
@@ -276,7 +338,7 @@ def _classify_inputs(args) -> tuple[list[tuple[int, object]], Path | None]:
         raise SystemExit("guardedge: give --input FILE, or --text and/or --image")
     content: list[dict] = []
     if args.image:
-        content.append({"type": "image", "data": base64.b64encode(Path(args.image).read_bytes()).decode()})
+        content.append({"type": "image", "data": base64.b64encode(_read_bytes(args.image, "cannot read --image")).decode()})
     if args.text:
         content.append({"type": "text", "text": args.text})
     messages = [{"role": "user", "content": content}]
@@ -286,7 +348,10 @@ def _classify_inputs(args) -> tuple[list[tuple[int, object]], Path | None]:
 
 
 def _jsonl(path: str) -> Iterator[tuple[int, object]]:
-    lines = sys.stdin if path == "-" else open(path, encoding="utf-8")
+    try:
+        lines = sys.stdin if path == "-" else open(path, encoding="utf-8")
+    except OSError as exc:
+        raise SystemExit(f"guardedge: error: cannot read --input {path}: {exc.strerror or exc}") from None
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue

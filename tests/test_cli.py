@@ -118,3 +118,29 @@ def test_missing_model_directory_is_a_clear_error(tmp_path):
     out = run("classify", "--model", str(tmp_path / "nope"), "--text", "hi")
     assert out.returncode == 1
     assert "does not exist" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_version():
+    out = run("--version")
+    assert out.returncode == 0 and out.stdout.strip() == "guardedge 0.1.0"
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["classify", "--text", "hi", "--image", "MISSING/cat.png"], "cannot read --image MISSING/cat.png: No such file"),
+    (["classify", "--input", "MISSING/reqs.jsonl"], "cannot read --input MISSING/reqs.jsonl: No such file"),
+    (["render", "--input", "MISSING/req.json"], "cannot read --input MISSING/req.json: No such file"),
+])
+def test_unreadable_files_are_one_line(args, fragment):
+    out = run(*args)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [f"guardedge: error: {fragment} or directory"]
+
+
+def test_render_given_jsonl_says_so_in_one_line(tmp_path):
+    path = tmp_path / "reqs.jsonl"
+    path.write_text('{"messages": [{"role": "user", "content": "a"}]}\n{"messages": [{"role": "user", "content": "b"}]}\n')
+    out = run("render", "--input", str(path))
+    assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1
+    assert "is not a JSON request (Extra data at line 2 column 1)" in out.stderr and "JSONL" in out.stderr
+    one = run("render", "--input", "-", stdin=path.read_text().splitlines()[0])
+    assert one.returncode == 0 and "a" in one.stdout

@@ -70,3 +70,22 @@ def test_two_models_with_the_same_served_name_are_refused(tmp_path):
     (tmp_path / "b" / "guard").mkdir(parents=True)
     with pytest.raises(ConfigError, match=r"several models would be served as \['guard'\]"):
         load_config({"models": (str(tmp_path / "a" / "guard"), str(tmp_path / "b" / "guard"))}, env={})
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    env = {"GUARDEDGE_PORT": "x", "GUARDEDGE_MAX_BATCH_SIZE": "y"}
+    flags = {"token_file": str(tmp_path / "missing"), "tls_key": str(tmp_path / "key.pem"), "threads": -1}
+    with pytest.raises(ConfigError) as caught:
+        load_config(flags, env=env)
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "invalid configuration:"
+    for fragment in ("GUARDEDGE_PORT='x': port must be an int", "GUARDEDGE_MAX_BATCH_SIZE='y': max_batch_size must be an int",
+                     "token_file", "tls_cert and tls_key go together", "key.pem does not exist", "threads: -1 is negative"):
+        assert sum(fragment in line for line in lines[1:]) == 1, (fragment, lines)
+    assert len(lines) == 7
+
+
+def test_threads_setting():
+    assert load_config({}, env={}).threads == 0
+    assert load_config({}, env={"GUARDEDGE_THREADS": "3"}).threads == 3
+    assert load_config({"threads": 1}, env={"GUARDEDGE_THREADS": "3"}).threads == 1

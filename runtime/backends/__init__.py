@@ -45,6 +45,9 @@ class Backend(Protocol):
 def load_backend(model_dir: ModelDir, device: str | None, dtype: str | None) -> Backend:
     """The backend the directory asks for (its manifest), on ``device``."""
     if model_dir.backend == "onnxruntime":
+        from guardedge.runtime.extras import require
+
+        require("onnxruntime", purpose=f"the ONNX artifact {model_dir.path}")
         from guardedge.runtime.backends.onnx_backend import OnnxBackend
 
         return OnnxBackend.load(model_dir, device=device, dtype=dtype)

@@ -86,6 +86,10 @@ class OnnxBackend:
         providers, dev = _providers(device)
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        from guardedge.runtime.threads import configured
+
+        if threads := configured():  # the container's CPU quota (runtime/threads.py), not the host's cores
+            options.intra_op_num_threads = threads
         sessions = {role: ort.InferenceSession(str(model_dir.path / manifest["components"][role]), options, providers=providers)
                     for role in ("vision", "decoder")}
         return cls(sessions["vision"], sessions["decoder"], manifest["precision"], dev, _weight_bytes(model_dir))

@@ -125,6 +125,9 @@ class TorchBackend:
         dt = choose_dtype(dtype, dev)
         quant = bnb_precision(saved_quantization(model_dir) or load_kwargs.get("quantization_config"))
         if quant:
+            from guardedge.runtime.extras import require
+
+            require("bitsandbytes", "accelerate", purpose=f"the bitsandbytes ({quant}) model {model_dir}")
             # bitsandbytes weights are placed (and on CUDA quantized) while loading; .to() is refused.
             load_kwargs.setdefault("device_map", {"": device_map_target(dev)})
         model = MllamaForConditionalGeneration.from_pretrained(

@@ -103,6 +103,9 @@ def channel_options(max_message_bytes: int = 32 * 1024 * 1024, attempts: int = 4
     options: list[tuple[str, object]] = [
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
+        # Per-request balancing over every address the target resolves to (a headless Kubernetes
+        # Service returns one per pod); with one address it is the same as pick_first.
+        ("grpc.lb_policy_name", "round_robin"),
     ]
     if attempts < 2:
         return options + [("grpc.enable_retries", 0)]

@@ -50,6 +50,7 @@ class ServerConfig:
     device: str = "auto"
     dtype: str = "auto"
     threshold: float = -1.0  # < 0: the guard's greedy answer decides
+    threads: int = 0  # torch/ONNX Runtime threads; 0: the CPU quota (runtime/threads.py)
     # Security.
     token_file: str = ""  # one bearer token per line; GUARDEDGE_TOKENS (comma-separated) also works
     tokens: tuple[str, ...] = ()
@@ -86,10 +87,21 @@ def load_config(
         values.update(_from_file(Path(file)))
     values.update(_from_env(env or {}))
     values.update({k: (v, f"--{k.replace('_', '-')}") for k, v in (flags or {}).items() if v is not None})
-    converted = {name: _convert(name, value, source) for name, (value, source) in values.items()}
+    # Every problem is reported at once: a value of the wrong type keeps its default, so the other
+    # rules are still checked; only an unreadable or unknown-keyed file stops at once.
+    problems: list[str] = []
+    converted = {}
+    for name, (value, source) in values.items():
+        try:
+            converted[name] = _convert(name, value, source)
+        except ConfigError as exc:
+            problems.append(str(exc))
     config = ServerConfig(**converted)
-    config = dataclasses.replace(config, tokens=config.tokens + _read_tokens(config.token_file))
-    _validate(config)
+    try:
+        config = dataclasses.replace(config, tokens=config.tokens + _read_tokens(config.token_file))
+    except ConfigError as exc:
+        problems.append(str(exc))
+    _validate(config, problems)
     return config
 
 
@@ -158,8 +170,8 @@ def model_name(spec: str) -> str:
     return "demo" if spec == "demo" else Path(spec).expanduser().resolve().name
 
 
-def _validate(c: ServerConfig) -> None:
-    problems = []
+def _validate(c: ServerConfig, earlier: list[str] | None = None) -> None:
+    problems = list(earlier or [])
     if not c.models:
         problems.append("models: give at least one model ('demo' or a local directory)")
     names = [model_name(m) for m in c.models]
@@ -177,6 +189,8 @@ def _validate(c: ServerConfig) -> None:
         problems.append(f"max_message_bytes: {c.max_message_bytes} is too small for any request (at least 1024)")
     if c.max_image_bytes > c.max_message_bytes:
         problems.append(f"max_image_bytes ({c.max_image_bytes}) exceeds max_message_bytes ({c.max_message_bytes}); an image that size could never arrive")
+    if c.threads < 0:
+        problems.append(f"threads: {c.threads} is negative (0 follows the CPU quota)")
     if c.max_queue_delay_ms < 0 or c.grace_seconds < 0 or c.max_text_tokens < 0:
         problems.append("max_queue_delay_ms, grace_seconds and max_text_tokens must not be negative")
     if c.threshold > 1:
