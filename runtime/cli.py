@@ -182,7 +182,11 @@ def _exit_if_threads_busy(code: int) -> None:
     thread: Python would wait for it at exit, past the grace period (threads cannot be interrupted)."""
     import os
     import threading
+    import time
 
+    end = time.monotonic() + 1.0  # idle pool threads exit within moments of their pool's shutdown
+    for thread in [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]:
+        thread.join(max(0.0, end - time.monotonic()))
     busy = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
     if busy:
         logging.getLogger("guardedge.server").warning("exiting with work still running", extra={"fields": {"threads": len(busy)}})
