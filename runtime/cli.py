@@ -76,7 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="TOML file of settings (flags > GUARDEDGE_* environment > file > defaults)")
     serve.add_argument("--model", dest="models", action="append", help="'demo' or a model directory; repeat to serve several (the first is the default)")
     for name, kind, text in _SERVE_FLAGS:
-        serve.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=text)
+        if kind is bool:  # a switch: absent leaves the environment's or the file's value
+            serve.add_argument(f"--{name.replace('_', '-')}", dest=name, action="store_const", const=True, default=None, help=text)
+        else:
+            serve.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=text)
     serve.set_defaults(func=cmd_serve)
 
     health = sub.add_parser("health", help="exit 0 if a server's gRPC health check says SERVING (container and exec probes)")
@@ -157,6 +160,7 @@ _SERVE_FLAGS = [
     ("max_batch_size", int, "largest engine batch (default 8)"),
     ("max_queue_delay_ms", float, "wait up to this long for a partial batch to fill (default 0)"),
     ("max_queue_size", int, "requests that may wait; more get RESOURCE_EXHAUSTED (default 64)"),
+    ("max_batch_tokens", int, "rows x longest prompt per batch; longer prompts run alone (default 8192; 0 no budget)"),
     ("max_message_bytes", int, "largest gRPC message (default 32 MiB)"),
     ("max_image_bytes", int, "largest encoded image (default 20 MiB)"),
     ("max_image_pixels", int, "largest image in pixels (default 36e6)"),
@@ -170,6 +174,7 @@ _SERVE_FLAGS = [
     ("tls_cert", str, "server certificate (PEM)"),
     ("tls_key", str, "server key (PEM)"),
     ("tls_client_ca", str, "CA for client certificates: mutual TLS"),
+    ("allow_insecure", bool, "listen beyond loopback without TLS or tokens (refused otherwise)"),
     ("grace_seconds", float, "on SIGTERM, how long calls in flight may take to finish (default 30)"),
     ("metrics_host", str, "address for /metrics (default 127.0.0.1)"),
     ("metrics_port", int, "Prometheus port (default 9464; 0 any free; -1 off)"),
@@ -182,6 +187,7 @@ def cmd_serve(args) -> int:
     import asyncio
     import os
 
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # before gRPC loads: its C core would write non-JSON lines
     from guardedge.runtime.service import logs
     from guardedge.runtime.service.config import ConfigError, load_config
     from guardedge.runtime.service.server import serve
@@ -198,10 +204,30 @@ def cmd_serve(args) -> int:
 
     threads.apply(config.threads)
     try:
-        return asyncio.run(serve(config))
+        code = asyncio.run(serve(config))
     except ConfigError as exc:
         print(f"guardedge serve: {exc}", file=sys.stderr)
         return 2
+    _exit_if_threads_busy(code)
+    return code
+
+
+def _exit_if_threads_busy(code: int) -> None:
+    """After the drain, exit now even if a model batch or an image decode is still running on a
+    thread: Python would wait for it at exit, past the grace period (threads cannot be interrupted)."""
+    import os
+    import threading
+    import time
+
+    end = time.monotonic() + 1.0  # idle pool threads exit within moments of their pool's shutdown
+    for thread in [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]:
+        thread.join(max(0.0, end - time.monotonic()))
+    busy = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if busy:
+        logging.getLogger("guardedge.server").warning("exiting with work still running", extra={"fields": {"threads": len(busy)}})
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def cmd_health(args) -> int:

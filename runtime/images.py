@@ -4,6 +4,12 @@ Policy (documented in README "Input rules"):
 - Allowed formats: PNG, JPEG, WEBP, GIF, BMP (decoded by Pillow). Anything else is refused.
 - Byte cap (default 20 MiB) before decoding; pixel cap (default 36 Mpx) checked from the header,
   before pixels are decoded, so a decompression bomb never allocates.
+- Progressive JPEG: decoding costs about pixels x scans, and a 270 KB file can carry 20 000
+  scans over 36 Mpx (48 s of uninterruptible decoding). So scans are counted from the bytes
+  before decoding: at most MAX_JPEG_SCANS, and pixels x scans at most max_pixels x
+  JPEG_SCAN_BUDGET (a 36 Mpx image with the usual 10 scans passes). A small file that claims
+  a large image (5 KB for 6000x6000) is decoded, not refused: flat images compress that well,
+  and its cost is bounded by the pixel cap like any other.
 - EXIF orientation is applied (phones store rotated pixels).
 - Transparency is flattened onto mid-grey (128,128,128) rather than dropped: dropping alpha
   shows whatever colour the hidden pixels carry, white hides white strokes and black hides
@@ -27,6 +33,8 @@ from guardedge.runtime.types import ImageInput
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 MIME_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP", "image/gif": "GIF", "image/bmp": "BMP"}
 FLATTEN_BACKGROUND = (128, 128, 128)
+MAX_JPEG_SCANS = 64  # encoders' progressive scripts use 6-12 scans; mozjpeg's optimised ones stay under 20
+JPEG_SCAN_BUDGET = 16  # pixels x scans <= max_pixels x this
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,8 @@ def load_image(data: bytes, field: str, source: str, limits: ImageLimits, format
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=formats)
             _check_header(img, field, limits)
+            if img.format == "JPEG":
+                _check_jpeg_scans(data, img.size, field, limits)
             img.load()
             frames = getattr(img, "n_frames", 1)
             img = ImageOps.exif_transpose(img)
@@ -102,6 +112,19 @@ def _check_header(img, field: str, limits: ImageLimits) -> None:
         raise invalid(field, f"image is {width}x{height}; both sides must be at least {limits.min_side}")
     if width * height > limits.max_pixels:
         raise invalid(field, f"image is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels}")
+
+
+def _check_jpeg_scans(data: bytes, size: tuple[int, int], field: str, limits: ImageLimits) -> None:
+    # A start-of-scan marker (FF DA) cannot occur inside entropy-coded data (an FF there is
+    # followed by 00 or a restart marker), so counting it over-counts only when metadata happens
+    # to contain those bytes: the check errs toward refusing, never toward decoding a bomb.
+    scans = data.count(b"\xff\xda")
+    pixels = size[0] * size[1]
+    if scans > MAX_JPEG_SCANS:
+        raise invalid(field, f"JPEG has {scans} scans; the limit is {MAX_JPEG_SCANS} (decoding cost grows with every scan)")
+    if pixels * scans > limits.max_pixels * JPEG_SCAN_BUDGET:
+        raise invalid(field, f"JPEG of {pixels} pixels in {scans} scans would cost too much to decode; "
+                      f"pixels x scans is limited to {limits.max_pixels * JPEG_SCAN_BUDGET}")
 
 
 def _to_rgb(img):

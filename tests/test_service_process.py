@@ -81,15 +81,20 @@ def test_sigterm_under_load_answers_every_request_and_exits_zero(demo_dir, tmp_p
     client.close()
 
 
-def test_a_model_that_cannot_load_exits_one_with_the_reason(tmp_path):
+@pytest.mark.parametrize("broken", ["missing", "empty"])
+def test_a_model_that_cannot_load_exits_two_with_the_reason(tmp_path, broken):
+    # Exit 2 (configuration error): systemd's RestartPreventExitStatus=2 stops a restart loop.
+    model = tmp_path / broken
+    if broken == "empty":
+        model.mkdir()
     port_file = tmp_path / "port"
     proc = subprocess.run(
-        [sys.executable, "-m", "guardedge.runtime.cli", "serve", "--model", str(tmp_path / "missing"), "--port", "0",
+        [sys.executable, "-m", "guardedge.runtime.cli", "serve", "--model", str(model), "--port", "0",
          "--port-file", str(port_file), "--metrics-port", "-1"],
         capture_output=True, text=True, timeout=120,
     )
-    assert proc.returncode == 1
-    assert "does not exist" in proc.stderr
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert str(model) in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_bad_configuration_exits_two_and_says_what_to_fix(tmp_path):

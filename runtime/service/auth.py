@@ -57,8 +57,12 @@ async def _deny_stream(request_or_iterator, context):
 
 
 def _denying(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    """A handler of the same streaming kind as ``handler`` that answers UNAUTHENTICATED."""
-    codec = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+    """A handler of the same streaming kind as ``handler`` that answers UNAUTHENTICATED.
+
+    It has no request deserializer: a caller without a token gets no parsing at all (the bytes
+    stay bytes and are dropped), so an unauthenticated flood costs no more than reading it.
+    """
+    codec = {"request_deserializer": None, "response_serializer": handler.response_serializer}
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(_deny, **codec)
     if handler.unary_stream:

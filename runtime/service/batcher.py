@@ -4,10 +4,14 @@ Policy (the knobs are ServerConfig's):
 - **Admission**: at most ``max_queue_size`` requests wait (being preprocessed or queued); one more
   is refused at once with :class:`QueueFull`, never parked.
 - **Batch formation**: when the engine is free, the worker takes up to ``max_batch_size`` queued
-  requests. With ``max_queue_delay_ms`` > 0 and a partial batch it waits that long for more;
-  with 0 it never waits, and batches form from requests that arrived while the engine was busy.
-- **Dropped before model work**: a request whose caller went away (cancelled future) or whose
-  deadline has passed is removed from the batch; the latter gets :class:`DeadlineExpired`.
+  requests, in arrival order, while the batch's padded size (rows x longest prompt) stays within
+  ``max_batch_tokens``; a prompt too long to share that budget runs alone. Attention memory
+  grows with rows x length^2, so this is what bounds one batch's memory: a 24 k-token prompt
+  no longer pads seven short ones to 24 k. With ``max_queue_delay_ms`` > 0 and a partial batch
+  it waits that long for more; with 0 it never waits.
+- **Dropped at once**: a request whose caller goes away, or whose deadline passes, leaves the
+  queue at that moment (a timer per deadline) and frees its slot; the latter gets
+  :class:`DeadlineExpired`. Expired requests never hold slots that new callers are refused for.
 - **Isolation**: if a batch raises, each of its requests is retried alone so only the request
   that fails gets the error.
 Model work runs on one dedicated thread; the event loop only moves futures.
@@ -56,12 +60,19 @@ class _Job:
     future: asyncio.Future
     deadline: float | None  # time.monotonic() seconds
     enqueued: float = field(default_factory=time.monotonic)
+    timer: asyncio.TimerHandle | None = None
+
+    @property
+    def tokens(self) -> int:
+        return len(self.prepared.encoded.input_ids)
 
 
 class Batcher:
-    def __init__(self, engine: Engine, max_batch_size: int, max_queue_size: int, max_queue_delay_s: float, observer=None):
+    def __init__(self, engine: Engine, max_batch_size: int, max_queue_size: int, max_queue_delay_s: float, observer=None,
+                 max_batch_tokens: int = 0):
         self.engine = engine
         self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens  # rows x longest prompt per batch; 0: no budget
         self.max_queue_size = max_queue_size
         self.max_queue_delay_s = max_queue_delay_s
         self.observer = observer  # metrics hook: called with (batch_size, queue depth) after each batch
@@ -92,11 +103,39 @@ class Batcher:
         return self._admitted
 
     async def submit(self, prepared: Prepared, deadline: float | None) -> Result:
-        """Queue an admitted request and wait for its verdict (or DeadlineExpired / an engine error)."""
-        future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Job(prepared, future, deadline))
+        """Queue an admitted request and wait for its verdict (or DeadlineExpired / an engine error).
+
+        If the caller goes away (this coroutine is cancelled) or the deadline passes while the
+        request is queued, it leaves the queue and frees its slot right then.
+        """
+        loop = asyncio.get_running_loop()
+        job = _Job(prepared, loop.create_future(), deadline)
+        if self._closed:
+            self._admitted -= 1
+            raise BatcherClosed()
+        if deadline is not None:
+            job.timer = loop.call_later(max(0.0, deadline - time.monotonic()), self._expire, job)
+        self._queue.append(job)
         self._arrived.set()
-        return await future
+        try:
+            return await job.future
+        finally:
+            self._dequeue(job)  # no-op once the worker took it
+
+    def _expire(self, job: _Job) -> None:
+        if self._dequeue(job) and not job.future.done():
+            job.future.set_exception(DeadlineExpired())
+
+    def _dequeue(self, job: _Job) -> bool:
+        """Remove a job still waiting in the queue and free its slot; False if it was not there."""
+        if job.timer is not None:
+            job.timer.cancel()
+        try:
+            self._queue.remove(job)
+        except ValueError:
+            return False
+        self._admitted -= 1
+        return True
 
     # -- the worker -----------------------------------------------------------------------------
 
@@ -110,6 +149,19 @@ class Batcher:
         if self._task is not None:
             await self._task
         self._executor.shutdown(wait=True)
+
+    def abandon(self) -> None:
+        """Stop now: queued requests get BatcherClosed; a batch on the engine is not waited for
+        (its thread cannot be interrupted; the server's drain does not wait on it)."""
+        self._closed = True
+        while self._queue:
+            job = self._queue[0]
+            self._dequeue(job)
+            if not job.future.done():
+                job.future.set_exception(BatcherClosed())
+        if self._task is not None:
+            self._task.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _work(self) -> None:
         while True:
@@ -143,8 +195,10 @@ class Batcher:
         jobs: list[_Job] = []
         now = time.monotonic()
         while self._queue and len(jobs) < self.max_batch_size:
-            job = self._queue.popleft()
-            self._admitted -= 1
+            job = self._queue[0]
+            if jobs and not self._fits(jobs, job):
+                break  # it leads the next batch, which starts as soon as this one is done
+            self._dequeue(job)
             if job.future.done():  # the caller cancelled (or went away) while queued
                 continue
             if job.deadline is not None and job.deadline <= now:
@@ -152,6 +206,13 @@ class Batcher:
                 continue
             jobs.append(job)
         return jobs
+
+    def _fits(self, jobs: list[_Job], job: _Job) -> bool:
+        """Whether ``job`` may join ``jobs`` within the padded-token budget."""
+        if self.max_batch_tokens <= 0:
+            return True
+        longest = max(job.tokens, *(j.tokens for j in jobs))
+        return longest * (len(jobs) + 1) <= self.max_batch_tokens
 
     async def _run(self, jobs: list[_Job]) -> None:
         loop = asyncio.get_running_loop()

@@ -96,7 +96,7 @@ def _violations(status: status_pb2.Status) -> tuple[FieldViolation, ...]:
 
 
 def channel_options(max_message_bytes: int = 32 * 1024 * 1024, attempts: int = 4) -> list[tuple[str, object]]:
-    """Message size limits and a retry policy for UNAVAILABLE on every GuardService method.
+    """Message size limits and a retry policy for UNAVAILABLE (and a reset at shutdown) on every GuardService method.
 
     ``attempts`` counts the first try; 1 turns retries off (gRPC rejects a policy of fewer than 2).
     """
@@ -117,7 +117,10 @@ def channel_options(max_message_bytes: int = 32 * 1024 * 1024, attempts: int = 4
                 "initialBackoff": "0.1s",
                 "maxBackoff": "2s",
                 "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE"],
+                # CANCELLED too: a server that is closing resets calls its gRPC core had accepted but
+                # not yet handed to the service (docs/service.md, "Lifecycle"). A cancel of our own
+                # is never retried, and every GuardService method is safe to repeat.
+                "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
             },
         }]
     }

@@ -40,6 +40,10 @@ class ServerConfig:
     max_batch_size: int = 8
     max_queue_delay_ms: float = 0.0
     max_queue_size: int = 64  # admitted and not yet running; more are refused at once
+    # Rows x longest prompt per batch. Batched attention materialises rows x length^2 masks, so
+    # this bounds a batch's extra memory to about 4.4 x max_batch_tokens^2 bytes (290 MB at
+    # 8192); a longer prompt runs alone, where memory grows linearly. 0: no budget.
+    max_batch_tokens: int = 8192
     preprocess_workers: int = 2
     # Limits.
     max_message_bytes: int = 32 * 1024 * 1024
@@ -57,6 +61,7 @@ class ServerConfig:
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""  # set: mutual TLS, clients must present a certificate signed by it
+    allow_insecure: bool = False  # listen beyond loopback with neither TLS nor tokens (refused otherwise)
     # Operations.
     grace_seconds: float = 30.0
     metrics_host: str = "127.0.0.1"
@@ -96,6 +101,10 @@ def load_config(
             converted[name] = _convert(name, value, source)
         except ConfigError as exc:
             problems.append(str(exc))
+    if "tokens" in converted and not converted["tokens"]:
+        # GUARDEDGE_TOKENS="," used to start with auth silently off: a typo must not open the door.
+        problems.append(f"{values['tokens'][1]}={values['tokens'][0]!r}: tokens are configured but none is given; "
+                        "give at least one token, or unset it to run without tokens")
     config = ServerConfig(**converted)
     try:
         config = dataclasses.replace(config, tokens=config.tokens + _read_tokens(config.token_file))
@@ -133,6 +142,8 @@ def _convert(name: str, value: object, source: str) -> object:
         raise ConfigError(f"{source}: unknown setting {name!r}")
     default = SETTINGS[name].default if SETTINGS[name].default is not dataclasses.MISSING else SETTINGS[name].default_factory()
     try:
+        if isinstance(default, bool):
+            return _bool(value)
         if isinstance(default, tuple):
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(str(i).strip() for i in items if str(i).strip())
@@ -148,8 +159,16 @@ def _convert(name: str, value: object, source: str) -> object:
             raise ValueError
         return value
     except (TypeError, ValueError):
-        kind = type(default).__name__ if not isinstance(default, tuple) else "list of strings"
+        kind = {tuple: "list of strings", bool: "boolean (true/false)"}.get(type(default), type(default).__name__)
         raise ConfigError(f"{source}={value!r}: {name} must be {'an' if kind == 'int' else 'a'} {kind}") from None
+
+
+def _bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    raise ValueError
 
 
 def _read_tokens(path: str) -> tuple[str, ...]:
@@ -168,6 +187,19 @@ def _read_tokens(path: str) -> tuple[str, ...]:
 def model_name(spec: str) -> str:
     """The name a model is served under: 'demo', or its directory's name."""
     return "demo" if spec == "demo" else Path(spec).expanduser().resolve().name
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    name = host.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve anywhere
 
 
 def _validate(c: ServerConfig, earlier: list[str] | None = None) -> None:
@@ -191,8 +223,15 @@ def _validate(c: ServerConfig, earlier: list[str] | None = None) -> None:
         problems.append(f"max_image_bytes ({c.max_image_bytes}) exceeds max_message_bytes ({c.max_message_bytes}); an image that size could never arrive")
     if c.threads < 0:
         problems.append(f"threads: {c.threads} is negative (0 follows the CPU quota)")
-    if c.max_queue_delay_ms < 0 or c.grace_seconds < 0 or c.max_text_tokens < 0:
-        problems.append("max_queue_delay_ms, grace_seconds and max_text_tokens must not be negative")
+    if c.max_queue_delay_ms < 0 or c.grace_seconds < 0 or c.max_text_tokens < 0 or c.max_batch_tokens < 0:
+        problems.append("max_queue_delay_ms, grace_seconds, max_text_tokens and max_batch_tokens must not be negative")
+    for spec in c.models:
+        if spec != "demo" and not Path(spec).expanduser().is_dir():
+            problems.append(f"models: {spec} is not a directory (give 'demo' or a local model directory)")
+    if not (is_loopback(c.host) or c.tls_enabled or c.tokens or c.allow_insecure):
+        problems.append(f"host: {c.host} is reachable from other machines, and neither TLS (tls_cert/tls_key) nor tokens "
+                        "(token_file) is set: anyone who can reach it could use it. Configure one, or set "
+                        "allow_insecure (--allow-insecure) if the network itself is trusted")
     if c.threshold > 1:
         problems.append(f"threshold: {c.threshold} is above 1 (use 0..1, or a negative value for the greedy answer)")
     if c.log_format not in ("json", "text"):

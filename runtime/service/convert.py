@@ -89,20 +89,47 @@ def proto_field(field: str, request: pb.ClassifyRequest) -> str:
     return field
 
 
+# Every status must fit gRPC's metadata limits (8 KiB soft by default on the client) with room to
+# spare, or the caller sees RESOURCE_EXHAUSTED instead of the real code. The message travels
+# percent-encoded (up to 3x its UTF-8 bytes) and the details base64-encoded (4/3x), so both are
+# capped in bytes: about 1.5 KiB + 3.5 KiB on the wire at most.
+MAX_MESSAGE_BYTES = 512
+MAX_VIOLATIONS = 8  # listed one by one; the rest are counted in one more entry
+MAX_FIELD_BYTES = 100
+MAX_DESCRIPTION_BYTES = 200
+
+
 def bad_request(exc: InvalidRequest, request: pb.ClassifyRequest | None = None) -> status_pb2.Status:
-    """INVALID_ARGUMENT with a google.rpc.BadRequest listing each violation (proto field paths)."""
+    """INVALID_ARGUMENT with a google.rpc.BadRequest listing the violations (proto field paths).
+
+    At most MAX_VIOLATIONS are listed and every echoed value is truncated, so the status fits
+    whatever the input (a 10 KB model name, 100 bad category codes).
+    """
+    shown = exc.violations[:MAX_VIOLATIONS]
     violations = [
         error_details_pb2.BadRequest.FieldViolation(
-            field=proto_field(v.field, request) if request is not None else v.field, description=v.description
+            field=truncate(proto_field(v.field, request) if request is not None else v.field, MAX_FIELD_BYTES),
+            description=truncate(v.description, MAX_DESCRIPTION_BYTES),
         )
-        for v in exc.violations
+        for v in shown
     ]
+    if len(exc.violations) > len(shown):
+        more = len(exc.violations) - len(shown)
+        violations.append(error_details_pb2.BadRequest.FieldViolation(field="request", description=f"{more} more violations not listed"))
     message = "; ".join(f"{v.field}: {v.description}" for v in violations)
     return status(grpc.StatusCode.INVALID_ARGUMENT, message, error_details_pb2.BadRequest(field_violations=violations))
 
 
+def truncate(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` of UTF-8 (on a character boundary), marked when cut."""
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= max_bytes:
+        return text
+    return raw[: max_bytes - 3].decode("utf-8", "ignore") + "..."
+
+
 def status(code: grpc.StatusCode, message: str, detail=None) -> status_pb2.Status:
-    out = status_pb2.Status(code=code.value[0], message=message)
+    out = status_pb2.Status(code=code.value[0], message=truncate(message, MAX_MESSAGE_BYTES))
     if detail is not None:
         packed = any_pb2.Any()
         packed.Pack(detail)

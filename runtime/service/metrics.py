@@ -14,7 +14,9 @@ from sharing counters.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 # Seconds: from 0.5 ms (gRPC overhead on loopback) to 30 s (a long CPU batch of the 11B guard).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -40,13 +42,17 @@ class Metrics:
         self.model_ready = Gauge("guardedge_model_ready", "1 once the model is loaded and warmed up.", ["model"], registry=self.registry)
         self._http = None
 
-    def serve(self, host: str, port: int) -> int:
-        """Start the /metrics endpoint on a daemon thread; returns the bound port."""
-        self._http, _thread = start_http_server(port, addr=host, registry=self.registry)
-        return self._http.server_address[1]
+    def serve(self, host: str, port: int, ready: Callable[[], bool] = lambda: True) -> int:
+        """Start /metrics, /healthz and /readyz (runtime/service/httpd.py); returns the bound port.
+
+        Raises OSError when the address cannot be bound (the port is taken).
+        """
+        from guardedge.runtime.service.httpd import ProbeServer
+
+        self._http = ProbeServer(host, port, self.registry, ready)
+        return self._http.start()
 
     def stop(self) -> None:
         if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
+            self._http.stop()
             self._http = None

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from google.rpc import status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -33,11 +33,12 @@ from guardedge.runtime.engine import Engine, EngineInfo, EngineOptions, Prepared
 from guardedge.runtime.errors import FieldViolation, GuardError, InvalidRequest, invalid
 from guardedge.runtime.images import ImageLimits
 from guardedge.runtime.requests import RequestLimits
-from guardedge.runtime.service import convert
+from guardedge.runtime.service import convert, logs
 from guardedge.runtime.service.auth import TokenAuth, server_credentials
 from guardedge.runtime.service.batcher import Batcher, BatcherClosed, DeadlineExpired, EngineFailure, QueueFull
 from guardedge.runtime.service.config import ConfigError, ServerConfig, model_name
 from guardedge.runtime.service.metrics import Metrics
+from guardedge.runtime.service.wire import Rejected, WireLimits, register
 from guardedge.v1 import guard_pb2 as pb
 from guardedge.v1 import guard_pb2_grpc as pb_grpc
 
@@ -48,6 +49,22 @@ WARMUP_REQUEST = {"messages": [{"role": "user", "content": "warm-up"}], "request
 
 
 _END, _DRAIN = object(), object()  # ClassifyStream queue sentinels: reader finished; server draining
+SHUTDOWN_UNANSWERED = "the server is shutting down and its grace period ran out before this request was answered; send it again"
+# After the grace period, how long the gRPC server may take to answer the calls still arriving
+# (UNAVAILABLE, at once) and close. The drain ends within grace_seconds + STOP_SECONDS.
+STOP_SECONDS = 1.0
+# Closing the gRPC server resets calls its core has accepted but not yet handed to us (the
+# client sees CANCELLED, not the UNAVAILABLE it would retry). So before closing, the drain waits
+# for QUIET_SECONDS without a new call (answered UNAVAILABLE meanwhile), at most QUIET_MAX_SECONDS.
+QUIET_SECONDS = 0.2
+QUIET_MAX_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class _Stop:
+    """ClassifyStream queue item: the reader hit an item it cannot answer; the stream ends with this."""
+
+    failure: Exception
 
 
 class _Drained(Exception):
@@ -115,12 +132,16 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         self.slots: dict[str, ModelSlot] = {}
         self.draining = False
         self.in_flight = 0  # requests being answered (unary calls and stream items)
+        self.calls: set[asyncio.Task] = set()  # the tasks answering them, abandoned when the grace runs out
+        self.abandoning = False
+        self.last_arrival = 0.0  # time.monotonic() of the latest call: the drain waits for a quiet moment
         self.stream_outs: set[asyncio.Queue] = set()  # open ClassifyStream calls, ended on a drain
         self.pool = ThreadPoolExecutor(max_workers=config.preprocess_workers, thread_name_prefix="preprocess")
 
     # -- RPCs -----------------------------------------------------------------------------------
 
     async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
+        self.last_arrival = time.monotonic()
         code = grpc.StatusCode.CANCELLED  # if the caller goes away mid-call
         try:
             response = await self._classify(request, _deadline(context))
@@ -133,6 +154,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             self.metrics.requests.labels("Classify", code.name).inc()
 
     async def ClassifyStream(self, request_iterator, context: grpc.aio.ServicerContext):
+        self.last_arrival = time.monotonic()
         out: asyncio.Queue = asyncio.Queue()
         self.stream_outs.add(out)
         code = grpc.StatusCode.CANCELLED  # if the caller goes away mid-stream
@@ -143,14 +165,37 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         except _Drained:
             code = grpc.StatusCode.UNAVAILABLE
             await context.abort(code, "the server is shutting down; requests it had read were answered, send any without an answer again")
+        except Failure as failure:
+            code = failure.code
+            await context.abort(code, failure.status.message, trailing_metadata=_details(failure.status))
         finally:
             self.stream_outs.discard(out)
             self.metrics.requests.labels("ClassifyStream", code.name).inc()
 
     async def _stream(self, request_iterator, deadline: float | None, out: asyncio.Queue):
-        """Answer each request as it completes; on a drain, answer what is pending, then stop."""
-        pending: set[str] = set()
+        """Answer each request as it completes; on a drain or an unreadable item, answer what is
+        pending, then stop (the caller turns that into the stream's status)."""
         tasks: set[asyncio.Task] = set()
+        reader = asyncio.get_running_loop().create_task(self._read_stream(request_iterator, deadline, out, tasks))
+        try:
+            while (item := await out.get()) is not _END:
+                if item is _DRAIN or isinstance(item, _Stop):
+                    reader.cancel()
+                    await asyncio.gather(*list(tasks), return_exceptions=True)
+                    while not out.empty():
+                        if isinstance(late := out.get_nowait(), pb.ClassifyResponse):
+                            yield late
+                    raise _Drained() if item is _DRAIN else item.failure
+                yield item
+            await reader  # re-raise a reading error, if any
+        finally:
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()
+
+    async def _read_stream(self, request_iterator, deadline: float | None, out: asyncio.Queue, tasks: set) -> None:
+        """Read the stream, start answering each item; always ends by queueing _END or a _Stop."""
+        pending: set[str] = set()
 
         async def answer(request: pb.ClassifyRequest) -> None:
             try:
@@ -158,8 +203,15 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             finally:
                 pending.discard(request.request_id)
 
-        async def read() -> None:
+        try:
             async for request in request_iterator:
+                if isinstance(request, Rejected):
+                    log.info("stream item refused; ending the stream", extra={"fields": {"code": "INVALID_ARGUMENT", "error": request.status.message}})
+                    self.metrics.requests.labels("ClassifyStream.item", "INVALID_ARGUMENT").inc()
+                    await out.put(_Stop(Failure(convert.status(grpc.StatusCode.INVALID_ARGUMENT,
+                        f"a stream item is not a valid request, so the stream ends (items before it were answered): {request.status.message}",
+                        _bad_request_detail(request.status)))))
+                    return
                 problem = _stream_id_problem(request.request_id, pending)
                 if problem:
                     failure = Failure(convert.bad_request(InvalidRequest(FieldViolation("request_id", problem))))
@@ -172,30 +224,27 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             while tasks:
                 await asyncio.gather(*list(tasks))
             await out.put(_END)
-
-        reader = asyncio.get_running_loop().create_task(read())
-        try:
-            while (item := await out.get()) is not _END:
-                if item is _DRAIN:
-                    reader.cancel()
-                    await asyncio.gather(*list(tasks), return_exceptions=True)
-                    while not out.empty():
-                        if isinstance(late := out.get_nowait(), pb.ClassifyResponse):
-                            yield late
-                    raise _Drained()
-                yield item
-            await reader  # re-raise a reading error, if any
-        finally:
-            reader.cancel()
-            for task in list(tasks):
-                task.cancel()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # reading failed (transport error): end the stream rather than hang it
+            log.warning("stream read failed: %s", type(exc).__name__, extra={"fields": {"code": "UNKNOWN"}})
+            await out.put(_Stop(Failure.of(grpc.StatusCode.UNKNOWN, f"reading the request stream failed ({type(exc).__name__})")))
 
     def end_streams(self) -> None:
         """Ask every open ClassifyStream to answer what it has pending and end (UNAVAILABLE)."""
         for out in self.stream_outs:
             out.put_nowait(_DRAIN)
 
-    async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+    def abandon(self) -> None:
+        """The grace ran out: every request still being answered gets UNAVAILABLE now."""
+        self.abandoning = True
+        for task in list(self.calls):
+            task.cancel()
+
+    async def ListModels(self, request: pb.ListModelsRequest | Rejected, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+        if isinstance(request, Rejected):
+            self.metrics.requests.labels("ListModels", "INVALID_ARGUMENT").inc()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.status.message, trailing_metadata=_details(request.status))
         if self.draining or len(self.slots) < len(self.expected):
             self.metrics.requests.labels("ListModels", "UNAVAILABLE").inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, self._unavailable_reason())
@@ -215,12 +264,17 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             self.metrics.requests.labels("ClassifyStream.item", failure.code.name).inc()
             return _stream_error(request.request_id, failure)
 
-    async def _classify(self, request: pb.ClassifyRequest, deadline: float | None) -> pb.ClassifyResponse:
+    async def _classify(self, request: pb.ClassifyRequest | Rejected, deadline: float | None) -> pb.ClassifyResponse:
+        if isinstance(request, Rejected):  # bytes the wire check refused: no request to work on
+            log.info("request refused", extra={"fields": {"code": "INVALID_ARGUMENT", "error": request.status.message}})
+            raise Failure(request.status)
         self.in_flight += 1
+        self.calls.add(task := asyncio.current_task())
         try:
             return await self._classify_logged(request, deadline)
         finally:
             self.in_flight -= 1
+            self.calls.discard(task)
 
     async def _classify_logged(self, request: pb.ClassifyRequest, deadline: float | None) -> pb.ClassifyResponse:
         start = time.perf_counter()
@@ -231,6 +285,12 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             log.info("request failed", extra={"fields": {**fields, "code": failure.code.name, "error": failure.status.message[:500]}})
             raise
         except asyncio.CancelledError:
+            if self.abandoning:  # the drain's grace ran out: a retryable answer, not a reset
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()  # this cancellation is answered; the call goes on to send its status
+                log.info("request abandoned", extra={"fields": {**fields, "code": "UNAVAILABLE"}})
+                raise Failure.of(grpc.StatusCode.UNAVAILABLE, SHUTDOWN_UNANSWERED) from None
             log.info("request cancelled", extra={"fields": {**fields, "code": "CANCELLED"}})
             raise
         except Exception:
@@ -262,6 +322,8 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             result = await slot.batcher.submit(prepared, deadline)
         except DeadlineExpired:
             raise Failure.of(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed while the request was queued") from None
+        except BatcherClosed:
+            raise Failure.of(grpc.StatusCode.UNAVAILABLE, SHUTDOWN_UNANSWERED) from None
         except EngineFailure:
             raise Failure.of(grpc.StatusCode.INTERNAL, f"the model failed on this request (request_id={request.request_id!r}); the server log has details") from None
         total = time.perf_counter() - start
@@ -294,6 +356,11 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         return observe
 
 
+def host_port(host: str, port: int) -> str:
+    """``host:port`` for gRPC; an IPv6 literal (``::1``) needs brackets, or the port is ambiguous."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
@@ -310,6 +377,13 @@ def _stream_id_problem(request_id: str, pending: set[str]) -> str:
     if request_id in pending:
         return f"{request_id!r} is already pending on this stream (this duplicate is refused; the first one is answered)"
     return ""
+
+
+def _bad_request_detail(st: status_pb2.Status):
+    detail = error_details_pb2.BadRequest()
+    if st.details:
+        st.details[0].Unpack(detail)
+    return detail
 
 
 def _stream_error(request_id: str, failure: Failure) -> pb.ClassifyResponse:
@@ -340,12 +414,12 @@ class GuardServer:
             interceptors=interceptors,
             options=[("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size), ("grpc.so_reuseport", 0)],
         )
-        pb_grpc.add_GuardServiceServicer_to_server(self.servicer, self._server)
+        register(self.servicer, self._server, WireLimits(max_messages=engine_options(self.config).limits.max_messages))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), self._server)
         for service in HEALTH_SERVICES:
             await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-        address = f"{self.config.host}:{self.config.port}"
+        address = host_port(self.config.host, self.config.port)
         try:
             if self.config.tls_enabled:
                 creds = server_credentials(self.config.tls_cert, self.config.tls_key, self.config.tls_client_ca)
@@ -354,17 +428,25 @@ class GuardServer:
                 self.port = self._server.add_insecure_port(address)
         except RuntimeError as exc:  # grpc's "Failed to bind": the port is taken or the host is not local
             raise ConfigError(f"cannot listen on {address} (host/port): the port is in use or the address is not on this machine ({exc})") from None
+        if self.config.metrics_port >= 0:  # before serving: a taken metrics port fails the start cleanly
+            self.metrics_port = self._serve_metrics()
         await self._server.start()
-        if self.config.metrics_port >= 0:
-            self.metrics_port = self.metrics.serve(self.config.metrics_host, self.config.metrics_port)
         if self.config.port_file:
             Path(self.config.port_file).write_text(f"{self.port}\n")
         log.info("listening", extra={"fields": {
-            "address": f"{self.config.host}:{self.port}", "tls": self.config.tls_enabled, "mtls": bool(self.config.tls_client_ca),
+            "address": host_port(self.config.host, self.port), "tls": self.config.tls_enabled, "mtls": bool(self.config.tls_client_ca),
             "auth": self.config.auth_enabled, "metrics_port": self.metrics_port if self.config.metrics_port >= 0 else None,
         }})
         asyncio.get_running_loop().create_task(self._load_all(), name="load-models")
         return self.port
+
+    def _serve_metrics(self) -> int:
+        try:
+            return self.metrics.serve(self.config.metrics_host, self.config.metrics_port,
+                                      ready=lambda: self.ready.is_set() and not self.servicer.draining)
+        except OSError as exc:
+            address = host_port(self.config.metrics_host, self.config.metrics_port)
+            raise ConfigError(f"cannot serve metrics on {address} (metrics_host/metrics_port): {exc.strerror or exc}") from None
 
     async def _load_all(self) -> None:
         try:
@@ -382,11 +464,12 @@ class GuardServer:
     async def _load(self, spec: str, name: str) -> None:
         started = time.perf_counter()
         engine = self._engines[name] if self._engines and name in self._engines else await _on_daemon_thread(
-            lambda: load_engine(spec, engine_options(self.config))
+            lambda: _load_engine(spec, engine_options(self.config))
         )
         batcher = Batcher(engine, self.config.max_batch_size, self.config.max_queue_size,
-                          self.config.max_queue_delay_ms / 1000.0, self.servicer.on_batch(name))
+                          self.config.max_queue_delay_ms / 1000.0, self.servicer.on_batch(name), self.config.max_batch_tokens)
         batcher.start()
+        logs.adopt_library_loggers()  # loading configured the libraries' loggers: route them through ours
         info = self._served_info(engine.info(), name)
         # Warm up through the batcher: the first call pays one-time costs (allocator, kernels).
         request = engine.prepare(engine.parse(WARMUP_REQUEST))
@@ -412,6 +495,11 @@ class GuardServer:
         """Ask the server to drain and stop (signal handlers call this)."""
         self._stopping.set()
 
+    async def _quiet_moment(self) -> None:
+        end = time.monotonic() + QUIET_MAX_SECONDS
+        while time.monotonic() < end and time.monotonic() - self.servicer.last_arrival < QUIET_SECONDS:
+            await asyncio.sleep(0.01)
+
     async def serve_until_stopped(self) -> None:
         await self._stopping.wait()
         await self.stop()
@@ -419,9 +507,12 @@ class GuardServer:
     async def stop(self) -> None:
         """Drain: NOT_SERVING, refuse new calls, let calls in flight finish within the grace period.
 
-        The gRPC server keeps accepting connections while requests in flight finish, so health
-        checks see NOT_SERVING and new classify calls get a clear UNAVAILABLE; then open streams
-        are ended and the server stops, cancelling whatever the grace period did not cover.
+        The gRPC server keeps accepting while requests in flight finish, so health checks see
+        NOT_SERVING and new classify calls get a clear UNAVAILABLE. When they are done, or the
+        grace runs out, open streams end with UNAVAILABLE and whatever is still being answered
+        gets UNAVAILABLE too (abandoned, never reset); then the gRPC server closes within
+        STOP_SECONDS. Model or decoding work still running on threads is not waited for: the
+        process exits within grace_seconds + STOP_SECONDS whatever those threads are doing.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.grace_seconds
@@ -431,15 +522,24 @@ class GuardServer:
         while self.servicer.in_flight and loop.time() < deadline:
             await asyncio.sleep(0.01)
         self.servicer.end_streams()
+        if self.servicer.in_flight:
+            log.warning("grace period over; abandoning requests", extra={"fields": {"in_flight": self.servicer.in_flight}})
+            self.servicer.abandon()
         for name in self.servicer.slots:
             self.metrics.model_ready.labels(name).set(0)
+        await self._quiet_moment()
         if self._server is not None:
-            await self._server.stop(max(0.0, deadline - loop.time()))
+            await self._server.stop(STOP_SECONDS)
         for slot in self.servicer.slots.values():
-            await slot.batcher.close()
-        self.servicer.pool.shutdown(wait=True)
+            slot.batcher.abandon()
+        self.servicer.pool.shutdown(wait=False, cancel_futures=True)
         self.metrics.stop()
         log.info("stopped")
+
+
+def _load_engine(spec: str, options: EngineOptions) -> Engine:
+    logs.adopt_library_loggers()  # before transformers logs anything of its own
+    return load_engine(spec, options)
 
 
 async def _on_daemon_thread(fn):
@@ -469,11 +569,14 @@ def _settle(future: asyncio.Future, result, exc) -> None:
 
 
 async def serve(config: ServerConfig) -> int:
-    """Run until SIGTERM/SIGINT; exit status 0 after a clean drain, 1 if a model failed to load."""
+    """Run until SIGTERM/SIGINT; exit status 0 after a clean drain, 2 if a model cannot be loaded
+    (a configuration problem: restarting will not help), 1 if loading failed otherwise."""
     server = GuardServer(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_stop)
     await server.start()
     await server.serve_until_stopped()
-    return 1 if server.failed else 0
+    if server.failed is None:
+        return 0
+    return 2 if isinstance(server.failed, GuardError) else 1
