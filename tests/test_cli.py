@@ -29,7 +29,9 @@ def test_render_json_is_the_family_prompt(tmp_path):
     assert out.returncode == 0, out.stderr
     family = get_family("llama-guard-3-vision")
     expected = family.render(parse_request(request, family.default_categories(), load_images=False))
-    assert json.loads(out.stdout) == {"prompt": expected}
+    printed = json.loads(out.stdout)
+    assert printed.keys() == {"prompt", "input_ids"} and printed["prompt"] == expected
+    assert printed["input_ids"][:2] == [128000, 128006] and 128256 in printed["input_ids"]  # <|begin_of_text|>, header, <|image|>
     plain = run("render", "--input", str(path))
     assert plain.stdout == expected + "\n"
 

@@ -91,7 +91,10 @@ def test_unsafe_answers_decode_categories_until_eot(demo_engine):
 def test_threshold_trades_precision_for_recall(demo_engine):
     requests = [demo_engine.parse(r) for r in MIXED]
     everything = demo_engine.classify(requests, threshold=0.0)
-    assert all(v.verdict in ("unsafe", "unparseable") for v in everything)
+    # Every answer starts "unsafe"; one naming only an excluded category is still safe (the S12 image row).
+    assert all(v.raw_output.startswith("unsafe") for v in everything)
+    assert all(v.verdict in ("unsafe", "unparseable") or set(v.raw_output.split("\n")[1].split("<|")[0].split(",")) <= {"S12"}
+               for v in everything)
     nothing = demo_engine.classify(requests, threshold=1.0 + 1e-9)
     assert all(v.verdict == "safe" for v in nothing)
     # In between, the threshold alone decides safe or not, request by request.
@@ -99,8 +102,8 @@ def test_threshold_trades_precision_for_recall(demo_engine):
     on_format = [i for i, v in enumerate(greedy) if v.raw_output.startswith(("safe", "unsafe"))]
     assert len(on_format) >= 6
     for t in (0.25, 0.5, 0.75):
-        flagged = [v.verdict != "safe" for v in demo_engine.classify(requests, threshold=t)]
-        assert [flagged[i] for i in on_format] == [greedy[i].unsafe_probability >= t for i in on_format], t
+        forced = [v.raw_output.startswith("unsafe") for v in demo_engine.classify(requests, threshold=t)]
+        assert [forced[i] for i in on_format] == [greedy[i].unsafe_probability >= t for i in on_format], t
 
 
 def test_off_format_first_token_is_unparseable_with_raw_text(demo_engine, monkeypatch):

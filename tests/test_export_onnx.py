@@ -137,8 +137,8 @@ def test_engine_end_to_end_with_early_exit(onnx_engine, demo_engine):
         del backend.decode
     expected = demo_engine.classify([demo_engine.parse(r) for r in cases])
     assert [(v.verdict, v.categories, v.raw_output) for v in verdicts] == [(v.verdict, v.categories, v.raw_output) for v in expected]
-    safe_rows = {i for i, v in enumerate(verdicts) if v.verdict == "safe"}
-    assert safe_rows and decoded_rows and not safe_rows & set(decoded_rows[0])  # safe rows never decode
+    early = {i for i, v in enumerate(verdicts) if v.raw_output == "safe"}  # the first answer token was safe
+    assert early and decoded_rows and not early & set(decoded_rows[0])  # those rows never decode
 
 
 def test_modified_byte_is_refused(onnx_dir, tmp_path):
