@@ -10,6 +10,7 @@ real `guardedge serve` process is in test_service_process.py.
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import logging
 import threading
@@ -473,6 +474,7 @@ def test_json_logs_carry_ids_and_timings_never_prompt_text_or_image_bytes(demo_e
     lines = [JsonFormatter().format(r) for r in caplog.records]
     joined = "\n".join(lines)
     assert secret not in joined and image.hex()[:40] not in joined
+    assert base64.b64encode(image).decode()[:40] not in joined and "IHDR" not in joined  # nor base64 or raw bytes
     import json
 
     entries = [json.loads(line) for line in lines]

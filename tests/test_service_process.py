@@ -66,7 +66,7 @@ def test_sigterm_under_load_answers_every_request_and_exits_zero(demo_dir, tmp_p
             sent_at = time.monotonic()
             late = [pool.submit(call, 100 + i) for i in range(4)]  # arrive while draining or after
             outcomes = [f.result(90) for f in futures + late]
-        rc = proc.wait(60)
+        rc = proc.wait(90)
         drained_in = time.monotonic() - sent_at
     finally:
         if proc.poll() is None:
@@ -74,10 +74,14 @@ def test_sigterm_under_load_answers_every_request_and_exits_zero(demo_dir, tmp_p
     log = proc.stderr.read()
     assert rc == 0, log
     assert set(outcomes) <= {"OK", "UNAVAILABLE"}, outcomes  # every request got an answer or a clear refusal
-    assert outcomes[:24].count("OK") >= 2, outcomes
-    assert drained_in < 60
-    messages = [json.loads(line)["msg"] for line in log.splitlines() if line.startswith("{")]
+    records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    messages = [r["msg"] for r in records]
     assert "draining" in messages and messages[-1] == "stopped", log[-2000:]
+    # Every request in flight when the drain began was answered, not refused.
+    drain = next(r for r in records if r["msg"] == "draining")
+    in_flight = drain.get("in_flight", drain.get("fields", {}).get("in_flight"))
+    assert in_flight >= 1 and outcomes.count("OK") >= in_flight, (in_flight, outcomes)
+    assert drained_in < 60 + 3  # grace + the documented bound
     client.close()
 
 

@@ -275,7 +275,8 @@ def test_token_config_errors(tmp_path, case):
         flags["token_file"] = str(path)
     with pytest.raises(ConfigError, match=setting) as caught:
         load_config(flags, env=env)
-    assert short not in str(caught.value)  # a secret (even a bad one) is never echoed
+    for secret in (TOKEN_A, short, "this token has spaces in it"):
+        assert secret not in str(caught.value)  # a secret (even a bad one) is never echoed
 
 
 # -- TLS ----------------------------------------------------------------------------------------
