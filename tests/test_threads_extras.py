@@ -85,11 +85,7 @@ def test_bnb_artifact_without_accelerate_names_the_bnb_extra(tmp_path, demo_dir)
     config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}
     (model / "config.json").write_text(json.dumps(config))
     (model / "model.safetensors").write_bytes(b"")
-    code = ("import sys; import importlib.util as u; "
-            "orig = u.find_spec; u.find_spec = lambda n, *a: None if n == 'accelerate' else orig(n, *a); "
-            "from guardedge.runtime.cli import main; sys.exit(main(sys.argv[1:]))")
-    out = subprocess.run([sys.executable, "-c", code, "classify", "--model", str(model), "--text", "hi"],
-                         capture_output=True, text=True, timeout=300)
+    out = _classify_without("accelerate", model)
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert "needs accelerate, which is not installed: pip install 'guardedge[bnb]'" in out.stderr
 
@@ -105,10 +101,15 @@ def test_onnx_artifact_without_onnxruntime_names_the_extra(tmp_path, demo_dir):
     (art / "vision.onnx").write_bytes(b"x")
     write_manifest(art, family="llama-guard-3-vision", backend="onnxruntime", precision="fp32",
                    components={"decoder": "decoder.onnx", "vision": "vision.onnx"}, recipe={}, source={}, show_progress=False)
-    code = ("import sys; import importlib.util as u; orig = u.find_spec; "
-            "u.find_spec = lambda n, *a: None if n == 'onnxruntime' else orig(n, *a); "
-            "from guardedge.runtime.cli import main; sys.exit(main(sys.argv[1:]))")
-    out = subprocess.run([sys.executable, "-c", code, "classify", "--model", str(art), "--text", "hi"],
-                         capture_output=True, text=True, timeout=300)
+    out = _classify_without("onnxruntime", art)
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert "needs onnxruntime, which is not installed: pip install 'guardedge[cpu]'" in out.stderr
+
+
+def _classify_without(module: str, model) -> subprocess.CompletedProcess:
+    """`guardedge classify --model MODEL` in a process where ``module`` looks not installed."""
+    code = ("import sys; import importlib.util as u; orig = u.find_spec; "
+            f"u.find_spec = lambda n, *a: None if n == {module!r} else orig(n, *a); "
+            "from guardedge.runtime.cli import main; sys.exit(main(sys.argv[1:]))")
+    return subprocess.run([sys.executable, "-c", code, "classify", "--model", str(model), "--text", "hi"],
+                          capture_output=True, text=True, timeout=300)
