@@ -139,12 +139,12 @@ def model_dir(scale: Scale):
 
 def load_fullsize_engine(model: str, options):
     """An Engine over a random-weight model for the alias ``model`` (see ALIASES), as load_engine builds one."""
-    from transformers import AutoImageProcessor, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from guardedge.runtime.backends.torch_backend import TorchBackend, choose_device, choose_dtype
-    from guardedge.runtime.engine import Engine, _single_token
+    from guardedge.runtime.engine import build_engine
     from guardedge.runtime.families import family_for_config
-    from guardedge.runtime.preprocess import Preprocessor
+    from guardedge.runtime.preprocess import verdict_tokens
 
     scale = ALIASES[model]
     device = choose_device(options.device)
@@ -153,13 +153,10 @@ def load_fullsize_engine(model: str, options):
     directory = model_dir(scale)
     family = _one_code_answers(family_for_config(directory.config))
     tok = AutoTokenizer.from_pretrained(str(directory.path), local_files_only=True, fix_mistral_regex=False)
-    images = AutoImageProcessor.from_pretrained(str(directory.path), local_files_only=True, use_fast=False)
     dtype = choose_dtype(options.dtype, device)
-    ids = (_single_token(tok, family.scoring.safe_token), _single_token(tok, family.scoring.unsafe_token))
-    backend = TorchBackend(build_model(scale, device, dtype, *ids), device, dtype)
-    context = directory.config["text_config"]["max_position_embeddings"]
-    max_tokens = min(context, options.max_text_tokens or context)
-    return Engine(directory, family, Preprocessor(tok, images, family, max_tokens), backend, options)
+    _, safe_id, unsafe_id = verdict_tokens(tok, family.scoring.safe_token, family.scoring.unsafe_token)
+    backend = TorchBackend(build_model(scale, device, dtype, safe_id, unsafe_id), device, dtype)
+    return build_engine(directory, options, backend=backend, family=family)
 
 
 def _one_code_answers(family):

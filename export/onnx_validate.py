@@ -31,19 +31,9 @@ def validation_requests(held_out: int) -> list:
 
 def engine_for(model_dir, backend):
     """An Engine over ``backend`` with the directory's tokenizer and image processor (as load_engine builds it)."""
-    from transformers import AutoImageProcessor, AutoTokenizer
+    from guardedge.runtime.engine import EngineOptions, build_engine
 
-    from guardedge.runtime.engine import Engine, EngineOptions
-    from guardedge.runtime.families import family_for_config
-    from guardedge.runtime.preprocess import Preprocessor
-
-    path = model_dir.path
-    family = family_for_config(model_dir.config)
-    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, fix_mistral_regex=False)
-    images = AutoImageProcessor.from_pretrained(str(path), local_files_only=True, use_fast=False)
-    context = model_dir.config.get("text_config", {}).get("max_position_embeddings", 131072)
-    return Engine(model_dir, family, Preprocessor(tok, images, family, context), backend,
-                  EngineOptions(max_batch_size=8, progress=False))
+    return build_engine(model_dir, EngineOptions(max_batch_size=8, progress=False), backend=backend)
 
 
 def parity_batches(n_fixed: int, n_samples: int) -> list[list[int]]:

@@ -43,10 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     render = sub.add_parser("render", help="print the exact prompt a request becomes")
-    render.add_argument("--family", default="llama-guard-3-vision")
+    render.add_argument("--family", help="the guard family (default: the --model's): llama-guard-3-vision, llavaguard")
     render.add_argument("--input", required=True, help="request JSON file ('-' for stdin)")
     render.add_argument("--json", action="store_true", help='print {"prompt": "...", "input_ids": [...]}')
-    render.add_argument("--model", default="demo", help="whose tokenizer gives --json's input_ids: 'demo' (the real Llama 3.2 Vision tokenizer) or a model directory")
+    render.add_argument("--model", help="whose tokenizer gives --json's input_ids (and whose family renders, without "
+                        "--family): 'demo' (the default; the real Llama 3.2 Vision tokenizer), 'demo-llavaguard' "
+                        "(the default for --family llavaguard), or a model directory")
     render.set_defaults(func=cmd_render)
 
     classify = sub.add_parser("classify", help="classify requests with a local model")
@@ -58,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     classify.add_argument("--json", action="store_true", help="one JSON object per request")
     classify.add_argument("--batch-size", type=int, default=8)
     classify.add_argument("--threshold", type=float, help="unsafe iff P(unsafe) >= this")
+    classify.add_argument("--rationale", action="store_true", help="ask a guard that writes one (LlavaGuard) for its rationale")
+    classify.add_argument("--family", help="override the guard family the model implies (in-process only)")
     classify.add_argument("--device", default="auto")
     classify.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     classify.add_argument("--prompt-source", default="builtin", choices=["builtin", "model"])
@@ -260,11 +264,20 @@ def _read_json(path: str) -> object:
         raise SystemExit(f"guardedge: error: --input {path} is not a JSON request ({exc.msg} at line {exc.lineno} column {exc.colno}){hint}") from None
 
 
+DEFAULT_MODELS = {"llavaguard": "demo-llavaguard"}  # the demo whose tokenizer renders a family's --json ids
+
+
 def cmd_render(args) -> int:
-    from guardedge.runtime.families import get_family
+    from guardedge.runtime.families import choose_family, get_family
+    from guardedge.runtime.models import resolve_model
     from guardedge.runtime.requests import parse_request
 
-    family = get_family(args.family)
+    if args.family:
+        family = get_family(args.family)
+        model = args.model or DEFAULT_MODELS.get(family.name, "demo")
+    else:
+        model = args.model or "demo"
+        family = choose_family(resolve_model(model, progress=False))
     try:
         request = parse_request(_read_json(args.input), family.default_categories(), load_images=False)
         family.check(request)
@@ -274,7 +287,7 @@ def cmd_render(args) -> int:
     if not args.json:
         print(family.render(request))
         return 0
-    tokens = _prompt_encoder(args.model).encode(family.render, request)
+    tokens = _prompt_encoder(model).encode(family.render, request)
     print(json.dumps({"prompt": tokens.text, "input_ids": tokens.input_ids}))
     return 0
 
@@ -298,13 +311,15 @@ def cmd_classify(args) -> int:
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise SystemExit("guardedge: --threshold must be between 0 and 1")
     items, base_dir = _classify_inputs(args)
+    if args.rationale:  # a request's own "rationale" wins
+        items = [(line, {"rationale": True, **obj} if isinstance(obj, dict) else obj) for line, obj in items]
     if args.server:
         return _classify_remote(args, items, base_dir)
     from guardedge.runtime import threads
 
     threads.apply(args.threads)
     options = EngineOptions(device=args.device, dtype=args.dtype, threshold=args.threshold,
-                            max_batch_size=args.batch_size, prompt_source=args.prompt_source)
+                            max_batch_size=args.batch_size, prompt_source=args.prompt_source, family=args.family)
     engine = load_engine(args.model or "demo", options)
     failed = False
     for line, result in _classify_stream(engine, items, base_dir, args.batch_size):

@@ -46,41 +46,58 @@ class Stepper(Protocol):
         ...
 
 
-def greedy_decode(stepper: Stepper, first: Sequence[int], max_new: int, stop_ids: set[int],
-                  drafter: Drafter | None = None) -> list[list[int]]:
-    """Greedy token ids for each row, ``first`` included, up to a stop id or ``max_new`` tokens."""
+Until = Callable[[int, list[int]], bool]  # (row, tokens so far) -> the answer is complete
+
+
+def greedy_decode(stepper: Stepper, first: Sequence[int], max_new: int | Sequence[int], stop_ids: set[int],
+                  drafter: Drafter | None = None, until: Until | None = None) -> list[list[int]]:
+    """Greedy token ids for each row, ``first`` included, up to a stop id, ``max_new`` tokens (one
+    bound, or one per row) or ``until(row, tokens)`` saying the row's answer is complete."""
+    limits = [max_new] * len(first) if isinstance(max_new, int) else list(max_new)
+    stop = _Stop(stop_ids, limits, until)
     out = [[t] for t in first]
-    done = [t in stop_ids or max_new <= 1 for t in first]
+    done = [stop(i, tokens) for i, tokens in enumerate(out)]
     if stepper.pending:
-        _take_pending(stepper, out, done, max_new, stop_ids)
+        _take_pending(stepper, out, done, stop)
     while not all(done):
-        chunks = [_chunk(tokens, finished, max_new, stepper.max_chunk, drafter) for tokens, finished in zip(out, done)]
+        chunks = [_chunk(tokens, finished, limits[i], stepper.max_chunk, drafter)
+                  for i, (tokens, finished) in enumerate(zip(out, done))]
         width = max(len(c) for c in chunks)
         # Rows with a shorter draft are filled with their last token; filler is never verified, so never kept.
         predicted = stepper.step([c + [c[-1]] * (width - len(c)) for c in chunks])
         # A finished row rides along until the batch ends; nothing of it is read (kept 0).
-        stepper.commit([0 if done[i] else _accept(out, done, i, chunk, predicted, max_new, stop_ids)
+        stepper.commit([0 if done[i] else _accept(out, done, i, chunk, predicted, stop)
                         for i, chunk in enumerate(chunks)])
     return out
 
 
-def _take_pending(stepper: Stepper, out: list[list[int]], done: list[bool], max_new: int, stop_ids: set[int]) -> None:
+class _Stop:
+    """When a row is finished: a stop token, its token bound, or its ``until``."""
+
+    def __init__(self, stop_ids: set[int], limits: list[int], until: Until | None):
+        self.ids, self.limits, self.until = stop_ids, limits, until
+
+    def __call__(self, row: int, tokens: list[int]) -> bool:
+        return (tokens[-1] in self.ids or len(tokens) >= self.limits[row]
+                or (self.until is not None and self.until(row, tokens)))
+
+
+def _take_pending(stepper: Stepper, out: list[list[int]], done: list[bool], stop: _Stop) -> None:
     """Verify the prefill's draft for rows whose first token is the one it started with; drop it for the rest."""
     chunk = list(stepper.pending)
     rows = [i for i, tokens in enumerate(out) if not done[i] and tokens[0] == chunk[0]]
     kept = [0] * len(out)
     greedy = stepper.pending_greedy() if rows else None
     for i in rows:
-        kept[i] = _accept(out, done, i, chunk, greedy, max_new, stop_ids)
+        kept[i] = _accept(out, done, i, chunk, greedy, stop)
     stepper.commit(kept)
 
 
-def _accept(out: list[list[int]], done: list[bool], row: int, chunk: list[int], greedy: GreedyAt,
-            max_new: int, stop_ids: set[int]) -> int:
+def _accept(out: list[list[int]], done: list[bool], row: int, chunk: list[int], greedy: GreedyAt, stop: _Stop) -> int:
     """Append what row ``row`` really produced from ``chunk``; how many fed positions were real."""
-    accepted = _verify(chunk, row, greedy, stop_ids)[: max_new - len(out[row])]
+    accepted = _verify(chunk, row, greedy, stop.ids)[: stop.limits[row] - len(out[row])]
     out[row].extend(accepted)
-    done[row] = accepted[-1] in stop_ids or len(out[row]) >= max_new
+    done[row] = stop(row, out[row])
     return len(accepted)
 
 

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
 from guardedge.runtime.decoding import FormatDrafter, argmax_rows
-from guardedge.runtime.families import GuardFamily, family_for_config
-from guardedge.runtime.modeldir import ModelDir, resolve
+from guardedge.runtime.errors import invalid
+from guardedge.runtime.families import GuardFamily, choose_family
+from guardedge.runtime.modeldir import ModelDir
+from guardedge.runtime.models import resolve_model
 from guardedge.runtime.preprocess import Encoded, Preprocessor
 from guardedge.runtime.requests import RequestLimits, check_excluded, parse_request
 from guardedge.runtime.types import GuardRequest, Timings, Verdict
@@ -35,6 +37,7 @@ class EngineOptions:
     max_batch_size: int = 8
     max_text_tokens: int | None = None  # default: the model's context length
     prompt_source: Literal["builtin", "model"] = "builtin"
+    family: str | None = None  # override the family the manifest / model directory implies
     drafts: bool = True  # verify format drafts while decoding (same answers, fewer passes: runtime/decoding.py)
     progress: bool = True
     limits: RequestLimits = field(default_factory=RequestLimits)  # what parse() accepts
@@ -79,10 +82,11 @@ class Engine:
         self.options = options
         tok = preprocessor.tokenizer
         spec = family.scoring
-        self.safe_id = _single_token(tok, spec.safe_token)
-        self.unsafe_id = _single_token(tok, spec.unsafe_token)
+        self.safe_id, self.unsafe_id = preprocessor.safe_id, preprocessor.unsafe_id
         self.stop_ids = {i for t in spec.stop_tokens if (i := tok.convert_tokens_to_ids(t)) is not None and i >= 0}
-        self.drafter = FormatDrafter(tok, spec.drafts, spec.answer_prefix) if spec.drafts and options.drafts else None
+        # Rules see the whole answer: the prefix and the verdict tokens both texts share (appended to every prompt).
+        self.answer_head = spec.answer_prefix + tok.decode(preprocessor.shared_ids)
+        self.drafter = FormatDrafter(tok, spec.drafts, self.answer_head) if spec.drafts and options.drafts else None
         # Fed after every prompt at prefill: the unsafe token and its draft (runtime/decoding.py).
         self.prefill_draft = [self.unsafe_id, *self.drafter([self.unsafe_id])] if self.drafter else []
 
@@ -100,7 +104,7 @@ class Engine:
             device=self.backend.device_name,
             categories=self.family.default_categories(),
             limits=self.options.limits,
-            max_text_tokens=self.pre.max_text_tokens - self.family.scoring.max_new_tokens,
+            max_text_tokens=self.pre.max_text_tokens - self.pre.answer_budget(),
             max_batch_size=self.options.max_batch_size,
             memory_bytes=self.backend.memory_bytes(),
         )
@@ -110,6 +114,8 @@ class Engine:
         start = time.perf_counter()
         if request.categories is None and request.excluded_category_keys:
             check_excluded(request.excluded_category_keys, self.family.default_categories())
+        if self.family.requires_image and not request.has_image:
+            raise invalid("messages", f"the {self.family.name} family classifies an image: the request has none")
         self.family.check(request)
         encoded = self.pre.encode(request)
         return Prepared(request, encoded, time.perf_counter() - start, start)
@@ -139,11 +145,14 @@ class Engine:
         p_safe = probs[:, self.safe_id].tolist()
         first = argmax_rows(logits)
         forced = [self._first_token(f, pu, t) for f, pu, t in zip(first, p_unsafe, thresholds)]
-        rows = [i for i, f in enumerate(forced) if f != self.safe_id or self.family.scoring.decode_when_safe]
+        spec = self.family.scoring
+        rows = [i for i, f in enumerate(forced) if f != self.safe_id or spec.decode_when_safe]
         answers = {i: [self.safe_id] for i in range(len(batch))}
         if rows:
-            decoded = self.backend.decode(state, rows, [forced[i] for i in rows], self.family.scoring.max_new_tokens,
-                                         self.stop_ids, self.drafter)
+            requests = [batch[i].request for i in rows]
+            limits = [self.pre.answer_budget(r) for r in requests]
+            decoded = self.backend.decode(state, rows, [forced[i] for i in rows], limits, self.stop_ids,
+                                          self.drafter, self._until(requests))
             answers.update(zip(rows, decoded))
         inference_s = time.perf_counter() - started
         return [self._verdict(p, answers[i], p_unsafe[i], p_safe[i], inference_s) for i, p in enumerate(batch)]
@@ -155,8 +164,19 @@ class Engine:
             return greedy  # an off-format first token is decoded and reported, never guessed
         return self.unsafe_id if p_unsafe >= threshold else self.safe_id
 
+    def _until(self, requests: list[GuardRequest]):
+        """Rows that asked no rationale end once the answer holds the family's ``verdict_stop``."""
+        stop = self.family.scoring.verdict_stop
+        if not stop or all(r.rationale for r in requests):
+            return None
+        tail = len(stop) + 16  # a new token adds a few characters; the stop text must lie in this tail
+
+        def until(row: int, tokens: list[int]) -> bool:
+            return not requests[row].rationale and stop in self.pre.tokenizer.decode(tokens[-tail:], skip_special_tokens=False)
+        return until
+
     def _verdict(self, p: Prepared, tokens: list[int], p_unsafe: float, p_safe: float, inference_s: float) -> Verdict:
-        text = self.pre.tokenizer.decode(tokens, skip_special_tokens=False)
+        text = self.pre.tokenizer.decode(self.pre.shared_ids + tokens, skip_special_tokens=False)
         parsed = self.family.parse(self.family.scoring.answer_prefix + text, p.request)
         now = time.perf_counter()
         timings = Timings(
@@ -165,25 +185,28 @@ class Engine:
             inference=inference_s,
             total=now - p.queued_at,
         )
-        return Verdict(parsed.verdict, parsed.categories, p_unsafe, p_safe, text, timings, parsed.error, p.request.request_id)
-
-
-def _single_token(tokenizer, text: str) -> int:
-    ids = tokenizer.encode(text, add_special_tokens=False)
-    if len(ids) != 1:
-        raise ValueError(f"the scoring token {text!r} is {len(ids)} tokens in this tokenizer; it must be one")
-    return ids[0]
+        return Verdict(parsed.verdict, parsed.categories, p_unsafe, p_safe, text, timings, parsed.error,
+                       p.request.request_id, parsed.rationale)
 
 
 def load_engine(model: str, options: EngineOptions | None = None) -> Engine:
-    """Load ``model`` ("demo", a model directory or an artifact) with the backend its manifest names (PyTorch for a plain directory)."""
-    from transformers import AutoImageProcessor, AutoTokenizer
+    """Load ``model`` (an alias such as "demo", a model directory or an artifact) with the backend
+    its manifest names (PyTorch for a plain directory)."""
+    options = options or EngineOptions()
+    return build_engine(resolve_model(model, progress=options.progress), options)
 
+
+def build_engine(model_dir: ModelDir, options: EngineOptions, backend=None, family: GuardFamily | None = None) -> Engine:
+    """The one place an engine is assembled: family, architecture, tokenizer, preprocessor, backend.
+
+    ``backend`` (already loaded, e.g. a model built in memory by a benchmark) replaces loading one.
+    """
+    from transformers import AutoTokenizer
+
+    from guardedge.runtime.architectures import architecture_class
     from guardedge.runtime.backends import load_backend
 
-    options = options or EngineOptions()
-    model_dir = resolve(model, progress=options.progress)
-    family = family_for_config(model_dir.config)
+    family = family or choose_family(model_dir, options.family)
     if options.prompt_source == "model":
         family = _model_template_family(family, model_dir)
     else:
@@ -191,12 +214,22 @@ def load_engine(model: str, options: EngineOptions | None = None) -> Engine:
     # fix_mistral_regex=False: transformers 4.57.3+ warns about a Mistral regex on every local
     # directory saved by 4.57.x; passing the flag explicitly keeps the tokenizer unchanged and quiet.
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir.path), local_files_only=True, fix_mistral_regex=False)
-    # The slow processor is what a saved MllamaImageProcessor loads by default, i.e. what the model card runs.
-    image_processor = AutoImageProcessor.from_pretrained(str(model_dir.path), local_files_only=True, use_fast=False)
-    context = model_dir.config.get("text_config", {}).get("max_position_embeddings", 131072)
+    _check_image_token(tokenizer, family, model_dir)
+    arch = architecture_class(model_dir.config)(model_dir.path, model_dir.config, tokenizer, family.image_token)
+    context = arch.context_length()
     max_tokens = min(context, options.max_text_tokens or context)
-    backend = load_backend(model_dir, options.device, options.dtype)
-    return Engine(model_dir, family, Preprocessor(tokenizer, image_processor, family, max_tokens), backend, options)
+    backend = backend or load_backend(model_dir, arch, options.device, options.dtype)
+    backend.arch = arch
+    return Engine(model_dir, family, Preprocessor(tokenizer, arch, family, max_tokens), backend, options)
+
+
+def _check_image_token(tokenizer, family: GuardFamily, model_dir: ModelDir) -> None:
+    from guardedge.runtime.errors import ModelLoadError
+
+    token = family.image_token
+    if token and tokenizer.convert_tokens_to_ids(token) in (None, tokenizer.unk_token_id):
+        raise ModelLoadError(f"{model_dir.path}: the {family.name} family's image token {token!r} is not a token of "
+                             "this model's tokenizer; is it the right --family?")
 
 
 def _model_template_family(family: GuardFamily, model_dir: ModelDir) -> GuardFamily:

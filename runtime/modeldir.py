@@ -1,6 +1,6 @@
 """Find and check a local model directory; never reach a model hub.
 
-``demo`` names the bundled demo guard (built on first use). Anything else must be a local
+Aliases such as ``demo`` (built on first use) are resolved in runtime/models.py. A model must be a local
 directory with config.json and safetensors weights: pickle checkpoints (``*.bin``, ``*.pt``,
 ``*.pth``, ``*.ckpt``) are refused because loading them can run arbitrary code.
 """
@@ -38,15 +38,10 @@ def offline() -> None:
 
 
 def resolve(model: str, progress: bool = True) -> ModelDir:
-    offline()
-    if model == "demo":
-        from guardedge.runtime.demo.build import ensure_demo
+    """A model alias (runtime/models.py) or a local directory, checked."""
+    from guardedge.runtime.models import resolve_model  # the aliases sit above this module
 
-        path, name = ensure_demo(progress=progress), "demo"
-    else:
-        path = Path(model).expanduser()
-        name = path.name
-    return check(path, name, progress)
+    return resolve_model(model, progress)
 
 
 def check(path: Path, name: str, progress: bool = False) -> ModelDir:

@@ -1,140 +1,90 @@
-"""Turn validated requests into model inputs: prompt token ids, image tiles, cross-attention masks.
+"""Turn validated requests into model inputs: prompt token ids and the architecture's image inputs.
 
 The prompt text comes from the guard family; tokenization uses the model directory's own
-tokenizer and images its own image processor (transformers' MllamaImageProcessor), so the
-numbers the model sees are exactly what the model card's processor would produce. Batches are
-left-padded with explicit position ids, which keeps every row identical to running it alone.
+tokenizer (caller text never becomes control tokens: runtime/prompt_tokens.py). The image and the
+batch layout belong to the model's architecture (runtime/architectures/): it encodes the image,
+expands the family's image placeholder into the tokens the model expects, and collates a
+left-padded batch whose rows give the numbers they would give alone.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Sequence
-
-import torch
-
+from guardedge.runtime.architectures import Architecture, Batch, Encoded
 from guardedge.runtime.errors import invalid
 from guardedge.runtime.families import GuardFamily
 from guardedge.runtime.prompt_tokens import PromptEncoder
 from guardedge.runtime.types import GuardRequest
 
-
-@dataclass
-class EncodedImage:
-    pixel_values: torch.Tensor  # [max_tiles, 3, H, W]
-    aspect_ratio_id: int
-    aspect_ratio_mask: torch.Tensor  # [max_tiles]
-    num_tiles: int
-
-
-@dataclass
-class Encoded:
-    input_ids: list[int]
-    image: EncodedImage | None
-    image_pos: int  # index of the image token in input_ids, -1 without image
-
-
-@dataclass
-class Batch:
-    """A left-padded batch; rows without an image have ``has_image`` False."""
-
-    input_ids: torch.Tensor  # [B, L]
-    attention_mask: torch.Tensor  # [B, L]
-    position_ids: torch.Tensor  # [B, L]
-    cross_attention_mask: torch.Tensor | None  # [B, L, 1, T]
-    pixel_values: torch.Tensor | None  # [b_img, 1, T, 3, H, W], image rows only
-    aspect_ratio_ids: torch.Tensor | None  # [b_img, 1]
-    aspect_ratio_mask: torch.Tensor | None  # [b_img, 1, T]
-    image_rows: list[int]
-
-    def extended(self, tokens: Sequence[int]) -> Batch:
-        """The batch with ``tokens`` appended to every row (they see the image the last token saw)."""
-        if not tokens:
-            return self
-        n, k = self.input_ids.shape[0], len(tokens)
-        steps = torch.arange(1, k + 1)
-        cross = self.cross_attention_mask
-        if cross is not None:
-            cross = torch.cat([cross, cross[:, -1:].expand(-1, k, -1, -1)], dim=1)
-        return replace(
-            self,
-            input_ids=torch.cat([self.input_ids, torch.tensor([list(tokens)] * n, dtype=self.input_ids.dtype)], dim=1),
-            attention_mask=torch.cat([self.attention_mask, self.attention_mask.new_ones((n, k))], dim=1),
-            position_ids=torch.cat([self.position_ids, self.position_ids[:, -1:] + steps], dim=1),
-            cross_attention_mask=cross,
-        )
+__all__ = ["Batch", "Encoded", "Preprocessor"]
 
 
 class Preprocessor:
-    def __init__(self, tokenizer, image_processor, family: GuardFamily, max_text_tokens: int):
+    def __init__(self, tokenizer, architecture: Architecture, family: GuardFamily, max_text_tokens: int):
         self.tokenizer = tokenizer
-        self.image_processor = image_processor
+        self.arch = architecture
         self.family = family
         self.max_text_tokens = max_text_tokens
-        self.image_token_id = tokenizer.convert_tokens_to_ids("<|image|>") if family.uses_image_token else -1
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.prompts = PromptEncoder(tokenizer)
+        self.shared_ids, self.safe_id, self.unsafe_id = verdict_tokens(tokenizer, family.scoring.safe_token,
+                                                                       family.scoring.unsafe_token)
 
-    def prompt_ids(self, request: GuardRequest, answer: str = "") -> list[int]:
+    @property
+    def image_processor(self):
+        return self.arch.image_processor
+
+    def answer_budget(self, request: GuardRequest | None = None) -> int:
+        """Tokens kept free for the answer (a rationale needs more room than a verdict)."""
+        spec = self.family.scoring
+        wants = request is not None and request.rationale and spec.max_rationale_tokens
+        return spec.max_rationale_tokens if wants else spec.max_new_tokens
+
+    def prompt_ids(self, request: GuardRequest, answer: str = "", image_tokens: int = 0) -> list[int]:
         """The prompt's ids (caller text never becomes control tokens), the answer prefix, ``answer``.
 
         ``answer`` is guardedge's own text (training targets), so its control tokens are real.
+        ``image_tokens`` is what the image will cost once the architecture expands its placeholder;
+        room for the longest answer is part of the budget: a prompt that fits but cannot be answered
+        is too long.
         """
         prompt = self.prompts.encode(self.family.render, request).input_ids
         ids = prompt + self.tokenizer(self.family.scoring.answer_prefix + answer, add_special_tokens=False)["input_ids"]
-        # Room for the longest answer is part of the budget: a prompt that fits but cannot be answered is too long.
-        budget = self.max_text_tokens - self.family.scoring.max_new_tokens
-        if len(ids) > budget:
+        if not answer:
+            ids += self.shared_ids  # the verdict is read where the two verdict texts part
+        answer_room = self.answer_budget(request)
+        budget = self.max_text_tokens - answer_room
+        total = len(ids) + max(0, image_tokens - 1)
+        if total > budget:
+            of_image = f", of which {image_tokens} for the image" if image_tokens > 1 else ""
             raise invalid(
                 "messages",
-                f"the prompt is {len(ids)} tokens; this model accepts at most {budget} "
-                f"({self.max_text_tokens} context minus {self.family.scoring.max_new_tokens} for the answer)",
+                f"the prompt is {total} tokens{of_image}; this model accepts at most {budget} "
+                f"({self.max_text_tokens} context minus {answer_room} for the answer)",
             )
         return ids
 
-    def encode_image(self, image) -> EncodedImage:
-        out = self.image_processor(images=[[image]], return_tensors="pt")
-        num_tiles = int(out["num_tiles"][0][0])
-        return EncodedImage(
-            pixel_values=out["pixel_values"][0, 0],
-            aspect_ratio_id=int(out["aspect_ratio_ids"][0, 0]),
-            aspect_ratio_mask=out["aspect_ratio_mask"][0, 0],
-            num_tiles=num_tiles,
-        )
-
     def encode(self, request: GuardRequest, answer: str = "") -> Encoded:
-        ids = self.prompt_ids(request, answer)
         image = request.image
         if image is None:
-            return Encoded(ids, None, -1)
-        return Encoded(ids, self.encode_image(image.image), ids.index(self.image_token_id))
+            return Encoded(self.prompt_ids(request, answer), None, -1)
+        encoded = self.arch.encode_image(image.image)
+        cost = self.arch.image_tokens(encoded)
+        ids, pos = self.arch.expand(self.prompt_ids(request, answer, cost), encoded)
+        return Encoded(ids, encoded, pos, cost)
 
     def collate(self, items: list[Encoded], pad_left: bool = True) -> Batch:
-        length = max(len(e.input_ids) for e in items)
-        n = len(items)
-        input_ids = torch.full((n, length), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((n, length), dtype=torch.long)
-        image_rows = [i for i, e in enumerate(items) if e.image is not None]
-        tiles = items[image_rows[0]].image.pixel_values.shape[0] if image_rows else 0
-        cross = torch.zeros((n, length, 1, tiles), dtype=torch.long) if image_rows else None
-        for i, e in enumerate(items):
-            start = length - len(e.input_ids) if pad_left else 0
-            input_ids[i, start : start + len(e.input_ids)] = torch.tensor(e.input_ids)
-            attention_mask[i, start : start + len(e.input_ids)] = 1
-            if e.image is not None:
-                # As MllamaProcessor: every token from the image token to the end sees the image's tiles.
-                cross[i, start + e.image_pos : start + len(e.input_ids), 0, : e.image.num_tiles] = 1
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        if not image_rows:
-            return Batch(input_ids, attention_mask, position_ids, None, None, None, None, [])
-        imgs = [items[i].image for i in image_rows]
-        return Batch(
-            input_ids,
-            attention_mask,
-            position_ids,
-            cross,
-            torch.stack([im.pixel_values for im in imgs]).unsqueeze(1),
-            torch.tensor([[im.aspect_ratio_id] for im in imgs], dtype=torch.long),
-            torch.stack([im.aspect_ratio_mask for im in imgs]).unsqueeze(1),
-            image_rows,
-        )
+        return self.arch.collate(items, pad_left)
+
+
+def verdict_tokens(tokenizer, safe: str, unsafe: str) -> tuple[list[int], int, int]:
+    """The tokens both verdict texts start with, and the first token where they differ.
+
+    Llama Guard's ``safe``/``unsafe`` are one token each (nothing shared). A verdict text of several
+    tokens (LlavaGuard's ``Unsafe`` in some tokenizers) is scored at the first token that tells the
+    two apart: that one token decides, exactly as a one-token verdict would.
+    """
+    a = tokenizer.encode(safe, add_special_tokens=False)
+    b = tokenizer.encode(unsafe, add_special_tokens=False)
+    k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+    if k is None:
+        raise ValueError(f"the verdict texts {safe!r} and {unsafe!r} tokenize as {a} and {b}: one is a prefix of the other")
+    return a[:k], a[k], b[k]

@@ -57,7 +57,8 @@ def parse_request(
     messages = _messages(obj.get("messages"), base_dir, limits)
     categories = _categories(obj.get("categories"))
     excluded = _excluded(obj.get("excluded_category_keys"), categories or default_categories)
-    return GuardRequest(messages, categories, excluded, _request_id(obj.get("request_id", "")), _threshold(obj.get("threshold")))
+    return GuardRequest(messages, categories, excluded, _request_id(obj.get("request_id", "")),
+                        _threshold(obj.get("threshold")), _rationale(obj.get("rationale", False)))
 
 
 MAX_REQUEST_ID_CHARS = 256
@@ -70,6 +71,12 @@ def _request_id(raw: object) -> str:
         raise invalid("request_id", f"is {len(raw)} characters; the limit is {MAX_REQUEST_ID_CHARS}")
     if not raw.isprintable():
         raise invalid("request_id", "must be printable (no control characters or newlines)")
+    return raw
+
+
+def _rationale(raw: object) -> bool:
+    if not isinstance(raw, bool):
+        raise invalid("rationale", f"must be true or false, got {raw!r}"[:120])
     return raw
 
 

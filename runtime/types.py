@@ -43,6 +43,8 @@ class GuardRequest:
 
     ``categories`` is None for the family's defaults; otherwise it replaces them entirely, in order.
     ``threshold`` (optional) makes the request unsafe iff P(unsafe) >= threshold.
+    ``rationale`` asks a family that writes one (LlavaGuard) for it; otherwise decoding stops
+    once the verdict and category are known.
     """
 
     messages: tuple[Message, ...]
@@ -50,6 +52,7 @@ class GuardRequest:
     excluded_category_keys: tuple[str, ...] = ()
     request_id: str = ""
     threshold: float | None = None
+    rationale: bool = False
 
     @property
     def has_image(self) -> bool:
@@ -108,6 +111,7 @@ class Verdict:
     timings: Timings = field(default_factory=Timings)
     error: str = ""
     request_id: str = ""
+    rationale: str = ""
 
     def to_json(self) -> dict:
         return {
@@ -118,6 +122,7 @@ class Verdict:
             "safe_probability": self.safe_probability,
             "raw_output": self.raw_output,
             "error": self.error,
+            **({"rationale": self.rationale} if self.rationale else {}),
             "timings": {
                 "queue_s": self.timings.queue,
                 "preprocess_s": self.timings.preprocess,

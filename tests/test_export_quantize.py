@@ -146,8 +146,7 @@ def test_plain_transformers_loads_the_artifact(bits, exported, engines):
 def _model_inputs(batch) -> dict:
     inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
     if batch.image_rows:
-        inputs |= {"pixel_values": batch.pixel_values, "aspect_ratio_ids": batch.aspect_ratio_ids,
-                   "aspect_ratio_mask": batch.aspect_ratio_mask, "cross_attention_mask": batch.cross_attention_mask}
+        inputs |= {k: batch.extra[k] for k in ("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask", "cross_attention_mask")}
     return inputs
 
 

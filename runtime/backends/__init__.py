@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 if TYPE_CHECKING:
     import torch
 
-    from guardedge.runtime.decoding import Drafter
+    from guardedge.runtime.architectures import Architecture
+    from guardedge.runtime.decoding import Drafter, Until
     from guardedge.runtime.modeldir import ModelDir
-    from guardedge.runtime.preprocess import Batch
+    from guardedge.runtime.architectures import Batch
 
 
 class Backend(Protocol):
@@ -33,28 +34,33 @@ class Backend(Protocol):
         that cannot read logits there ignores it."""
         ...
 
-    def decode(self, state: object, rows: list[int], first: list[int], max_new: int, stop_ids: set[int],
-               drafter: Drafter | None = None) -> list[list[int]]:
-        """Greedy token ids for ``rows`` (``first`` forced as the first token), stop token included.
+    def decode(self, state: object, rows: list[int], first: list[int], max_new: int | list[int], stop_ids: set[int],
+               drafter: Drafter | None = None, until: Until | None = None) -> list[list[int]]:
+        """Greedy token ids for ``rows`` (``first`` forced as the first token), stop token included;
+        ``max_new`` bounds each row, ``until(row, tokens)`` ends a row whose answer is complete.
 
         ``drafter`` proposes format tokens a backend may verify in one pass (runtime/decoding.py);
         the result is greedy decoding's either way."""
         ...
 
 
-def load_backend(model_dir: ModelDir, device: str | None, dtype: str | None) -> Backend:
-    """The backend the directory asks for (its manifest), on ``device``."""
+def load_backend(model_dir: ModelDir, arch: Architecture, device: str | None, dtype: str | None) -> Backend:
+    """The backend the directory asks for (its manifest), on ``device``, for architecture ``arch``."""
     if model_dir.backend == "onnxruntime":
+        import importlib
+
+        from guardedge.runtime.errors import ModelLoadError
         from guardedge.runtime.extras import require
 
+        if not arch.onnx_backend:
+            raise ModelLoadError(f"{model_dir.path}: no ONNX Runtime backend for the {arch.model_type} architecture yet")
         require("onnxruntime", purpose=f"the ONNX artifact {model_dir.path}")
-        from guardedge.runtime.backends.onnx_backend import OnnxBackend
-
-        return OnnxBackend.load(model_dir, device=device, dtype=dtype)
+        module, name = arch.onnx_backend.split(":")
+        return getattr(importlib.import_module(module), name).load(model_dir, arch, device=device, dtype=dtype)
     if model_dir.backend != "torch":
         from guardedge.runtime.errors import ModelLoadError
 
         raise ModelLoadError(f"{model_dir.path}: backend {model_dir.backend!r} in its manifest is not one this guardedge has")
     from guardedge.runtime.backends.torch_backend import TorchBackend
 
-    return TorchBackend.load(model_dir.path, device=device, dtype=dtype)
+    return TorchBackend.load(model_dir.path, device=device, dtype=dtype, arch=arch)

@@ -1,4 +1,4 @@
-"""ONNX Runtime backend: the exported ``vision`` and ``decoder`` components (export/onnx_configs.py).
+"""ONNX Runtime backend for Mllama: the exported ``vision`` and ``decoder`` components (export/onnx_configs.py).
 
 Same behaviour as the PyTorch backend: one prefill per batch, a KV-cached greedy decode for the
 rows the engine asks for, mixed batches with and without images. The vision component runs only
@@ -20,9 +20,9 @@ from typing import Sequence
 
 import numpy as np
 
-from guardedge.runtime.decoding import Drafter, greedy_decode
+from guardedge.runtime.decoding import Drafter, Until, greedy_decode
 from guardedge.runtime.errors import ModelLoadError
-from guardedge.runtime.preprocess import Batch
+from guardedge.runtime.architectures import Batch
 
 _NP = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 _DTYPE_NAMES = {"float32": "fp32", "float16": "fp16"}  # the engine's names -> the export recipe's
@@ -59,8 +59,9 @@ class OnnxState:
 class OnnxBackend:
     name = "onnxruntime"
 
-    def __init__(self, vision, decoder, precision: str, device: str, weight_bytes: int):
+    def __init__(self, vision, decoder, precision: str, device: str, weight_bytes: int, arch=None):
         self.vision, self.decoder = vision, decoder
+        self.arch = arch
         self.precision, self.device_name = precision, device
         self._weight_bytes = weight_bytes
         inputs = {i.name: i for i in decoder.get_inputs()}
@@ -75,7 +76,7 @@ class OnnxBackend:
         self._cuda = _CudaSteps(decoder) if device == "cuda" else None
 
     @classmethod
-    def load(cls, model_dir, device: str | None = None, dtype: str | None = None) -> OnnxBackend:
+    def load(cls, model_dir, arch, device: str | None = None, dtype: str | None = None) -> OnnxBackend:
         import onnxruntime as ort
 
         manifest = model_dir.manifest
@@ -92,7 +93,7 @@ class OnnxBackend:
             options.intra_op_num_threads = threads
         sessions = {role: ort.InferenceSession(str(model_dir.path / manifest["components"][role]), options, providers=providers)
                     for role in ("vision", "decoder")}
-        return cls(sessions["vision"], sessions["decoder"], manifest["precision"], dev, _weight_bytes(model_dir))
+        return cls(sessions["vision"], sessions["decoder"], manifest["precision"], dev, _weight_bytes(model_dir), arch)
 
     @property
     def description(self) -> str:
@@ -109,9 +110,9 @@ class OnnxBackend:
         if not batch.image_rows:
             return {name: np.zeros((n, self.kv_heads, 1, self.head_dim), self.float) for name in self.cross_names}
         out = self.vision.run(None, {
-            "pixel_values": batch.pixel_values.numpy().astype(self.float),
-            "aspect_ratio_ids": batch.aspect_ratio_ids.numpy(),
-            "aspect_ratio_mask": batch.aspect_ratio_mask.numpy()})
+            "pixel_values": batch.extra["pixel_values"].numpy().astype(self.float),
+            "aspect_ratio_ids": batch.extra["aspect_ratio_ids"].numpy(),
+            "aspect_ratio_mask": batch.extra["aspect_ratio_mask"].numpy()})
         full = {}
         for name, value in zip((o.name for o in self.vision.get_outputs()), out):
             full[name] = np.zeros((n, *value.shape[1:]), value.dtype)
@@ -125,10 +126,10 @@ class OnnxBackend:
 
         draft = tuple(draft) if self.multi_position else ()
         prompt_columns = batch.input_ids.shape[1]
-        batch = batch.extended(draft)
+        batch = batch.extended(draft, self.arch.extend_extra if self.arch else None)
         n, length = batch.input_ids.shape
         cross = self._cross_kv(batch)
-        cross_mask = batch.cross_attention_mask.numpy() if batch.cross_attention_mask is not None \
+        cross_mask = batch.extra["cross_attention_mask"].numpy() if batch.extra["cross_attention_mask"] is not None \
             else np.zeros((n, length, 1, 1), np.int64)
         empty = np.zeros((n, self.kv_heads, 0, self.head_dim), self.float)
         feeds = {"input_ids": batch.input_ids.numpy(), "attention_mask": batch.attention_mask.numpy(),
@@ -139,11 +140,11 @@ class OnnxBackend:
                           batch.position_ids[:, prompt_columns - 1].numpy() + 1, prompt_columns, draft, logits[:, 1:])
         return torch.from_numpy(np.ascontiguousarray(logits[:, 0])), state
 
-    def decode(self, state: OnnxState, rows: list[int], first: list[int], max_new: int, stop_ids: set[int],
-               drafter: Drafter | None = None) -> list[list[int]]:
+    def decode(self, state: OnnxState, rows: list[int], first: list[int], max_new: int | list[int],
+               stop_ids: set[int], drafter: Drafter | None = None, until: Until | None = None) -> list[list[int]]:
         """Greedy continuation for ``rows`` after forcing ``first``, drafts verified when this export
         returns logits at several positions (one token per step otherwise)."""
-        return greedy_decode(_OnnxSteps(self, state, rows), first, max_new, stop_ids, drafter)
+        return greedy_decode(_OnnxSteps(self, state, rows), first, max_new, stop_ids, drafter, until)
 
     def _step(self, feeds: dict, positions: np.ndarray) -> tuple[np.ndarray, dict]:
         """One decoder run: logits [B, K, vocab] (numpy fp32) at ``positions`` of this run's tokens

@@ -1,9 +1,9 @@
-"""PyTorch backend: an Mllama model from a local directory, prefill + KV-cached greedy decode.
+"""PyTorch backend: a transformers model from a local directory, prefill + KV-cached greedy decode.
 
-The vision encoder runs only on the rows that carry an image; rows without one get zero
-cross-attention states and a zero cross-attention mask, which makes every cross-attention layer
-add exactly nothing for them — so a text-only request gives the same numbers alone or batched
-with image requests. Image keys/values are computed once, at prefill, and live in the cache.
+What is architecture-specific (the image inputs of the forward passes, the class that loads the
+directory) comes from the architecture plug-in (runtime/architectures/); this module owns the
+cache, the positions and masks of left-padded rows, and the decode steps. Image work happens
+once, at prefill, and lives in the cache.
 
 Decoding is the shared drafted greedy loop (runtime/decoding.py) over :class:`_TorchSteps`. On
 CPU the output layer is replaced by :class:`SplitHead` (the same weights in a layout MKL runs on
@@ -19,8 +19,8 @@ from typing import Sequence
 import torch
 
 from guardedge.runtime.backends.bnb import bnb_precision, quant_state_bytes, saved_quantization, set_bnb_compute_dtype
-from guardedge.runtime.decoding import Drafter, GreedyAt, argmax_rows, greedy_decode
-from guardedge.runtime.preprocess import Batch
+from guardedge.runtime.decoding import Drafter, GreedyAt, Until, argmax_rows, greedy_decode
+from guardedge.runtime.architectures import Architecture, Batch
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -39,22 +39,6 @@ def choose_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
         return DTYPES[dtype]
     except KeyError:
         raise ValueError(f"dtype must be one of auto, {', '.join(DTYPES)}; got {dtype!r}") from None
-
-
-def cross_attention_states(model, batch: Batch, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
-    """Vision encoder + projector on the image rows; zeros for the others ([B*T, P, hidden])."""
-    if not batch.image_rows:
-        return None
-    core = model.model
-    states = core.vision_model(
-        pixel_values=batch.pixel_values.to(device, dtype),
-        aspect_ratio_ids=batch.aspect_ratio_ids.to(device),
-        aspect_ratio_mask=batch.aspect_ratio_mask.to(device),
-    ).last_hidden_state
-    states = core.multi_modal_projector(states)  # [b_img, 1, T, P, hidden]
-    full = states.new_zeros((batch.input_ids.shape[0], *states.shape[1:]))
-    full[torch.tensor(batch.image_rows, device=device)] = states
-    return full.reshape(-1, full.shape[-2], full.shape[-1])
 
 
 class SplitHead(torch.nn.Module):
@@ -99,7 +83,7 @@ def device_map_target(dev: torch.device) -> str:
 class PrefillState:
     cache: object  # transformers DynamicCache
     attention_mask: torch.Tensor
-    cross_attention_mask: torch.Tensor | None
+    context: dict  # the architecture's decode context (e.g. Mllama's cross-attention mask)
     next_position: torch.Tensor  # [B] position id of the token after the prompt
     prompt_columns: int  # cache columns of the prompt; the draft's follow
     draft: tuple[int, ...] = ()  # tokens fed after every prompt at prefill
@@ -107,19 +91,29 @@ class PrefillState:
 
 
 class TorchBackend:
-    """Runs ``MllamaForConditionalGeneration`` in eval mode without autograd."""
+    """Runs the architecture's transformers model in eval mode without autograd."""
 
     name = "torch"
 
-    def __init__(self, model, device: torch.device, dtype: torch.dtype, quantization: str | None = None):
+    def __init__(self, model, device: torch.device, dtype: torch.dtype, quantization: str | None = None,
+                 arch: Architecture | None = None):
         self.model = model
+        self.arch = arch
         self.device = device
         self.dtype = dtype
         self.quantization = quantization  # "bnb-int8", "bnb-nf4", "bnb-fp4" or None
 
     @classmethod
-    def load(cls, model_dir: Path, device: str | None = None, dtype: str | None = None, **load_kwargs) -> TorchBackend:
-        from transformers import MllamaForConditionalGeneration
+    def load(cls, model_dir: Path, device: str | None = None, dtype: str | None = None, arch: Architecture | None = None,
+             **load_kwargs) -> TorchBackend:
+        """The directory's model; its class comes from the architecture (``arch``, else config.json's model_type)."""
+        import json
+
+        import transformers
+
+        from guardedge.runtime.architectures import architecture_class
+
+        cls_name = (arch or architecture_class(json.loads((Path(model_dir) / "config.json").read_text()))).transformers_class
 
         dev = choose_device(device)
         dt = choose_dtype(dtype, dev)
@@ -130,7 +124,7 @@ class TorchBackend:
             require("bitsandbytes", "accelerate", purpose=f"the bitsandbytes ({quant}) model {model_dir}")
             # bitsandbytes weights are placed (and on CUDA quantized) while loading; .to() is refused.
             load_kwargs.setdefault("device_map", {"": device_map_target(dev)})
-        model = MllamaForConditionalGeneration.from_pretrained(
+        model = getattr(transformers, cls_name).from_pretrained(
             str(model_dir), local_files_only=True, use_safetensors=True, dtype=dt, **load_kwargs
         )
         if quant:
@@ -141,7 +135,7 @@ class TorchBackend:
         if dev.type == "cpu" and not tied and (parts := SplitHead.parts_for(model.lm_head)):
             model.lm_head = SplitHead(model.lm_head, parts)
         model.eval()
-        return cls(model, dev, dt, quant)
+        return cls(model, dev, dt, quant, arch)
 
     @property
     def description(self) -> str:
@@ -160,9 +154,6 @@ class TorchBackend:
         tensors = [*self.model.parameters(), *self.model.buffers()]
         return sum(t.numel() * t.element_size() for t in tensors) + quant_state_bytes(self.model)
 
-    def _cross_attention_states(self, batch: Batch) -> torch.Tensor | None:
-        return cross_attention_states(self.model, batch, self.device, self.dtype)
-
     @torch.inference_mode()
     def prefill(self, batch: Batch, draft: Sequence[int] = ()) -> tuple[torch.Tensor, PrefillState]:
         """Logits (fp32, [B, vocab]) for the token after the last prompt token, and the cache.
@@ -173,29 +164,28 @@ class TorchBackend:
         from transformers import DynamicCache
 
         prompt_columns = batch.input_ids.shape[1]
-        batch = batch.extended(draft)
+        batch = batch.extended(draft, self.arch.extend_extra)
         cache = DynamicCache()
-        cross = batch.cross_attention_mask.to(self.device) if batch.cross_attention_mask is not None else None
+        inputs, context = self.arch.torch_prefill(self.model, batch, self.device, self.dtype)
         hidden = self.model.model(
             input_ids=batch.input_ids.to(self.device),
             attention_mask=batch.attention_mask.to(self.device),
             position_ids=batch.position_ids.to(self.device),
-            cross_attention_states=self._cross_attention_states(batch),
-            cross_attention_mask=cross,
             past_key_values=cache,
             use_cache=True,
+            **inputs,
         ).last_hidden_state[:, prompt_columns - 1 :]
         logits = self.model.lm_head(hidden[:, 0]).float()
         next_position = batch.position_ids[:, prompt_columns - 1].to(self.device) + 1
-        state = PrefillState(cache, batch.attention_mask.to(self.device), cross, next_position,
+        state = PrefillState(cache, batch.attention_mask.to(self.device), context, next_position,
                              prompt_columns, tuple(draft), hidden[:, 1:])
         return logits, state
 
-    def decode(self, state: PrefillState, rows: list[int], first: list[int], max_new: int, stop_ids: set[int],
-               drafter: Drafter | None = None) -> list[list[int]]:
+    def decode(self, state: PrefillState, rows: list[int], first: list[int], max_new: int | list[int],
+               stop_ids: set[int], drafter: Drafter | None = None, until: Until | None = None) -> list[list[int]]:
         """Greedy continuation for ``rows`` after forcing ``first``; stops at a stop id or max_new tokens."""
         with torch.inference_mode():
-            return greedy_decode(_TorchSteps(self, state, rows), first, max_new, stop_ids, drafter)
+            return greedy_decode(_TorchSteps(self, state, rows), first, max_new, stop_ids, drafter, until)
 
 
 class _GreedyHead:
@@ -236,13 +226,13 @@ class _TorchSteps:
     max_chunk = 4  # "unsafe" + "\nS" + the category digit fit; longer drafts only add positions
 
     def __init__(self, backend: TorchBackend, state: PrefillState, rows: list[int]):
-        self.model, self.device = backend.model, backend.device
+        self.model, self.device, self.arch = backend.model, backend.device, backend.arch
         index = torch.tensor(rows, device=self.device)
         self.cache = state.cache
         if len(rows) != state.attention_mask.shape[0]:
             self.cache.batch_select_indices(index)
         self.attn = state.attention_mask[index]
-        self.cross = state.cross_attention_mask[index] if state.cross_attention_mask is not None else None
+        self.context = self.arch.torch_select(state.context, index)
         self.position = state.next_position[index]
         self.pending = state.draft
         self._pending_hidden = state.draft_hidden[index] if state.draft else None
@@ -256,18 +246,16 @@ class _TorchSteps:
         rows, width = ids.shape
         self._fed_from = self.attn.shape[1]
         self.attn = torch.cat([self.attn, self.attn.new_ones((rows, width))], dim=1)
-        if self.cross is not None:
-            # New tokens see the image tiles the last prompt token saw.
-            self.cross = torch.cat([self.cross, self.cross[:, -1:].expand(-1, width, -1, -1)], dim=1)
+        inputs, self.context = self.arch.torch_step(self.context, width)
         steps = torch.arange(width, device=self.device)
         hidden = self.model.model(
             input_ids=ids,
             attention_mask=self.attn,
             position_ids=self.position[:, None] + steps,
-            cross_attention_mask=self.cross,
             past_key_values=self.cache,
             use_cache=True,
             cache_position=self._fed_from + steps,
+            **inputs,
         ).last_hidden_state
         return _GreedyHead(self.model.lm_head, hidden)
 

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from guardedge.runtime.demo.data import Generator, TrainingMix, examples
 from guardedge.runtime.demo.weights import init_tables, unpack
+from guardedge.runtime.architectures.mllama import Mllama
 from guardedge.runtime.families import get_family
 from guardedge.runtime.preprocess import Preprocessor
 from guardedge.runtime.types import GuardRequest, ImageInput, Message, Part
@@ -70,7 +71,7 @@ def _batch(pre: Preprocessor, gen: Generator, size: int):
 
 
 def _loss(model, batch, targets, embedding, head, negatives: torch.Tensor) -> torch.Tensor:
-    from guardedge.runtime.backends.torch_backend import cross_attention_states
+    from guardedge.runtime.architectures.mllama import cross_attention_states
 
     hidden = model.model(
         # Sparse lookups: only the rows a batch touches get gradients (the tables have 128k rows).
@@ -78,7 +79,7 @@ def _loss(model, batch, targets, embedding, head, negatives: torch.Tensor) -> to
         attention_mask=batch.attention_mask,
         position_ids=batch.position_ids,
         cross_attention_states=cross_attention_states(model, batch, torch.device("cpu"), torch.float32),
-        cross_attention_mask=batch.cross_attention_mask,
+        cross_attention_mask=batch.extra["cross_attention_mask"],
         use_cache=False,
     ).last_hidden_state
     rows = torch.tensor([r for r, t in enumerate(targets) for _ in t])
@@ -127,7 +128,9 @@ def train(config, tokenizer, image_processor, steps: int, batch_size: int, lr: f
     head = torch.nn.Parameter(model.lm_head.weight.data)
     model.model.language_model.embed_tokens.weight.requires_grad_(False)
     model.lm_head.weight.requires_grad_(False)
-    pre = Preprocessor(tokenizer, image_processor, get_family(FAMILY), max_text_tokens=4096)
+    family = get_family(FAMILY)
+    arch = Mllama(None, config.to_dict(), tokenizer, family.image_token, image_processor=image_processor)
+    pre = Preprocessor(tokenizer, arch, family, max_text_tokens=4096)
     gen = Generator("train", seed, image_decided_share, policy_mix, mix)
     params = [p for p in model.parameters() if p.requires_grad]
     dense = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=0.01)

@@ -18,12 +18,23 @@ def get_family(name: str) -> GuardFamily:
         raise ValueError(f"unknown guard family {name!r}; known: {', '.join(sorted(FAMILIES))}") from None
 
 
+# The family a model directory implies when neither a manifest nor the caller names one.
+DEFAULT_FAMILY = {"mllama": "llama-guard-3-vision", "llava_onevision": "llavaguard"}
+
+
 def family_for_config(config: dict) -> GuardFamily:
     """Pick the family from a model directory's config.json (model_type)."""
     model_type = config.get("model_type")
-    if model_type == "mllama":
-        return FAMILIES[LlamaGuard3Vision.name]
-    raise ValueError(f"no guard family supports model_type {model_type!r} yet (supported: mllama)")
+    if model_type not in DEFAULT_FAMILY:
+        raise ValueError(f"no guard family is known for model_type {model_type!r} "
+                         f"(supported: {', '.join(DEFAULT_FAMILY)}); name one with --family")
+    return get_family(DEFAULT_FAMILY[model_type])
 
 
-__all__ = ["FAMILIES", "GuardFamily", "ParsedAnswer", "ScoringSpec", "get_family", "family_for_config"]
+def choose_family(model_dir, override: str | None = None) -> GuardFamily:
+    """The caller's choice, else the artifact manifest's ``family``, else the model type's default."""
+    name = override or (model_dir.manifest or {}).get("family")
+    return get_family(name) if name else family_for_config(model_dir.config)
+
+
+__all__ = ["FAMILIES", "GuardFamily", "ParsedAnswer", "ScoringSpec", "choose_family", "get_family", "family_for_config"]

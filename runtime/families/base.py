@@ -19,9 +19,13 @@ class ScoringSpec:
     """How to turn one forward pass into a decision.
 
     The engine appends ``answer_prefix`` to the prompt, reads the next-token distribution at the
-    last position and compares P(``unsafe_token``) with P(``safe_token``). If the answer needs
-    more text (categories, a rationale), it continues greedily after ``unsafe_token`` (or after
-    ``safe_token`` when ``decode_when_safe``) until a stop token or ``max_new_tokens``.
+    last position and compares the probabilities of the verdict texts ``unsafe_token`` and
+    ``safe_token`` at the first token where their tokenizations differ (tokens they share are
+    appended to the prefix). If the answer needs more text (categories, a rationale), it continues
+    greedily after the verdict (after ``safe_token`` too when ``decode_when_safe``) until a stop
+    token or ``max_new_tokens``. ``verdict_stop``: when the request asks no rationale, decoding
+    also stops once the answer text contains it (what follows is the rationale); a request that
+    asks for one decodes up to ``max_rationale_tokens``.
 
     ``drafts`` are (regex, text) rules for the answer format: when the answer so far (prefix
     included) matches a regex, the text is proposed as the next tokens and kept only where
@@ -36,6 +40,8 @@ class ScoringSpec:
     max_new_tokens: int
     decode_when_safe: bool = False
     drafts: tuple[tuple[str, str], ...] = ()
+    verdict_stop: str = ""
+    max_rationale_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,7 @@ class ParsedAnswer:
     verdict: VerdictKind
     categories: tuple[str, ...] = ()
     error: str = ""
+    rationale: str = ""
 
 
 class GuardFamily(Protocol):
@@ -50,7 +57,16 @@ class GuardFamily(Protocol):
 
     name: str
     scoring: ScoringSpec
-    uses_image_token: bool
+    image_token: str  # the image placeholder the prompt spells ("" for none); the architecture expands it
+    requires_image: bool  # a request without an image is refused
+
+    def warmup_request(self) -> dict:
+        """A request (the ``guardedge classify --input`` shape) this family accepts: server warm-up, smoke checks."""
+        ...
+
+    def parse_label(self, label: object) -> tuple[str, tuple[str, ...]]:
+        """An evaluation label in this family's own codes -> (verdict, category codes); ValueError if malformed."""
+        ...
 
     def default_categories(self) -> tuple[tuple[str, str], ...]: ...
 
@@ -69,3 +85,22 @@ class GuardFamily(Protocol):
         parser raises like any other bug (it is not dressed up as an off-format answer).
         """
         ...
+
+
+def verdict_label(raw: object, codes: set[str] | None = None) -> tuple[str, tuple[str, ...]]:
+    """An evaluation label ``{"verdict": "unsafe", "categories": ["S1"]}`` checked against ``codes``
+    (None: any code) -> (verdict, categories); ValueError saying what is wrong."""
+    if not isinstance(raw, dict):
+        raise ValueError('label must be an object like {"verdict": "unsafe", "categories": ["S1"]}')
+    verdict = raw.get("verdict")
+    if verdict not in ("safe", "unsafe"):
+        raise ValueError(f'bad label verdict {verdict!r}; use "safe" or "unsafe"')
+    categories = raw.get("categories", [])
+    if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
+        raise ValueError("label categories must be a list of category codes (strings)")
+    if verdict == "safe" and categories:
+        raise ValueError("a safe label cannot name categories")
+    unknown = [c for c in categories if codes is not None and c not in codes]
+    if unknown:
+        raise ValueError(f"label categories {unknown} are not codes of this family ({', '.join(sorted(codes))})")
+    return verdict, tuple(categories)

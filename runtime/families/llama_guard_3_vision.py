@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from guardedge.runtime.errors import FieldViolation, InvalidRequest
-from guardedge.runtime.families.base import ParsedAnswer, ScoringSpec
+from guardedge.runtime.families.base import ParsedAnswer, ScoringSpec, verdict_label
 from guardedge.runtime.requests import category_field
 from guardedge.runtime.types import GuardRequest
 
@@ -68,7 +68,8 @@ class LlamaGuard3Vision:
     """The ``llama-guard-3-vision`` family."""
 
     name = "llama-guard-3-vision"
-    uses_image_token = True
+    image_token = IMAGE_TOKEN
+    requires_image = False
     scoring = ScoringSpec(
         # The first generated token is always "\n\n"; the verdict token follows it (REFERENCE §2).
         answer_prefix="\n\n",
@@ -82,6 +83,13 @@ class LlamaGuard3Vision:
 
     def default_categories(self) -> tuple[tuple[str, str], ...]:
         return DEFAULT_CATEGORIES
+
+    def warmup_request(self) -> dict:
+        return {"messages": [{"role": "user", "content": "warm-up"}], "request_id": "warmup"}
+
+    def parse_label(self, label: object) -> tuple[str, tuple[str, ...]]:
+        # Custom policies name their own codes, so any code is accepted here; the metrics compare codes as given.
+        return verdict_label(label)
 
     def policy(self, request: GuardRequest) -> tuple[tuple[str, str], ...]:
         """The categories that appear in the prompt, in prompt order."""

@@ -33,7 +33,11 @@ class ModelTemplateFamily:
         self.template = template
         self.name = base.name
         self.scoring = base.scoring
-        self.uses_image_token = base.uses_image_token
+        self.image_token = base.image_token
+        self.requires_image = base.requires_image
+
+    def __getattr__(self, name: str):
+        return getattr(self.base, name)  # everything but the prompt is the base family's
 
     def default_categories(self) -> tuple[tuple[str, str], ...]:
         return self.base.default_categories()

@@ -147,6 +147,10 @@ def request_from_dict(obj: object, base_dir: Path | None = None) -> pb.ClassifyR
     request.policy.excluded_categories.extend(obj.get("excluded_category_keys") or [])
     if obj.get("threshold") is not None:
         request.options.threshold = obj["threshold"]
+    if obj.get("rationale") is not None:
+        if not isinstance(obj["rationale"], bool):
+            raise invalid("rationale", f"must be true or false, got {obj['rationale']!r}"[:120])
+        request.options.rationale = obj["rationale"]
     return request
 
 
@@ -181,6 +185,7 @@ def response_to_json(response: pb.ClassifyResponse) -> dict:
         "safe_probability": response.safe_probability,
         "raw_output": response.raw_output,
         "error": response.error_detail,
+        **({"rationale": response.rationale} if response.rationale else {}),
         "timings": {"queue_s": t.queue_seconds, "preprocess_s": t.preprocess_seconds, "inference_s": t.inference_seconds, "total_s": t.total_seconds},
         "model": response.model,
     }

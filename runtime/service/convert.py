@@ -38,6 +38,8 @@ def request_to_dict(request: pb.ClassifyRequest) -> dict:
         obj["excluded_category_keys"] = list(request.policy.excluded_categories)
     if request.options.HasField("threshold"):
         obj["threshold"] = request.options.threshold
+    if request.options.rationale:
+        obj["rationale"] = True
     return obj
 
 
@@ -151,6 +153,7 @@ def verdict_to_response(verdict: Verdict, info: EngineInfo, batch_size: int, tot
         model=info.name,
         variant=info.variant,
         raw_output=verdict.raw_output,
+        rationale=verdict.rationale,
         error_detail=verdict.error,
         timings=pb.Timings(
             queue_seconds=verdict.timings.queue,

@@ -45,7 +45,6 @@ from guardedge.v1 import guard_pb2_grpc as pb_grpc
 log = logging.getLogger("guardedge.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GuardService"].full_name
 HEALTH_SERVICES = ("", SERVICE_NAME)
-WARMUP_REQUEST = {"messages": [{"role": "user", "content": "warm-up"}], "request_id": "warmup"}
 
 
 _END, _DRAIN = object(), object()  # ClassifyStream queue sentinels: reader finished; server draining
@@ -472,7 +471,7 @@ class GuardServer:
         logs.adopt_library_loggers()  # loading configured the libraries' loggers: route them through ours
         info = self._served_info(engine.info(), name)
         # Warm up through the batcher: the first call pays one-time costs (allocator, kernels).
-        request = engine.prepare(engine.parse(WARMUP_REQUEST))
+        request = engine.prepare(engine.parse(engine.family.warmup_request()))  # one the family accepts
         batcher.admit()
         await batcher.submit(request, None)
         self.servicer.slots[name] = ModelSlot(engine, info, batcher)

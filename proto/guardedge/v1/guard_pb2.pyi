@@ -69,10 +69,12 @@ class Policy(_message.Message):
     def __init__(self, categories: _Optional[_Iterable[_Union[Category, _Mapping]]] = ..., excluded_categories: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ClassifyOptions(_message.Message):
-    __slots__ = ("threshold",)
+    __slots__ = ("threshold", "rationale")
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    RATIONALE_FIELD_NUMBER: _ClassVar[int]
     threshold: float
-    def __init__(self, threshold: _Optional[float] = ...) -> None: ...
+    rationale: bool
+    def __init__(self, threshold: _Optional[float] = ..., rationale: _Optional[bool] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
     __slots__ = ("request_id", "model", "messages", "policy", "options")
@@ -101,7 +103,7 @@ class Timings(_message.Message):
     def __init__(self, queue_seconds: _Optional[float] = ..., preprocess_seconds: _Optional[float] = ..., inference_seconds: _Optional[float] = ..., total_seconds: _Optional[float] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
-    __slots__ = ("request_id", "verdict", "violated_categories", "unsafe_probability", "safe_probability", "model", "variant", "raw_output", "error_detail", "timings", "batch_size", "error")
+    __slots__ = ("request_id", "verdict", "violated_categories", "unsafe_probability", "safe_probability", "model", "variant", "raw_output", "error_detail", "timings", "batch_size", "error", "rationale")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     VIOLATED_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +116,7 @@ class ClassifyResponse(_message.Message):
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    RATIONALE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     verdict: Verdict
     violated_categories: _containers.RepeatedScalarFieldContainer[str]
@@ -126,7 +129,8 @@ class ClassifyResponse(_message.Message):
     timings: Timings
     batch_size: int
     error: _status_pb2.Status
-    def __init__(self, request_id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., violated_categories: _Optional[_Iterable[str]] = ..., unsafe_probability: _Optional[float] = ..., safe_probability: _Optional[float] = ..., model: _Optional[str] = ..., variant: _Optional[str] = ..., raw_output: _Optional[str] = ..., error_detail: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., batch_size: _Optional[int] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
+    rationale: str
+    def __init__(self, request_id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., violated_categories: _Optional[_Iterable[str]] = ..., unsafe_probability: _Optional[float] = ..., safe_probability: _Optional[float] = ..., model: _Optional[str] = ..., variant: _Optional[str] = ..., raw_output: _Optional[str] = ..., error_detail: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., batch_size: _Optional[int] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., rationale: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

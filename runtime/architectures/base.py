@@ -1,0 +1,115 @@
+"""What every architecture plug-in provides, and the batch shape all of them share.
+
+A batch is left-padded with explicit position ids from the attention mask, so each row gives
+the numbers it would give alone. Architectures add their own image inputs to it (``Batch.extra``)
+and say how those follow the tokens appended at prefill (drafts) and during decoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import ClassVar, Protocol, Sequence
+
+import torch
+
+
+@dataclass
+class Encoded:
+    """One request's model inputs: prompt ids (image placeholder expanded as the model expects)
+    and the architecture's encoded image (None without an image)."""
+
+    input_ids: list[int]
+    image: object | None
+    image_pos: int  # index of the first image token in input_ids, -1 without image
+    image_tokens: int = 0  # prompt tokens the image costs
+
+
+@dataclass
+class Batch:
+    """A left-padded batch. ``extra`` holds the architecture's image inputs (tensors or None)."""
+
+    input_ids: torch.Tensor  # [B, L]
+    attention_mask: torch.Tensor  # [B, L]
+    position_ids: torch.Tensor  # [B, L]
+    image_rows: list[int]
+    extra: dict = field(default_factory=dict)
+
+    def extended(self, tokens: Sequence[int], extend_extra=None) -> Batch:
+        """The batch with ``tokens`` appended to every row; ``extend_extra(extra, k)`` follows suit."""
+        if not tokens:
+            return self
+        n, k = self.input_ids.shape[0], len(tokens)
+        steps = torch.arange(1, k + 1)
+        return replace(
+            self,
+            input_ids=torch.cat([self.input_ids, torch.tensor([list(tokens)] * n, dtype=self.input_ids.dtype)], dim=1),
+            attention_mask=torch.cat([self.attention_mask, self.attention_mask.new_ones((n, k))], dim=1),
+            position_ids=torch.cat([self.position_ids, self.position_ids[:, -1:] + steps], dim=1),
+            extra=extend_extra(self.extra, k) if extend_extra else self.extra,
+        )
+
+
+def left_pad(items: Sequence[Encoded], pad_id: int, pad_left: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+    """input_ids, attention_mask, position_ids and each row's start column."""
+    length = max(len(e.input_ids) for e in items)
+    n = len(items)
+    input_ids = torch.full((n, length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((n, length), dtype=torch.long)
+    starts = []
+    for i, e in enumerate(items):
+        start = length - len(e.input_ids) if pad_left else 0
+        input_ids[i, start : start + len(e.input_ids)] = torch.tensor(e.input_ids)
+        attention_mask[i, start : start + len(e.input_ids)] = 1
+        starts.append(start)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    return input_ids, attention_mask, position_ids, starts
+
+
+class Architecture(Protocol):
+    """One model architecture (one instance per loaded model directory)."""
+
+    model_type: ClassVar[str]
+    transformers_class: ClassVar[str]  # the transformers class that loads the directory
+    keep_16bit: ClassVar[tuple[str, ...]]  # module names a bitsandbytes recipe keeps in 16-bit by default
+    onnx_backend: ClassVar[str]  # "module:Class" of its ONNX Runtime backend ("" if none yet)
+
+    def __init__(self, path: Path | None, config: dict, tokenizer, image_token: str, image_processor=None):
+        """``image_processor`` (already loaded) replaces loading the directory's own."""
+        ...
+
+    def context_length(self) -> int:
+        """Tokens the text model accepts."""
+        ...
+
+    def encode_image(self, image) -> object:
+        """A decoded RGB PIL image -> this architecture's encoded image (compact until collate)."""
+        ...
+
+    def image_tokens(self, encoded_image) -> int:
+        """Prompt tokens the image costs once its placeholder is expanded."""
+        ...
+
+    def expand(self, ids: list[int], encoded_image) -> tuple[list[int], int]:
+        """Prompt ids with the image placeholder expanded; the index of the first image token."""
+        ...
+
+    def collate(self, items: Sequence[Encoded], pad_left: bool = True) -> Batch: ...
+
+    def extend_extra(self, extra: dict, k: int) -> dict:
+        """``extra`` after ``k`` tokens are appended to every row (they see what the last one saw)."""
+        ...
+
+    # -- PyTorch forward passes ------------------------------------------------------------------
+    def torch_prefill(self, model, batch: Batch, device: torch.device, dtype: torch.dtype) -> tuple[dict, dict]:
+        """Keyword inputs of ``model.model(...)`` at prefill beyond ids, masks, positions and cache,
+        and the context decode steps need (e.g. Mllama's cross-attention mask)."""
+        ...
+
+    def torch_step(self, context: dict, width: int) -> tuple[dict, dict]:
+        """Inputs of one decode step of ``width`` tokens, and the context for the next step."""
+        ...
+
+    def torch_select(self, context: dict, index: torch.Tensor) -> dict:
+        """The decode context of the rows in ``index``."""
+        ...

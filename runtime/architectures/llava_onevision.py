@@ -1,0 +1,101 @@
+"""LLaVA-OneVision (LlavaGuard v1.2): anyres image patches expanded into prompt tokens.
+
+The directory's own processor (what the model card runs) encodes the image: a base 384-px view
+plus up to 9 anyres tiles (``anyres_max_9``), ``pixel_values`` [patches, 3, H, W] and the image
+size. Unlike Mllama, the image reaches the text as prompt tokens: the family's ``<image>``
+placeholder is expanded into as many image tokens as the processor computes for that size (about
+1.5k-7.4k at 384 px), so the context check counts them. The model replaces those tokens' embeddings
+with the projected image features at prefill; decode steps are text only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from guardedge.runtime.architectures.base import Batch, Encoded, left_pad
+
+
+@dataclass
+class OneVisionImage:
+    pixel_values: torch.Tensor  # [patches, 3, H, W]
+    image_size: tuple[int, int]  # (height, width) of the original image
+    tokens: int  # prompt tokens the image expands to
+
+
+class LlavaOneVision:
+    model_type = "llava_onevision"
+    transformers_class = "LlavaOnevisionForConditionalGeneration"
+    # The vision tower and projector stay 16-bit as for Mllama (serving projects keep vision towers
+    # unquantized); the output layer too.
+    keep_16bit = ("vision_tower", "multi_modal_projector", "lm_head")
+    onnx_backend = ""  # no ONNX export for this architecture yet
+
+    def __init__(self, path: Path | None, config: dict, tokenizer, image_token: str = "<image>", processor=None):
+        from transformers import AutoProcessor
+
+        self.config = config
+        self.processor = processor or AutoProcessor.from_pretrained(str(path), local_files_only=True)
+        self.image_processor = self.processor.image_processor
+        self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.strategy = config.get("vision_feature_select_strategy", "full")
+
+    def context_length(self) -> int:
+        return self.config.get("text_config", {}).get("max_position_embeddings", 32768)
+
+    # -- requests -> tensors --------------------------------------------------------------------
+
+    def encode_image(self, image) -> OneVisionImage:
+        out = self.image_processor(images=[image], return_tensors="pt")
+        pixel_values = out["pixel_values"][0]
+        height, width = (int(v) for v in out["image_sizes"][0])
+        # The same count LlavaOnevisionProcessor writes into the prompt (its own method, so the two never drift).
+        tokens = self.processor._get_number_of_features(height, width, pixel_values.shape[-2], pixel_values.shape[-1])
+        if self.strategy == "default":
+            tokens -= 1
+        return OneVisionImage(pixel_values, (height, width), tokens)
+
+    def image_tokens(self, encoded_image: OneVisionImage) -> int:
+        return encoded_image.tokens
+
+    def expand(self, ids: list[int], encoded_image: OneVisionImage) -> tuple[list[int], int]:
+        pos = ids.index(self.image_token_id)
+        return ids[:pos] + [self.image_token_id] * encoded_image.tokens + ids[pos + 1 :], pos
+
+    def collate(self, items: Sequence[Encoded], pad_left: bool = True) -> Batch:
+        input_ids, attention_mask, position_ids, _ = left_pad(items, self.pad_id, pad_left)
+        image_rows = [i for i, e in enumerate(items) if e.image is not None]
+        if not image_rows:
+            return Batch(input_ids, attention_mask, position_ids, [], {})
+        images = [items[i].image for i in image_rows]
+        patches = max(im.pixel_values.shape[0] for im in images)
+        # Padded to the batch's most patches; the model reads each image's own count from its size.
+        pixel_values = torch.zeros((len(images), patches, *images[0].pixel_values.shape[1:]), dtype=images[0].pixel_values.dtype)
+        for j, im in enumerate(images):
+            pixel_values[j, : im.pixel_values.shape[0]] = im.pixel_values
+        sizes = torch.tensor([im.image_size for im in images], dtype=torch.long)
+        return Batch(input_ids, attention_mask, position_ids, image_rows, {"pixel_values": pixel_values, "image_sizes": sizes})
+
+    def extend_extra(self, extra: dict, k: int) -> dict:
+        return extra  # appended tokens are text
+
+    # -- PyTorch ----------------------------------------------------------------------------------
+
+    def torch_prefill(self, model, batch: Batch, device: torch.device, dtype: torch.dtype) -> tuple[dict, dict]:
+        if not batch.image_rows:
+            return {}, {}
+        return {"pixel_values": batch.extra["pixel_values"].to(device, dtype),
+                "image_sizes": batch.extra["image_sizes"].to(device)}, {}
+
+    def torch_step(self, context: dict, width: int) -> tuple[dict, dict]:
+        return {}, context
+
+    def torch_select(self, context: dict, index: torch.Tensor) -> dict:
+        return context
+
+
+ARCHITECTURE = LlavaOneVision

@@ -1,0 +1,44 @@
+"""A tiny random-weight LLaVA-OneVision directory for architecture tests (no LlavaGuard training).
+
+Real structure (SigLIP vision tower, anyres patches, Qwen2 text model, the -hf processor files) at
+toy widths: 28-px tiles of 14-px patches (4 tokens a tile) and a grid up to 3x3 tiles, so a
+request costs tens of image tokens instead of thousands. Its tokenizer is the demo guard's with
+``<image>`` added (the architecture does not care whose BPE it is).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TILE = 28
+PINPOINTS = [[TILE * h, TILE * w] for h in range(1, 4) for w in range(1, 4)]
+
+
+def build(path: Path, image_token: str = "<image>") -> Path:
+    import torch
+    from transformers import (AutoTokenizer, LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
+                              LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor, Qwen2Config,
+                              SiglipVisionConfig)
+
+    from guardedge.runtime.models import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(str(resolve_model("demo", progress=False).path), local_files_only=True,
+                                        fix_mistral_regex=False)
+    if image_token not in tok.get_vocab():
+        tok.add_special_tokens({"additional_special_tokens": [image_token]})
+    vision = SiglipVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                                image_size=TILE, patch_size=14)
+    text = Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                       num_key_value_heads=1, vocab_size=len(tok), max_position_embeddings=4096)
+    config = LlavaOnevisionConfig(vision_config=vision.to_dict(), text_config=text.to_dict(),
+                                  image_token_index=tok.convert_tokens_to_ids(image_token),
+                                  image_grid_pinpoints=PINPOINTS, vision_aspect_ratio="anyres_max_9")
+    torch.manual_seed(0)
+    model = LlavaOnevisionForConditionalGeneration(config).eval()
+    images = LlavaOnevisionImageProcessor(size={"height": TILE, "width": TILE}, image_grid_pinpoints=PINPOINTS)
+    video = LlavaOnevisionVideoProcessor(size={"height": TILE, "width": TILE})
+    processor = LlavaOnevisionProcessor(image_processor=images, tokenizer=tok, video_processor=video, num_image_tokens=(TILE // 14) ** 2,
+                                        vision_feature_select_strategy="full", image_token=image_token)
+    model.save_pretrained(path, safe_serialization=True)
+    processor.save_pretrained(path)
+    return path
