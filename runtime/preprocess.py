@@ -8,23 +8,31 @@ left-padded with explicit position ids, which keeps every row identical to runni
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
 
+from guardedge.runtime import pixels
 from guardedge.runtime.errors import invalid
 from guardedge.runtime.families import GuardFamily
 from guardedge.runtime.prompt_tokens import PromptEncoder
 from guardedge.runtime.types import GuardRequest
 
 
+log = logging.getLogger(__name__)
+
+
 @dataclass
 class EncodedImage:
-    pixel_values: torch.Tensor  # [max_tiles, 3, H, W]
+    # The fast path keeps ``compact`` (uint8, a few MB) and collate writes the float tiles;
+    # the transformers path keeps float32 ``pixel_values`` [max_tiles, 3, H, W] (15 MB at 560 px).
+    pixel_values: torch.Tensor | None
     aspect_ratio_id: int
     aspect_ratio_mask: torch.Tensor  # [max_tiles]
     num_tiles: int
+    compact: pixels.CompactImage | None = None
 
 
 @dataclass
@@ -66,9 +74,13 @@ class Batch:
 
 
 class Preprocessor:
-    def __init__(self, tokenizer, image_processor, family: GuardFamily, max_text_tokens: int):
+    def __init__(self, tokenizer, image_processor, family: GuardFamily, max_text_tokens: int, fast_pixels: bool = True):
         self.tokenizer = tokenizer
         self.image_processor = image_processor
+        # runtime/pixels.py reproduces the processor's output exactly when it knows its configuration.
+        self.tiles, why = pixels.config_from_processor(image_processor) if fast_pixels else (None, "fast_pixels=False")
+        if self.tiles is None and fast_pixels:
+            log.info("image preprocessing uses the transformers processor: %s", why)
         self.family = family
         self.max_text_tokens = max_text_tokens
         self.image_token_id = tokenizer.convert_tokens_to_ids("<|image|>") if family.uses_image_token else -1
@@ -93,6 +105,10 @@ class Preprocessor:
         return ids
 
     def encode_image(self, image) -> EncodedImage:
+        if self.tiles is not None:
+            c = pixels.compact(image, self.tiles)
+            mask = pixels.aspect_ratio_mask(c.num_tiles, self.tiles.max_tiles)
+            return EncodedImage(None, c.aspect_ratio_id, mask, c.num_tiles, c)
         out = self.image_processor(images=[[image]], return_tensors="pt")
         num_tiles = int(out["num_tiles"][0][0])
         return EncodedImage(
@@ -115,7 +131,7 @@ class Preprocessor:
         input_ids = torch.full((n, length), self.pad_id, dtype=torch.long)
         attention_mask = torch.zeros((n, length), dtype=torch.long)
         image_rows = [i for i, e in enumerate(items) if e.image is not None]
-        tiles = items[image_rows[0]].image.pixel_values.shape[0] if image_rows else 0
+        tiles = items[image_rows[0]].image.aspect_ratio_mask.shape[0] if image_rows else 0
         cross = torch.zeros((n, length, 1, tiles), dtype=torch.long) if image_rows else None
         for i, e in enumerate(items):
             start = length - len(e.input_ids) if pad_left else 0
@@ -133,8 +149,14 @@ class Preprocessor:
             attention_mask,
             position_ids,
             cross,
-            torch.stack([im.pixel_values for im in imgs]).unsqueeze(1),
+            self._pixel_values(imgs),
             torch.tensor([[im.aspect_ratio_id] for im in imgs], dtype=torch.long),
             torch.stack([im.aspect_ratio_mask for im in imgs]).unsqueeze(1),
             image_rows,
         )
+
+    def _pixel_values(self, imgs: list[EncodedImage]) -> torch.Tensor:
+        """[b_img, 1, T, 3, H, W] float32: written from the compact pixels in one pass, or stacked."""
+        if all(im.compact is not None for im in imgs):
+            return pixels.pixel_values([im.compact for im in imgs], self.tiles)
+        return torch.stack([im.pixel_values for im in imgs]).unsqueeze(1)
