@@ -206,3 +206,11 @@ class _Wrapped:
 def _request(size: tuple[int, int], seed: int) -> dict:
     data = base64.b64encode(encoded(noise(*size, seed=seed), "PNG")).decode()
     return {"messages": [{"role": "user", "content": [{"type": "text", "text": "What is this?"}, {"type": "image", "data": data}]}]}
+
+
+def test_prepared_request_drops_the_decoded_image(demo_engine):
+    request = demo_engine.parse(_request((640, 480), 3))
+    prepared = demo_engine.prepare(request)
+    assert request.image.image is not None  # the caller's request is untouched
+    assert prepared.request.image.image is None and prepared.request.image.source == request.image.source
+    assert prepared.request.has_image and prepared.encoded.image.compact.nbytes == 84 * 112 * 3  # 2x2 grid of 56-px tiles
