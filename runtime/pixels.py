@@ -169,26 +169,33 @@ def write_tiles(image: CompactImage, config: TileConfig, out: torch.Tensor) -> N
     """Tile, transpose, rescale, normalize and pad ``image`` into ``out`` [max_tiles, 3, T, T].
 
     Every element of ``out`` is written (unused tiles are 0, as transformers packs them), so it
-    may come from ``torch.empty``. Non-float32 outputs go through a float32 tile, which is what
-    casting the processor's float32 output gives.
+    may come from ``torch.empty``.
     """
-    t, (rows, cols) = config.tile, image.grid
-    src = torch.from_numpy(image.pixels)
-    scratch = out[0] if out.dtype == torch.float32 else torch.empty((3, t, t), dtype=torch.float32)
+    write_canvas(torch.from_numpy(image.pixels), image.grid, config, out)
+
+
+def write_canvas(src: torch.Tensor, grid: tuple[int, int], config: TileConfig, out: torch.Tensor) -> None:
+    """``write_tiles`` for a resized uint8 [h, w, 3] tensor on any device (``out``'s).
+
+    Non-float32 outputs go through a float32 tile, which is what casting the processor's float32
+    output gives.
+    """
+    t, (rows, cols) = config.tile, grid
+    f32 = out.dtype == torch.float32
+    scratch = None if f32 else torch.empty((3, t, t), dtype=torch.float32, device=out.device)
     for r in range(rows):
         for c in range(cols):
             k = r * cols + c
-            dst = out[k] if out.dtype == torch.float32 else scratch
-            _tile(src[r * t : (r + 1) * t, c * t : (c + 1) * t], config, dst)
-            if dst is not out[k] and out.dtype != torch.float32:
-                out[k].copy_(dst)
-    out[image.num_tiles :].zero_()
+            _tile(src[r * t : (r + 1) * t, c * t : (c + 1) * t], config, out[k] if f32 else scratch)
+            if not f32:
+                out[k].copy_(scratch)
+    out[rows * cols :].zero_()
 
 
 def _tile(src: torch.Tensor, config: TileConfig, dst: torch.Tensor) -> None:
     """One tile: ``src`` uint8 [h, w, 3] (h, w <= T) into ``dst`` float32 [3, T, T], padded."""
     h, w = src.shape[0], src.shape[1]
-    pad = _pad_column(config)
+    pad = _pad_column(config).to(dst.device)
     if h < dst.shape[1]:
         dst[:, h:, :].copy_(pad.expand(3, dst.shape[1] - h, dst.shape[2]))
     if w < dst.shape[2]:
@@ -200,10 +207,14 @@ def _tile(src: torch.Tensor, config: TileConfig, dst: torch.Tensor) -> None:
     if rescale is not None:
         region.copy_(src.permute(2, 0, 1))  # uint8 -> float32 is exact
         _affine_(region, config, rescale)
-    else:
+    elif dst.device.type == "cpu":
         table, idx, view = config.table, src.numpy(), region.numpy()
         for ch in range(3):
             np.take(table[ch], idx[:, :, ch], out=view[ch], mode="clip")
+    else:
+        table = torch.from_numpy(config.table).to(dst.device)
+        for ch in range(3):
+            region[ch] = table[ch][src[:, :, ch].long()]
 
 
 def _affine_(x: torch.Tensor, config: TileConfig, rescale: tuple[str, float]) -> torch.Tensor:
@@ -213,7 +224,7 @@ def _affine_(x: torch.Tensor, config: TileConfig, rescale: tuple[str, float]) ->
         x.div_(value) if op == "div" else x.mul_(value)
     if config.mean is not None:
         _, mean, std = _channels(config)
-        x.sub_(mean).div_(std)
+        x.sub_(mean.to(x.device)).div_(std.to(x.device))
     return x
 
 
