@@ -1,4 +1,4 @@
-"""Mllama image tiles, fast and exact: the numbers transformers' MllamaImageProcessor gives, in a third of the time.
+"""Mllama image tiles, fast and exact: the numbers transformers' MllamaImageProcessor gives, from compact pixels.
 
 What the model card's processor (``MllamaImageProcessor``, the slow one) does to an RGB image,
 read from transformers 4.57: choose a tile grid, resize the uint8 image with PIL (bilinear, no

@@ -1,8 +1,9 @@
 """Turn validated requests into model inputs: prompt token ids, image tiles, cross-attention masks.
 
 The prompt text comes from the guard family; tokenization uses the model directory's own
-tokenizer and images its own image processor (transformers' MllamaImageProcessor), so the
-numbers the model sees are exactly what the model card's processor would produce. Batches are
+tokenizer and images its own image processor's configuration (transformers' MllamaImageProcessor:
+runtime/pixels.py reproduces it bit for bit from compact uint8 pixels; any other processor runs
+itself), so the numbers the model sees are exactly what the model card's processor would produce. Batches are
 left-padded with explicit position ids, which keeps every row identical to running it alone.
 """
 
