@@ -7,6 +7,7 @@ draws one report as its command printed it, titled with the machine it ran on.
     guardedge bench reference --model demo --plot reference.png
     guardedge bench latency --model demo --concurrency 1,4,8 --plot latency.png
     guardedge bench memory --model demo --model OUT --plot memory.png
+    guardedge bench preprocess --plot preprocess.png
 """
 
 from __future__ import annotations
@@ -91,4 +92,26 @@ def memory(report: dict, path: str) -> None:
     ax.set_title(f"bench memory: {report['machine']}", fontsize=9)
     ax.set_ylim(0, ax.get_ylim()[1] * 1.15)  # room for the legend above the bars
     ax.legend(fontsize=8, loc="upper center", ncol=len(kinds))
+    _save(fig, path)
+
+
+def preprocess(report: dict, path: str) -> None:
+    """p50 per image and path (p90 as the error bar), with the fast path's speedup."""
+    plt = pyplot()
+    rows = report["images"]
+    names = [n for n in ("decode", "transformers", "compact", "compact+float", "device") if n in rows[0]["timings"]]
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.7 * len(rows)), 3.8))
+    width = 0.8 / len(names)
+    for k, name in enumerate(names):
+        p50 = [r["timings"][name]["p50_ms"] for r in rows]
+        p90 = [r["timings"][name]["p90_ms"] for r in rows]
+        xs = [i + (k - (len(names) - 1) / 2) * width for i in range(len(rows))]
+        ax.bar(xs, p50, width=width, label=name, yerr=[[0] * len(rows), [b - a for a, b in zip(p50, p90)]], capsize=2)
+    for i, r in enumerate(rows):
+        top = max(r["timings"][n]["p90_ms"] for n in names)
+        ax.annotate(f"{r['speedup']['compact+float']:.2f}x", (i, top), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=8)
+    ax.set_xticks(range(len(rows)), [f"{r['image'][:20]}\n{r['size']}" for r in rows], fontsize=7)
+    ax.set_ylabel("ms per image (bar p50, whisker p90)")
+    ax.set_title(f"bench preprocess: {report['machine']}; label: transformers / fast path", fontsize=8)
+    ax.legend(fontsize=7)
     _save(fig, path)

@@ -118,7 +118,7 @@ class Engine:
             raise invalid("messages", f"the {self.family.name} family classifies an image: the request has none")
         self.family.check(request)
         encoded = self.pre.encode(request)
-        return Prepared(request, encoded, time.perf_counter() - start, start)
+        return Prepared(request.without_pixels(), encoded, time.perf_counter() - start, start)
 
     def classify(self, requests: Sequence[GuardRequest], threshold: float | None = None) -> list[Verdict]:
         """Classify requests in batches of at most ``max_batch_size``, keeping their order."""

@@ -83,6 +83,20 @@ class GuardRequest:
                     return part.image
         return None
 
+    def without_pixels(self) -> GuardRequest:
+        """The request with its decoded image dropped (source kept), once the pixels are encoded.
+
+        A queued request then holds its compact tiles only, not the decoded image (4 bytes per
+        pixel in PIL: 8.3 MB for 1920x1080, 144 MB at the 36 Mpx cap).
+        """
+        if self.image is None:
+            return self
+        messages = tuple(
+            Message(m.role, tuple(replace(p, image=ImageInput(None, p.image.source)) if p.image else p for p in m.content))
+            for m in self.messages
+        )
+        return replace(self, messages=messages)
+
 
 @dataclass(frozen=True)
 class Timings:

@@ -1,7 +1,9 @@
 """Mllama (Llama 3.2 Vision, Llama Guard 3 Vision): image tiles, cross-attention, forward inputs.
 
-The image goes through the directory's own ``MllamaImageProcessor`` (what the model card runs):
-up to 4 tiles with an aspect-ratio id. The prompt keeps one ``<|image|>`` token; every token from
+The image is what the directory's own ``MllamaImageProcessor`` (what the model card runs) makes of
+it: up to 4 tiles with an aspect-ratio id, reproduced bit for bit by runtime/pixels.py from compact
+uint8 pixels (a queued request holds those, not 15 MB of float tiles; collate writes the floats)
+when it knows the processor's configuration, else the processor runs itself. The prompt keeps one ``<|image|>`` token; every token from
 it to the end sees the image's tiles through the cross-attention mask (as MllamaProcessor builds
 it). The vision encoder runs only on the image rows; a row without an image gets zero
 cross-attention states and a zero mask, so every cross-attention layer adds exactly nothing for it
@@ -10,21 +12,28 @@ cross-attention states and a zero mask, so every cross-attention layer adds exac
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
+from guardedge.runtime import pixels
 from guardedge.runtime.architectures.base import Batch, Encoded, left_pad
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class MllamaImage:
-    pixel_values: torch.Tensor  # [max_tiles, 3, H, W]
+    # The fast path keeps ``compact`` (uint8, a few MB) and collate writes the float tiles;
+    # the transformers path keeps float32 ``pixel_values`` [max_tiles, 3, H, W] (15 MB at 560 px).
+    pixel_values: torch.Tensor | None
     aspect_ratio_id: int
     aspect_ratio_mask: torch.Tensor  # [max_tiles]
     num_tiles: int
+    compact: pixels.CompactImage | None = None
 
 
 class Mllama:
@@ -34,13 +43,18 @@ class Mllama:
     keep_16bit = ("multi_modal_projector", "lm_head", "cross_attn.o_proj")
     onnx_backend = "guardedge.runtime.backends.onnx_backend:OnnxBackend"
 
-    def __init__(self, path: Path | None, config: dict, tokenizer, image_token: str = "<|image|>", image_processor=None):
+    def __init__(self, path: Path | None, config: dict, tokenizer, image_token: str = "<|image|>", image_processor=None,
+                 fast_pixels: bool = True):
         from transformers import AutoImageProcessor
 
         self.config = config
         # The slow processor is what a saved MllamaImageProcessor loads by default, i.e. what the model card runs.
         self.image_processor = image_processor or AutoImageProcessor.from_pretrained(
             str(path), local_files_only=True, use_fast=False)
+        # runtime/pixels.py reproduces the processor's output exactly when it knows its configuration.
+        self.tiles, why = pixels.config_from_processor(self.image_processor) if fast_pixels else (None, "fast_pixels=False")
+        if self.tiles is None and fast_pixels:
+            log.info("image preprocessing uses the transformers processor: %s", why)
         self.image_token_id = tokenizer.convert_tokens_to_ids(image_token) if image_token else -1
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
@@ -50,6 +64,10 @@ class Mllama:
     # -- requests -> tensors --------------------------------------------------------------------
 
     def encode_image(self, image) -> MllamaImage:
+        if self.tiles is not None:
+            c = pixels.compact(image, self.tiles)
+            mask = pixels.aspect_ratio_mask(c.num_tiles, self.tiles.max_tiles)
+            return MllamaImage(None, c.aspect_ratio_id, mask, c.num_tiles, c)
         out = self.image_processor(images=[[image]], return_tensors="pt")
         return MllamaImage(
             pixel_values=out["pixel_values"][0, 0],
@@ -70,7 +88,7 @@ class Mllama:
         if not image_rows:
             return Batch(input_ids, attention_mask, position_ids, [], {"cross_attention_mask": None})
         n, length = input_ids.shape
-        tiles = items[image_rows[0]].image.pixel_values.shape[0]
+        tiles = items[image_rows[0]].image.aspect_ratio_mask.shape[0]
         cross = torch.zeros((n, length, 1, tiles), dtype=torch.long)
         for i in image_rows:
             e = items[i]
@@ -79,10 +97,16 @@ class Mllama:
         imgs = [items[i].image for i in image_rows]
         return Batch(input_ids, attention_mask, position_ids, image_rows, {
             "cross_attention_mask": cross,  # [B, L, 1, T]
-            "pixel_values": torch.stack([im.pixel_values for im in imgs]).unsqueeze(1),  # [b_img, 1, T, 3, H, W]
+            "pixel_values": self._pixel_values(imgs),  # [b_img, 1, T, 3, H, W]
             "aspect_ratio_ids": torch.tensor([[im.aspect_ratio_id] for im in imgs], dtype=torch.long),  # [b_img, 1]
             "aspect_ratio_mask": torch.stack([im.aspect_ratio_mask for im in imgs]).unsqueeze(1),  # [b_img, 1, T]
         })
+
+    def _pixel_values(self, imgs: list[MllamaImage]) -> torch.Tensor:
+        """[b_img, 1, T, 3, H, W] float32: written from the compact pixels in one pass, or stacked."""
+        if all(im.compact is not None for im in imgs):
+            return pixels.pixel_values([im.compact for im in imgs], self.tiles)
+        return torch.stack([im.pixel_values for im in imgs]).unsqueeze(1)
 
     def extend_extra(self, extra: dict, k: int) -> dict:
         cross = extra.get("cross_attention_mask")
