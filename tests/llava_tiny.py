@@ -8,6 +8,7 @@ request costs tens of image tokens instead of thousands. Its tokenizer is the de
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 TILE = 28
@@ -17,8 +18,7 @@ PINPOINTS = [[TILE * h, TILE * w] for h in range(1, 4) for w in range(1, 4)]
 def build(path: Path, image_token: str = "<image>") -> Path:
     import torch
     from transformers import (AutoTokenizer, LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
-                              LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor, Qwen2Config,
-                              SiglipVisionConfig)
+                              LlavaOnevisionImageProcessor, Qwen2Config, SiglipVisionConfig)
 
     from guardedge.runtime.models import resolve_model
 
@@ -36,9 +36,12 @@ def build(path: Path, image_token: str = "<image>") -> Path:
     torch.manual_seed(0)
     model = LlavaOnevisionForConditionalGeneration(config).eval()
     images = LlavaOnevisionImageProcessor(size={"height": TILE, "width": TILE}, image_grid_pinpoints=PINPOINTS)
-    video = LlavaOnevisionVideoProcessor(size={"height": TILE, "width": TILE})
-    processor = LlavaOnevisionProcessor(image_processor=images, tokenizer=tok, video_processor=video, num_image_tokens=(TILE // 14) ** 2,
-                                        vision_feature_select_strategy="full", image_token=image_token)
     model.save_pretrained(path, safe_serialization=True)
-    processor.save_pretrained(path)
+    images.save_pretrained(path)
+    tok.save_pretrained(path)
+    # What LlavaOnevisionProcessor.save_pretrained writes (building one needs torchvision for its video part).
+    (path / "processor_config.json").write_text(json.dumps({
+        "processor_class": "LlavaOnevisionProcessor", "image_token": image_token, "video_token": "<video>",
+        "num_image_tokens": (TILE // 14) ** 2, "vision_feature_select_strategy": "full",
+        "vision_aspect_ratio": "anyres_max_9"}, indent=2) + "\n")
     return path

@@ -34,15 +34,19 @@ class LlavaOneVision:
     keep_16bit = ("vision_tower", "multi_modal_projector", "lm_head")
     onnx_backend = ""  # no ONNX export for this architecture yet
 
-    def __init__(self, path: Path | None, config: dict, tokenizer, image_token: str = "<image>", processor=None):
-        from transformers import AutoProcessor
+    def __init__(self, path: Path | None, config: dict, tokenizer, image_token: str = "<image>", image_processor=None,
+                 processor_config: dict | None = None):
+        from transformers import AutoImageProcessor
 
         self.config = config
-        self.processor = processor or AutoProcessor.from_pretrained(str(path), local_files_only=True)
-        self.image_processor = self.processor.image_processor
+        # The image processor alone: AutoProcessor would also build the video processor, which needs torchvision.
+        self.image_processor = image_processor or AutoImageProcessor.from_pretrained(
+            str(path), local_files_only=True, use_fast=False)
+        settings = processor_config if processor_config is not None else _processor_config(path)
+        self.counter = _TokenCounter(self.image_processor, settings)
         self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.strategy = config.get("vision_feature_select_strategy", "full")
+        self.strategy = settings.get("vision_feature_select_strategy") or config.get("vision_feature_select_strategy", "full")
 
     def context_length(self) -> int:
         return self.config.get("text_config", {}).get("max_position_embeddings", 32768)
@@ -53,8 +57,7 @@ class LlavaOneVision:
         out = self.image_processor(images=[image], return_tensors="pt")
         pixel_values = out["pixel_values"][0]
         height, width = (int(v) for v in out["image_sizes"][0])
-        # The same count LlavaOnevisionProcessor writes into the prompt (its own method, so the two never drift).
-        tokens = self.processor._get_number_of_features(height, width, pixel_values.shape[-2], pixel_values.shape[-1])
+        tokens = self.counter(height, width, pixel_values.shape[-2], pixel_values.shape[-1])
         if self.strategy == "default":
             tokens -= 1
         return OneVisionImage(pixel_values, (height, width), tokens)
@@ -96,6 +99,38 @@ class LlavaOneVision:
 
     def torch_select(self, context: dict, index: torch.Tensor) -> dict:
         return context
+
+
+class _TokenCounter:
+    """The image-token count LlavaOnevisionProcessor writes into the prompt, by its own code.
+
+    Its ``_get_number_of_features`` needs only the grid pinpoints, ``num_image_tokens`` and
+    ``vision_aspect_ratio``, so it runs on this stand-in (no tokenizer or video processor, which
+    would need torchvision); the count can then never drift from the processor's (transformers is
+    pinned to a minor release in pyproject.toml).
+    """
+
+    def __init__(self, image_processor, settings: dict):
+        from transformers import LlavaOnevisionProcessor
+
+        self.image_processor = image_processor
+        self.num_image_tokens = settings.get("num_image_tokens") or 729
+        self.vision_aspect_ratio = settings.get("vision_aspect_ratio") or "anyres_max_9"
+        self._features = LlavaOnevisionProcessor._get_number_of_features
+        self._unpadded = LlavaOnevisionProcessor._get_unpadded_features
+
+    def _get_unpadded_features(self, *args):
+        return self._unpadded(self, *args)
+
+    def __call__(self, height: int, width: int, tile_height: int, tile_width: int) -> int:
+        return self._features(self, height, width, tile_height, tile_width)
+
+
+def _processor_config(path: Path | None) -> dict:
+    import json
+
+    file = Path(path) / "processor_config.json" if path is not None else None
+    return json.loads(file.read_text()) if file is not None and file.is_file() else {}
 
 
 ARCHITECTURE = LlavaOneVision
