@@ -526,6 +526,51 @@ def test_idle_metrics_connections_are_bounded_and_time_out():
         probe.stop()
 
 
+def test_a_metrics_client_dripping_bytes_is_cut_off_and_cannot_starve_the_probes():
+    from prometheus_client import CollectorRegistry
+
+    from guardedge.runtime.service.httpd import ProbeServer
+
+    probe = ProbeServer("127.0.0.1", 0, CollectorRegistry(), lambda: True, max_connections=2, idle_seconds=1.0)
+    port = probe.start()
+    drippers = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+    try:
+        started, closed = time.monotonic(), set()
+        while len(closed) < len(drippers) and time.monotonic() - started < 6:
+            for i, s in enumerate(drippers):  # one byte every 0.3 s: never idle for the 1 s timeout
+                try:
+                    s.sendall(b"G")
+                except OSError:
+                    closed.add(i)
+            time.sleep(0.3)
+        took = time.monotonic() - started
+        time.sleep(0.2)  # the handler threads release their slots just after closing
+        assert len(closed) == 2 and took < 3.0, took
+        assert _http(port, "/healthz")[0] == 200
+    finally:
+        for s in drippers:
+            s.close()
+        probe.stop()
+
+
+def test_a_stream_caller_that_sends_without_reading_is_held_to_a_window(demo_engine):
+    from guardedge.runtime.service.stream import MAX_UNANSWERED
+
+    engine = ControlledEngine(demo_engine)
+    count = MAX_UNANSWERED * 3
+    with serving(engine, max_batch_size=1, max_queue_size=4 * count) as (server, client):
+        engine.gate.clear()
+        with ThreadPoolExecutor(1) as pool:
+            answers = pool.submit(lambda: list(client.classify_stream(text("hello", f"item-{i}") for i in range(count))))
+            time.sleep(1.5)  # the model holds every request: nothing is answered meanwhile
+            read = server.server.servicer.in_flight
+            engine.gate.set()
+            responses = answers.result(120)
+    assert read <= MAX_UNANSWERED, read  # without the window: every request sent was read
+    assert sorted(r.request_id for r in responses) == sorted(f"item-{i}" for i in range(count))
+    assert all(not r.HasField("error") for r in responses)
+
+
 def test_a_taken_metrics_port_is_a_configuration_error(demo_engine):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -7,8 +7,11 @@
 
 prometheus_client's own server starts one thread per connection and never times one out, so
 300 idle connections held 300 threads. This one serves at most ``max_connections`` at a time
-(one more is closed at once, not queued on a thread) and drops a connection that sends nothing
-for ``idle_seconds``. One request per connection (HTTP/1.0), no keep-alive.
+(one more is closed at once, not queued on a thread) and gives each connection ``idle_seconds``
+in all to send its request: a socket timeout alone restarts with every byte, so a client
+dripping one byte every few seconds held its thread forever, and 16 of them took the probes
+down. One request per connection (HTTP/1.0), no keep-alive; the request line and headers are
+bounded by http.server (64 KiB a line, 100 headers).
 """
 
 from __future__ import annotations
@@ -72,6 +75,20 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.timeout = self.server.idle_seconds  # socket timeout: a silent client is dropped
         super().setup()
+        # A deadline for the whole connection: a client that drips bytes is cut off too.
+        self._deadline = threading.Timer(self.server.idle_seconds, self._cut_off)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _cut_off(self) -> None:
+        try:
+            self.request.shutdown(socket.SHUT_RDWR)  # the handler's next read returns; the thread ends
+        except OSError:
+            pass  # already closed
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        super().finish()
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]

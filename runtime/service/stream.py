@@ -13,6 +13,10 @@ when the caller half-closes and every request is answered; on an item the wire c
 (malformed bytes), after answering what was pending, with INVALID_ARGUMENT; on a drain
 (:meth:`StreamCall.drain`), after answering what was pending, with :class:`Drained`, which the
 servicer answers UNAVAILABLE.
+
+At most MAX_UNANSWERED requests of one stream are read and not yet answered to the caller: past
+that the reader stops reading until the caller takes a response, so HTTP/2 flow control pushes
+back on a caller that sends without reading, instead of the server buffering its answers.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from guardedge.v1 import guard_pb2 as pb
 log = logging.getLogger("guardedge.server")
 METHOD = "ClassifyStream.item"  # the request counter's label for each request on a stream
 
+MAX_UNANSWERED = 64  # requests read from one stream and not yet answered to its caller
 _END, _DRAIN = object(), object()  # queue sentinels: the reader finished; the server is draining
 
 Classify = Callable[[pb.ClassifyRequest, "float | None"], Awaitable[pb.ClassifyResponse]]
@@ -57,6 +62,7 @@ class StreamCall:
         self._classify = classify
         self._metrics = metrics
         self._out: asyncio.Queue = asyncio.Queue()
+        self._window = asyncio.Semaphore(MAX_UNANSWERED)  # one unit per request read and not yet answered
 
     def drain(self) -> None:
         """Stop reading, answer what is pending, then end with Drained."""
@@ -74,6 +80,7 @@ class StreamCall:
                         yield late
                     raise Drained() if item is _DRAIN else item.failure
                 yield item
+                self._window.release()  # the caller took this answer: one more request may be read
             await reader  # re-raise a reading error, if any
         finally:
             reader.cancel()
@@ -92,6 +99,7 @@ class StreamCall:
         pending: set[str] = set()
         try:
             async for request in request_iterator:
+                await self._window.acquire()
                 if isinstance(request, Rejected):
                     await self._out.put(_Stop(self._refused(request)))
                     return
