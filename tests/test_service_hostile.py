@@ -251,7 +251,8 @@ def test_long_error_details_still_carry_the_real_status(demo_engine, case):
 def _hammer_through_a_drain(demo_engine, make_call, backoff: float = 0.05) -> list[grpc.StatusCode]:
     """8 callers classify in a loop while the server drains and stops; the codes they got.
     ``backoff``: the pause after a failed call (0: re-send at once, the hardest case)."""
-    server = BackgroundServer(config(grace_seconds=2.0), {"demo": demo_engine}).start()
+    # A queue for every caller: RESOURCE_EXHAUSTED before the drain is not what this measures.
+    server = BackgroundServer(config(grace_seconds=2.0, max_queue_size=max(64, 16 * SCALE)), {"demo": demo_engine}).start()
     codes: list[grpc.StatusCode] = []
     stop = threading.Event()
 

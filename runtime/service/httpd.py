@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
 from typing import Callable
@@ -26,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 MAX_CONNECTIONS = 16
 IDLE_SECONDS = 10.0
+WATCH_SECONDS = 0.1  # how often connections are checked against their deadline
 
 
 class ProbeServer(ThreadingHTTPServer):
@@ -36,7 +38,30 @@ class ProbeServer(ThreadingHTTPServer):
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.registry, self.ready, self.idle_seconds = registry, ready, idle_seconds
         self._slots = threading.BoundedSemaphore(max_connections)
+        self._deadlines: dict[socket.socket, float] = {}  # open connections: when each is cut off
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
         super().__init__((host.strip("[]"), port), _Handler)
+
+    def watch(self, connection: socket.socket) -> None:
+        with self._lock:
+            self._deadlines[connection] = time.monotonic() + self.idle_seconds
+
+    def unwatch(self, connection: socket.socket) -> None:
+        with self._lock:
+            self._deadlines.pop(connection, None)
+
+    def _cut_off_late(self) -> None:
+        """One thread for all connections: shut down each one past its deadline."""
+        while not self._stopped.wait(WATCH_SECONDS):
+            now = time.monotonic()
+            with self._lock:
+                late = [c for c, deadline in self._deadlines.items() if deadline <= now]
+            for connection in late:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)  # the handler's read returns; its thread ends
+                except OSError:
+                    pass  # already closed
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind looks up the host's FQDN, which can stall on a machine without DNS.
@@ -62,9 +87,11 @@ class ProbeServer(ThreadingHTTPServer):
     def start(self) -> int:
         """Serve on a daemon thread; returns the bound port."""
         threading.Thread(target=self.serve_forever, name="metrics-http", daemon=True).start()
+        threading.Thread(target=self._cut_off_late, name="metrics-http-deadlines", daemon=True).start()
         return self.server_address[1]
 
     def stop(self) -> None:
+        self._stopped.set()
         self.shutdown()
         self.server_close()
 
@@ -75,19 +102,10 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.timeout = self.server.idle_seconds  # socket timeout: a silent client is dropped
         super().setup()
-        # A deadline for the whole connection: a client that drips bytes is cut off too.
-        self._deadline = threading.Timer(self.server.idle_seconds, self._cut_off)
-        self._deadline.daemon = True
-        self._deadline.start()
-
-    def _cut_off(self) -> None:
-        try:
-            self.request.shutdown(socket.SHUT_RDWR)  # the handler's next read returns; the thread ends
-        except OSError:
-            pass  # already closed
+        self.server.watch(self.request)  # and a dripping one at its deadline
 
     def finish(self) -> None:
-        self._deadline.cancel()
+        self.server.unwatch(self.request)
         super().finish()
 
     def do_GET(self) -> None:
