@@ -1,15 +1,19 @@
 """``guardedge bench hostile``: what the service's limits cost, for docs/service.md "What the limits cost".
 
-    guardedge bench hostile [--model demo] [--tokens 16384,32768] [--budget 8192]
+    guardedge bench hostile [--model demo] [--tokens 16384,32768,max] [--budget 8192]
 
 Measures, on this machine, with the engine in this process:
 - extra resident memory of one long prompt run alone, per length (memory that grows with length);
+  ``max`` is the longest prompt the engine accepts under the default request limits (the
+  model's context minus the answer's room, within 400,000 characters), built and validated
+  like any request, so the figure is the memory a maximum-length request needs;
 - extra resident memory of the worst batches the ``max_batch_tokens`` budget admits
   (budget/2 tokens plus a short row, and max_batch_size rows sharing the budget), padded;
 - the time the wire check takes to refuse the hostile messages of issue 11, and the JPEG
   scan check to refuse a scan bomb.
-Memory is sampled (RSS, every 2 ms) above the level before each case. Human table first, one
-JSON line last.
+Memory: the kernel's peak RSS (VmHWM, reset before each case through /proc/self/clear_refs)
+above the RSS before the case; where that reset is not allowed, RSS sampled every 2 ms. Human
+table first, one JSON line last.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import psutil
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="demo")
-    parser.add_argument("--tokens", default="16384,32768", help="prompt lengths to run alone (comma-separated)")
+    parser.add_argument("--tokens", default="16384,32768", help="prompt lengths to run alone (comma-separated; 'max': the longest accepted)")
     parser.add_argument("--budget", type=int, default=8192, help="max_batch_tokens to probe")
     parser.add_argument("--batch", type=int, default=8, help="max_batch_size")
 
@@ -33,6 +37,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def _peak_extra_mb(fn) -> tuple[float, float]:
     """(peak RSS above the starting level in MB, seconds) while ``fn`` runs."""
     proc, peak, done = psutil.Process(), [0], threading.Event()
+    exact = _reset_peak()
     base = proc.memory_info().rss
 
     def sample() -> None:
@@ -47,7 +52,27 @@ def _peak_extra_mb(fn) -> tuple[float, float]:
     seconds = time.perf_counter() - started
     done.set()
     thread.join()
+    if exact:  # the kernel's high-water mark misses no short spike, unlike sampling
+        peak[0] = max(peak[0], _kernel_peak())
     return max(0, peak[0] - base) / 2**20, seconds
+
+
+def _reset_peak() -> bool:
+    """Reset this process's VmHWM (Linux: writing 5 to clear_refs); False where not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _kernel_peak() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def _prompt(engine, tokens: int):
@@ -58,14 +83,32 @@ def _prompt(engine, tokens: int):
     return engine.prepare(request)
 
 
+def _longest_prompt(engine):
+    """The longest prompt the engine accepts under the default request limits, prepared."""
+    from guardedge.runtime.errors import InvalidRequest
+    from guardedge.runtime.requests import RequestLimits
+
+    def prepare(words: int):
+        return engine.prepare(engine.parse({"messages": [{"role": "user", "content": "hi " * words}]}))
+
+    overhead = len(prepare(1).encoded.input_ids) - 1
+    words = min(engine.info().max_text_tokens - overhead, RequestLimits().max_text_chars // 3)
+    while words > 0:  # the tokenizer may merge a few words; step down until it is accepted
+        try:
+            return prepare(words)
+        except InvalidRequest:
+            words -= 16
+    raise RuntimeError("no prompt is accepted")
+
+
 def _memory_cases(engine, lengths: list[int], budget: int, batch: int) -> list[dict]:
-    cases = [(f"alone, {n} tokens", [n]) for n in lengths]
+    cases = [(f"alone, {n} tokens" if n else "alone, the longest accepted prompt", [n]) for n in lengths]
     # Padding is what makes masks materialise: each batch has one short row among long ones.
     cases += [(f"{budget // 2} + 1 short row", [budget // 2, 200]),
               (f"{batch - 1} x {budget // batch} + 1 short row", [budget // batch] * (batch - 1) + [200])]
     rows = []
     for name, shape in cases:
-        prepared = [_prompt(engine, n) for n in shape]
+        prepared = [_prompt(engine, n) if n else _longest_prompt(engine) for n in shape]
         mb, seconds = _peak_extra_mb(lambda: engine.run(prepared))
         rows.append({"case": name, "tokens": [len(p.encoded.input_ids) for p in prepared], "extra_mb": round(mb, 1), "seconds": round(seconds, 2)})
     return rows
@@ -103,10 +146,16 @@ def main(args: argparse.Namespace) -> int:
     from guardedge.runtime.engine import EngineOptions, load_engine
 
     engine = load_engine(args.model, EngineOptions(max_batch_size=args.batch, progress=False))
-    memory = _memory_cases(engine, [int(n) for n in args.tokens.split(",")], args.budget, args.batch)
+    engine.run([_prompt(engine, 256)])  # warm-up: one-time allocations are not counted against a case
+    base_mb = psutil.Process().memory_info().rss / 2**20
+    lengths = [0 if n.strip() == "max" else int(n) for n in args.tokens.split(",")]  # 0: the longest accepted
+    memory = _memory_cases(engine, lengths, args.budget, args.batch)
     refusals = _refusal_cases()
-    print(f"{'case':<48} {'extra MB':>9} {'seconds':>8}")
+    print(f"{'case':<48} {'tokens':>14} {'extra MB':>9} {'seconds':>8}")
     for row in memory + refusals:
-        print(f"{row['case']:<48} {row.get('extra_mb', ''):>9} {row['seconds']:>8}")
-    print(json.dumps({"bench": "hostile", "model": args.model, "cpus": psutil.cpu_count(), "memory": memory, "refusals": refusals}))
+        tokens = "+".join(str(n) for n in row.get("tokens", []))
+        print(f"{row['case']:<48} {tokens[:14]:>14} {row.get('extra_mb', ''):>9} {row['seconds']:>8}")
+    print(f"(machine: {psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB; model RSS before the cases: {base_mb:.0f} MB)")
+    print(json.dumps({"bench": "hostile", "model": args.model, "cpus": psutil.cpu_count(), "base_rss_mb": round(base_mb),
+                      "memory": memory, "refusals": refusals}))
     return 0

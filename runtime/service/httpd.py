@@ -7,14 +7,18 @@
 
 prometheus_client's own server starts one thread per connection and never times one out, so
 300 idle connections held 300 threads. This one serves at most ``max_connections`` at a time
-(one more is closed at once, not queued on a thread) and drops a connection that sends nothing
-for ``idle_seconds``. One request per connection (HTTP/1.0), no keep-alive.
+(one more is closed at once, not queued on a thread) and gives each connection ``idle_seconds``
+in all to send its request: a socket timeout alone restarts with every byte, so a client
+dripping one byte every few seconds held its thread forever, and 16 of them took the probes
+down. One request per connection (HTTP/1.0), no keep-alive; the request line and headers are
+bounded by http.server (64 KiB a line, 100 headers).
 """
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
 from typing import Callable
@@ -23,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 MAX_CONNECTIONS = 16
 IDLE_SECONDS = 10.0
+WATCH_SECONDS = 0.1  # how often connections are checked against their deadline
 
 
 class ProbeServer(ThreadingHTTPServer):
@@ -33,7 +38,30 @@ class ProbeServer(ThreadingHTTPServer):
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.registry, self.ready, self.idle_seconds = registry, ready, idle_seconds
         self._slots = threading.BoundedSemaphore(max_connections)
+        self._deadlines: dict[socket.socket, float] = {}  # open connections: when each is cut off
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
         super().__init__((host.strip("[]"), port), _Handler)
+
+    def watch(self, connection: socket.socket) -> None:
+        with self._lock:
+            self._deadlines[connection] = time.monotonic() + self.idle_seconds
+
+    def unwatch(self, connection: socket.socket) -> None:
+        with self._lock:
+            self._deadlines.pop(connection, None)
+
+    def _cut_off_late(self) -> None:
+        """One thread for all connections: shut down each one past its deadline."""
+        while not self._stopped.wait(WATCH_SECONDS):
+            now = time.monotonic()
+            with self._lock:
+                late = [c for c, deadline in self._deadlines.items() if deadline <= now]
+            for connection in late:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)  # the handler's read returns; its thread ends
+                except OSError:
+                    pass  # already closed
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind looks up the host's FQDN, which can stall on a machine without DNS.
@@ -59,9 +87,11 @@ class ProbeServer(ThreadingHTTPServer):
     def start(self) -> int:
         """Serve on a daemon thread; returns the bound port."""
         threading.Thread(target=self.serve_forever, name="metrics-http", daemon=True).start()
+        threading.Thread(target=self._cut_off_late, name="metrics-http-deadlines", daemon=True).start()
         return self.server_address[1]
 
     def stop(self) -> None:
+        self._stopped.set()
         self.shutdown()
         self.server_close()
 
@@ -72,6 +102,11 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.timeout = self.server.idle_seconds  # socket timeout: a silent client is dropped
         super().setup()
+        self.server.watch(self.request)  # and a dripping one at its deadline
+
+    def finish(self) -> None:
+        self.server.unwatch(self.request)
+        super().finish()
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]

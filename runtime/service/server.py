@@ -3,41 +3,40 @@
     guardedge serve --model demo --port 50051            # the CLI (runtime/cli.py)
     server = GuardServer(load_config(...)); await server.start(); await server.serve_until_stopped()
 
-Lifecycle: bind and answer health (NOT_SERVING) at once; load each model on a background thread;
-warm each up with one classification; then SERVING. On SIGTERM/SIGINT (``stop``): NOT_SERVING,
-new classify calls get UNAVAILABLE while the listener stays open (health checks see the state),
-requests in flight finish within ``grace_seconds``, open streams answer what they read and end
-with UNAVAILABLE, then the gRPC server stops (cancelling, with a status, whatever is left) and
-the process exits 0. docs/service.md has the operator's view.
+Lifecycle: bind and answer health (NOT_SERVING) at once; load each model on a background thread
+(runtime/service/slots.py); warm each up with one classification; then SERVING. On SIGTERM/SIGINT
+(``stop``): NOT_SERVING, new classify calls get UNAVAILABLE while the listener stays open (health
+checks see the state), requests in flight finish within ``grace_seconds``, open streams
+(runtime/service/stream.py) answer what they read and end with UNAVAILABLE, then the port closes
+without resetting a call (runtime/service/closing.py) and the process exits 0.
+docs/service.md has the operator's view.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import signal
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from guardedge.runtime.engine import Engine, EngineInfo, EngineOptions, Prepared, load_engine
-from guardedge.runtime.errors import FieldViolation, GuardError, InvalidRequest, invalid
-from guardedge.runtime.images import ImageLimits
-from guardedge.runtime.requests import RequestLimits
-from guardedge.runtime.service import convert, logs
+from guardedge.runtime.engine import Engine
+from guardedge.runtime.errors import GuardError
+from guardedge.runtime.service import convert
 from guardedge.runtime.service.auth import TokenAuth, server_credentials
-from guardedge.runtime.service.batcher import Batcher, BatcherClosed, DeadlineExpired, EngineFailure, QueueFull
+from guardedge.runtime.service.batcher import BatcherClosed, DeadlineExpired, EngineFailure, QueueFull
+from guardedge.runtime.service.closing import CloseGate
 from guardedge.runtime.service.config import ConfigError, ServerConfig, model_name
+from guardedge.runtime.service.failures import SHUTDOWN_UNANSWERED, SHUTTING_DOWN, STREAM_DRAINED, Failure, details
 from guardedge.runtime.service.metrics import Metrics
+from guardedge.runtime.service.slots import ModelSlot, engine_options, load_slot
+from guardedge.runtime.service.stream import Drained, StreamCall
 from guardedge.runtime.service.wire import Rejected, WireLimits, register
 from guardedge.v1 import guard_pb2 as pb
 from guardedge.v1 import guard_pb2_grpc as pb_grpc
@@ -47,83 +46,9 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GuardService"].full_name
 HEALTH_SERVICES = ("", SERVICE_NAME)
 
 
-_END, _DRAIN = object(), object()  # ClassifyStream queue sentinels: reader finished; server draining
-SHUTDOWN_UNANSWERED = "the server is shutting down and its grace period ran out before this request was answered; send it again"
-# After the grace period, how long the gRPC server may take to answer the calls still arriving
-# (UNAVAILABLE, at once) and close. The drain ends within grace_seconds + STOP_SECONDS.
-STOP_SECONDS = 1.0
-# Closing the gRPC server resets calls its core has accepted but not yet handed to us (the
-# client sees CANCELLED, not the UNAVAILABLE it would retry). So before closing, the drain waits
-# for QUIET_SECONDS without a new call (answered UNAVAILABLE meanwhile), at most QUIET_MAX_SECONDS.
-QUIET_SECONDS = 0.2
-QUIET_MAX_SECONDS = 1.0
-
-
-@dataclass(frozen=True)
-class _Stop:
-    """ClassifyStream queue item: the reader hit an item it cannot answer; the stream ends with this."""
-
-    failure: Exception
-
-
-class _Drained(Exception):
-    """The server is draining: the stream answered its pending requests and ends."""
-
-
-class Failure(Exception):
-    """A request ends with this status (code, message, details)."""
-
-    def __init__(self, status: status_pb2.Status):
-        super().__init__(status.message)
-        self.status = status
-
-    @classmethod
-    def of(cls, code: grpc.StatusCode, message: str) -> Failure:
-        return cls(convert.status(code, message))
-
-    @property
-    def code(self) -> grpc.StatusCode:
-        return convert.status_code(self.status)
-
-
-@dataclass
-class ModelSlot:
-    """One loaded model, its batcher, and the limits this server enforces on it."""
-
-    engine: Engine
-    info: EngineInfo  # with the server's name and limits
-    batcher: Batcher
-
-    def prepare(self, request: pb.ClassifyRequest) -> Prepared:
-        """Validate, decode and tokenize (on a preprocessing thread); the timing covers all of it."""
-        start = time.perf_counter()
-        try:
-            prepared = self.engine.prepare(self.engine.parse(convert.request_to_dict(request), limits=self.info.limits))
-            self._check_tokens(len(prepared.encoded.input_ids))
-        except InvalidRequest as exc:
-            raise Failure(convert.bad_request(exc, request)) from None
-        prepared.queued_at, prepared.preprocess_s = start, time.perf_counter() - start
-        return prepared
-
-    def _check_tokens(self, count: int) -> None:
-        # The engine checks its own context; this is the server's (possibly lower) max_text_tokens.
-        if count > self.info.max_text_tokens:
-            raise invalid("messages", f"the prompt is {count} tokens; this server accepts at most {self.info.max_text_tokens} (max_text_tokens)")
-
-
-def engine_options(config: ServerConfig) -> EngineOptions:
-    limits = RequestLimits(image=ImageLimits(max_bytes=config.max_image_bytes, max_pixels=config.max_image_pixels))
-    return EngineOptions(
-        device=config.device,
-        dtype=config.dtype,
-        threshold=config.threshold if config.threshold >= 0 else None,
-        max_batch_size=config.max_batch_size,
-        progress=False,
-        limits=limits,
-    )
-
-
 class GuardServicer(pb_grpc.GuardServiceServicer):
+    """Translates GuardService calls to the models' batchers and failures to statuses."""
+
     def __init__(self, config: ServerConfig, metrics: Metrics):
         self.config = config
         self.metrics = metrics
@@ -133,117 +58,54 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         self.in_flight = 0  # requests being answered (unary calls and stream items)
         self.calls: set[asyncio.Task] = set()  # the tasks answering them, abandoned when the grace runs out
         self.abandoning = False
-        self.last_arrival = 0.0  # time.monotonic() of the latest call: the drain waits for a quiet moment
-        self.stream_outs: set[asyncio.Queue] = set()  # open ClassifyStream calls, ended on a drain
+        self.gate = CloseGate()  # parks calls that arrive while the port closes
+        self.streams: set[StreamCall] = set()  # open ClassifyStream calls, ended on a drain
         self.pool = ThreadPoolExecutor(max_workers=config.preprocess_workers, thread_name_prefix="preprocess")
 
     # -- RPCs -----------------------------------------------------------------------------------
 
-    async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
-        self.last_arrival = time.monotonic()
+    async def Classify(self, request: pb.ClassifyRequest | Rejected, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
+        self.gate.arrived()
         code = grpc.StatusCode.CANCELLED  # if the caller goes away mid-call
         try:
+            await self.gate.hold(_deadline(context))
             response = await self._classify(request, _deadline(context))
             code = grpc.StatusCode.OK
             return response
         except Failure as failure:
             code = failure.code
-            await context.abort(code, failure.status.message, trailing_metadata=_details(failure.status))
+            await context.abort(code, failure.status.message, trailing_metadata=details(failure.status))
         finally:
             self.metrics.requests.labels("Classify", code.name).inc()
 
     async def ClassifyStream(self, request_iterator, context: grpc.aio.ServicerContext):
-        self.last_arrival = time.monotonic()
-        out: asyncio.Queue = asyncio.Queue()
-        self.stream_outs.add(out)
+        self.gate.arrived()
+        call = StreamCall(self._classify, self.metrics)
         code = grpc.StatusCode.CANCELLED  # if the caller goes away mid-stream
         try:
-            async for response in self._stream(request_iterator, _deadline(context), out):
+            if self.draining:  # a stream opened during a drain ends at once, not request by request
+                await self.gate.hold(_deadline(context))
+                raise Drained()
+            self.streams.add(call)
+            async for response in call.responses(request_iterator, _deadline(context)):
                 yield response
             code = grpc.StatusCode.OK
-        except _Drained:
+        except Drained:
             code = grpc.StatusCode.UNAVAILABLE
-            await context.abort(code, "the server is shutting down; requests it had read were answered, send any without an answer again")
+            await context.abort(code, STREAM_DRAINED)
         except Failure as failure:
             code = failure.code
-            await context.abort(code, failure.status.message, trailing_metadata=_details(failure.status))
+            await context.abort(code, failure.status.message, trailing_metadata=details(failure.status))
         finally:
-            self.stream_outs.discard(out)
+            self.streams.discard(call)
             self.metrics.requests.labels("ClassifyStream", code.name).inc()
 
-    async def _stream(self, request_iterator, deadline: float | None, out: asyncio.Queue):
-        """Answer each request as it completes; on a drain or an unreadable item, answer what is
-        pending, then stop (the caller turns that into the stream's status)."""
-        tasks: set[asyncio.Task] = set()
-        reader = asyncio.get_running_loop().create_task(self._read_stream(request_iterator, deadline, out, tasks))
-        try:
-            while (item := await out.get()) is not _END:
-                if item is _DRAIN or isinstance(item, _Stop):
-                    reader.cancel()
-                    await asyncio.gather(*list(tasks), return_exceptions=True)
-                    while not out.empty():
-                        if isinstance(late := out.get_nowait(), pb.ClassifyResponse):
-                            yield late
-                    raise _Drained() if item is _DRAIN else item.failure
-                yield item
-            await reader  # re-raise a reading error, if any
-        finally:
-            reader.cancel()
-            for task in list(tasks):
-                task.cancel()
-
-    async def _read_stream(self, request_iterator, deadline: float | None, out: asyncio.Queue, tasks: set) -> None:
-        """Read the stream, start answering each item; always ends by queueing _END or a _Stop."""
-        pending: set[str] = set()
-
-        async def answer(request: pb.ClassifyRequest) -> None:
-            try:
-                await out.put(await self._stream_item(request, deadline))
-            finally:
-                pending.discard(request.request_id)
-
-        try:
-            async for request in request_iterator:
-                if isinstance(request, Rejected):
-                    log.info("stream item refused; ending the stream", extra={"fields": {"code": "INVALID_ARGUMENT", "error": request.status.message}})
-                    self.metrics.requests.labels("ClassifyStream.item", "INVALID_ARGUMENT").inc()
-                    await out.put(_Stop(Failure(convert.status(grpc.StatusCode.INVALID_ARGUMENT,
-                        f"a stream item is not a valid request, so the stream ends (items before it were answered): {request.status.message}",
-                        _bad_request_detail(request.status)))))
-                    return
-                problem = _stream_id_problem(request.request_id, pending)
-                if problem:
-                    failure = Failure(convert.bad_request(InvalidRequest(FieldViolation("request_id", problem))))
-                    await out.put(_stream_error(request.request_id, failure))
-                    continue
-                pending.add(request.request_id)
-                task = asyncio.get_running_loop().create_task(answer(request))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            while tasks:
-                await asyncio.gather(*list(tasks))
-            await out.put(_END)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # reading failed (transport error): end the stream rather than hang it
-            log.warning("stream read failed: %s", type(exc).__name__, extra={"fields": {"code": "UNKNOWN"}})
-            await out.put(_Stop(Failure.of(grpc.StatusCode.UNKNOWN, f"reading the request stream failed ({type(exc).__name__})")))
-
-    def end_streams(self) -> None:
-        """Ask every open ClassifyStream to answer what it has pending and end (UNAVAILABLE)."""
-        for out in self.stream_outs:
-            out.put_nowait(_DRAIN)
-
-    def abandon(self) -> None:
-        """The grace ran out: every request still being answered gets UNAVAILABLE now."""
-        self.abandoning = True
-        for task in list(self.calls):
-            task.cancel()
-
     async def ListModels(self, request: pb.ListModelsRequest | Rejected, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+        self.gate.arrived()
+        await self.gate.hold(_deadline(context))
         if isinstance(request, Rejected):
             self.metrics.requests.labels("ListModels", "INVALID_ARGUMENT").inc()
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.status.message, trailing_metadata=_details(request.status))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.status.message, trailing_metadata=details(request.status))
         if self.draining or len(self.slots) < len(self.expected):
             self.metrics.requests.labels("ListModels", "UNAVAILABLE").inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, self._unavailable_reason())
@@ -252,16 +114,20 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             models=[convert.model_info(s.info, name == self.expected[0]) for name, s in self.slots.items()]
         )
 
-    # -- one request ----------------------------------------------------------------------------
+    # -- the drain ------------------------------------------------------------------------------
 
-    async def _stream_item(self, request: pb.ClassifyRequest, deadline: float | None) -> pb.ClassifyResponse:
-        try:
-            response = await self._classify(request, deadline)
-            self.metrics.requests.labels("ClassifyStream.item", "OK").inc()
-            return response
-        except Failure as failure:
-            self.metrics.requests.labels("ClassifyStream.item", failure.code.name).inc()
-            return _stream_error(request.request_id, failure)
+    def end_streams(self) -> None:
+        """Ask every open ClassifyStream to answer what it has pending and end (UNAVAILABLE)."""
+        for call in self.streams:
+            call.drain()
+
+    def abandon(self) -> None:
+        """The grace ran out: every request still being answered gets UNAVAILABLE now."""
+        self.abandoning = True
+        for task in list(self.calls):
+            task.cancel()
+
+    # -- one request ----------------------------------------------------------------------------
 
     async def _classify(self, request: pb.ClassifyRequest | Rejected, deadline: float | None) -> pb.ClassifyResponse:
         if isinstance(request, Rejected):  # bytes the wire check refused: no request to work on
@@ -311,7 +177,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         except QueueFull:
             raise Failure.of(grpc.StatusCode.RESOURCE_EXHAUSTED, f"model {slot.info.name!r} has {slot.batcher.max_queue_size} requests queued (max_queue_size); retry with backoff") from None
         except BatcherClosed:
-            raise Failure.of(grpc.StatusCode.UNAVAILABLE, "the server is shutting down") from None
+            raise Failure.of(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN) from None
         try:
             prepared = await asyncio.get_running_loop().run_in_executor(self.pool, slot.prepare, request)
         except BaseException:
@@ -333,7 +199,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
     def _slot(self, name: str) -> ModelSlot:
         name = name or self.expected[0]
         if self.draining:
-            raise Failure.of(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+            raise Failure.of(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
         if name not in self.expected:
             raise Failure.of(grpc.StatusCode.NOT_FOUND, f"model {name!r} is not served here; served: {', '.join(self.expected)}")
         if name not in self.slots:
@@ -341,7 +207,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         return self.slots[name]
 
     def _unavailable_reason(self) -> str:
-        return "the server is shutting down" if self.draining else "models are still loading"
+        return SHUTTING_DOWN if self.draining else "models are still loading"
 
     def _observe(self, model: str, t: pb.Timings) -> None:
         for stage, seconds in (("queue", t.queue_seconds), ("preprocess", t.preprocess_seconds),
@@ -363,30 +229,6 @@ def host_port(host: str, port: int) -> str:
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
-
-
-def _details(status: status_pb2.Status) -> tuple:
-    # The rich error model: clients read google.rpc.Status (with BadRequest) from this trailer.
-    return (("grpc-status-details-bin", status.SerializeToString()),)
-
-
-def _stream_id_problem(request_id: str, pending: set[str]) -> str:
-    if not request_id:
-        return "required on ClassifyStream, to match each response to its request"
-    if request_id in pending:
-        return f"{request_id!r} is already pending on this stream (this duplicate is refused; the first one is answered)"
-    return ""
-
-
-def _bad_request_detail(st: status_pb2.Status):
-    detail = error_details_pb2.BadRequest()
-    if st.details:
-        st.details[0].Unpack(detail)
-    return detail
-
-
-def _stream_error(request_id: str, failure: Failure) -> pb.ClassifyResponse:
-    return pb.ClassifyResponse(request_id=request_id, error=failure.status)
 
 
 class GuardServer:
@@ -462,30 +304,14 @@ class GuardServer:
 
     async def _load(self, spec: str, name: str) -> None:
         started = time.perf_counter()
-        engine = self._engines[name] if self._engines and name in self._engines else await _on_daemon_thread(
-            lambda: _load_engine(spec, engine_options(self.config))
-        )
-        batcher = Batcher(engine, self.config.max_batch_size, self.config.max_queue_size,
-                          self.config.max_queue_delay_ms / 1000.0, self.servicer.on_batch(name), self.config.max_batch_tokens)
-        batcher.start()
-        logs.adopt_library_loggers()  # loading configured the libraries' loggers: route them through ours
-        info = self._served_info(engine.info(), name)
-        # Warm up through the batcher: the first call pays one-time costs (allocator, kernels).
-        request = engine.prepare(engine.parse(engine.family.warmup_request()))  # one the family accepts
-        batcher.admit()
-        await batcher.submit(request, None)
-        self.servicer.slots[name] = ModelSlot(engine, info, batcher)
-        self.metrics.queue_depth.labels(name).set_function(lambda: batcher.depth)  # read at scrape time
-        self.metrics.model_memory.labels(name, info.variant).set(info.memory_bytes)
+        engine = self._engines.get(name) if self._engines else None
+        slot = await load_slot(spec, name, self.config, self.servicer.on_batch(name), engine)
+        self.servicer.slots[name] = slot
+        self.metrics.queue_depth.labels(name).set_function(lambda: slot.batcher.depth)  # read at scrape time
+        self.metrics.model_memory.labels(name, slot.info.variant).set(slot.info.memory_bytes)
         self.metrics.model_ready.labels(name).set(1)
-        log.info("model ready", extra={"fields": {"model": name, "variant": info.variant, "memory_bytes": info.memory_bytes,
+        log.info("model ready", extra={"fields": {"model": name, "variant": slot.info.variant, "memory_bytes": slot.info.memory_bytes,
                                                   "load_s": round(time.perf_counter() - started, 3)}})
-
-    def _served_info(self, info: EngineInfo, name: str) -> EngineInfo:
-        """The engine as this server serves it: its name here, this server's limits."""
-        options = engine_options(self.config)
-        tokens = min(info.max_text_tokens, self.config.max_text_tokens or info.max_text_tokens)
-        return dataclasses.replace(info, name=name, limits=options.limits, max_text_tokens=tokens, max_batch_size=self.config.max_batch_size)
 
     def _denied(self, method: str) -> None:
         self.metrics.requests.labels(method.rsplit("/", 1)[-1], "UNAUTHENTICATED").inc()
@@ -493,11 +319,6 @@ class GuardServer:
     def request_stop(self) -> None:
         """Ask the server to drain and stop (signal handlers call this)."""
         self._stopping.set()
-
-    async def _quiet_moment(self) -> None:
-        end = time.monotonic() + QUIET_MAX_SECONDS
-        while time.monotonic() < end and time.monotonic() - self.servicer.last_arrival < QUIET_SECONDS:
-            await asyncio.sleep(0.01)
 
     async def serve_until_stopped(self) -> None:
         await self._stopping.wait()
@@ -509,9 +330,9 @@ class GuardServer:
         The gRPC server keeps accepting while requests in flight finish, so health checks see
         NOT_SERVING and new classify calls get a clear UNAVAILABLE. When they are done, or the
         grace runs out, open streams end with UNAVAILABLE and whatever is still being answered
-        gets UNAVAILABLE too (abandoned, never reset); then the gRPC server closes within
-        STOP_SECONDS. Model or decoding work still running on threads is not waited for: the
-        process exits within grace_seconds + STOP_SECONDS whatever those threads are doing.
+        gets UNAVAILABLE too (abandoned, never reset); then the port closes without resetting a
+        call (closing.py), within about 2 s. Model or decoding work still running on threads is
+        not waited for: the process exits within grace_seconds + 3 s whatever they are doing.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.grace_seconds
@@ -526,45 +347,13 @@ class GuardServer:
             self.servicer.abandon()
         for name in self.servicer.slots:
             self.metrics.model_ready.labels(name).set(0)
-        await self._quiet_moment()
         if self._server is not None:
-            await self._server.stop(STOP_SECONDS)
+            await self.servicer.gate.close(self._server)
         for slot in self.servicer.slots.values():
             slot.batcher.abandon()
         self.servicer.pool.shutdown(wait=False, cancel_futures=True)
         self.metrics.stop()
         log.info("stopped")
-
-
-def _load_engine(spec: str, options: EngineOptions) -> Engine:
-    logs.adopt_library_loggers()  # before transformers logs anything of its own
-    return load_engine(spec, options)
-
-
-async def _on_daemon_thread(fn):
-    """Run ``fn`` on a daemon thread: a model still loading must not keep a stopping process alive."""
-    loop = asyncio.get_running_loop()
-    future = loop.create_future()
-
-    def target() -> None:
-        try:
-            result = fn()
-        except BaseException as exc:  # handed to the awaiting coroutine
-            loop.call_soon_threadsafe(_settle, future, None, exc)
-        else:
-            loop.call_soon_threadsafe(_settle, future, result, None)
-
-    threading.Thread(target=target, name="load-model", daemon=True).start()
-    return await future
-
-
-def _settle(future: asyncio.Future, result, exc) -> None:
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
 
 
 async def serve(config: ServerConfig) -> int:
