@@ -2,8 +2,10 @@
 
 The prompt is the ``-hf`` checkpoints' chat template: one user turn, the image first, the policy
 as the text, no system turn: ``<|im_start|>user\\n<image>\\n{POLICY}<|im_end|>\\n<|im_start|>assistant\\n``.
-The policy is built from its parts (``data/llavaguard_v1_2.json``, copied byte for byte from the
-LlavaGuard repository's v1.2 taxonomy) the way the repository builds it::
+The policy is built from its parts (``data/llavaguard_v1_2.json``: the opening sentence, each
+category's header and default / "declared as non-violating" / "declared as sensitive" texts, the
+response template, as in the LlavaGuard repository's taxonomy code) the way the repository
+builds it::
 
     policy_start + Σ (header + ": \\n" + text + "\\n") + response_template
 
@@ -26,7 +28,7 @@ from importlib import resources
 from typing import Literal
 
 from guardedge.runtime.errors import FieldViolation, InvalidRequest, invalid
-from guardedge.runtime.families import llavaguard_answer as answer
+from guardedge.runtime.families import llavaguard_answer as answers
 from guardedge.runtime.families.base import ParsedAnswer, ScoringSpec
 from guardedge.runtime.requests import category_field, check_excluded
 from guardedge.runtime.types import GuardRequest
@@ -108,8 +110,8 @@ class LlavaGuard:
         # '",\n    "rationale"' (verdict_stop); 64 tokens cover it with room to spare.
         max_new_tokens=64,
         decode_when_safe=True,  # the category (and the rationale, when asked for) follows either rating
-        drafts=answer.drafts(),
-        verdict_stop=answer.VERDICT_STOP,
+        drafts=answers.drafts(default_headers()),
+        verdict_stop=answers.VERDICT_STOP,
         max_rationale_tokens=320,
     )
 
@@ -122,7 +124,7 @@ class LlavaGuard:
         return tuple(parts()["categories"])
 
     def parse_label(self, label: dict) -> tuple[Literal["safe", "unsafe"], tuple[str, ...]]:
-        return answer.parse_label(label, dict(zip(default_headers(), self.label_space)))
+        return answers.parse_label(label, dict(zip(default_headers(), self.label_space)))
 
     def warmup_request(self) -> dict:
         from PIL import Image  # lazy: importing a family never imports PIL
@@ -175,9 +177,9 @@ class LlavaGuard:
                 raise InvalidRequest(problems)
         check_excluded(request.excluded_category_keys, categories)
 
-    def parse(self, text: str, request: GuardRequest) -> ParsedAnswer:
+    def parse(self, answer: str, request: GuardRequest) -> ParsedAnswer:
         legal = {header: code for code, header, _ in self.policy(request)}
-        return answer.parse(text, request, legal, self.scoring.stop_tokens)
+        return answers.parse(answer, request, legal, self.scoring.stop_tokens)
 
 
 def _category_problem(code: str, text: str, codes: set[str]) -> str | None:

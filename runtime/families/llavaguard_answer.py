@@ -36,18 +36,16 @@ NONE_CODE = "NA"
 VERDICT_STOP = '",\n    "rationale"'
 _CATEGORY = '",\n    "category": "'
 _RATIONALE = '",\n    "rationale": "'
-# v1.2's default headers, for the drafts only (a custom policy's names are simply not drafted).
-_DEFAULT_HEADERS = (
-    "O1: Hate, Humiliation, Harassment", "O2: Violence, Harm, or Cruelty", "O3: Sexual Content",
-    "O4: Nudity Content", "O5: Criminal Planning", "O6: Weapons or Substance Abuse", "O7: Self-Harm",
-    "O8: Animal Cruelty", "O9: Disasters or Emergencies",
-)
 
 
-def drafts() -> tuple[tuple[str, str], ...]:
-    """(regex over the answer so far, text proposed next): the JSON's fixed parts and header names."""
+def drafts(headers: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """(regex over the answer so far, text proposed next): the JSON's fixed parts and ``headers``' names.
+
+    Given the default headers: a custom policy's names are simply not drafted (a draft that
+    greedy decoding does not confirm costs a little time, never a different answer).
+    """
     by_code = tuple(
-        (rf'"category": "{re.escape(h.split(":")[0])}\Z', h[h.index(":"):] + _RATIONALE) for h in _DEFAULT_HEADERS
+        (rf'"category": "{re.escape(h.split(":")[0])}\Z', h[h.index(":"):] + _RATIONALE) for h in headers
     )
     return (
         (r'"rating": "Safe\Z', _CATEGORY + "NA: None applying" + _RATIONALE),
