@@ -114,9 +114,9 @@ class Engine:
         start = time.perf_counter()
         if request.categories is None and request.excluded_category_keys:
             check_excluded(request.excluded_category_keys, self.family.default_categories())
-        if self.family.requires_image and not request.has_image:
-            raise invalid("messages", f"the {self.family.name} family classifies an image: the request has none")
         self.family.check(request)
+        if self.family.requires_image and not request.has_image:  # the family's own check says it better
+            raise invalid("messages", f"the {self.family.name} family classifies an image: the request has none")
         encoded = self.pre.encode(request)
         return Prepared(request.without_pixels(), encoded, time.perf_counter() - start, start)
 

@@ -1,4 +1,4 @@
-"""Registry of guard families by name (``llama-guard-3-vision`` today; LlavaGuard and Llama Guard 4 next).
+"""Registry of guard families by name (``llama-guard-3-vision``, ``llavaguard``; Llama Guard 4 next).
 
 Families are small, import-free objects, so the registry holds instances directly.
 """
@@ -7,8 +7,12 @@ from __future__ import annotations
 
 from guardedge.runtime.families.base import GuardFamily, ParsedAnswer, ScoringSpec
 from guardedge.runtime.families.llama_guard_3_vision import LlamaGuard3Vision
+from guardedge.runtime.families.llavaguard import LlavaGuard
 
-FAMILIES: dict[str, GuardFamily] = {LlamaGuard3Vision.name: LlamaGuard3Vision()}
+FAMILIES: dict[str, GuardFamily] = {LlamaGuard3Vision.name: LlamaGuard3Vision(), LlavaGuard.name: LlavaGuard()}
+# config.json model_type → the family a model directory implies when neither a manifest nor the
+# caller names one (LlavaGuard v1.2's -hf checkpoints are LLaVA-OneVision).
+MODEL_TYPES: dict[str, str] = {"mllama": LlamaGuard3Vision.name, "llava_onevision": LlavaGuard.name}
 
 
 def get_family(name: str) -> GuardFamily:
@@ -18,17 +22,13 @@ def get_family(name: str) -> GuardFamily:
         raise ValueError(f"unknown guard family {name!r}; known: {', '.join(sorted(FAMILIES))}") from None
 
 
-# The family a model directory implies when neither a manifest nor the caller names one.
-DEFAULT_FAMILY = {"mllama": "llama-guard-3-vision", "llava_onevision": "llavaguard"}
-
-
 def family_for_config(config: dict) -> GuardFamily:
     """Pick the family from a model directory's config.json (model_type)."""
     model_type = config.get("model_type")
-    if model_type not in DEFAULT_FAMILY:
+    if model_type not in MODEL_TYPES:
         raise ValueError(f"no guard family is known for model_type {model_type!r} "
-                         f"(supported: {', '.join(DEFAULT_FAMILY)}); name one with --family")
-    return get_family(DEFAULT_FAMILY[model_type])
+                         f"(supported: {', '.join(MODEL_TYPES)}); name one with --family")
+    return get_family(MODEL_TYPES[model_type])
 
 
 def choose_family(model_dir, override: str | None = None) -> GuardFamily:
@@ -37,4 +37,4 @@ def choose_family(model_dir, override: str | None = None) -> GuardFamily:
     return get_family(name) if name else family_for_config(model_dir.config)
 
 
-__all__ = ["FAMILIES", "GuardFamily", "ParsedAnswer", "ScoringSpec", "choose_family", "get_family", "family_for_config"]
+__all__ = ["FAMILIES", "MODEL_TYPES", "GuardFamily", "ParsedAnswer", "ScoringSpec", "choose_family", "get_family", "family_for_config"]

@@ -9,7 +9,7 @@ The engine knows nothing about any particular guard's format.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from guardedge.runtime.types import GuardRequest, VerdictKind
 
@@ -26,6 +26,10 @@ class ScoringSpec:
     token or ``max_new_tokens``. ``verdict_stop``: when the request asks no rationale, decoding
     also stops once the answer text contains it (what follows is the rationale); a request that
     asks for one decodes up to ``max_rationale_tokens``.
+
+    ``verdict_stop``: when the request asks for no rationale, decoding stops as soon as the answer
+    text (prefix included) contains it ("" = never). ``max_rationale_tokens`` bounds decoding when
+    a rationale is asked for (0 = the family writes none).
 
     ``drafts`` are (regex, text) rules for the answer format: when the answer so far (prefix
     included) matches a regex, the text is proposed as the next tokens and kept only where
@@ -49,7 +53,10 @@ class ParsedAnswer:
     verdict: VerdictKind
     categories: tuple[str, ...] = ()
     error: str = ""
-    rationale: str = ""
+    rationale: str = ""  # the guard's own explanation, when its format has one and it was asked for
+
+
+LabelVerdict = Literal["safe", "unsafe"]
 
 
 class GuardFamily(Protocol):
@@ -60,15 +67,20 @@ class GuardFamily(Protocol):
     image_token: str  # the image placeholder the prompt spells ("" for none); the architecture expands it
     requires_image: bool  # a request without an image is refused
 
-    def warmup_request(self) -> dict:
-        """A request (the ``guardedge classify --input`` shape) this family accepts: server warm-up, smoke checks."""
-        ...
-
-    def parse_label(self, label: object) -> tuple[str, tuple[str, ...]]:
-        """An evaluation label in this family's own codes -> (verdict, category codes); ValueError if malformed."""
-        ...
-
     def default_categories(self) -> tuple[tuple[str, str], ...]: ...
+
+    @property
+    def label_space(self) -> tuple[str, ...]:
+        """The category codes an evaluation label may name (the default policy's codes)."""
+        ...
+
+    def parse_label(self, label: dict) -> tuple[LabelVerdict, tuple[str, ...]]:
+        """An evaluation data label in this family's own codes; raises ValueError saying what is wrong."""
+        ...
+
+    def warmup_request(self) -> dict:
+        """A request dict (``guardedge classify --input`` shape) this family accepts, for warm-up."""
+        ...
 
     def check(self, request: GuardRequest) -> None:
         """The family's own request rules (beyond the generic ones); raises InvalidRequest."""

@@ -11,6 +11,7 @@ Run ``guardedge render --family llama-guard-3-vision --input REQ.json`` to see a
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from guardedge.runtime.errors import FieldViolation, InvalidRequest
 from guardedge.runtime.families.base import ParsedAnswer, ScoringSpec, verdict_label
@@ -83,6 +84,10 @@ class LlamaGuard3Vision:
 
     def default_categories(self) -> tuple[tuple[str, str], ...]:
         return DEFAULT_CATEGORIES
+
+    @property
+    def label_space(self) -> tuple[str, ...]:
+        return tuple(code for code, _ in DEFAULT_CATEGORIES)
 
     def warmup_request(self) -> dict:
         return {"messages": [{"role": "user", "content": "warm-up"}], "request_id": "warmup"}
