@@ -95,6 +95,23 @@ def test_rows_of_a_batch_finish_at_their_own_step():
     assert got == plain_greedy(model, first, 64)
 
 
+def test_each_row_keeps_its_own_bound_and_until():
+    """Per-row bounds (a rationale row gets more room) and ``until`` (a verdict-only row ends once its
+    answer holds the family's verdict_stop) end rows exactly where plain greedy decoding cut to that
+    length would, drafts or not."""
+    long = [NL, S, D1, COMMA_S, D2, X, X, X, X, EOT]
+    model = ScriptedModel([long, long, long])
+    until = lambda row, tokens: row == 2 and D2 in tokens  # noqa: E731  (row 2 asks no rationale)
+    for max_chunk in (1, 4):
+        got = greedy_decode(ScriptedSteps(model, 3, max_chunk), [UNSAFE] * 3, [4, 64, 64], {EOT}, DRAFTS, until)
+        full = plain_greedy(model, [UNSAFE], 64)[0]
+        assert got[0] == full[:4]  # its own bound
+        assert got[1] == full  # the whole answer
+        # Ends at the step that produced D2 (a verified draft may carry a token or two past it, never more than one step).
+        assert got[2][: full.index(D2) + 1] == full[: full.index(D2) + 1] and len(got[2]) <= full.index(D2) + max_chunk
+        assert got[2] == full[: len(got[2])]
+
+
 def test_prefill_draft_is_taken_by_matching_rows_and_dropped_by_others():
     answers = [[NL, S, D9, EOT], [NL, S, D2, EOT], [NL, X, EOT]]
     model = ScriptedModel(answers)
