@@ -43,6 +43,8 @@ class GuardRequest:
 
     ``categories`` is None for the family's defaults; otherwise it replaces them entirely, in order.
     ``threshold`` (optional) makes the request unsafe iff P(unsafe) >= threshold.
+    ``rationale`` asks families whose answer carries one (LlavaGuard) to decode it too; without it
+    decoding stops once the verdict and category are known.
     """
 
     messages: tuple[Message, ...]
@@ -50,6 +52,7 @@ class GuardRequest:
     excluded_category_keys: tuple[str, ...] = ()
     request_id: str = ""
     threshold: float | None = None
+    rationale: bool = False
 
     @property
     def has_image(self) -> bool:

@@ -9,7 +9,7 @@ The engine knows nothing about any particular guard's format.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from guardedge.runtime.types import GuardRequest, VerdictKind
 
@@ -18,10 +18,15 @@ from guardedge.runtime.types import GuardRequest, VerdictKind
 class ScoringSpec:
     """How to turn one forward pass into a decision.
 
-    The engine appends ``answer_prefix`` to the prompt, reads the next-token distribution at the
-    last position and compares P(``unsafe_token``) with P(``safe_token``). If the answer needs
+    The engine appends ``answer_prefix`` to the prompt and compares P(``unsafe_token``) with
+    P(``safe_token``). Both are *texts*: the engine scores at the first token where their
+    tokenizations differ, so a verdict word that is several tokens long works. If the answer needs
     more text (categories, a rationale), it continues greedily after ``unsafe_token`` (or after
     ``safe_token`` when ``decode_when_safe``) until a stop token or ``max_new_tokens``.
+
+    ``verdict_stop``: when the request asks for no rationale, decoding stops as soon as the answer
+    text (prefix included) contains it ("" = never). ``max_rationale_tokens`` bounds decoding when
+    a rationale is asked for (0 = the family writes none).
 
     ``drafts`` are (regex, text) rules for the answer format: when the answer so far (prefix
     included) matches a regex, the text is proposed as the next tokens and kept only where
@@ -36,6 +41,8 @@ class ScoringSpec:
     max_new_tokens: int
     decode_when_safe: bool = False
     drafts: tuple[tuple[str, str], ...] = ()
+    verdict_stop: str = ""
+    max_rationale_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,10 @@ class ParsedAnswer:
     verdict: VerdictKind
     categories: tuple[str, ...] = ()
     error: str = ""
+    rationale: str = ""  # the guard's own explanation, when its format has one and it was asked for
+
+
+LabelVerdict = Literal["safe", "unsafe"]
 
 
 class GuardFamily(Protocol):
@@ -50,9 +61,23 @@ class GuardFamily(Protocol):
 
     name: str
     scoring: ScoringSpec
-    uses_image_token: bool
+    image_token: str  # the image placeholder the renderer writes ("<|image|>", "<image>"); "" for none
+    requires_image: bool  # check() refuses a request without an image
 
     def default_categories(self) -> tuple[tuple[str, str], ...]: ...
+
+    @property
+    def label_space(self) -> tuple[str, ...]:
+        """The category codes an evaluation label may name (the default policy's codes)."""
+        ...
+
+    def parse_label(self, label: dict) -> tuple[LabelVerdict, tuple[str, ...]]:
+        """An evaluation data label in this family's own codes; raises ValueError saying what is wrong."""
+        ...
+
+    def warmup_request(self) -> dict:
+        """A request dict (``guardedge classify --input`` shape) this family accepts, for warm-up."""
+        ...
 
     def check(self, request: GuardRequest) -> None:
         """The family's own request rules (beyond the generic ones); raises InvalidRequest."""

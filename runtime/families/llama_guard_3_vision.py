@@ -11,6 +11,7 @@ Run ``guardedge render --family llama-guard-3-vision --input REQ.json`` to see a
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from guardedge.runtime.errors import FieldViolation, InvalidRequest
 from guardedge.runtime.families.base import ParsedAnswer, ScoringSpec
@@ -68,6 +69,9 @@ class LlamaGuard3Vision:
     """The ``llama-guard-3-vision`` family."""
 
     name = "llama-guard-3-vision"
+    image_token = IMAGE_TOKEN
+    requires_image = False
+    # Read by runtime/preprocess.py until it reads image_token; the lead's refactor removes it.
     uses_image_token = True
     scoring = ScoringSpec(
         # The first generated token is always "\n\n"; the verdict token follows it (REFERENCE §2).
@@ -82,6 +86,26 @@ class LlamaGuard3Vision:
 
     def default_categories(self) -> tuple[tuple[str, str], ...]:
         return DEFAULT_CATEGORIES
+
+    @property
+    def label_space(self) -> tuple[str, ...]:
+        return tuple(code for code, _ in DEFAULT_CATEGORIES)
+
+    def parse_label(self, label: dict) -> tuple[Literal["safe", "unsafe"], tuple[str, ...]]:
+        """``{"verdict": "unsafe", "categories": ["S1"]}`` (bench/evaldata.py's shape)."""
+        if not isinstance(label, dict):
+            raise ValueError('label must be an object like {"verdict": "unsafe", "categories": ["S1"]}')
+        verdict, categories = label.get("verdict"), label.get("categories", [])
+        if verdict not in ("safe", "unsafe"):
+            raise ValueError(f'bad label verdict {verdict!r}; use "safe" or "unsafe"')
+        if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
+            raise ValueError("label categories must be a list of category codes (strings)")
+        if verdict == "safe" and categories:
+            raise ValueError("a safe label cannot name categories")
+        return verdict, tuple(categories)
+
+    def warmup_request(self) -> dict:
+        return {"messages": [{"role": "user", "content": "warm-up"}], "request_id": "warmup"}
 
     def policy(self, request: GuardRequest) -> tuple[tuple[str, str], ...]:
         """The categories that appear in the prompt, in prompt order."""

@@ -33,7 +33,19 @@ class ModelTemplateFamily:
         self.template = template
         self.name = base.name
         self.scoring = base.scoring
-        self.uses_image_token = base.uses_image_token
+        self.image_token = base.image_token
+        self.requires_image = base.requires_image
+        self.uses_image_token = getattr(base, "uses_image_token", bool(base.image_token))  # preprocess.py reads it
+
+    @property
+    def label_space(self) -> tuple[str, ...]:
+        return self.base.label_space
+
+    def parse_label(self, label: dict):
+        return self.base.parse_label(label)
+
+    def warmup_request(self) -> dict:
+        return self.base.warmup_request()
 
     def default_categories(self) -> tuple[tuple[str, str], ...]:
         return self.base.default_categories()

@@ -1,0 +1,203 @@
+"""LlavaGuard v1.2 (LLaVA-OneVision, Qwen2): the exact prompt, its policy and the JSON answer.
+
+The prompt is the ``-hf`` checkpoints' chat template: one user turn, the image first, the policy
+as the text, no system turn: ``<|im_start|>user\\n<image>\\n{POLICY}<|im_end|>\\n<|im_start|>assistant\\n``.
+The policy is built from its parts (``data/llavaguard_v1_2.json``: the opening sentence, each
+category's header and default / "declared as non-violating" / "declared as sensitive" texts, the
+response template, as in the LlavaGuard repository's taxonomy code) the way the repository
+builds it::
+
+    policy_start + Σ (header + ": \\n" + text + "\\n") + response_template
+
+An excluded category keeps its header and gets its "declared as non-violating" text, the swap
+v1.2 was trained with (the model then answers Safe). The answer is
+``json.dumps({"rating": ..., "category": ..., "rationale": ...}, indent=4)``; its parsing and
+the evaluation labels live in ``llavaguard_answer.py``.
+
+Run ``guardedge render --family llavaguard --input REQ.json`` to see a prompt.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from functools import cache
+from importlib import resources
+from typing import Literal
+
+from guardedge.runtime.errors import FieldViolation, InvalidRequest, invalid
+from guardedge.runtime.families import llavaguard_answer as answers
+from guardedge.runtime.families.base import ParsedAnswer, ScoringSpec
+from guardedge.runtime.requests import category_field, check_excluded
+from guardedge.runtime.types import GuardRequest
+
+IMAGE_TOKEN = "<image>"
+PROMPT_HEAD = "<|im_start|>user\n" + IMAGE_TOKEN + "\n"
+PROMPT_TAIL = "<|im_end|>\n<|im_start|>assistant\n"
+NONE_APPLYING = "NA: None applying"
+# The repository's generated swap text; its nine default texts follow it (O2's has a double space).
+NON_VIOLATING = (
+    "Category {code} is declared as non-violating. Therefore, we do not provide any restrictions "
+    "for this category and allow any content of this category e.g.\n"
+)
+MAX_NAME_CHARS = 48  # the name is decoded into every answer; long names would outgrow the verdict bound
+_CODE_SHAPE = re.compile(r"[A-Z]{1,3}\d{1,3}")
+_NAME_FORBIDDEN = set('"\\|<>')  # would break the JSON template's str<"..."|"..."> list or the answer's string
+# Caller text that would rewrite the policy's frame: its opening sentence, the assessment steps and
+# JSON template, and the swap sentences the family writes itself for excluded categories.
+_FRAME = re.compile(
+    r"Provide a safety assessment for the content|Assessment Steps\s*:|use the following json template"
+    r"|\"\s*(rating|category|rationale)\s*\"\s*:|str\s*<|is declared as (non-violating|sensitive)",
+    re.IGNORECASE,
+)
+_ENTRY = re.compile(r"\s*([^\s,:]+)\s*:(\s|$)")
+
+
+@cache
+def parts() -> dict:
+    """The v1.2 policy parts: policy_start, response_template, categories {code: header/default/...}."""
+    text = resources.files("guardedge.runtime.families").joinpath("data/llavaguard_v1_2.json").read_text("utf-8")
+    return json.loads(text)
+
+
+def default_headers() -> tuple[str, ...]:
+    return tuple(c["header"] for c in parts()["categories"].values())
+
+
+def category_list(headers: tuple[str, ...]) -> str:
+    """The response template's ``"O1: ..."|...|"NA: None applying"`` list (the repository's cat_prompt)."""
+    return "|".join(f'"{h}"' for h in (*headers, NONE_APPLYING))
+
+
+def response_template(headers: tuple[str, ...]) -> str:
+    template = parts()["response_template"]
+    return template.replace(category_list(default_headers()), category_list(headers), 1)
+
+
+def declared_non_violating(code: str, guideline: str) -> str:
+    """A caller's guideline as a "declared as non-violating" text, by the rule the repository's follow.
+
+    Heading lines ("Should not:", "Can:") go, every other line becomes a `` - `` item.
+    """
+    items = []
+    for line in guideline.split("\n"):
+        if not line.strip() or (line.rstrip().endswith(":") and not line.startswith("- ")):
+            continue
+        items.append(line[2:] if line.startswith("- ") else line.strip())
+    return NON_VIOLATING.format(code=code) + "".join(f" - {item}\n" for item in items) + " "
+
+
+def split_category(text: str) -> tuple[str, str]:
+    """A caller's category text ``"Name\\nguidelines"`` as (name, guidelines); verbatim."""
+    name, _, guideline = text.partition("\n")
+    return name, guideline
+
+
+class LlavaGuard:
+    """The ``llavaguard`` family (v1.2 policy and answer)."""
+
+    name = "llavaguard"
+    image_token = IMAGE_TOKEN
+    requires_image = True
+    scoring = ScoringSpec(
+        answer_prefix='{\n    "rating": "',
+        safe_token="Safe",
+        unsafe_token="Unsafe",
+        stop_tokens=("<|im_end|>", "<|endoftext|>"),
+        # After "Safe"/"Unsafe": '",\n    "category": "' + a header of at most ~60 characters +
+        # '",\n    "rationale"' (verdict_stop); 64 tokens cover it with room to spare.
+        max_new_tokens=64,
+        decode_when_safe=True,  # the category (and the rationale, when asked for) follows either rating
+        drafts=answers.drafts(default_headers()),
+        verdict_stop=answers.VERDICT_STOP,
+        max_rationale_tokens=320,
+    )
+
+    def default_categories(self) -> tuple[tuple[str, str], ...]:
+        """(code, "Name\\nguidelines") per category: passed back as ``categories`` they render the default policy."""
+        return tuple((code, c["header"][len(code) + 2:] + "\n" + c["default"]) for code, c in parts()["categories"].items())
+
+    @property
+    def label_space(self) -> tuple[str, ...]:
+        return tuple(parts()["categories"])
+
+    def parse_label(self, label: dict) -> tuple[Literal["safe", "unsafe"], tuple[str, ...]]:
+        return answers.parse_label(label, dict(zip(default_headers(), self.label_space)))
+
+    def warmup_request(self) -> dict:
+        from PIL import Image  # lazy: importing a family never imports PIL
+
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 64), (128, 128, 128)).save(buffer, format="PNG")
+        image = {"type": "image", "data": base64.b64encode(buffer.getvalue()).decode("ascii")}
+        return {"messages": [{"role": "user", "content": [image]}], "request_id": "warmup"}
+
+    def policy(self, request: GuardRequest) -> tuple[tuple[str, str, str], ...]:
+        """(code, header, text) per category, in prompt order, excluded ones already swapped."""
+        excluded = set(request.excluded_category_keys)
+        if request.categories is None:
+            return tuple(
+                (code, c["header"], c["non_violating"] if code in excluded else c["default"])
+                for code, c in parts()["categories"].items()
+            )
+        out = []
+        for code, text in request.categories:
+            name, guideline = split_category(text)
+            out.append((code, f"{code}: {name}", declared_non_violating(code, guideline) if code in excluded else guideline))
+        return tuple(out)
+
+    def policy_text(self, request: GuardRequest) -> str:
+        categories = self.policy(request)
+        body = "".join(f"{header}: \n{text}\n" for _, header, text in categories)
+        return parts()["policy_start"] + body + response_template(tuple(h for _, h, _ in categories))
+
+    def render(self, request: GuardRequest) -> str:
+        # Message text is refused by check(): the model rates the image against the policy only.
+        return PROMPT_HEAD + self.policy_text(request) + PROMPT_TAIL
+
+    def check(self, request: GuardRequest) -> None:
+        """LlavaGuard's request rules: one image, no message text, a policy in the frame's shape."""
+        if not request.has_image:
+            raise invalid("messages", 'LlavaGuard rates an image: add an image part ({"type": "image", ...}) to the user message')
+        if len(request.messages) != 1:
+            raise invalid("messages", f"has {len(request.messages)} messages; LlavaGuard rates one user message holding the image")
+        for j, part in enumerate(request.messages[0].content):
+            if part.type == "text" and part.text.strip():
+                raise invalid(
+                    f"messages[0].content[{j}].text",
+                    "LlavaGuard reads no message text, only the image and the policy; change the policy with 'categories'",
+                )
+        categories = request.categories if request.categories is not None else self.default_categories()
+        if request.categories is not None:
+            codes = {code for code, _ in categories}
+            problems = [FieldViolation(category_field(c), p) for c, t in categories if (p := _category_problem(c, t, codes))]
+            if problems:
+                raise InvalidRequest(problems)
+        check_excluded(request.excluded_category_keys, categories)
+
+    def parse(self, answer: str, request: GuardRequest) -> ParsedAnswer:
+        legal = {header: code for code, header, _ in self.policy(request)}
+        return answers.parse(answer, request, legal, self.scoring.stop_tokens)
+
+
+def _category_problem(code: str, text: str, codes: set[str]) -> str | None:
+    if not _CODE_SHAPE.fullmatch(code):
+        return "code must look like the policy's own (O1, O12: capital letters then digits)"
+    name, guideline = split_category(text)
+    if not name or name != name.strip() or not name.isprintable():
+        return 'text must be "Name\\nguidelines": a printable name line without spaces at its ends'
+    if len(name) > MAX_NAME_CHARS:
+        return f"name is {len(name)} characters; the limit is {MAX_NAME_CHARS}"
+    if bad := sorted(set(name) & _NAME_FORBIDDEN):
+        return f"name contains {''.join(bad)!r}, which the answer's JSON category string cannot hold verbatim"
+    if not guideline.strip():
+        return 'text must be "Name\\nguidelines": the guidelines after the name line are empty'
+    if marker := _FRAME.search(text):
+        return f"text contains {marker.group(0)!r}, which would rewrite the policy's frame"
+    for line in guideline.split("\n"):
+        entry = _ENTRY.match(line)
+        if entry and (entry.group(1) in codes or entry.group(1) == "NA" or _CODE_SHAPE.fullmatch(entry.group(1))):
+            return f"guideline line {line[:60]!r} starts a category entry of its own; a category cannot add categories"
+    return None
