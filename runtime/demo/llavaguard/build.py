@@ -65,7 +65,6 @@ def build(target: Path, progress: bool = True) -> None:
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    write_layout(tmp, build_tokenizer())
     config = demo_config()
     config.dtype = "bfloat16"  # stored like the real checkpoint
     with torch.device("meta"):
@@ -77,6 +76,7 @@ def build(target: Path, progress: bool = True) -> None:
     if missing:
         raise RuntimeError(f"{PACK} lacks {missing}")
     model.save_pretrained(tmp, safe_serialization=True)
+    write_layout(tmp, build_tokenizer())  # after the weights: save_pretrained writes its own generation_config.json
     (tmp / "README.md").write_text(CARD.read_text())
     if progress:
         print(f"assembled demo LlavaGuard in {time.time() - started:.1f}s: {target}")

@@ -48,6 +48,9 @@ TRAIN_SIZES = [(64, 64), (96, 48), (48, 96), (160, 90), (90, 160), (120, 40), (4
 EVAL_SIZES = [(80, 80), (128, 72), (72, 128), (100, 50), (50, 100), (150, 150), (112, 56)]
 HAZARD_SHARE = 0.6
 EXCLUDED_POLICY_SHARE = 0.5
+# Under a policy with exclusions, how often hazardous content is of an excluded category. Training
+# at 0.6 (the committed v1) taught much of "any exclusion → Safe" (docs/decisions/0008); held out: 0.5.
+EXCLUDED_HIT = {"train": 0.6, "eval": 0.5}
 
 
 @dataclass(frozen=True)
@@ -113,8 +116,8 @@ def answer_text(label: dict) -> str:
 class Generator:
     """Draws examples for one split ("train" or "eval"); deterministic for a given (split, seed)."""
 
-    def __init__(self, split: str, seed: int, excluded_hit: float = 0.6):
-        self.split, self.rng, self.excluded_hit = split, random.Random(f"llavaguard:{split}:{seed}"), excluded_hit
+    def __init__(self, split: str, seed: int):
+        self.split, self.rng, self.excluded_hit = split, random.Random(f"llavaguard:{split}:{seed}"), EXCLUDED_HIT[split]
 
     def example(self) -> dict:
         rng = self.rng

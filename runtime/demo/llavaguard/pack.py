@@ -53,3 +53,20 @@ def unpack(path: Path, embed_shape: tuple[int, int]) -> dict[str, torch.Tensor]:
         table[f.get_tensor(f"{EMBED}::rows").long()] = f.get_tensor(f"{EMBED}::values")
     state[EMBED] = table
     return state
+
+
+def pack_digest(path: Path) -> str:
+    """sha256 over the pack's metadata and tensors (names, dtypes, shapes, bytes), not the file's
+    header layout, which safetensors does not promise to keep byte for byte."""
+    import hashlib
+
+    from safetensors import safe_open
+
+    digest = hashlib.sha256()
+    with safe_open(str(path), framework="pt") as f:
+        digest.update(repr(sorted(f.metadata().items())).encode())
+        for name in sorted(f.keys()):
+            tensor = f.get_tensor(name)
+            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
