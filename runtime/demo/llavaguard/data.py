@@ -49,7 +49,7 @@ EVAL_SIZES = [(80, 80), (128, 72), (72, 128), (100, 50), (50, 100), (150, 150), 
 HAZARD_SHARE = 0.6
 EXCLUDED_POLICY_SHARE = 0.5
 # Under a policy with exclusions, how often hazardous content is of an excluded category. Training
-# at 0.6 (the committed v1) taught much of "any exclusion → Safe" (docs/decisions/0008); held out: 0.5.
+# at 0.6 (the committed v1) taught much of "any exclusion → Safe" (docs/decisions/0009); held out: 0.5.
 EXCLUDED_HIT = {"train": 0.6, "eval": 0.5}
 
 
