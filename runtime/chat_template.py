@@ -34,16 +34,36 @@ def model_template(model_dir: Path) -> str | None:
 
 @lru_cache(maxsize=8)
 def _compile(template: str):
+    _Generation = _generation_tag()
     from jinja2 import ext
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     def raise_exception(message: str):
         raise ValueError(message)
 
-    # Same environment settings as transformers' chat template rendering.
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[ext.loopcontrols])
+    # Same environment settings as transformers' chat template rendering (incl. its {% generation %} tag).
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[ext.loopcontrols, _Generation])
     env.globals["raise_exception"] = raise_exception
     return env.from_string(template)
+
+
+def _generation_tag():
+    from jinja2 import ext, nodes
+
+    class Generation(ext.Extension):
+        """transformers' ``{% generation %}`` block (it marks assistant text for training masks): renders its body."""
+
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
+
+        def _body(self, caller):
+            return caller()
+
+    return Generation
 
 
 def to_hf_messages(request: GuardRequest) -> list[dict]:
@@ -56,7 +76,10 @@ def to_hf_messages(request: GuardRequest) -> list[dict]:
     ]
 
 
-def render_with_template(template: str, request: GuardRequest) -> str:
+def render_with_template(template: str, request: GuardRequest, family=None) -> str:
+    """``template`` rendered with what the family's model card passes it (Llama Guard's shape by default)."""
+    if family is not None:
+        return _compile(template).render(**family.template_inputs(request))
     kwargs: dict = {"messages": to_hf_messages(request), "excluded_category_keys": list(request.excluded_category_keys)}
     if request.categories is not None:
         kwargs["categories"] = dict(request.categories)

@@ -143,6 +143,20 @@ class LlamaGuard3Vision:
         out.append(INSTRUCTIONS.format(role=role))
         return "".join(out)
 
+    def template_inputs(self, request: GuardRequest) -> dict:
+        """What the model card passes Meta's chat template (messages, categories, excluded codes)."""
+        from guardedge.runtime.chat_template import to_hf_messages
+
+        kwargs: dict = {"messages": to_hf_messages(request), "excluded_category_keys": list(request.excluded_category_keys)}
+        if request.categories is not None:
+            kwargs["categories"] = dict(request.categories)
+        return kwargs
+
+    def template_probes(self) -> tuple[tuple[str, GuardRequest], ...]:
+        from guardedge.runtime.families.model_template import PROBES
+
+        return PROBES
+
     def parse(self, answer: str, request: GuardRequest) -> ParsedAnswer:
         text = answer
         for stop in self.scoring.stop_tokens:

@@ -31,7 +31,7 @@ from guardedge.runtime.errors import FieldViolation, InvalidRequest, invalid
 from guardedge.runtime.families import llavaguard_answer as answers
 from guardedge.runtime.families.base import ParsedAnswer, ScoringSpec
 from guardedge.runtime.requests import category_field, check_excluded
-from guardedge.runtime.types import GuardRequest
+from guardedge.runtime.types import GuardRequest, Message, Part
 
 IMAGE_TOKEN = "<image>"
 PROMPT_HEAD = "<|im_start|>user\n" + IMAGE_TOKEN + "\n"
@@ -156,6 +156,19 @@ class LlavaGuard:
     def render(self, request: GuardRequest) -> str:
         # Message text is refused by check(): the model rates the image against the policy only.
         return PROMPT_HEAD + self.policy_text(request) + PROMPT_TAIL
+
+    def template_inputs(self, request: GuardRequest) -> dict:
+        """What the model card passes the -hf chat template: the image, then the policy as the text."""
+        content = [{"type": "image"}, {"type": "text", "text": self.policy_text(request)}]
+        return {"messages": [{"role": "user", "content": content}], "add_generation_prompt": True}
+
+    def template_probes(self) -> tuple[tuple[str, GuardRequest], ...]:
+        """Requests a directory's template must render as ``render`` does (checked at load)."""
+        image = Message("user", (Part("image"),))
+        custom = (("O1", "Gambling\nShould not:\n- Show casino games."),)
+        return (("the default policy", GuardRequest((image,))),
+                ("an excluded category", GuardRequest((image,), excluded_category_keys=("O3",))),
+                ("a custom policy", GuardRequest((image,), categories=custom)))
 
     def check(self, request: GuardRequest) -> None:
         """LlavaGuard's request rules: one image, no message text, a policy in the frame's shape."""

@@ -46,7 +46,7 @@ class ModelTemplateFamily:
         self.base.check(request)
 
     def render(self, request: GuardRequest) -> str:
-        return render_with_template(self.template, request)
+        return render_with_template(self.template, request, self.base)
 
     def parse(self, answer: str, request: GuardRequest) -> ParsedAnswer:
         return self.base.parse(answer, request)
@@ -58,9 +58,10 @@ def template_differences(family: GuardFamily, model_dir: Path) -> list[str]:
     if template is None:
         return []
     out = []
-    for label, probe in PROBES:
+    probes = family.template_probes() if hasattr(family, "template_probes") else PROBES
+    for label, probe in probes:
         try:
-            theirs = render_with_template(template, probe)
+            theirs = render_with_template(template, probe, family if hasattr(family, "template_inputs") else None)
         except Exception as exc:  # a broken template is worth a warning, not a crash
             out.append(f"its chat template fails on {label}: {exc}")
             continue
