@@ -45,3 +45,31 @@ def build(path: Path, image_token: str = "<image>") -> Path:
         "num_image_tokens": (TILE // 14) ** 2, "vision_feature_select_strategy": "full",
         "vision_aspect_ratio": "anyres_max_9"}, indent=2) + "\n")
     return path
+
+
+def build_llava15(path: Path, image_token: str = "<image>", side: int = 28) -> Path:
+    """A tiny random LLaVA-1.5 directory (CLIP tower, one fixed view of ``side`` px, "default" strategy)."""
+    import torch
+    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    from guardedge.runtime.models import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(str(resolve_model("demo", progress=False).path), local_files_only=True,
+                                        fix_mistral_regex=False)
+    if image_token not in tok.get_vocab():
+        tok.add_special_tokens({"additional_special_tokens": [image_token]})
+    vision = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=side, patch_size=14, projection_dim=64)
+    text = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                       num_key_value_heads=1, vocab_size=len(tok), max_position_embeddings=4096)
+    config = LlavaConfig(vision_config=vision.to_dict(), text_config=text.to_dict(),
+                         image_token_index=tok.convert_tokens_to_ids(image_token), vision_feature_layer=-2,
+                         vision_feature_select_strategy="default")
+    torch.manual_seed(0)
+    LlavaForConditionalGeneration(config).eval().save_pretrained(path, safe_serialization=True)
+    CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side}).save_pretrained(path)
+    tok.save_pretrained(path)
+    (path / "processor_config.json").write_text(json.dumps({
+        "processor_class": "LlavaProcessor", "image_token": image_token, "patch_size": 14,
+        "num_additional_image_tokens": 1, "vision_feature_select_strategy": "default"}, indent=2) + "\n")
+    return path

@@ -47,7 +47,8 @@ def test_registry_picks_by_model_type():
     assert architecture_class({"model_type": "llava_onevision"}).transformers_class == "LlavaOnevisionForConditionalGeneration"
     with pytest.raises(ValueError, match="qwen2_5_vl"):
         architecture_class({"model_type": "qwen2_5_vl"})
-    assert set(supported_model_types()) == {"mllama", "llava_onevision"}
+    assert architecture_class({"model_type": "llava"}).transformers_class == "LlavaForConditionalGeneration"
+    assert set(supported_model_types()) == {"mllama", "llava_onevision", "llava"}
 
 
 def test_real_configuration_token_counts():
@@ -105,3 +106,25 @@ def test_context_check_counts_image_tokens(llava_engine):
             engine.prepare(request)
     finally:
         engine.pre.max_text_tokens = replace(engine.options).max_text_tokens or 4096
+
+
+def test_llava15_rows_match_transformers(tmp_path):
+    """LLaVA-1.5 (LlavaGuard v1.0/v1.1's architecture): one fixed view, (side/patch)^2 + 1 - 1 tokens."""
+    import llava_tiny
+
+    from guardedge.runtime.engine import EngineOptions, build_engine
+    from guardedge.runtime.modeldir import check
+
+    path = llava_tiny.build_llava15(tmp_path / "llava15", image_token="<|image|>")
+    engine = build_engine(check(path, "llava15-tiny"), EngineOptions(progress=False, family="llama-guard-3-vision",
+                                                                     device="cpu", dtype="float32"))
+    requests = [_request(engine, s) for s in SIZES[:2]] + [engine.parse({"messages": [{"role": "user", "content": "x"}]})]
+    prepared = [engine.prepare(r) for r in requests]
+    assert [p.encoded.image_tokens for p in prepared] == [4, 4, 0]  # 28 px / 14 -> 2x2 patches, +CLS, -CLS
+    together, _ = engine.backend.prefill(engine.pre.collate([p.encoded for p in prepared]))
+    for i, p in enumerate(prepared):
+        e = p.encoded
+        extra = {} if e.image is None else {"pixel_values": e.image.pixel_values[None]}
+        with torch.no_grad():
+            reference = engine.backend.model(input_ids=torch.tensor([e.input_ids]), **extra).logits[0, -1]
+        assert torch.allclose(together[i], reference, atol=1e-4), i

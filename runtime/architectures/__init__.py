@@ -20,6 +20,7 @@ from guardedge.runtime.architectures.base import Architecture, Batch, Encoded
 _MODULES: dict[str, str] = {
     "mllama": "guardedge.runtime.architectures.mllama",
     "llava_onevision": "guardedge.runtime.architectures.llava_onevision",
+    "llava": "guardedge.runtime.architectures.llava",
 }
 
 

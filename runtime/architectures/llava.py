@@ -1,0 +1,89 @@
+"""LLaVA-1.5 (LlavaGuard v1.0/v1.1 ``-hf``): one fixed-size image expanded into prompt tokens.
+
+The directory's CLIP image processor (what the model card's AutoProcessor runs) resizes and
+crops the image to one 336-px view; its ``<image>`` placeholder becomes
+(side / patch)² + extra − (1 for the "default" feature strategy) tokens — 576 for the 7B/13B
+checkpoints — the count LlavaProcessor writes, from processor_config.json. Decode steps are text
+only. Batching and the forward inputs are LLaVA-OneVision's without the anyres sizes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from guardedge.runtime.architectures.base import Batch, Encoded, left_pad
+
+
+@dataclass
+class LlavaImage:
+    pixel_values: torch.Tensor  # [3, H, W]
+    tokens: int
+
+
+class Llava:
+    model_type = "llava"
+    transformers_class = "LlavaForConditionalGeneration"
+    keep_16bit = ("vision_tower", "multi_modal_projector", "lm_head")
+    onnx_backend = ""  # no ONNX export for this architecture yet
+
+    def __init__(self, path: Path | None, config: dict, tokenizer, image_token: str = "<image>", image_processor=None,
+                 processor_config: dict | None = None):
+        from transformers import AutoImageProcessor
+
+        self.config = config
+        self.image_processor = image_processor or AutoImageProcessor.from_pretrained(
+            str(path), local_files_only=True, use_fast=False)
+        settings = processor_config if processor_config is not None else _read(path, "processor_config.json")
+        self.patch = settings.get("patch_size") or config.get("vision_config", {}).get("patch_size", 14)
+        self.extra_tokens = settings.get("num_additional_image_tokens", 0)
+        self.strategy = settings.get("vision_feature_select_strategy") or config.get("vision_feature_select_strategy", "default")
+        self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def context_length(self) -> int:
+        return self.config.get("text_config", {}).get("max_position_embeddings", 4096)
+
+    def encode_image(self, image) -> LlavaImage:
+        pixel_values = self.image_processor(images=[image], return_tensors="pt")["pixel_values"][0]
+        height, width = pixel_values.shape[-2:]
+        # LlavaProcessor's count: patches of the processed view, plus extra tokens, minus CLS for "default".
+        tokens = (height // self.patch) * (width // self.patch) + self.extra_tokens - (self.strategy == "default")
+        return LlavaImage(pixel_values, int(tokens))
+
+    def image_tokens(self, encoded_image: LlavaImage) -> int:
+        return encoded_image.tokens
+
+    def expand(self, ids: list[int], encoded_image: LlavaImage) -> tuple[list[int], int]:
+        pos = ids.index(self.image_token_id)
+        return ids[:pos] + [self.image_token_id] * encoded_image.tokens + ids[pos + 1 :], pos
+
+    def collate(self, items: Sequence[Encoded], pad_left: bool = True) -> Batch:
+        input_ids, attention_mask, position_ids, _ = left_pad(items, self.pad_id, pad_left)
+        image_rows = [i for i, e in enumerate(items) if e.image is not None]
+        extra = {"pixel_values": torch.stack([items[i].image.pixel_values for i in image_rows])} if image_rows else {}
+        return Batch(input_ids, attention_mask, position_ids, image_rows, extra)
+
+    def extend_extra(self, extra: dict, k: int) -> dict:
+        return extra
+
+    def torch_prefill(self, model, batch: Batch, device: torch.device, dtype: torch.dtype) -> tuple[dict, dict]:
+        return ({"pixel_values": batch.extra["pixel_values"].to(device, dtype)} if batch.image_rows else {}), {}
+
+    def torch_step(self, context: dict, width: int) -> tuple[dict, dict]:
+        return {}, context
+
+    def torch_select(self, context: dict, index: torch.Tensor) -> dict:
+        return context
+
+
+def _read(path: Path | None, name: str) -> dict:
+    file = Path(path) / name if path is not None else None
+    return json.loads(file.read_text()) if file is not None and file.is_file() else {}
+
+
+ARCHITECTURE = Llava
