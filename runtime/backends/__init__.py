@@ -56,7 +56,7 @@ def load_backend(model_dir: ModelDir, arch: Architecture, device: str | None, dt
             raise ModelLoadError(f"{model_dir.path}: no ONNX Runtime backend for the {arch.model_type} architecture yet")
         require("onnxruntime", purpose=f"the ONNX artifact {model_dir.path}")
         module, name = arch.onnx_backend.split(":")
-        return getattr(importlib.import_module(module), name).load(model_dir, arch, device=device, dtype=dtype)
+        return getattr(importlib.import_module(module), name).load(model_dir, device=device, dtype=dtype, arch=arch)
     if model_dir.backend != "torch":
         from guardedge.runtime.errors import ModelLoadError
 

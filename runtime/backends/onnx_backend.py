@@ -76,7 +76,7 @@ class OnnxBackend:
         self._cuda = _CudaSteps(decoder) if device == "cuda" else None
 
     @classmethod
-    def load(cls, model_dir, arch, device: str | None = None, dtype: str | None = None) -> OnnxBackend:
+    def load(cls, model_dir, device: str | None = None, dtype: str | None = None, arch=None) -> OnnxBackend:
         import onnxruntime as ort
 
         manifest = model_dir.manifest
