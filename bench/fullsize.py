@@ -165,29 +165,35 @@ def model_dir(scale: Scale):
     return ModelDir(path, json.loads((path / "config.json").read_text()), name)
 
 
-def load_fullsize_engine(model: str, options):
-    """An Engine over a random-weight model for the alias ``model`` (see ALIASES), as load_engine builds one."""
+def fullsize_preprocessor(scale: Scale, max_text_tokens: int | None = None):
+    """The Preprocessor of the alias's model directory (tokenizer, 560 px image processor, family)."""
     from transformers import AutoImageProcessor, AutoTokenizer
 
-    from guardedge.runtime.backends.torch_backend import TorchBackend, choose_device, choose_dtype
-    from guardedge.runtime.engine import Engine, _single_token
     from guardedge.runtime.families import family_for_config
     from guardedge.runtime.preprocess import Preprocessor
+
+    directory = model_dir(scale)
+    family = _one_code_answers(family_for_config(directory.config))
+    tok = AutoTokenizer.from_pretrained(str(directory.path), local_files_only=True, fix_mistral_regex=False)
+    images = AutoImageProcessor.from_pretrained(str(directory.path), local_files_only=True, use_fast=False)
+    context = directory.config["text_config"]["max_position_embeddings"]
+    return Preprocessor(tok, images, family, min(context, max_text_tokens or context))
+
+
+def load_fullsize_engine(model: str, options):
+    """An Engine over a random-weight model for the alias ``model`` (see ALIASES), as load_engine builds one."""
+    from guardedge.runtime.backends.torch_backend import TorchBackend, choose_device, choose_dtype
+    from guardedge.runtime.engine import Engine, _single_token
 
     scale = ALIASES[model]
     device = choose_device(options.device)
     if scale == "full" and device.type != "cuda":  # refuse before touching any file
         build_model(scale, device, None, 0, 0)
-    directory = model_dir(scale)
-    family = _one_code_answers(family_for_config(directory.config))
-    tok = AutoTokenizer.from_pretrained(str(directory.path), local_files_only=True, fix_mistral_regex=False)
-    images = AutoImageProcessor.from_pretrained(str(directory.path), local_files_only=True, use_fast=False)
+    pre = fullsize_preprocessor(scale, options.max_text_tokens)
     dtype = choose_dtype(options.dtype, device)
-    ids = (_single_token(tok, family.scoring.safe_token), _single_token(tok, family.scoring.unsafe_token))
+    ids = (_single_token(pre.tokenizer, pre.family.scoring.safe_token), _single_token(pre.tokenizer, pre.family.scoring.unsafe_token))
     backend = TorchBackend(build_model(scale, device, dtype, *ids), device, dtype)
-    context = directory.config["text_config"]["max_position_embeddings"]
-    max_tokens = min(context, options.max_text_tokens or context)
-    return Engine(directory, family, Preprocessor(tok, images, family, max_tokens), backend, options)
+    return Engine(model_dir(scale), pre.family, pre, backend, options)
 
 
 def _one_code_answers(family):
