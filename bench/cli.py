@@ -12,6 +12,7 @@ SUBCOMMANDS = {
     "latency": ("guardedge.bench.latency", "latency percentiles and throughput per concurrency level"),
     "reference": ("guardedge.bench.reference", "the model card's transformers snippet vs the engine, same inputs"),
     "memory": ("guardedge.bench.memory", "peak host and GPU memory to load and classify, per variant"),
+    "stages": ("guardedge.bench.stages", "time per stage of one image request: gRPC transfer, parse, preprocess, vision, prefill, decode"),
     "hostile": ("guardedge.bench.hostile", "what the service's limits cost: long prompts, budget batches, hostile-input refusals"),
 }
 
