@@ -101,5 +101,5 @@ def test_real_width_model_mixed_batch_shapes_and_parity():
     assert states[4:].eq(0).all() and states[:4].abs().sum() > 0
     mixed = engine.classify([engine.parse(r) for r in _requests(lambda r: r)])
     alone = engine.classify([engine.parse(_requests(lambda r: r)[1])])
-    assert mixed[1].p_unsafe == pytest.approx(alone[0].p_unsafe, abs=1e-4)
+    assert mixed[1].unsafe_probability == pytest.approx(alone[0].unsafe_probability, abs=1e-4)
     assert {v.verdict for v in mixed} <= {"safe", "unsafe"}
