@@ -37,12 +37,13 @@ bundle-check: $(STAMP)
 image-check: $(STAMP)
 	GUARDEDGE_DEPLOY_CHECKS=1 $(PY) -m pytest -q -s -m slow tests/test_image.py
 
-# Real-width CPU checks (issue 13): the 4.8 GB realshape-random model, and torch.compile's tracing.
+# Slow CPU checks (issue 13): the 4.8 GB realshape-random model; torch.compile's tracing and a CPU
+# rehearsal of every gpu-check section on the tiny model.
 realshape-check: $(STAMP)
 	GUARDEDGE_REALSHAPE=1 $(PY) -m pytest -q -s -m slow tests/test_realshape.py
 
 slow-check: $(STAMP)
-	GUARDEDGE_SLOW=1 $(PY) -m pytest -q -s -m slow tests/test_fastpaths.py
+	GUARDEDGE_SLOW=1 $(PY) -m pytest -q -s -m slow tests/test_fastpaths.py tests/test_gpu_check.py
 
 # What a CUDA machine must measure, in under 8 minutes (docs/bench.md "gpu-check"). Nothing is fetched:
 # the Python that has torch runs it (this .venv where it exists, else the machine's python3), with

@@ -16,10 +16,10 @@ import time
 
 from guardedge.bench import stages
 
-WARMUP, REPEATS = 2, 10
+WARMUP = 2
 
 
-def measure_switches(engine, clock) -> dict:
+def measure_switches(engine, clock, sync, repeats: int = 10, compile_backend: str = "inductor") -> dict:
     import torch
 
     from guardedge.runtime.backends.torch_backend import cross_attention_states
@@ -27,7 +27,6 @@ def measure_switches(engine, clock) -> dict:
     backend = engine.backend
     obj = stages.request_dict(stages.noise_png((1120, 1120)))
     batch = engine.pre.collate([engine.prepare(engine.parse(obj)).encoded])
-    sync = torch.cuda.synchronize
 
     def vision():
         with torch.inference_mode():
@@ -40,7 +39,7 @@ def measure_switches(engine, clock) -> dict:
             rows.append({"switch": name, "status": "cut", "detail": "section time cap reached"})
             continue
         try:
-            rows.append({"switch": name, "status": "ok", **run(engine, vision, batch, sync)})
+            rows.append({"switch": name, "status": "ok", **run(engine, vision, batch, _Timer(sync, repeats, compile_backend))})
         except Exception as exc:  # noqa: BLE001 - one switch's failure is its row
             rows.append({"switch": name, "status": "error", "detail": f"{type(exc).__name__}: {exc}"[:300]})
         finally:
@@ -64,34 +63,42 @@ def _compare(off: dict, on: dict, first_call_s: float | None = None) -> dict:
     return row
 
 
-def _first_call(fn, sync) -> float:
-    t0 = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - t0
+class _Timer:
+    def __init__(self, sync, repeats: int, compile_backend: str):
+        self.sync, self.repeats, self.compile_backend = sync, repeats, compile_backend
+
+    def __call__(self, fn) -> dict:
+        return stages.timed(fn, WARMUP, self.repeats, self.sync)
+
+    def first(self, fn) -> float:
+        """The first call's seconds: compilation, when a switch compiles."""
+        t0 = time.perf_counter()
+        fn()
+        self.sync()
+        return time.perf_counter() - t0
 
 
-def _attention_row(engine, vision, batch, sync) -> dict:
+def _attention_row(engine, vision, batch, timer) -> dict:
     from guardedge.runtime.backends.fastpaths import set_vision_attention
 
     set_vision_attention(engine.backend.model, "eager")
-    eager, eager_out = stages.timed(vision, WARMUP, REPEATS, sync), vision()
+    eager, eager_out = timer(vision), vision()
     set_vision_attention(engine.backend.model, "sdpa")
-    sdpa, sdpa_out = stages.timed(vision, WARMUP, REPEATS, sync), vision()
+    sdpa, sdpa_out = timer(vision), vision()
     return {**_compare(eager, sdpa), "max_abs_diff": float((eager_out - sdpa_out).abs().max())}
 
 
-def _compile_vision_row(engine, vision, batch, sync) -> dict:
+def _compile_vision_row(engine, vision, batch, timer) -> dict:
     from guardedge.runtime.backends.fastpaths import FastPaths, apply_fast_paths
 
-    off, off_out = stages.timed(vision, WARMUP, REPEATS, sync), vision()
-    apply_fast_paths(engine.backend, FastPaths(compile_vision=True))
-    first = _first_call(vision, sync)
-    on, on_out = stages.timed(vision, WARMUP, REPEATS, sync), vision()
+    off, off_out = timer(vision), vision()
+    apply_fast_paths(engine.backend, FastPaths(compile_vision=True, compile_backend=timer.compile_backend))
+    first = timer.first(vision)
+    on, on_out = timer(vision), vision()
     return {**_compare(off, on, first), "max_abs_diff": float((off_out - on_out).abs().max())}
 
 
-def _decode_row(engine, vision, batch, sync) -> dict:
+def _decode_row(engine, vision, batch, timer) -> dict:
     import torch
 
     from guardedge.runtime.backends.fastpaths import FastPaths, apply_fast_paths
@@ -103,8 +110,8 @@ def _decode_row(engine, vision, batch, sync) -> dict:
         return backend.decode(copy.deepcopy(state), [0], [engine.unsafe_id], spec.max_new_tokens, engine.stop_ids, engine.drafter)
 
     with torch.inference_mode():
-        off, off_tokens = stages.timed(decode, WARMUP, REPEATS, sync), decode()
-        apply_fast_paths(backend, FastPaths(compile_decode=True))
-        first = _first_call(decode, sync)
-        on, on_tokens = stages.timed(decode, WARMUP, REPEATS, sync), decode()
+        off, off_tokens = timer(decode), decode()
+        apply_fast_paths(backend, FastPaths(compile_decode=True, compile_backend=timer.compile_backend))
+        first = timer.first(decode)
+        on, on_tokens = timer(decode), decode()
     return {**_compare(off, on, first), "same_tokens": off_tokens == on_tokens}

@@ -10,6 +10,8 @@ Stages, each warmed up and then repeated (nearest-rank p50/p95 and the mean):
 - ``prefill``: the text model's prefill over the prompt with those states given (vision excluded);
 - ``decode``: the category decode after a forced ``unsafe`` (on a copy of the prefill's cache).
 
+Each row has wall-clock p50/p95/mean and the p50 of this process's CPU time over the same calls.
+
 The model-side stages depend on the architecture, so they come from ``ARCHITECTURE_STAGES``
 keyed by the config's ``architectures`` name; LlavaGuard (LLaVA-OneVision) registers its own
 there. With ``--model realshape-random`` (bench/fullsize.py: every real width, few layers) on the
@@ -73,17 +75,23 @@ def request_dict(png: bytes | None, threshold: float | None = None) -> dict:
 
 
 def timed(fn: Stage, warmup: int, repeats: int, sync: Callable[[], None] = lambda: None) -> dict:
-    """Warm up, then time ``repeats`` calls (``sync`` before reading the clock: CUDA work is asynchronous)."""
+    """Warm up, then time ``repeats`` calls (``sync`` before reading the clock: CUDA work is asynchronous).
+
+    Wall time, and this process's CPU time (all threads) over the same calls: on a shared machine
+    the wall time grows with the others' load, the CPU time much less; on a GPU machine the CPU time
+    is the host's share of the stage.
+    """
     for _ in range(warmup):
         fn()
     sync()
-    seconds = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         sync()
-        seconds.append(time.perf_counter() - t0)
-    return summary(seconds)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return {**summary(wall), "cpu_p50_ms": summary(cpu)["p50_ms"]}
 
 
 def summary(seconds: list[float]) -> dict:
@@ -211,8 +219,8 @@ def main(args: argparse.Namespace) -> int:
     print(f"model {report['model']} (layers {report['layers']}); image {report['image_size']} PNG "
           f"{report['png_bytes'] / 1e6:.2f} MB, {report['tiles']} tiles; prompt {report['prompt_tokens']} tokens; "
           f"warm-up {report['warmup']}, {report['repeats']} timed runs per stage")
-    print(f"{'stage':<12}{'n':>4}{'p50 ms':>12}{'p95 ms':>12}{'mean ms':>12}")
+    print(f"{'stage':<12}{'n':>4}{'p50 ms':>12}{'p95 ms':>12}{'mean ms':>12}{'CPU p50 ms':>12}")
     for name, row in report["stages"].items():
-        print(f"{name:<12}{row['n']:>4}{row['p50_ms']:>12.2f}{row['p95_ms']:>12.2f}{row['mean_ms']:>12.2f}")
+        print(f"{name:<12}{row['n']:>4}{row['p50_ms']:>12.2f}{row['p95_ms']:>12.2f}{row['mean_ms']:>12.2f}{row['cpu_p50_ms']:>12.2f}")
     print(json.dumps(report))
     return 0

@@ -153,3 +153,36 @@ def test_the_watchdog_ends_the_run_and_leaves_a_note(tmp_path):
     assert run.returncode == 3 and "over budget" in run.stdout
     data = json.loads((tmp_path / "gpu_check.json").read_text())
     assert "stopped by the watchdog" in data["notes"][0] and data["sections"]["env"]["status"] == "ok"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_cpu_rehearsal_of_the_cuda_sections(tmp_path, monkeypatch):
+    """The sections' own code on the CPU, tiny model, eager compile: what would crash on the GPU crashes here."""
+    import os
+
+    if os.environ.get("GUARDEDGE_SLOW") != "1":
+        pytest.skip("runs every section on the CPU for minutes: make slow-check")
+    context = {"device": "cpu", "dtype": "float32", "model": "fullsize-random-tiny", "levels": (1, 2), "repeats": 1,
+               "compile_backend": "eager"}
+    clock = gpu_check.Clock(3000)
+    results = {}
+    for name in ("demo", "fullsize", "switches", "preprocess"):
+        results[name] = gpu_check.run_section(name, 1500, clock, context, gpu_sections.SECTION_RUNNERS[name])
+    report = Report(tmp_path, {"device": "cpu rehearsal"})
+    for name, result in results.items():
+        report.add(name, result)
+    assert "| vision_attention eager -> sdpa | ok |" in (tmp_path / "gpu_check.md").read_text()
+    assert {n: r["status"] for n, r in results.items()} == {"demo": "ok", "fullsize": "ok", "switches": "ok",
+                                                              "preprocess": results["preprocess"]["status"]}
+    parity = {row["backend"]: row for row in results["demo"]["tables"]["verdict parity"]}
+    assert parity["torch bf16"]["status"] == "ok" and parity["onnxruntime CUDA EP"]["status"] in ("error", "skipped")
+    latency = results["fullsize"]["tables"]["latency (in-process; concurrency c = batches of c)"]
+    assert [(r["path"], r["concurrency"], r["errors"]) for r in latency] == [
+        ("safe", 1, 0), ("safe", 2, 0), ("unsafe", 1, 0), ("unsafe", 2, 0)]
+    stage_names = [r["stage"] for r in results["fullsize"]["tables"]["stages (one 4-tile request; bench/stages.py)"]]
+    assert stage_names == ["parse", "preprocess", "vision", "prefill", "decode"]
+    switches = {r["switch"]: r for r in results["switches"]["tables"]["off vs on"]}
+    assert all(r["status"] == "ok" for r in switches.values()), switches
+    assert switches["vision_attention eager -> sdpa"]["max_abs_diff"] < 1e-3 and switches["compile_decode"]["same_tokens"]
+    assert results["preprocess"]["status"] in ("ok", "skipped")  # skipped until runtime/pixels.py is in this tree
