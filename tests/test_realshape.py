@@ -82,6 +82,36 @@ def test_real_size_collation_of_a_mixed_batch():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_vision_component_exports_to_onnx_at_real_width(tmp_path):
+    """vision.onnx (vision tower + projector + cross K/V, export/onnx_configs.py) at real width, one
+    4-tile image: the keys/values have the real shapes and match PyTorch."""
+    _realshape_checks()
+    import numpy as np
+    import onnxruntime as ort
+    from optimum.exporters.onnx.convert import export_pytorch
+
+    from guardedge.bench.fullsize import build_model
+    from guardedge.export import onnx_configs as cfg
+
+    model = build_model("realshape", torch.device("cpu"), torch.float32, 1, 2)
+    model.lm_head = torch.nn.Identity()  # the text head and embedding are not in vision.onnx: free them
+    model.model.language_model.embed_tokens = torch.nn.Identity()
+    wrapper, config = cfg.MllamaVisionToCrossKV(model).eval(), cfg.MllamaVisionOnnxConfig(model.config)
+    path = tmp_path / "vision.onnx"
+    with torch.no_grad():
+        export_pytorch(wrapper, config, 18, path, input_shapes={"image_batch": 1})
+    inputs = config.generate_dummy_inputs(image_batch=1)
+    with torch.no_grad():
+        expected = wrapper(**inputs)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {k: v.numpy() for k, v in inputs.items()})
+    assert [tuple(g.shape) for g in got] == [(1, 8, 4 * PATCHES_PER_TILE, 128)] * 2  # key, value of the one cross layer
+    for g, e in zip(got, expected):
+        assert np.abs(g - e.numpy()).max() < 1e-3
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_real_width_model_mixed_batch_shapes_and_parity():
     _realshape_checks()
