@@ -97,6 +97,7 @@ def test_vision_component_exports_to_onnx_at_real_width(tmp_path):
     model = build_model("realshape", torch.device("cpu"), torch.float32, 1, 2)
     model.lm_head = torch.nn.Identity()  # the text head and embedding are not in vision.onnx: free them
     model.model.language_model.embed_tokens = torch.nn.Identity()
+    cfg.pretranspose_text_linears(model)  # as export_float does: the wrappers multiply by [in, out] weights
     wrapper, config = cfg.MllamaVisionToCrossKV(model).eval(), cfg.MllamaVisionOnnxConfig(model.config)
     path = tmp_path / "vision.onnx"
     with torch.no_grad():
