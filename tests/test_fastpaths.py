@@ -52,6 +52,18 @@ def test_every_switch_is_off_by_default_and_refused_on_other_backends():
         fastpaths.set_vision_attention(None, "flash_attention_2")
 
 
+def test_fast_paths_from_a_flag():
+    from guardedge.runtime.backends.fastpaths import parse_fast_paths
+
+    assert parse_fast_paths("") == FastPaths()
+    paths = parse_fast_paths("vision_attention=eager, compile_decode,compile_backend=eager")
+    assert paths == FastPaths(vision_attention="eager", compile_decode=True, compile_backend="eager")
+    assert paths.describe() == "vision_attention=eager, compile_decode"
+    for bad in ("static_cache", "vision_attention=flash", "compile_decode=yes", "compile_mode"):
+        with pytest.raises(ValueError):
+            parse_fast_paths(bad)
+
+
 def test_decode_only_routes_decode_steps_to_the_compiled_function():
     seen = []
     forward = decode_only(lambda **kw: seen.append("eager"), lambda **kw: seen.append("compiled"))

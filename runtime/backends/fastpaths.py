@@ -46,6 +46,23 @@ class FastPaths:
         return ", ".join(on) or "none"
 
 
+def parse_fast_paths(text: str) -> FastPaths:
+    """``"vision_attention=eager,compile_decode"`` (a CLI flag's value) as FastPaths; "" is none."""
+    fields: dict = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = item.partition("=")
+        if name in ("compile_vision", "compile_decode") and not value:
+            fields[name] = True
+        elif name in ("vision_attention", "compile_backend", "compile_mode") and value:
+            fields[name] = value
+        else:
+            raise ValueError(f"unknown fast path {item!r}; use vision_attention=eager|sdpa, compile_vision, "
+                             "compile_decode, compile_backend=NAME, compile_mode=MODE")
+    if fields.get("vision_attention", "sdpa") not in ("eager", "sdpa"):
+        raise ValueError(f"vision_attention must be eager or sdpa; got {fields['vision_attention']!r}")
+    return FastPaths(**fields)
+
+
 def apply_fast_paths(backend: object, paths: FastPaths) -> None:
     """Switch the backend's model to the requested paths; refuse backends they do not apply to."""
     if not paths.any:
