@@ -7,7 +7,7 @@ TORCH ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 
-.PHONY: demo test install clean bundle-check image-check
+.PHONY: demo test install clean bundle-check image-check gpu-check gpu-wheels realshape-check slow-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,44 @@ bundle-check: $(STAMP)
 
 image-check: $(STAMP)
 	GUARDEDGE_DEPLOY_CHECKS=1 $(PY) -m pytest -q -s -m slow tests/test_image.py
+
+# Slow CPU checks (issue 13): the 4.8 GB realshape-random model; torch.compile's tracing and a CPU
+# rehearsal of every gpu-check section on the tiny model.
+realshape-check: $(STAMP)
+	GUARDEDGE_REALSHAPE=1 $(PY) -m pytest -q -s -m slow tests/test_realshape.py
+
+slow-check: $(STAMP)
+	GUARDEDGE_SLOW=1 $(PY) -m pytest -q -s -m slow tests/test_fastpaths.py tests/test_gpu_check.py tests/test_bench_stages.py
+
+# What a CUDA machine must measure, in under 8 minutes (docs/bench.md "gpu-check"). Nothing is fetched:
+# the Python that has torch runs it (this .venv where it exists, else the machine's python3), with
+# the wheels of .whl/ (made here by `make gpu-wheels`) first on its path when they travelled along.
+# guardedge itself: already importable, else an editable install without network, else a path shim.
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+GPU_OUT ?= $(or $(OUT),gpu-check-out)
+GPU_BUDGET ?= 420
+GPU_SITE := /tmp/guardedge-whl
+gpu-check:
+	@set -e; if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then \
+	  $(GPU_PY) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $(GPU_SITE) .whl/*.whl; fi; \
+	export PYTHONPATH=$(GPU_SITE)$${PYTHONPATH:+:$$PYTHONPATH}; \
+	if ! $(GPU_PY) -c "import guardedge.bench.gpu_check" 2>/dev/null; then \
+	  $(GPU_PY) -m pip install -q --no-index --no-deps --no-build-isolation -e . 2>/dev/null || { \
+	    echo "gpu-check: no editable install; importing guardedge from a path shim"; \
+	    mkdir -p /tmp/guardedge-src/guardedge; \
+	    for d in runtime export bench deploy; do ln -sfn "$$PWD/$$d" /tmp/guardedge-src/guardedge/$$d; done; \
+	    ln -sfn "$$PWD/proto/guardedge/v1" /tmp/guardedge-src/guardedge/v1; \
+	    export PYTHONPATH=/tmp/guardedge-src:$$PYTHONPATH; }; fi; \
+	PYTHONUNBUFFERED=1 $(GPU_PY) -m guardedge.bench.gpu_check --out $(GPU_OUT) --budget $(GPU_BUDGET)
+
+# Wheels the GPU machine lacks or has at another version (it has transformers 5.x; guardedge pins
+# 4.57), fetched here into .whl/ (git-ignored) to travel with the tree: 22 MB of the 64 MiB a call
+# carries. bitsandbytes (43 MB) does not fit beside them; gpu-check reports it as not installed.
+gpu-wheels: $(STAMP)
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+	  $$($(PY) -c "import importlib.metadata as m; print(' '.join(f'{n}=={m.version(n)}' for n in ('transformers', 'tokenizers', 'huggingface-hub', 'llama-models')))")
+	du -sh .whl
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -13,6 +13,8 @@ SUBCOMMANDS = {
     "reference": ("guardedge.bench.reference", "the model card's transformers snippet vs the engine, same inputs"),
     "memory": ("guardedge.bench.memory", "peak host and GPU memory to load and classify, per variant"),
     "preprocess": ("guardedge.bench.preprocess", "image preprocessing: the fast exact path against transformers' processor"),
+    "stages": ("guardedge.bench.stages", "time per stage of one image request: gRPC transfer, parse, preprocess, vision, prefill, decode"),
+    "gpu-check": ("guardedge.bench.gpu_check", "what a CUDA machine must measure, in one run under 8 minutes (make gpu-check)"),
     "hostile": ("guardedge.bench.hostile", "what the service's limits cost: long prompts, budget batches, hostile-input refusals"),
 }
 

@@ -4,7 +4,10 @@ No checkpoint is needed: the model is constructed directly on the device in bf16
 the 11B parameters, transformers' per-module init skipped) and filled with an in-place normal_.
 The engine around it is the real one (tokenizer, image processor at 560 px, chat template, the
 PyTorch backend), so ``guardedge bench latency|memory --model fullsize-random`` times the whole
-pipeline. ``fullsize-random-tiny`` is the same code path with tiny widths (what the CPU tests run).
+pipeline. ``fullsize-random-tiny`` is the same code path with tiny widths (what the CPU tests run);
+``realshape-random`` has every real width, the vocabulary and the 560 px / 4-tile image
+configuration with only 5+1 vision and 2 text layers (one cross-attention), built on the CPU in
+fp32 (about 4.8 GB resident): shapes, masks, collation and per-stage CPU time at real size.
 
 Random weights answer nothing meaningful, so the output layer is steered: the ``safe`` and
 ``unsafe`` rows point in opposite directions and every other row is nearly zero, so the first
@@ -22,25 +25,36 @@ import math
 import shutil
 from typing import Literal
 
-Scale = Literal["full", "tiny"]
-ALIASES: dict[str, Scale] = {"fullsize-random": "full", "fullsize-random-tiny": "tiny"}
+# LlavaGuard (LLaVA-OneVision) gets its own scales the same way once its architecture is in the
+# runtime: a config builder beside fullsize_config, aliases such as "llavaguard-realshape-random"
+# here, and its model-side stages in bench/stages.py ARCHITECTURE_STAGES.
+Scale = Literal["full", "realshape", "tiny"]
+ALIASES: dict[str, Scale] = {"fullsize-random": "full", "realshape-random": "realshape", "fullsize-random-tiny": "tiny"}
 IMAGE_SIZE = 560
 MAX_TILES = 4
 ASPECT_RATIOS = [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]]
 ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
         "original_max_position_embeddings": 8192}
 
-# REFERENCE.md §4; "tiny" keeps the structure (global layers, several cross-attention layers,
+# The published Llama Guard 3 Vision config. "realshape" keeps every width, the vocabulary and the
+# image configuration and only drops layers, so a CPU runs it (about 5.3 GB in fp32): 5 local vision
+# layers whose outputs are all taken as intermediate features (5 x 1280 + 1280 = vision_output_dim
+# 7680, as the real [3, 7, 15, 23, 30] give), 1 global layer, and 2 text layers of which the second is
+# a cross-attention layer (the real first one is layer 3). "tiny" keeps the structure (global layers, several cross-attention layers,
 # GQA, the 128256 vocabulary, 560 px tiles) at widths a CPU runs in seconds.
 VISION = {
     "full": dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_global_layers=8,
                  attention_heads=16, intermediate_layers_indices=[3, 7, 15, 23, 30], vision_output_dim=7680),
+    "realshape": dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=5, num_global_layers=1,
+                      attention_heads=16, intermediate_layers_indices=[0, 1, 2, 3, 4], vision_output_dim=7680),
     "tiny": dict(hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_global_layers=1,
                  attention_heads=2, intermediate_layers_indices=[0, 2], vision_output_dim=192),
 }
 TEXT = {
     "full": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=40,
                  cross_attention_layers=[3, 8, 13, 18, 23, 28, 33, 38], num_attention_heads=32, num_key_value_heads=8),
+    "realshape": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=2,
+                      cross_attention_layers=[1], num_attention_heads=32, num_key_value_heads=8),
     "tiny": dict(hidden_size=64, intermediate_size=256, num_hidden_layers=6,
                  cross_attention_layers=[1, 4], num_attention_heads=4, num_key_value_heads=2),
 }
@@ -79,9 +93,26 @@ def build_model(scale: Scale, device, dtype, safe_id: int, unsafe_id: int, seed:
             model = MllamaForConditionalGeneration(config)
     finally:
         torch.set_default_dtype(previous)
+    if scale == "realshape":
+        _share_head_storage(model)
     _randomize(model, seed)
     _steer_head(model.lm_head.weight, safe_id, unsafe_id)
     return model.eval()
+
+
+def _share_head_storage(model) -> None:
+    """The output layer reads the embedding's first ``vocab`` rows (a view, same shape and cost).
+
+    Why: the untied [128256, 4096] head and the [128264, 4096] embedding are 2.1 GB each in fp32;
+    sharing keeps the real-width CPU model near 4.8 GB resident on a 24 GB machine shared by
+    several jobs. Random weights lose nothing by it (the first RMSNorm rescales the embeddings
+    that _steer_head shrinks). memory_bytes() still counts both, as the real model holds both.
+    """
+    import torch
+
+    vocab = model.lm_head.weight.shape[0]
+    shared = model.get_input_embeddings().weight.data[:vocab]
+    model.lm_head.weight = torch.nn.Parameter(shared, requires_grad=False)
 
 
 def _randomize(model, seed: int) -> None:
@@ -135,6 +166,22 @@ def model_dir(scale: Scale):
         shutil.rmtree(path, ignore_errors=True)
         tmp.rename(path)
     return ModelDir(path, json.loads((path / "config.json").read_text()), name)
+
+
+def fullsize_preprocessor(scale: Scale, max_text_tokens: int | None = None):
+    """The Preprocessor of the alias's model directory (tokenizer, 560 px image processor, family)."""
+    from transformers import AutoTokenizer
+
+    from guardedge.runtime.architectures import architecture_class
+    from guardedge.runtime.families import family_for_config
+    from guardedge.runtime.preprocess import Preprocessor
+
+    directory = model_dir(scale)
+    family = _one_code_answers(family_for_config(directory.config))
+    tok = AutoTokenizer.from_pretrained(str(directory.path), local_files_only=True, fix_mistral_regex=False)
+    arch = architecture_class(directory.config)(directory.path, directory.config, tok, family.image_token)
+    context = arch.context_length()
+    return Preprocessor(tok, arch, family, min(context, max_text_tokens or context))
 
 
 def load_fullsize_engine(model: str, options):

@@ -44,6 +44,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", help="in-process: float32, bfloat16, float16 (default: auto)")
     parser.add_argument("--timeout", type=float, default=300.0, help="--server: per-request deadline in seconds")
     parser.add_argument("--plot", help="write a PNG of latency and throughput per level here (needs matplotlib)")
+    parser.add_argument("--fast-paths", type=_fast_paths, default=None,
+                        help="in-process: opt-in switches, e.g. vision_attention=eager,compile_decode (runtime/backends/fastpaths.py)")
+
+
+def _fast_paths(text: str):
+    from guardedge.runtime.backends.fastpaths import parse_fast_paths
+
+    try:
+        return parse_fast_paths(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _levels(text: str) -> list[int]:
@@ -179,10 +190,11 @@ def measure(args: argparse.Namespace) -> dict:
     from guardedge.bench.fullsize import open_engine
     from guardedge.runtime.engine import EngineOptions
 
+    paths = {"fast_paths": args.fast_paths} if getattr(args, "fast_paths", None) else {}
     engine = open_engine(args.model, EngineOptions(device=args.device, dtype=args.dtype,
-                                                   max_batch_size=max(args.concurrency), progress=False))
+                                                   max_batch_size=max(args.concurrency), progress=False, **paths))
     info = engine.info()
-    report.update(model=args.model, device=info.device, variant=info.variant, memory_bytes=info.memory_bytes,
+    report.update(model=args.model, fast_paths=engine.options.fast_paths.describe(), device=info.device, variant=info.variant, memory_bytes=info.memory_bytes,
                   torch_threads=_torch_threads(), gpu=_gpu_name())
     report["levels"] = [in_process(engine, reqs, c, args.warmup) for c in args.concurrency]
     return report

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
+from guardedge.runtime.backends.fastpaths import FastPaths, apply_fast_paths
 from guardedge.runtime.decoding import FormatDrafter, argmax_rows
 from guardedge.runtime.errors import invalid
 from guardedge.runtime.families import GuardFamily, choose_family
@@ -41,6 +42,7 @@ class EngineOptions:
     drafts: bool = True  # verify format drafts while decoding (same answers, fewer passes: runtime/decoding.py)
     progress: bool = True
     limits: RequestLimits = field(default_factory=RequestLimits)  # what parse() accepts
+    fast_paths: FastPaths = field(default_factory=FastPaths)  # opt-in CUDA paths, all off (backends/fastpaths.py)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class Engine:
         self.pre = preprocessor
         self.backend = backend
         self.options = options
+        apply_fast_paths(backend, options.fast_paths)
         tok = preprocessor.tokenizer
         spec = family.scoring
         self.safe_id, self.unsafe_id = preprocessor.safe_id, preprocessor.unsafe_id

@@ -1,0 +1,51 @@
+"""``guardedge bench stages`` (bench/stages.py): the stages it times and what each row holds."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import pytest
+
+from guardedge.bench import stages
+
+
+def test_summary_is_nearest_rank_in_ms():
+    row = stages.summary([0.004, 0.001, 0.003, 0.002])
+    assert row == {"n": 4, "p50_ms": 2.0, "p95_ms": 4.0, "mean_ms": 2.5}
+
+
+def test_timed_warms_up_then_times_each_call():
+    calls, synced = [], []
+    row = stages.timed(lambda: calls.append(1), warmup=2, repeats=3, sync=lambda: synced.append(1))
+    assert len(calls) == 5 and len(synced) == 4 and row["n"] == 3 and row["cpu_p50_ms"] >= 0
+
+
+def test_the_random_pixel_png_stays_multi_mb():
+    from PIL import Image
+    import io
+
+    png = stages.noise_png((1120, 1120))
+    assert len(png) > 3_500_000 and Image.open(io.BytesIO(png)).size == (1120, 1120)
+
+
+@pytest.mark.slow
+def test_stages_on_the_tiny_model(capsys):
+    if os.environ.get("GUARDEDGE_SLOW") != "1":
+        pytest.skip("a minute on 2 shared cores (the 6,432-token vision pass): make slow-check")
+    args = argparse.Namespace(model="fullsize-random-tiny", image_size=(1120, 1120), repeats=1, warmup=0,
+                              device="cpu", dtype=None, skip={"vision"})
+    report = stages.measure(args)
+    assert list(report["stages"]) == ["grpc", "grpc_text", "parse", "preprocess", "prefill", "decode"]
+    assert report["stages"]["grpc"]["bytes"] > 3_500_000 > report["stages"]["grpc_text"]["bytes"]
+    assert report["tiles"] == 4 and report["stages"]["decode"]["answer_tokens"] == 3  # the capped one-code answer
+    assert all(row["p50_ms"] > 0 for row in report["stages"].values())
+    assert report["layers"] == {"vision": 4, "vision_global": 1, "text": 6, "cross_attention": 2}
+
+
+def test_repeats_must_be_positive():
+    parser = argparse.ArgumentParser()
+    stages.configure_parser(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--repeats", "0"])
+    assert parser.parse_args(["--skip", "grpc,decode"]).skip == {"grpc", "decode"}
