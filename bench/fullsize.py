@@ -224,7 +224,12 @@ def _one_code_answers(family):
 
 
 def open_engine(model: str, options):
-    """``load_engine`` for directories and "demo"; the random-weight model for the fullsize aliases."""
+    """``load_engine`` for directories and "demo"; the random-weight model for the fullsize aliases
+    (and LlavaGuard's real-width one, bench/realshape_llava.py)."""
+    from guardedge.bench import realshape_llava
+
+    if model == realshape_llava.ALIAS:
+        return realshape_llava.load_engine(options)
     if is_alias(model):
         return load_fullsize_engine(model, options)
     from guardedge.runtime.engine import load_engine

@@ -13,8 +13,8 @@ Stages, each warmed up and then repeated (nearest-rank p50/p95 and the mean):
 Each row has wall-clock p50/p95/mean and the p50 of this process's CPU time over the same calls.
 
 The model-side stages depend on the architecture, so they come from ``ARCHITECTURE_STAGES``
-keyed by the config's ``architectures`` name; LlavaGuard (LLaVA-OneVision) registers its own
-there. With ``--model realshape-random`` (bench/fullsize.py: every real width, few layers) on the
+keyed by the architecture plug-in's transformers class; LlavaGuard's (LLaVA-OneVision) lives in
+bench/realshape_llava.py. With ``--model realshape-random`` (bench/fullsize.py: every real width, few layers) on the
 CPU this is the CPU share of a request at real size before any GPU.
 
     guardedge bench stages --model realshape-random --image-size 1120x1120 --repeats 3
@@ -168,8 +168,15 @@ def mllama_stages(engine, prepared, warmup: int, repeats: int, skip: set[str], s
     return out
 
 
-# Model-side stages per architecture (config.json "architectures"); LlavaGuard adds its own here.
-ARCHITECTURE_STAGES = {"MllamaForConditionalGeneration": mllama_stages}
+def _llava_stages(*args):
+    from guardedge.bench.realshape_llava import llava_stages
+
+    return llava_stages(*args)
+
+
+# Model-side stages per architecture (config.json "architectures").
+ARCHITECTURE_STAGES = {"MllamaForConditionalGeneration": mllama_stages,
+                       "LlavaOnevisionForConditionalGeneration": _llava_stages}
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -182,17 +189,32 @@ def measure(args: argparse.Namespace) -> dict:
     stages = {} if "grpc" in args.skip else grpc_stages(png, args.warmup, args.repeats)
     engine = open_engine(args.model, EngineOptions(device=args.device, dtype=args.dtype, max_batch_size=1, progress=False))
     sync = _sync(engine.backend.device)
-    obj = request_dict(png)
+    obj = _accepted(engine, png)
     stages["parse"] = timed(lambda: engine.parse(obj), args.warmup, args.repeats)
     parsed = engine.parse(obj)
     stages["preprocess"] = timed(lambda: engine.prepare(parsed), args.warmup, args.repeats)
     prepared = engine.prepare(parsed)
-    architecture = engine.model_dir.config.get("architectures", ["MllamaForConditionalGeneration"])[0]
+    architecture = engine.pre.arch.transformers_class  # the plug-in the engine runs
     stages.update(ARCHITECTURE_STAGES[architecture](engine, prepared, args.warmup, args.repeats, args.skip, sync))
     info = engine.info()
-    report.update(variant=info.variant, torch_threads=_threads(), tiles=prepared.encoded.image.num_tiles,
+    image = prepared.encoded.image
+    tiles = getattr(image, "num_tiles", None) or image.pixel_values.shape[0]  # Mllama tiles / LLaVA-OV patches
+    report.update(variant=info.variant, torch_threads=_threads(), tiles=tiles, image_tokens=prepared.encoded.image_tokens,
                   prompt_tokens=len(prepared.encoded.input_ids), layers=_layers(engine.model_dir.config), stages=stages)
     return report
+
+
+def _accepted(engine, png: bytes) -> dict:
+    """The image request with its question, or the image alone for a family that reads no message text (LlavaGuard)."""
+    from guardedge.runtime.errors import InvalidRequest
+
+    obj = request_dict(png)
+    try:
+        engine.family.check(engine.parse(obj))
+        return obj
+    except InvalidRequest:
+        obj["messages"][0]["content"] = obj["messages"][0]["content"][:1]
+        return obj
 
 
 def _sync(device) -> Callable[[], None]:

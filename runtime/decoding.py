@@ -59,8 +59,10 @@ def greedy_decode(stepper: Stepper, first: Sequence[int], max_new: int | Sequenc
     done = [stop(i, tokens) for i, tokens in enumerate(out)]
     if stepper.pending:
         _take_pending(stepper, out, done, stop)
+    # A stepper that verifies drafts takes a family's longest draft whole (LlavaGuard's JSON scaffolding).
+    width_cap = max(stepper.max_chunk, 1 + getattr(drafter, "longest", 0)) if stepper.max_chunk > 1 else 1
     while not all(done):
-        chunks = [_chunk(tokens, finished, limits[i], stepper.max_chunk, drafter)
+        chunks = [_chunk(tokens, finished, limits[i], width_cap, drafter)
                   for i, (tokens, finished) in enumerate(zip(out, done))]
         width = max(len(c) for c in chunks)
         # Rows with a shorter draft are filled with their last token; filler is never verified, so never kept.
@@ -137,6 +139,7 @@ class FormatDrafter:
         self.tokenizer = tokenizer
         self.prefix = prefix  # the family's answer prefix, so rules see the whole answer text
         self.rules = [(re.compile(pattern), tokenizer.encode(text, add_special_tokens=False)) for pattern, text in rules]
+        self.longest = max((len(draft) for _, draft in self.rules), default=0)
 
     def __call__(self, tokens: Sequence[int]) -> list[int]:
         text = self.prefix + self.tokenizer.decode(list(tokens), skip_special_tokens=False)

@@ -180,6 +180,10 @@ class Engine:
 
     def _verdict(self, p: Prepared, tokens: list[int], p_unsafe: float, p_safe: float, inference_s: float) -> Verdict:
         text = self.pre.tokenizer.decode(self.pre.shared_ids + tokens, skip_special_tokens=False)
+        stop = self.family.scoring.verdict_stop
+        if stop and not p.request.rationale and stop in text:
+            # A verified draft may have run a few tokens past the stop: the answer is the same either way.
+            text = text[: text.index(stop) + len(stop)]
         parsed = self.family.parse(self.family.scoring.answer_prefix + text, p.request)
         now = time.perf_counter()
         timings = Timings(

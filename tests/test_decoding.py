@@ -236,3 +236,48 @@ def test_cpu_engine_uses_the_split_head_with_the_same_parameter_bytes(demo_engin
     with torch.device("meta"):
         reference = MllamaForConditionalGeneration(model.config)
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in reference.parameters())
+
+
+@pytest.fixture(scope="module")
+def llavaguard_engines():
+    from guardedge.runtime.engine import EngineOptions, load_engine
+
+    return (load_engine("demo-llavaguard", EngineOptions(progress=False)),
+            load_engine("demo-llavaguard", EngineOptions(progress=False, drafts=False)))
+
+
+def _colour_requests(engine, rationale: bool):
+    import base64
+    import io
+
+    from guardedge.runtime.demo.data import ImageSpec
+
+    out = []
+    for i, colour in enumerate([(200, 20, 20), (240, 140, 0), (90, 160, 220), (30, 30, 30)]):
+        buf = io.BytesIO()
+        ImageSpec(colour, (96, 72), seed=i).render().save(buf, format="PNG")
+        content = [{"type": "image", "data": base64.b64encode(buf.getvalue()).decode()}]
+        out.append(engine.parse({"messages": [{"role": "user", "content": content}], "rationale": rationale}))
+    return out
+
+
+@pytest.mark.parametrize("rationale", [False, True])
+def test_llavaguard_drafted_answers_equal_plain_ones(llavaguard_engines, rationale):
+    drafted, plain = llavaguard_engines
+    requests = _colour_requests(drafted, rationale)
+    for a, b in zip(drafted.classify(requests), plain.classify(requests)):
+        assert (a.verdict, a.categories, a.raw_output, a.rationale) == (b.verdict, b.categories, b.raw_output, b.rationale)
+
+
+def test_llavaguard_verdict_only_answer_takes_one_decode_pass(llavaguard_engines, monkeypatch):
+    """The JSON scaffolding and the category's header are drafted whole: one pass after the prefill
+    (plain greedy decoding takes one per token, about 20)."""
+    from guardedge.runtime.backends import torch_backend
+
+    drafted, _ = llavaguard_engines
+    passes = []
+    original = torch_backend._TorchSteps.step
+    monkeypatch.setattr(torch_backend._TorchSteps, "step", lambda self, t: passes.append(1) or original(self, t))
+    [verdict] = drafted.classify(_colour_requests(drafted, False)[:1])
+    assert verdict.verdict == "unsafe" and verdict.categories == ("O2",)
+    assert verdict.raw_output.endswith('"rationale"') and len(passes) == 1

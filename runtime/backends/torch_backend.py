@@ -223,7 +223,7 @@ class _TorchSteps:
     """Decode steps over the prefill's cache: several positions per row per step (drafts), and
     positions a row did not keep are masked out of its attention from then on."""
 
-    max_chunk = 4  # "unsafe" + "\nS" + the category digit fit; longer drafts only add positions
+    max_chunk = 4  # "unsafe" + "\nS" + the category digit fit; the decode loop widens it to a family's longest draft
 
     def __init__(self, backend: TorchBackend, state: PrefillState, rows: list[int]):
         self.model, self.device, self.arch = backend.model, backend.device, backend.arch
