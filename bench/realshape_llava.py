@@ -86,13 +86,16 @@ def load_engine(options):
     """An engine over the random real-width model, assembled by the runtime's one builder."""
     from transformers import AutoTokenizer
 
+    from guardedge.bench.fullsize import _one_code_answers
     from guardedge.runtime.backends.torch_backend import TorchBackend, choose_device, choose_dtype
     from guardedge.runtime.engine import build_engine
     from guardedge.runtime.families import get_family
     from guardedge.runtime.preprocess import verdict_tokens
 
     directory = model_dir()
-    family = get_family("llavaguard")
+    # Random weights never write the format: answers are capped at the decode work of a real
+    # verdict-only answer (the prefill's draft, then one pass; see test_decoding's LlavaGuard test).
+    family = _one_code_answers(get_family("llavaguard"))
     tok = AutoTokenizer.from_pretrained(str(directory.path), local_files_only=True, fix_mistral_regex=False)
     device = choose_device(options.device)
     dtype = choose_dtype(options.dtype, device)
