@@ -135,3 +135,33 @@ def test_real_width_model_mixed_batch_shapes_and_parity():
     alone = engine.classify([engine.parse(_requests(lambda r: r)[1])])
     assert mixed[1].unsafe_probability == pytest.approx(alone[0].unsafe_probability, abs=1e-4)
     assert {v.verdict for v in mixed} <= {"safe", "unsafe"}
+
+
+def test_llavaguard_real_width_image_costs_its_real_tokens():
+    """LlavaGuard's architecture at real widths: a 1920x1080 image is 7,269 prompt tokens (the
+    count LlavaGuard's processor gives), batched into real-width patches, refused past the context."""
+    from guardedge.bench.realshape_llava import load_engine
+    from guardedge.runtime.engine import EngineOptions
+    from guardedge.runtime.errors import InvalidRequest
+
+    engine = load_engine(EngineOptions(device="cpu", dtype="float32", progress=False))
+    assert engine.family.name == "llavaguard" and engine.backend.model.config.text_config.hidden_size == 896
+    prepared = engine.prepare(engine.parse(_llava_request((1920, 1080))))
+    assert prepared.encoded.image_tokens == 7269
+    batch = engine.pre.collate([prepared.encoded])
+    assert tuple(batch.extra["pixel_values"].shape[-3:]) == (3, 384, 384)
+    assert (batch.input_ids == 151646).sum() == 7269
+    engine.pre.max_text_tokens = len(prepared.encoded.input_ids)  # no room left for the answer
+    with pytest.raises(InvalidRequest, match="of which 7269 for the image"):
+        engine.prepare(engine.parse(_llava_request((1920, 1080))))
+
+
+def _llava_request(size: tuple[int, int]) -> dict:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, (120, 160, 200)).save(buf, format="PNG")
+    return {"messages": [{"role": "user", "content": [{"type": "image", "data": base64.b64encode(buf.getvalue()).decode()}]}]}
