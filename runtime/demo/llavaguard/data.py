@@ -60,6 +60,9 @@ SHOWS = {
 SAFE_SHOWS = {"flat": "a plain coloured picture with simple shapes", "photo": "an everyday scene"}
 TRAIN_SIZES = [(64, 64), (96, 48), (48, 96), (160, 90), (90, 160), (120, 40), (40, 120), (200, 200), (56, 112),
                (240, 160), (160, 240)]
+# Thumbnails and icons (added for v2's second phase, after the 25x25 LFW faces of the held-out set
+# came out Unsafe: training had never seen an image under 40 px).
+SMALL_SIZES = [(24, 24), (32, 32), (20, 30), (30, 20), (36, 28), (16, 16)]
 EVAL_SIZES = [(80, 80), (128, 72), (72, 128), (100, 50), (50, 100), (150, 150), (112, 56), (220, 140)]
 HAZARD_SHARE = 0.5
 # Share of examples under a policy with 1-4 categories declared non-violating (held out: 0.5).
@@ -263,6 +266,8 @@ def _text_lines(rng, draw, box, ink, w):
     from PIL import ImageFont
 
     x0, y0, x1, y1 = box
+    if x1 < x0:  # a sidebar too narrow for text (thumbnails)
+        return
     size = int(rng.integers(6, max(8, min(16, w // 8))))
     font = ImageFont.load_default(size=size)
     y = y0
@@ -435,8 +440,9 @@ def answer_text(label: dict) -> str:
 class Generator:
     """Draws examples for one split ("train" or "eval"); deterministic for a given (split, seed)."""
 
-    def __init__(self, split: str, seed: int):
+    def __init__(self, split: str, seed: int, sizes: list[tuple[int, int]] | None = None):
         self.split, self.rng, self.excluded_hit = split, random.Random(f"llavaguard:{split}:{seed}"), EXCLUDED_HIT[split]
+        self.sizes = sizes or (EVAL_SIZES if split == "eval" else TRAIN_SIZES)
 
     def example(self) -> dict:
         rng = self.rng
@@ -449,7 +455,7 @@ class Generator:
             # otherwise the content is of a category the policy still restricts.
             pool = excluded if excluded and rng.random() < self.excluded_hit else [c for c in CODES if c not in excluded]
             content = rng.choice(pool)
-        sizes = EVAL_SIZES if self.split == "eval" else TRAIN_SIZES
+        sizes = self.sizes
         style = "flat" if content is not None or rng.random() >= PHOTO_SHARE else "photo"
         colour = HAZARD_COLOURS[content] if content else _flat_safe_colour(rng)
         image = Image(colour, rng.choice(sizes), rng.randrange(2**31), style)

@@ -95,10 +95,13 @@ def loss_fn(model, table: torch.Tensor, batch, lengths: list[int]) -> torch.Tens
 
 
 def train(tokenizer, steps: int, batch_size: int, lr: float, seed: int, progress: bool = True,
-          time_limit_s: float | None = None, init=None, checkpoint=None, checkpoint_every: int = 0):
+          time_limit_s: float | None = None, init=None, checkpoint=None, checkpoint_every: int = 0,
+          data_seed: int | None = None, sizes: list[tuple[int, int]] | None = None):
     """Train from the seeded init (or the pack ``init``); returns the model (eval mode) and the steps run.
 
-    ``checkpoint(model, step)`` is called every ``checkpoint_every`` steps (0: never).
+    ``checkpoint(model, step)`` is called every ``checkpoint_every`` steps (0: never). ``seed`` seeds
+    the model and the embedding init the pack is a diff against; ``data_seed`` (default: ``seed``)
+    the training stream, drawn at ``sizes`` (default: data.TRAIN_SIZES).
     """
     random.seed(seed)
     model = new_model(seed, init)
@@ -112,7 +115,7 @@ def train(tokenizer, steps: int, batch_size: int, lr: float, seed: int, progress
     warmup = max(1, steps // 20)
     schedule = lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))  # noqa: E731
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in (dense, sparse)]
-    proc, gen, started = layout.processor(tokenizer), Generator("train", seed), time.time()
+    proc, gen, started = layout.processor(tokenizer), Generator("train", seed if data_seed is None else data_seed, sizes), time.time()
     bar = tqdm(range(steps), desc="training demo LlavaGuard", disable=not progress, mininterval=5)
     for step in bar:
         batch, lengths = encode(proc, [gen.example() for _ in range(batch_size)])
