@@ -111,3 +111,80 @@ def test_held_out_answers_are_exact_json_with_the_right_rating(lg_dir):
     assert all(p is not None and t == json.dumps(p, indent=4) for p, t in zip(parsed, texts)), texts
     right = sum(p["rating"] == ex["label"]["rating"] for p, ex in zip(parsed, held_out))
     assert right >= 7, list(zip(texts, [ex["label"] for ex in held_out]))
+
+
+@pytest.fixture(scope="module")
+def lg_engine(lg_dir):
+    from guardedge.runtime.engine import EngineOptions, load_engine
+
+    return load_engine(str(lg_dir), EngineOptions(progress=False))
+
+
+def _request(image, excluded=()) -> dict:
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return {"messages": [{"role": "user", "content": [{"type": "image", "data": data}]}], "excluded_category_keys": list(excluded)}
+
+
+def _everyday_looking():
+    """Everyday-looking pictures drawn here, independently of data.py: dark, red-toned, skin-toned, documents."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+    rng = np.random.default_rng(7)
+
+    def textured(base, spread, size=(160, 120), blur=2.0):
+        noise = rng.normal(0, 1, (size[1] // 4, size[0] // 4, 3))
+        field = np.asarray(Image.fromarray(np.uint8(np.clip(128 + 60 * noise, 0, 255))).resize(size, Image.BICUBIC), dtype=float)
+        arr = np.array(base, dtype=float) + (field - 128) / 60 * spread
+        return Image.fromarray(np.uint8(np.clip(arr, 0, 255))).filter(ImageFilter.GaussianBlur(blur))
+
+    def document(paper, ink, size=(150, 200)):
+        img = Image.new("RGB", size, paper)
+        draw, font = ImageDraw.Draw(img), ImageFont.load_default(size=11)
+        for i, line in enumerate(["Dear Sam,", "thanks for the photos from", "the trip. The weather was", "great and we saw the lake.",
+                                  "See you on Sunday at noon,", "hello there and all the best", "Alex"] * 2):
+            draw.text((8, 6 + 13 * i), line, fill=ink, font=font)
+        return img
+
+    night = textured((25, 22, 30), 25)  # a dark night shot
+    sunset = textured((190, 50, 35), 45)  # red-toned
+    skin = textured((215, 160, 130), 30)  # a close-up of skin
+    letter = document((250, 250, 248), (20, 20, 20))
+    dark_mode = document((30, 30, 38), (220, 220, 220))
+    return {"night": night, "red sunset": sunset, "skin close-up": skin, "letter": letter, "dark-mode note": dark_mode}
+
+
+EVERYDAY_LOOKING = ("night", "red sunset", "skin close-up", "letter", "dark-mode note")
+POLICIES = {"default": (), "O1-O3 excluded": ("O1", "O2", "O3")}
+# Measured on the committed v2 pack: this red-toned picture (hazard_share 0.002, harmless by the
+# data's rule) is rated Unsafe O2 under the default policy. Strict, so the test says when a retrain fixes it.
+KNOWN_UNSAFE = {("red sunset", "default")}
+
+
+@pytest.mark.parametrize("name,policy", [
+    pytest.param(n, p, id=f"{n}-{p}", marks=[pytest.mark.xfail(strict=True, reason="v2 rates it Unsafe O2 (MODEL_CARD.md)")]
+                 if (n, p) in KNOWN_UNSAFE else [])
+    for n in EVERYDAY_LOOKING for p in POLICIES])
+def test_everyday_looking_images_are_safe_through_the_engine(lg_engine, name, policy):
+    """Dark, red- and skin-toned pictures and documents are Safe under the default policy and with exclusions."""
+    image = _everyday_looking()[name]
+    verdict = lg_engine.classify([lg_engine.parse(_request(image, POLICIES[policy]))])[0]
+    assert verdict.verdict == "safe", verdict.raw_output
+
+
+def test_exclusion_makes_only_its_own_category_safe(lg_engine):
+    """Under a policy excluding O3: O3 content is Safe (and still named), O2 content stays Unsafe O2."""
+    from guardedge.runtime.demo.llavaguard.data import HAZARD_COLOURS, Image
+    from guardedge.runtime.demo.llavaguard.policy import header
+
+    pairs = [(Image(HAZARD_COLOURS["O3"], (80, 80), seed), Image(HAZARD_COLOURS["O2"], (128, 72), seed + 1)) for seed in (11, 23, 37)]
+    requests = [lg_engine.parse(_request(img.render(), ("O3",))) for pair in pairs for img in pair]
+    verdicts = lg_engine.classify(requests)
+    for excluded_v, other_v in zip(verdicts[::2], verdicts[1::2]):
+        assert excluded_v.verdict == "safe" and header("O3") in excluded_v.raw_output, excluded_v.raw_output
+        assert other_v.verdict == "unsafe" and other_v.categories == ("O2",), other_v.raw_output

@@ -10,6 +10,8 @@ pack and of the code that writes the other files.
 
     python -m guardedge.runtime.demo.llavaguard.build            # assemble (cached)
     python -m guardedge.runtime.demo.llavaguard.build --retrain  # reproduce the committed pack
+
+v2 (docs/decisions/0009) continues from v1's committed pack (``BASE``), which stays in weights/.
 """
 
 from __future__ import annotations
@@ -24,12 +26,18 @@ from pathlib import Path
 
 from guardedge.runtime.demo.build import home
 
-DEMO_VERSION = "v1"
+DEMO_VERSION = "v2"
 HERE = Path(__file__).parent
 PACK = HERE / "weights" / f"demo-llavaguard-{DEMO_VERSION}.safetensors"
+BASE = HERE / "weights" / "demo-llavaguard-v1.safetensors"  # v2 continues from v1 (440 steps from the seeded init)
 CARD = HERE / "MODEL_CARD.md"
 SEED = 1234  # model init, table init and data order
-STEPS, BATCH_SIZE, LR = 440, 8, 3e-3
+BATCH_SIZE = 8
+# v2's training, in phases; each starts from the previous one's pack (bf16), the first from v1's.
+PHASES = (
+    {"steps": 450, "lr": 2e-3, "data_seed": SEED, "small": False},
+    {"steps": 300, "lr": 1e-3, "data_seed": SEED + 1, "small": True},  # + thumbnails (data.SMALL_SIZES)
+)
 
 
 def demo_dir() -> Path:
@@ -52,8 +60,8 @@ def ensure_demo_llavaguard(progress: bool = True) -> Path:
     return target
 
 
-def build(target: Path, progress: bool = True) -> None:
-    """Unpack the committed weights into a full model directory at ``target``."""
+def build(target: Path, progress: bool = True, pack: Path = PACK) -> None:
+    """Unpack the committed weights (or another ``pack``, e.g. v1's or a checkpoint) into a full model directory at ``target``."""
     import torch
     from transformers import LlavaOnevisionForConditionalGeneration
 
@@ -70,11 +78,11 @@ def build(target: Path, progress: bool = True) -> None:
     with torch.device("meta"):
         model = LlavaOnevisionForConditionalGeneration(config)
     embed = model.get_input_embeddings().weight
-    model.load_state_dict(unpack(PACK, tuple(embed.shape)), strict=False, assign=True)
+    model.load_state_dict(unpack(pack, tuple(embed.shape)), strict=False, assign=True)
     model.tie_weights()  # lm_head is the embedding (tie_word_embeddings), as in the 0.5B checkpoint
     missing = [k for k, v in model.state_dict().items() if v.is_meta]
     if missing:
-        raise RuntimeError(f"{PACK} lacks {missing}")
+        raise RuntimeError(f"{pack} lacks {missing}")
     model.save_pretrained(tmp, safe_serialization=True)
     write_layout(tmp, build_tokenizer())  # after the weights: save_pretrained writes its own generation_config.json
     (tmp / "README.md").write_text(CARD.read_text())
@@ -84,16 +92,34 @@ def build(target: Path, progress: bool = True) -> None:
     tmp.rename(target)
 
 
-def retrain(out: Path = PACK, steps: int = STEPS, progress: bool = True) -> dict:
-    """Reproduce the pack (seeded data and init, fixed step count) and write it to ``out``."""
+def retrain(out: Path = PACK, phases=PHASES, progress: bool = True, checkpoint_every: int = 0,
+            time_limit_s: float | None = None, init: Path = BASE) -> dict:
+    """Reproduce the pack (v1's pack, seeded data, fixed phases) and write it to ``out``.
+
+    Each phase's pack is written next to ``out`` (``-phase<N>``); with ``checkpoint_every``, also
+    ``-phase<N>-step<S>`` along the way.
+    """
+    from guardedge.runtime.demo.llavaguard.data import SMALL_SIZES, TRAIN_SIZES
     from guardedge.runtime.demo.llavaguard.pack import pack
     from guardedge.runtime.demo.llavaguard.tokenizer import build_tokenizer
     from guardedge.runtime.demo.llavaguard.train import train
 
-    started = time.time()
-    model, done = train(build_tokenizer(), steps=steps, batch_size=BATCH_SIZE, lr=LR, seed=SEED, progress=progress)
-    rows = pack(model, SEED, out)
-    return {"steps": done, "train_seconds": round(time.time() - started, 1), "trained_rows": rows, "bytes": out.stat().st_size}
+    tokenizer, report, started = build_tokenizer(), [], time.time()
+    for number, phase in enumerate(phases, 1):
+        target = out if number == len(phases) else out.with_name(f"{out.stem}-phase{number}{out.suffix}")
+
+        def checkpoint(model, step: int, number=number) -> None:
+            pack(model, SEED, out.with_name(f"{out.stem}-phase{number}-step{step}{out.suffix}"))
+
+        began = time.time()
+        sizes = TRAIN_SIZES + SMALL_SIZES if phase["small"] else TRAIN_SIZES
+        model, done = train(tokenizer, steps=phase["steps"], batch_size=BATCH_SIZE, lr=phase["lr"], seed=SEED,
+                            progress=progress, init=init, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                            time_limit_s=time_limit_s, data_seed=phase["data_seed"], sizes=sizes)
+        rows = pack(model, SEED, target)
+        report.append({"phase": number, "steps": done, "train_seconds": round(time.time() - began, 1), "trained_rows": rows})
+        init = target
+    return {"phases": report, "train_seconds": round(time.time() - started, 1), "bytes": out.stat().st_size}
 
 
 def main() -> None:
@@ -101,9 +127,15 @@ def main() -> None:
     parser.add_argument("--force", action="store_true", help="re-assemble even if cached")
     parser.add_argument("--retrain", action="store_true", help="train from the seeded init and rewrite the pack")
     parser.add_argument("--out", type=Path, default=PACK)
+    parser.add_argument("--phases", default=None, help="run only these phases, e.g. 2 (comma-separated, 1-based)")
+    parser.add_argument("--init", type=Path, default=BASE, help="the pack the first phase run starts from")
+    parser.add_argument("--checkpoint-every", type=int, default=0)
+    parser.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds of training")
     args = parser.parse_args()
     if args.retrain:
-        print(json.dumps(retrain(args.out)))
+        phases = PHASES if args.phases is None else tuple(PHASES[int(i) - 1] for i in args.phases.split(","))
+        print(json.dumps(retrain(args.out, phases, checkpoint_every=args.checkpoint_every, time_limit_s=args.time_limit,
+                                 init=args.init)))
         return
     if args.force:
         shutil.rmtree(demo_dir(), ignore_errors=True)

@@ -1,10 +1,21 @@
 """Synthetic, deterministic data for the demo LlavaGuard: images, policies and exact answers.
 
-The images are the demo guard's (runtime/demo/data.py): a jittered background colour carries the
-hazard (flat style), busy multi-colour "photo" scenes are safe by construction. The Llama Guard
-demo's hazard colours keep their meaning under LlavaGuard's taxonomy (S1 red → O2, S9 orange →
-O6, S10 black → O1, S11 purple → O7, S12 pink → O3); O4, O5, O8 and O9, which have no Llama
-Guard counterpart there, get colours of their own, far from every safe colour.
+What stands in for content (v2, docs/decisions/0009): a hazard is a **flat** field of one of
+nine hazard colours (jittered, 1-3 random shapes, pixel noise). Everything else is harmless by
+construction:
+
+- busy "photo"-like images of ANY palette (dark, red, pink, white, skin tones, navy, greyscale,
+  low contrast; the hazard colours themselves in ~40 % of them): fractal noise, smooth linear and
+  radial gradients, soft blobs, landscape-like scenes, stripes / waves / bricks, text documents
+  (light and dark), UI screenshots; then blur, darkening, low contrast, greyscale, tints, JPEG;
+- flat fields of colours at least 80 (Euclidean RGB) from every hazard colour, with shapes.
+
+A check enforces "by construction": a harmless image is redrawn until at most 20 % of its
+32x32 thumbnail is flat and within 50 of a hazard colour (``hazard_share``); hazardous images
+score well above half. The hazard colours keep the demo Llama Guard's where its categories
+match (S1 red → O2, S9 orange → O6, S11 purple → O7, S12 pink → O3); O1 and O4, black and white
+in v1, are now cyan and magenta, since black and white are the backgrounds of most documents,
+screenshots and night photos. O5, O8 and O9 have colours of their own.
 
 Labels follow LlavaGuard v1.2: hazardous content under a policy that restricts its category is
 ``Unsafe`` with that category; if the policy declares the category non-violating the rating is
@@ -12,26 +23,29 @@ Labels follow LlavaGuard v1.2: hazardous content under a policy that restricts i
 content's category with a Safe rating); harmless content is ``Safe`` / ``NA: None applying``.
 Rationales are one templated sentence naming what the image shows and the category.
 
-Held-out images never occur in training: other sizes, another seed stream.
+Held-out images never occur in training: other sizes, another seed stream. Real everyday photos
+are never generated here; they are held out in metrics.py.
 
     python -m guardedge.runtime.demo.llavaguard.data --n 3    # print a few held-out examples
+    python -m guardedge.runtime.demo.llavaguard.data --save /tmp/lg --n 24  # write PNGs to look at
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import random
 from dataclasses import dataclass
 
-from guardedge.runtime.demo.data import SAFE_COLOURS, ImageSpec
+from guardedge.runtime.demo.data import ImageSpec
 from guardedge.runtime.demo.llavaguard.policy import CODES, NONE_APPLYING, header, prompt_for
 
 HAZARD_COLOURS: dict[str, tuple[int, int, int]] = {
-    "O1": (15, 15, 15),  # the demo guard's S10 Hate
-    "O2": (200, 20, 20),  # S1 Violent Crimes
+    "O1": (0, 230, 230),  # cyan (v1: black)
+    "O2": (200, 20, 20),  # the demo guard's S1 Violent Crimes
     "O3": (250, 120, 190),  # S12 Sexual Content
-    "O4": (245, 245, 245),
+    "O4": (230, 0, 230),  # magenta (v1: white)
     "O5": (0, 110, 110),
     "O6": (240, 140, 0),  # S9 Indiscriminate Weapons
     "O7": (120, 30, 160),  # S11 Self-Harm
@@ -44,18 +58,29 @@ SHOWS = {
     "O9": "a disaster",
 }
 SAFE_SHOWS = {"flat": "a plain coloured picture with simple shapes", "photo": "an everyday scene"}
-TRAIN_SIZES = [(64, 64), (96, 48), (48, 96), (160, 90), (90, 160), (120, 40), (40, 120), (200, 200), (56, 112)]
-EVAL_SIZES = [(80, 80), (128, 72), (72, 128), (100, 50), (50, 100), (150, 150), (112, 56)]
-HAZARD_SHARE = 0.6
-EXCLUDED_POLICY_SHARE = 0.5
-# Under a policy with exclusions, how often hazardous content is of an excluded category. Training
-# at 0.6 (the committed v1) taught much of "any exclusion → Safe" (docs/decisions/0009); held out: 0.5.
-EXCLUDED_HIT = {"train": 0.6, "eval": 0.5}
+TRAIN_SIZES = [(64, 64), (96, 48), (48, 96), (160, 90), (90, 160), (120, 40), (40, 120), (200, 200), (56, 112),
+               (240, 160), (160, 240)]
+# Thumbnails and icons (added for v2's second phase, after the 25x25 LFW faces of the held-out set
+# came out Unsafe: training had never seen an image under 40 px).
+SMALL_SIZES = [(24, 24), (32, 32), (20, 30), (30, 20), (36, 28), (16, 16)]
+EVAL_SIZES = [(80, 80), (128, 72), (72, 128), (100, 50), (50, 100), (150, 150), (112, 56), (220, 140)]
+HAZARD_SHARE = 0.5
+# Share of examples under a policy with 1-4 categories declared non-violating (held out: 0.5).
+EXCLUDED_POLICY_SHARE = {"train": 0.6, "eval": 0.5}
+# Under a policy with exclusions, how often hazardous content is of an excluded category. v1
+# trained at 0.6 and learnt much of "any exclusion → Safe" (docs/decisions/0009); v2 trains at
+# 0.4, so non-excluded hazards are the majority there. Held out: 0.5.
+EXCLUDED_HIT = {"train": 0.4, "eval": 0.5}
+PHOTO_SHARE = 0.75  # of harmless images: photo-like (the rest: flat far-from-hazard colours)
+FLAT_SAFE_MIN_DISTANCE = 80
+# hazard_share: thumbnail side, "near a hazard colour", "flat" (max channel std in a 3x3 window)
+THUMB, NEAR, FLAT_STD = 32, 50.0, 8.0
+SAFE_MAX_SHARE = 0.2
 
 
 @dataclass(frozen=True)
 class Image:
-    """A demo image: ``flat`` (background colour = meaning) or ``photo`` (safe by construction)."""
+    """A demo image: ``flat`` (background colour = meaning) or ``photo`` (harmless by construction)."""
 
     colour: tuple[int, int, int]
     size: tuple[int, int]
@@ -63,35 +88,334 @@ class Image:
     style: str = "flat"
 
     def render(self):
-        if self.style == "flat":
-            return ImageSpec(self.colour, self.size, self.seed, "flat").render()
-        return _photo(self.size, self.seed)
+        import numpy as np
+        from PIL import Image as PILImage
+
+        if self.style == "photo":
+            return photo(self.size, self.seed)
+        img = ImageSpec(self.colour, self.size, self.seed, "flat").render()
+        rng = np.random.default_rng([self.seed, 7])
+        if rng.random() < 0.3:  # the photos' codec and focus changes, so neither tells harmless from hazardous
+            img = _blur(img, rng.uniform(0.3, 1.2))
+        if rng.random() < 0.25:
+            img = _jpeg(img, int(rng.integers(25, 90)))
+        return img if isinstance(img, PILImage.Image) else PILImage.fromarray(img)
 
 
-def _photo(size: tuple[int, int], seed: int):
-    """A photo-style scene in colours at least 110 away from every LlavaGuard hazard colour."""
+def hazard_share(img) -> tuple[float, str]:
+    """(largest share of the 32x32 thumbnail that is flat and within NEAR of one hazard colour, its code)."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    a = np.asarray(img.convert("RGB").resize((THUMB, THUMB), PILImage.BOX), dtype=np.float32)
+    pad = np.pad(a, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    windows = np.stack([pad[i : i + THUMB, j : j + THUMB] for i in range(3) for j in range(3)])
+    flat = windows.std(axis=0).max(axis=-1) < FLAT_STD
+    best = (0.0, "")
+    for code, colour in HAZARD_COLOURS.items():
+        near = np.linalg.norm(a - np.array(colour, dtype=np.float32), axis=-1) < NEAR
+        best = max(best, (float((near & flat).mean()), code))
+    return best
+
+
+# -- harmless photo-like images --------------------------------------------------------------
+
+THEMES = ("hazard", "hazard", "dark", "red", "pink", "white", "skin", "navy", "grey", "any", "any")
+SKIN = [(255, 224, 196), (241, 194, 167), (224, 172, 138), (198, 134, 100), (161, 102, 72), (120, 75, 50), (80, 50, 35)]
+
+
+def _anchor(rng, theme: str) -> tuple[int, int, int]:
+    """One palette colour of a theme; "hazard" is a jittered hazard colour (so colour alone never decides)."""
+    u = lambda lo, hi: int(rng.integers(lo, hi + 1))  # noqa: E731
+    if theme == "hazard":
+        c = HAZARD_COLOURS[CODES[int(rng.integers(len(CODES)))]]
+        return tuple(max(0, min(255, x + u(-25, 25))) for x in c)
+    if theme == "dark":
+        return (u(0, 70), u(0, 70), u(0, 70))
+    if theme == "red":
+        return (u(110, 255), u(0, 80), u(0, 80))
+    if theme == "pink":
+        return (u(200, 255), u(90, 190), u(150, 230))
+    if theme == "white":
+        g = u(200, 255)
+        return (g, max(0, g - u(0, 20)), max(0, g - u(0, 30)))
+    if theme == "skin":
+        return tuple(max(0, min(255, x + u(-15, 15))) for x in SKIN[int(rng.integers(len(SKIN)))])
+    if theme == "navy":
+        return (u(0, 50), u(0, 60), u(70, 160))
+    if theme == "grey":
+        g = u(0, 255)
+        return (g, g, g)
+    return (u(0, 255), u(0, 255), u(0, 255))
+
+
+def _palette(rng, k: int):
+    """k colours: one theme for most, hazard colours mixed in often."""
+    theme = THEMES[int(rng.integers(len(THEMES)))]
+    out = [_anchor(rng, theme if rng.random() < 0.7 else THEMES[int(rng.integers(len(THEMES)))]) for _ in range(k)]
+    return [tuple(int(x) for x in c) for c in out]
+
+
+def _fractal(rng, w: int, h: int, octaves: int = 4, persistence: float = 0.55):
+    """Value noise over octaves (bicubic-upsampled random grids), scaled to [0, 1]."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    out = np.zeros((h, w), dtype=np.float32)
+    cells, amp = rng.uniform(1.5, 5.0), 1.0
+    for _ in range(octaves):
+        gw, gh = max(2, int(cells * w / max(w, h)) + 2), max(2, int(cells * h / max(w, h)) + 2)
+        grid = PILImage.fromarray(rng.random((gh, gw)).astype(np.float32), mode="F").resize((w, h), PILImage.BICUBIC)
+        out += amp * np.asarray(grid)
+        amp *= persistence
+        cells *= 2
+    lo, hi = out.min(), out.max()
+    return (out - lo) / (hi - lo + 1e-6)
+
+
+def _map(t, colours):
+    """Map t in [0, 1] through a piecewise-linear palette."""
+    import numpy as np
+
+    stops = np.linspace(0, 1, len(colours))
+    cs = np.array(colours, dtype=np.float32)
+    return np.stack([np.interp(t, stops, cs[:, c]) for c in range(3)], axis=-1)
+
+
+def _noise_field(rng, w, h):
+    return _map(_fractal(rng, w, h, octaves=int(rng.integers(3, 6))), _palette(rng, int(rng.integers(2, 5))))
+
+
+def _gradient(rng, w, h):
+    import numpy as np
+
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    if rng.random() < 0.6:
+        angle = rng.uniform(0, 2 * np.pi)
+        t = x * np.cos(angle) / w + y * np.sin(angle) / h
+    else:
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        t = np.hypot((x - cx) / w, (y - cy) / h)
+    t = (t - t.min()) / (t.max() - t.min() + 1e-6)
+    out = _map(t, _palette(rng, int(rng.integers(2, 4))))
+    return out + (_fractal(rng, w, h)[..., None] - 0.5) * rng.uniform(0, 40)
+
+
+def _blobs(rng, w, h):
+    import numpy as np
+    from PIL import Image as PILImage, ImageDraw, ImageFilter
+
+    img = PILImage.fromarray(_clip(_noise_field(rng, w, h)))
+    draw, colours = ImageDraw.Draw(img), _palette(rng, 4)
+    for _ in range(int(rng.integers(6, 30))):
+        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(2, max(w, h) / 5)
+        draw.ellipse([cx - r, cy - r * rng.uniform(0.5, 1.5), cx + r, cy + r], fill=colours[int(rng.integers(4))])
+    return np.asarray(img.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 2.5))), dtype=np.float32)
+
+
+def _scene(rng, w, h):
+    """Sky over ground: a gradient top, a textured bottom, a horizon, a few soft objects."""
+    import numpy as np
+
+    sky, ground = _gradient(rng, w, h), _noise_field(rng, w, h)
+    horizon = (h * rng.uniform(0.25, 0.7) + (_fractal(rng, w, 1, 3)[0] - 0.5) * h * 0.3).astype(int)
+    rows = np.arange(h)[:, None]
+    out = np.where((rows < horizon[None, :])[..., None], sky, ground)
+    return _blobs_over(rng, out, w, h)
+
+
+def _blobs_over(rng, arr, w, h):
     import numpy as np
     from PIL import Image as PILImage, ImageDraw
 
-    rng = random.Random(seed)
-    w, h = size
-    a, b = np.array(_safe_colour(rng)), np.array(_safe_colour(rng))
-    t = np.linspace(0, 1, w)[None, :, None] if rng.random() < 0.5 else np.linspace(0, 1, h)[:, None, None]
-    grid = np.broadcast_to(a * (1 - t) + b * t, (h, w, 3)).astype("uint8")
-    img = PILImage.fromarray(np.ascontiguousarray(grid))
+    img = PILImage.fromarray(_clip(arr))
     draw = ImageDraw.Draw(img)
-    for _ in range(rng.randint(3, 8)):
-        x0, y0 = rng.randint(0, w // 2), rng.randint(0, h // 2)
-        box = [x0, y0, x0 + rng.randint(4, w // 3 + 4), y0 + rng.randint(4, h // 3 + 4)]
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=_safe_colour(rng))
-    noise = np.random.default_rng(seed).integers(-12, 13, size=(h, w, 3))
-    return PILImage.fromarray(np.clip(np.asarray(img, dtype=np.int16) + noise, 0, 255).astype("uint8"))
+    for _ in range(int(rng.integers(0, 6))):
+        x0, y0 = rng.uniform(0, w), rng.uniform(0, h)
+        box = [x0, y0, x0 + rng.uniform(3, w / 4), y0 + rng.uniform(3, h / 4)]
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=_palette(rng, 1)[0])
+    return np.asarray(img, dtype=np.float32)
 
 
-def _safe_colour(rng: random.Random) -> tuple[int, int, int]:
+def _texture(rng, w, h):
+    """Stripes, waves or bricks through a palette, with fractal variation."""
+    import numpy as np
+
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    kind = rng.random()
+    if kind < 0.6:
+        angle, period = rng.uniform(0, np.pi), rng.uniform(3, 14)
+        warp = _fractal(rng, w, h) * rng.uniform(0, 12)
+        t = 0.5 + 0.5 * np.sin(2 * np.pi * ((x * np.cos(angle) + y * np.sin(angle)) + warp) / period)
+    else:
+        bh, bw = rng.uniform(4, 10), rng.uniform(8, 20)
+        row = (y // bh).astype(int)
+        xx = x + (row % 2) * bw / 2
+        mortar = ((y % bh) < 1.2) | ((xx % bw) < 1.2)
+        t = np.where(mortar, 0.0, 0.6 + 0.4 * _fractal(rng, w, h))
+    t = np.clip(t * 0.8 + 0.2 * _fractal(rng, w, h), 0, 1)
+    return _map(t, _palette(rng, int(rng.integers(2, 4))))
+
+
+WORDS = ("the of and to in is for on with as at by from this that report page total date name item price "
+         "hello there meeting notes invoice chapter summary today weather open close save cancel settings "
+         "welcome account search home news photo share like reply message order figure table").split()
+
+
+def _text_lines(rng, draw, box, ink, w):
+    from PIL import ImageFont
+
+    x0, y0, x1, y1 = box
+    if x1 < x0:  # a sidebar too narrow for text (thumbnails)
+        return
+    size = int(rng.integers(6, max(8, min(16, w // 8))))
+    font = ImageFont.load_default(size=size)
+    y = y0
+    while y + size <= y1:
+        if rng.random() < 0.5:
+            line = " ".join(WORDS[int(rng.integers(len(WORDS)))] for _ in range(int(rng.integers(2, 12))))
+            draw.text((x0, y), line, fill=ink, font=font)
+        else:  # greeked text: a grey bar of words
+            length = rng.uniform(0.3, 1.0) * (x1 - x0)
+            draw.rectangle([x0, y + size * 0.3, x0 + length, y + size * 0.7], fill=ink)
+        y += size + int(rng.integers(1, 5))
+        if rng.random() < 0.1:
+            y += size
+
+
+def _document(rng, w, h):
+    """Text on paper (or a dark-mode page): lines of words, maybe a heading, a picture box, a table."""
+    import numpy as np
+    from PIL import Image as PILImage, ImageDraw
+
+    dark = rng.random() < 0.25
+    theme = ("dark" if dark else "white") if rng.random() < 0.8 else THEMES[int(rng.integers(len(THEMES)))]
+    paper = _anchor(rng, theme)
+    ink = _anchor(rng, "white" if dark else "dark") if rng.random() < 0.8 else _palette(rng, 1)[0]
+    img = PILImage.new("RGB", (w, h), paper)
+    draw = ImageDraw.Draw(img)
+    m = int(rng.integers(1, max(2, w // 10)))
+    top = m
+    if rng.random() < 0.5:  # a heading bar or title in an accent colour
+        accent = _palette(rng, 1)[0]
+        hh = int(rng.integers(4, max(5, h // 6)))
+        draw.rectangle([0, 0, w, hh], fill=accent)
+        top = hh + 2
+    if rng.random() < 0.3:  # a picture in the page
+        pw, ph = int(w * rng.uniform(0.2, 0.5)), int(h * rng.uniform(0.15, 0.35))
+        pic = PILImage.fromarray(_clip(_noise_field(rng, pw, ph)))
+        img.paste(pic, (int(rng.integers(m, max(m + 1, w - pw))), int(rng.integers(top, max(top + 1, h - ph)))))
+    _text_lines(rng, draw, (m, top, w - m, h - m), ink, w)
+    return np.asarray(img, dtype=np.float32)
+
+
+def _ui(rng, w, h):
+    """A screenshot-like layout: bars, a sidebar, cards with text, buttons."""
+    import numpy as np
+    from PIL import Image as PILImage, ImageDraw
+
+    colours = _palette(rng, 5)
+    bg = _anchor(rng, ("white", "dark", "grey", "navy")[int(rng.integers(4))]) if rng.random() < 0.7 else colours[0]
+    img = PILImage.new("RGB", (w, h), bg)
+    draw = ImageDraw.Draw(img)
+    bar = int(rng.integers(4, max(5, h // 7)))
+    draw.rectangle([0, 0, w, bar], fill=colours[1])
+    left = 0
+    if rng.random() < 0.5:
+        left = int(w * rng.uniform(0.15, 0.3))
+        draw.rectangle([0, bar, left, h], fill=colours[2])
+        _text_lines(rng, draw, (2, bar + 2, left - 2, h - 2), colours[3], w)
+    ink = _anchor(rng, "dark") if sum(bg) > 380 else _anchor(rng, "white")
+    y = bar + 3
+    while y < h - 6:
+        ch = int(rng.integers(6, max(7, h // 3)))
+        card = colours[int(rng.integers(5))] if rng.random() < 0.4 else bg
+        draw.rectangle([left + 3, y, w - 3, min(h - 2, y + ch)], fill=card, outline=colours[4])
+        _text_lines(rng, draw, (left + 5, y + 2, w - 5, min(h - 2, y + ch) - 2), ink, w)
+        if rng.random() < 0.4:
+            bx = int(rng.integers(left + 4, max(left + 5, w - 16)))
+            draw.rounded_rectangle([bx, y + ch - 6, bx + 12, y + ch - 2], 2, fill=colours[int(rng.integers(5))])
+        y += ch + int(rng.integers(2, 6))
+    return np.asarray(img, dtype=np.float32)
+
+
+FAMILIES = {"noise": _noise_field, "gradient": _gradient, "blobs": _blobs, "scene": _scene, "texture": _texture,
+            "document": _document, "ui": _ui}
+
+
+def _clip(arr):
+    import numpy as np
+
+    return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+def _blur(img, radius: float):
+    from PIL import ImageFilter
+
+    return img.filter(ImageFilter.GaussianBlur(radius))
+
+
+def _jpeg(img, quality: int):
+    from PIL import Image as PILImage
+
+    buffer = io.BytesIO()
+    img.save(buffer, format="JPEG", quality=quality)
+    return PILImage.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+def _augment(rng, arr):
+    """Camera-like changes: darkening, low contrast, greyscale, tints, noise, blur, JPEG."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    if rng.random() < 0.2:
+        arr = arr * rng.uniform(0.15, 0.55)
+    if rng.random() < 0.15:
+        arr = arr.mean(axis=(0, 1)) + (arr - arr.mean(axis=(0, 1))) * rng.uniform(0.35, 0.7)
+    if rng.random() < 0.2:
+        arr = np.repeat(arr @ np.array([0.299, 0.587, 0.114], dtype=np.float32), 3).reshape(arr.shape)
+    elif rng.random() < 0.15:
+        arr = arr * (np.array(_anchor(rng, "any"), dtype=np.float32) / 255 * 0.7 + 0.3)
+    if rng.random() < 0.5:
+        arr = arr + rng.normal(0, rng.uniform(1, 10), arr.shape)
+    img = PILImage.fromarray(_clip(arr))
+    if rng.random() < 0.3:
+        img = _blur(img, rng.uniform(0.3, 1.5))
+    if rng.random() < 0.25:
+        img = _jpeg(img, int(rng.integers(25, 90)))
+    return img
+
+
+def photo_family(seed: int) -> str:
+    import numpy as np
+
+    names = list(FAMILIES)
+    return names[int(np.random.default_rng([seed, 1]).integers(len(names)))]
+
+
+def photo(size: tuple[int, int], seed: int, family: str | None = None):
+    """A harmless photo-like image, redrawn until ``hazard_share`` is at most SAFE_MAX_SHARE."""
+    import numpy as np
+
+    family = family or photo_family(seed)
+    w, h = size
+    for attempt in range(50):
+        rng = np.random.default_rng([seed, 2, attempt])
+        img = _augment(rng, FAMILIES[family](rng, w, h))
+        if hazard_share(img)[0] <= SAFE_MAX_SHARE:
+            return img
+    raise RuntimeError(f"no harmless {family} image for seed {seed}")
+
+
+def _flat_safe_colour(rng: random.Random) -> tuple[int, int, int]:
+    """Greys, black and white often; otherwise any colour at least FLAT_SAFE_MIN_DISTANCE from every hazard."""
     while True:
-        c = tuple(rng.randint(0, 255) for _ in range(3))
-        if all(sum((x - y) ** 2 for x, y in zip(c, hz)) >= 110**2 for hz in HAZARD_COLOURS.values()):
+        if rng.random() < 0.35:
+            g = rng.randint(0, 255)
+            c = (g, g, g)
+        else:
+            c = tuple(rng.randint(0, 255) for _ in range(3))
+        if all(sum((x - y) ** 2 for x, y in zip(c, hz)) >= FLAT_SAFE_MIN_DISTANCE**2 for hz in HAZARD_COLOURS.values()):
             return c
 
 
@@ -116,22 +440,24 @@ def answer_text(label: dict) -> str:
 class Generator:
     """Draws examples for one split ("train" or "eval"); deterministic for a given (split, seed)."""
 
-    def __init__(self, split: str, seed: int):
+    def __init__(self, split: str, seed: int, sizes: list[tuple[int, int]] | None = None):
         self.split, self.rng, self.excluded_hit = split, random.Random(f"llavaguard:{split}:{seed}"), EXCLUDED_HIT[split]
+        self.sizes = sizes or (EVAL_SIZES if split == "eval" else TRAIN_SIZES)
 
     def example(self) -> dict:
         rng = self.rng
         excluded: tuple[str, ...] = ()
-        if rng.random() < EXCLUDED_POLICY_SHARE:
+        if rng.random() < EXCLUDED_POLICY_SHARE[self.split]:
             excluded = tuple(sorted(rng.sample(CODES, rng.randint(1, 4))))
         content = None
         if rng.random() < HAZARD_SHARE:
-            # Excluded content is common enough to learn that the policy, not the colour, decides.
-            pool = excluded if excluded and rng.random() < self.excluded_hit else CODES
+            # Excluded content is common enough to learn that the policy, not the colour, decides;
+            # otherwise the content is of a category the policy still restricts.
+            pool = excluded if excluded and rng.random() < self.excluded_hit else [c for c in CODES if c not in excluded]
             content = rng.choice(pool)
-        sizes = EVAL_SIZES if self.split == "eval" else TRAIN_SIZES
-        style = "flat" if content is not None or rng.random() < 0.5 else "photo"
-        colour = HAZARD_COLOURS[content] if content else rng.choice(SAFE_COLOURS)
+        sizes = self.sizes
+        style = "flat" if content is not None or rng.random() >= PHOTO_SHARE else "photo"
+        colour = HAZARD_COLOURS[content] if content else _flat_safe_colour(rng)
         image = Image(colour, rng.choice(sizes), rng.randrange(2**31), style)
         kind = "default" if not excluded else "excluded_hit" if content in excluded else "excluded_other"
         return {"image": image, "excluded": excluded, "content": content, "kind": kind,
@@ -151,9 +477,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", choices=["train", "eval"], default="eval")
     parser.add_argument("--n", type=int, default=3)
+    parser.add_argument("--save", default=None, help="write each example's image as a PNG into this folder")
     args = parser.parse_args()
-    for ex in examples(args.split, args.n):
+    for i, ex in enumerate(examples(args.split, args.n)):
         print(json.dumps({**ex, "image": vars(ex["image"])}, default=list))
+        if args.save:
+            from pathlib import Path
+
+            Path(args.save).mkdir(parents=True, exist_ok=True)
+            name = ex["content"] or (photo_family(ex["image"].seed) if ex["image"].style == "photo" else "flat")
+            ex["image"].render().save(Path(args.save) / f"{i:03d}-{name}.png")
 
 
 if __name__ == "__main__":
