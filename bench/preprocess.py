@@ -1,8 +1,12 @@
-"""``guardedge bench preprocess``: runtime/pixels.py against transformers' MllamaImageProcessor, same images, same run.
+"""``guardedge bench preprocess``: the fast exact image paths against transformers' processors, same images, same run.
 
-    guardedge bench preprocess [--sizes 640x480,1280x720,1920x1080,4000x3000] [--image FILE ...]
-        [--format jpeg|png] [--tile 560] [--max-tiles 4] [--repeats 20] [--warmup 3] [--threads 1]
-        [--device cuda] [--plot preprocess.png]
+    guardedge bench preprocess [--arch mllama|llava_onevision] [--sizes 640x480,1280x720,1920x1080,4000x3000]
+        [--image FILE ...] [--format jpeg|png] [--tile 560] [--max-tiles 4] [--repeats 20] [--warmup 3]
+        [--threads 1] [--device cuda] [--plot preprocess.png]
+
+``--arch mllama`` (the default): runtime/pixels.py against MllamaImageProcessor, as below.
+``--arch llava_onevision``: runtime/pixels_onevision.py against LlavaOnevisionImageProcessor
+(bench/preprocess_onevision.py; same paths, CPU only, 384-px patches unless ``--tile``).
 
 Per image (generated photo-like images at each size, plus any --image), on one thread by default,
 interleaving the paths in every repeat so load on the machine hits them alike:
@@ -37,7 +41,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", default="640x480,1280x720,1920x1080,4000x3000", help="generated images, WxH comma-separated ('' for none)")
     parser.add_argument("--image", action="append", default=[], help="an image file to include (repeatable)")
     parser.add_argument("--format", choices=("jpeg", "png"), default="jpeg", help="encoding of the generated images")
-    parser.add_argument("--tile", type=int, default=560, help="tile size (560: Llama 3.2 Vision / Llama Guard 3 Vision; the demo guard uses 56)")
+    parser.add_argument("--arch", choices=("mllama", "llava_onevision"), default="mllama", help="which architecture's processor to compare with")
+    parser.add_argument("--tile", type=int, default=None, help="tile size (mllama: 560, the demo guard 56; llava_onevision: 384, the demo LlavaGuard 28)")
     parser.add_argument("--max-tiles", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
@@ -166,6 +171,9 @@ def main(args: argparse.Namespace) -> int:
     from guardedge.runtime import pixels
 
     torch.set_num_threads(args.threads)
+    if args.arch == "llava_onevision":
+        return _main_onevision(args)
+    args.tile = args.tile or 560
     proc = processor(args.tile, args.max_tiles)
     config, why = pixels.config_from_processor(proc)
     if config is None:
@@ -185,3 +193,18 @@ def main(args: argparse.Namespace) -> int:
         plot(report, args.plot)
     print(json.dumps(report))
     return 0 if all(r["exact"] for r in rows) else 1
+
+
+def _main_onevision(args: argparse.Namespace) -> int:
+    from guardedge.bench import preprocess_onevision
+
+    if args.device != "cpu":
+        raise SystemExit("--device is for --arch mllama only")
+    report = {**preprocess_onevision.run(args, images(args)), "machine": machine()}
+    preprocess_onevision.print_table(report)
+    if args.plot:
+        from guardedge.bench.plots import preprocess as plot
+
+        plot(report, args.plot)
+    print(json.dumps(report))
+    return 0 if all(r["exact"] for r in report["images"]) else 1

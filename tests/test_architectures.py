@@ -74,8 +74,10 @@ def test_llava_batch_rows_match_alone_and_transformers(llava_engine):
     for i, p in enumerate(prepared):
         alone, _ = engine.backend.prefill(engine.pre.collate([p.encoded]))
         e = p.encoded
-        extra = {} if e.image is None else {"pixel_values": e.image.pixel_values[None],
-                                            "image_sizes": torch.tensor([e.image.image_size])}
+        # The reference gets its pixels from the transformers processor, not from the engine's fast path.
+        extra = {} if e.image is None else {
+            "pixel_values": engine.pre.image_processor(images=[requests[i].image.image], return_tensors="pt")["pixel_values"],
+            "image_sizes": torch.tensor([e.image.image_size])}
         with torch.no_grad():
             reference = model(input_ids=torch.tensor([e.input_ids]), **extra).logits[0, -1]
         assert torch.allclose(alone[0], together[i], atol=1e-4), i

@@ -1,8 +1,12 @@
 """LLaVA-OneVision (LlavaGuard v1.2): anyres image patches expanded into prompt tokens.
 
-The directory's own processor (what the model card runs) encodes the image: a base 384-px view
-plus up to 9 anyres tiles (``anyres_max_9``), ``pixel_values`` [patches, 3, H, W] and the image
-size. Unlike Mllama, the image reaches the text as prompt tokens: the family's ``<image>``
+The image is what the directory's own ``LlavaOnevisionImageProcessor`` (what the model card runs)
+makes of it: a base 384-px view plus the patches of the best grid pinpoint (up to 6 x 6 of them;
+``anyres_max_9`` caps the *features*, not the patches), ``pixel_values`` [patches, 3, H, W] and the
+image size. runtime/pixels_onevision.py reproduces those values bit for bit from compact uint8
+pixels (a queued request holds those, 6.6 MB at 1080p instead of 28 MB of float patches; collate
+writes the floats) when it knows the processor's configuration, else the processor runs itself.
+Unlike Mllama, the image reaches the text as prompt tokens: the family's ``<image>``
 placeholder is expanded into as many image tokens as the processor computes for that size (about
 1.5k-7.4k at 384 px), so the context check counts them. The model replaces those tokens' embeddings
 with the projected image features at prefill; decode steps are text only.
@@ -14,16 +18,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import logging
+
 import torch
 
+from guardedge.runtime import pixels_onevision
 from guardedge.runtime.architectures.base import Batch, Encoded, left_pad
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class OneVisionImage:
-    pixel_values: torch.Tensor  # [patches, 3, H, W]
+    # The fast path keeps ``compact`` (uint8) and collate writes the float patches; the
+    # transformers path keeps float32 ``pixel_values`` [patches, 3, H, W].
+    pixel_values: torch.Tensor | None
     image_size: tuple[int, int]  # (height, width) of the original image
     tokens: int  # prompt tokens the image expands to
+    compact: pixels_onevision.CompactPatches | None = None
+
+    @property
+    def num_patches(self) -> int:
+        return self.compact.num_patches if self.compact is not None else self.pixel_values.shape[0]
 
 
 class LlavaOneVision:
@@ -35,13 +52,18 @@ class LlavaOneVision:
     onnx_backend = ""  # no ONNX export for this architecture yet
 
     def __init__(self, path: Path | None, config: dict, tokenizer, image_token: str = "<image>", image_processor=None,
-                 processor_config: dict | None = None):
+                 processor_config: dict | None = None, fast_pixels: bool = True):
         from transformers import AutoImageProcessor
 
         self.config = config
         # The image processor alone: AutoProcessor would also build the video processor, which needs torchvision.
         self.image_processor = image_processor or AutoImageProcessor.from_pretrained(
             str(path), local_files_only=True, use_fast=False)
+        # runtime/pixels_onevision.py reproduces the processor's output exactly when it knows its configuration.
+        self.patches, why = (pixels_onevision.config_from_processor(self.image_processor) if fast_pixels
+                             else (None, "fast_pixels=False"))
+        if self.patches is None and fast_pixels:
+            log.info("image preprocessing uses the transformers processor: %s", why)
         settings = processor_config if processor_config is not None else _processor_config(path)
         self.counter = _TokenCounter(self.image_processor, settings)
         self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
@@ -54,13 +76,18 @@ class LlavaOneVision:
     # -- requests -> tensors --------------------------------------------------------------------
 
     def encode_image(self, image) -> OneVisionImage:
-        out = self.image_processor(images=[image], return_tensors="pt")
+        if self.patches is not None:
+            c = pixels_onevision.compact(image, self.patches)
+            return OneVisionImage(None, c.image_size, self._tokens(*c.image_size, self.patches.tile, self.patches.tile), c)
+        # channels_last: left to guess, transformers reads an image 1 or 3 pixels high as channels-first.
+        out = self.image_processor(images=[image], return_tensors="pt", input_data_format="channels_last")
         pixel_values = out["pixel_values"][0]
         height, width = (int(v) for v in out["image_sizes"][0])
-        tokens = self.counter(height, width, pixel_values.shape[-2], pixel_values.shape[-1])
-        if self.strategy == "default":
-            tokens -= 1
-        return OneVisionImage(pixel_values, (height, width), tokens)
+        return OneVisionImage(pixel_values, (height, width), self._tokens(height, width, *pixel_values.shape[-2:]))
+
+    def _tokens(self, height: int, width: int, tile_height: int, tile_width: int) -> int:
+        tokens = self.counter(height, width, tile_height, tile_width)
+        return tokens - 1 if self.strategy == "default" else tokens
 
     def image_tokens(self, encoded_image: OneVisionImage) -> int:
         return encoded_image.tokens
@@ -75,13 +102,22 @@ class LlavaOneVision:
         if not image_rows:
             return Batch(input_ids, attention_mask, position_ids, [], {})
         images = [items[i].image for i in image_rows]
-        patches = max(im.pixel_values.shape[0] for im in images)
-        # Padded to the batch's most patches; the model reads each image's own count from its size.
-        pixel_values = torch.zeros((len(images), patches, *images[0].pixel_values.shape[1:]), dtype=images[0].pixel_values.dtype)
-        for j, im in enumerate(images):
-            pixel_values[j, : im.pixel_values.shape[0]] = im.pixel_values
         sizes = torch.tensor([im.image_size for im in images], dtype=torch.long)
-        return Batch(input_ids, attention_mask, position_ids, image_rows, {"pixel_values": pixel_values, "image_sizes": sizes})
+        return Batch(input_ids, attention_mask, position_ids, image_rows, {"pixel_values": self._pixel_values(images), "image_sizes": sizes})
+
+    def _pixel_values(self, images: list[OneVisionImage]) -> torch.Tensor:
+        """[b_img, most patches, 3, H, W] float32, zero past each image's own patches (the model
+        reads each image's count from its size): written from compact pixels in one pass, or copied."""
+        if all(im.compact is not None for im in images):
+            return pixels_onevision.pixel_values([im.compact for im in images], self.patches)
+        shape = next(im.pixel_values.shape[1:] for im in images if im.pixel_values is not None)
+        out = torch.zeros((len(images), max(im.num_patches for im in images), *shape), dtype=torch.float32)
+        for j, im in enumerate(images):
+            if im.compact is not None:
+                pixels_onevision.write_patches(im.compact, self.patches, out[j, : im.num_patches])
+            else:
+                out[j, : im.num_patches] = im.pixel_values
+        return out
 
     def extend_extra(self, extra: dict, k: int) -> dict:
         return extra  # appended tokens are text
