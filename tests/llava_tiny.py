@@ -13,6 +13,14 @@ from pathlib import Path
 
 TILE = 28
 PINPOINTS = [[TILE * h, TILE * w] for h in range(1, 4) for w in range(1, 4)]
+# The llava-onevision-qwen2 -hf chat template LlavaGuard v1.2 ships (images, then videos, then text).
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n'}}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\\n' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}{{ '<video>\\n' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] }}{% endfor %}"
+    "{{'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 
 
 def build(path: Path, image_token: str = "<image>") -> Path:
@@ -44,4 +52,5 @@ def build(path: Path, image_token: str = "<image>") -> Path:
         "processor_class": "LlavaOnevisionProcessor", "image_token": image_token, "video_token": "<video>",
         "num_image_tokens": (TILE // 14) ** 2, "vision_feature_select_strategy": "full",
         "vision_aspect_ratio": "anyres_max_9"}, indent=2) + "\n")
+    (path / "chat_template.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}, indent=2) + "\n")
     return path
