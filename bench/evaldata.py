@@ -37,7 +37,7 @@ DEMO_SEED = 1
 # family -> "module:function(n) -> EvalData": the labelled set ``--data demo`` means for it.
 DEMO_SETS: dict[str, str] = {
     "llama-guard-3-vision": "guardedge.bench.evaldata:load_demo",
-    # Generated images in LlavaGuard's shape until the demo LlavaGuard's held-out generator lands.
+    # The demo LlavaGuard's held-out generator (runtime/demo/llavaguard/data.py, eval split, seed 1).
     "llavaguard": "guardedge.bench.evaldata:load_llavaguard_demo",
 }
 

@@ -21,7 +21,7 @@ DEFAULT_FAMILY = "llama-guard-3-vision"
 # runtime/models.py names its builders: imported only for the family an export needs.
 HELD_OUT: dict[str, str] = {
     "llama-guard-3-vision": "guardedge.export.agreement:llama_guard_held_out",
-    # Generated image requests in LlavaGuard's shape until the demo LlavaGuard's generator lands.
+    # The demo LlavaGuard's held-out generator (runtime/demo/llavaguard/data.py), as image requests.
     "llavaguard": "guardedge.runtime.demo.llavaguard_samples:held_out_requests",
 }
 

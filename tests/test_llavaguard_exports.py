@@ -24,7 +24,7 @@ def test_each_family_owns_smoke_requests_it_accepts():
         requests = [parse_request(r, family.default_categories()) for r in family.smoke_requests()]
         for request in requests:
             family.check(request)  # raises for a request the family refuses
-        assert len({r.request_id for r in requests}) == len(requests) >= 6
+        assert len({r.request_id for r in requests}) == len(requests) >= 5
     lg = [parse_request(r, get_family("llavaguard").default_categories()) for r in get_family("llavaguard").smoke_requests()]
     assert all(r.has_image for r in lg)
     assert any(r.excluded_category_keys for r in lg) and any(r.categories for r in lg) and any(r.rationale for r in lg)
@@ -67,7 +67,7 @@ def test_llava_onevision_quantizes_by_its_plug_in(bits, quantized):
     assert set(config["quantization_config"]["llm_int8_skip_modules"]) == {"model.vision_tower", "model.multi_modal_projector", "lm_head"}
     validation = manifest["validation"]
     assert validation["agreement"]["requests"] == len(get_family("llavaguard").smoke_requests()) + 2
-    assert [s["request_id"] for s in validation["smoke"]][:2] == ["safe-photo", "safe-colour"]
+    assert [s["request_id"] for s in validation["smoke"]][:2] == ["safe-photo", "violence"]
     assert "computed_11b_bytes" not in validation  # the 11B figure is Mllama's
     assert abs(validation["footprint_bytes"] - validation["computed_bytes"]) / validation["footprint_bytes"] < 0.005
 
@@ -86,11 +86,12 @@ def test_quantized_llava_loads_and_classifies_near_the_source(bits, quantized, l
     assert {k for n, k in kinds.items() if "vision_tower" in n and n.endswith(("q_proj", "fc1"))} == {"Linear"}
     requests = [engine.parse(r) for r in get_family("llavaguard").smoke_requests()[:3]]
     verdicts = engine.classify(requests)
-    assert [v.request_id for v in verdicts] == ["safe-photo", "safe-colour", "violence"]
+    assert [v.request_id for v in verdicts] == ["safe-photo", "violence", "weapons-rationale"]
     batch = engine.pre.collate([engine.pre.encode(r) for r in requests])
     ours, theirs = engine.backend.prefill(batch)[0], source.backend.prefill(batch)[0]
-    gap = (ours - theirs).abs().max().item()
-    assert 0 < gap < 0.5  # quantized (so not identical), yet the same model
+    # The steered output layer reads one residual dimension, so logits barely move with the weights:
+    # this shows the artifact is the same model; the module types above show it is quantized.
+    assert (ours - theirs).abs().max().item() < 0.05
 
 
 @pytest.mark.parametrize("bits", [4])
