@@ -5,7 +5,11 @@ baseline's and, when the data is labelled, scores each model against the labels.
     guardedge bench drift --baseline DIR --candidate OUT_ONNX --candidate OUT_NF4 \\
         --data eval.jsonl --out drift-report --gate "agreement>=0.995,f1_delta>=-0.005"
     guardedge bench drift --baseline demo --candidate demo --data demo --limit 24 --out /tmp/r
+    guardedge bench drift --baseline demo-llavaguard --candidate OUT_NF4 --data demo --out /tmp/r
 
+The data is read in the baseline's family (requests as classify checks them, labels in its codes:
+LlavaGuard's ``{"rating": "Unsafe", "category": "O2"}`` too); ``--data demo`` is that family's
+demo set (bench/evaldata.py).
 The baseline runs in fp16 on a GPU and fp32 on CPU (an artifact runs as its manifest says).
 Predictions are cached per model in OUT/cache/<key>.jsonl (key: model identity, dtype, device,
 libraries, the engine's source, data), so a re-run or a second candidate never re-runs the baseline. Writes
@@ -23,6 +27,7 @@ from pathlib import Path
 
 from guardedge.bench.evaldata import EvalData, EvalDataError, Prediction, load
 from guardedge.runtime.artifact import engine_source_digest, source_digest
+from guardedge.runtime.models import ALIASES
 
 CACHE_FORMAT = "guardedge-drift-cache/1"
 
@@ -40,18 +45,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def main(args) -> int:
     from guardedge.bench.metrics import GateError, parse_gate  # numpy: only when the command runs
+    from guardedge.runtime.errors import ModelLoadError
 
     try:
         conditions = parse_gate(args.gate) if args.gate else []
         if args.limit is not None and args.limit < 1 or args.batch_size < 1:
             raise ValueError("--limit and --batch-size must be at least 1")
-        data = load(args.data, args.limit)
+        for model in [args.baseline, *args.candidate]:  # before minutes of baseline work, not after
+            if model not in ALIASES and not Path(model).is_dir():
+                raise ValueError(f"model {model!r} is not an alias ({', '.join(ALIASES)}) or an existing directory")
+        data = load(args.data, args.limit, baseline_family(args.baseline))
         if not data.labelled and any(c.needs_labels for c in conditions):
             raise ValueError(f"the gate names label metrics but {args.data} is not fully labelled")
-        for model in [args.baseline, *args.candidate]:  # before minutes of baseline work, not after
-            if model != "demo" and not Path(model).is_dir():
-                raise ValueError(f"model {model!r} is not 'demo' or an existing directory")
-    except (GateError, EvalDataError, ValueError) as exc:
+    except (GateError, EvalDataError, ValueError, ModelLoadError) as exc:
         print(f"guardedge bench drift: {exc}", file=sys.stderr)
         return 2
     device = _device(args.device)
@@ -66,6 +72,15 @@ def main(args) -> int:
     print(human_table(report))
     print(json.dumps(summary(report, out)))
     return 0 if report["passed"] else 1
+
+
+def baseline_family(model: str) -> str:
+    """The guard family of the baseline (its manifest's, else its model type's): the data's requests
+    and labels are read in that family's shape and codes, and ``--data demo`` is its demo set."""
+    from guardedge.runtime.families import choose_family
+    from guardedge.runtime.models import resolve_model
+
+    return choose_family(resolve_model(model, progress=False)).name
 
 
 def _device(choice: str) -> str:

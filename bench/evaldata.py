@@ -5,19 +5,23 @@ optional keys::
 
     {"id": "ex-17",                                   # default: the line number
      "task": "prompt" | "response",                   # default: the last message's role decides
-     "label": {"verdict": "unsafe", "categories": ["S1"]},   # metrics vs labels only when present
+     "label": {"verdict": "unsafe", "categories": ["S1"]},   # in the family's codes; metrics only when present
      "messages": [{"role": "user", "content": [{"type": "text", "text": "..."},
                                                {"type": "image", "path": "img/cat.png"}]}],
      "categories": {...}, "excluded_category_keys": [...]}    # optional, as for classify
 
-Image ``path``s resolve against the file's directory. The loader reads every line, collects every
-problem (line number and reason) and raises one :class:`EvalDataError` listing them all.
-``demo`` names a labelled held-out set from the demo guard's generator (runtime/demo/data.py).
+Image ``path``s resolve against the file's directory. Requests and labels are checked by the
+family of the model under evaluation (``family``: the baseline's): requests as classify checks
+them (LlavaGuard: one image, no message text), labels by its ``parse_label`` (LlavaGuard also
+takes its own ``{"rating": "Unsafe", "category": "O2"}``). The loader reads every line, collects
+every problem (line number and reason) and raises one :class:`EvalDataError` listing them all.
+``demo`` names the family's labelled held-out demo set (:data:`DEMO_SETS`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +31,15 @@ from guardedge.runtime.types import GuardRequest
 
 Task = Literal["prompt", "response"]
 TASKS = ("prompt", "response")
-FAMILY = "llama-guard-3-vision"
+FAMILY = "llama-guard-3-vision"  # when the caller names none
 DEMO_SIZE = 400
 DEMO_SEED = 1
+# family -> "module:function(n) -> EvalData": the labelled set ``--data demo`` means for it.
+DEMO_SETS: dict[str, str] = {
+    "llama-guard-3-vision": "guardedge.bench.evaldata:load_demo",
+    # The demo LlavaGuard's held-out generator (runtime/demo/llavaguard/data.py, eval split, seed 1).
+    "llavaguard": "guardedge.bench.evaldata:load_llavaguard_demo",
+}
 
 
 class EvalDataError(ValueError):
@@ -66,14 +76,17 @@ class EvalData:
         return bool(self.examples) and all(e.label is not None for e in self.examples)
 
 
-def load(source: str, limit: int | None = None) -> EvalData:
-    """``demo`` or a JSONL file; the first ``limit`` examples only when given."""
+def load(source: str, limit: int | None = None, family: str = FAMILY) -> EvalData:
+    """``demo`` (the family's demo set) or a JSONL file; the first ``limit`` examples only when given."""
     if source == "demo":
-        return load_demo(limit or DEMO_SIZE)
-    return load_jsonl(Path(source), limit)
+        if family not in DEMO_SETS:
+            raise EvalDataError("demo", [(0, f"no demo set for family {family!r}; known: {', '.join(sorted(DEMO_SETS))}")])
+        module, name = DEMO_SETS[family].split(":")
+        return getattr(importlib.import_module(module), name)(limit or DEMO_SIZE)
+    return load_jsonl(Path(source), limit, family)
 
 
-def load_jsonl(path: Path, limit: int | None = None) -> EvalData:
+def load_jsonl(path: Path, limit: int | None = None, family: str = FAMILY) -> EvalData:
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -85,7 +98,7 @@ def load_jsonl(path: Path, limit: int | None = None) -> EvalData:
         if limit is not None and len(examples) >= limit:
             break
         try:
-            example = parse_line(line, number, path.resolve().parent)
+            example = parse_line(line, number, path.resolve().parent, family)
             if example.id in seen:
                 raise ValueError(f"duplicate id {example.id!r}")
             seen.add(example.id)
@@ -112,8 +125,8 @@ def _digest(raw: bytes, limit: int | None, examples: list[Example]) -> str:
     return digest.hexdigest()
 
 
-def parse_line(line: str, number: int, base_dir: Path) -> Example:
-    """One JSONL line as an Example; ValueError with the reason otherwise."""
+def parse_line(line: str, number: int, base_dir: Path, family: str = FAMILY) -> Example:
+    """One JSONL line as an Example (request and label checked by ``family``); ValueError otherwise."""
     from guardedge.runtime.errors import InvalidRequest
     from guardedge.runtime.families import get_family
     from guardedge.runtime.requests import parse_request
@@ -127,9 +140,11 @@ def parse_line(line: str, number: int, base_dir: Path) -> Example:
     ident = obj.get("id", number)
     if isinstance(ident, bool) or not isinstance(ident, (str, int)):
         raise ValueError(f"id must be a string or an integer, got {ident!r}")
-    label = _label(obj.get("label"))
+    guard = get_family(family)
+    label = _label(obj.get("label"), guard)
     try:
-        request = parse_request(obj, get_family(FAMILY).default_categories(), base_dir)
+        request = parse_request(obj, guard.default_categories(), base_dir)
+        guard.check(request)  # the family's own rules, as classify applies them
     except InvalidRequest as exc:
         raise ValueError(f"invalid request: {exc}") from None
     return Example(str(ident), _task(obj.get("task"), request), request, label)
@@ -143,19 +158,11 @@ def _task(raw: object, request: GuardRequest) -> Task:
     return raw
 
 
-def _label(raw: object) -> Label | None:
+def _label(raw: object, family) -> Label | None:
+    """The label in the family's own codes (its ``parse_label``), or None when absent."""
     if raw is None:
         return None
-    if not isinstance(raw, dict):
-        raise ValueError("label must be an object like {\"verdict\": \"unsafe\", \"categories\": [\"S1\"]}")
-    verdict = raw.get("verdict")
-    if verdict not in ("safe", "unsafe"):
-        raise ValueError(f"bad label verdict {verdict!r}; use \"safe\" or \"unsafe\"")
-    categories = raw.get("categories", [])
-    if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
-        raise ValueError("label categories must be a list of category codes (strings)")
-    if verdict == "safe" and categories:
-        raise ValueError("a safe label cannot name categories")
+    verdict, categories = family.parse_label(raw)
     return Label(verdict, tuple(categories))
 
 
@@ -170,6 +177,20 @@ def load_demo(n: int = DEMO_SIZE) -> EvalData:
         for ex in generated
     )
     return EvalData(out, "demo", hashlib.sha256(_demo_json(generated).encode()).hexdigest())
+
+
+def load_llavaguard_demo(n: int = DEMO_SIZE) -> EvalData:
+    """Labelled LlavaGuard image requests (runtime/demo/llavaguard_samples.py, seed 1)."""
+    from guardedge.runtime.demo.llavaguard_samples import held_out_examples
+    from guardedge.runtime.families import get_family
+    from guardedge.runtime.requests import parse_request
+
+    family = get_family("llavaguard")
+    generated = held_out_examples(n, seed=DEMO_SEED)
+    out = tuple(Example(ex["request_id"], "prompt", parse_request({k: v for k, v in ex.items() if k != "label"},
+                                                                 family.default_categories()),
+                        Label(*family.parse_label(ex["label"]))) for ex in generated)
+    return EvalData(out, "demo", hashlib.sha256(json.dumps(generated, sort_keys=True).encode()).hexdigest())
 
 
 def _demo_json(generated: list[dict]) -> str:

@@ -13,8 +13,9 @@ can be timed on both): ``safe`` sets threshold 1.0 (P(unsafe) >= 1 never holds: 
 decode), ``unsafe`` sets 0.0 (always holds: the category decode runs), ``natural`` leaves the
 model's greedy answer. A first token that is neither ``safe`` nor ``unsafe`` is decoded whatever
 the threshold (the engine never guesses), so the path is forced only for a model that answers in
-format (the demo, the steered fullsize-random). ``--image-size WxH`` adds a generated image of that
-size to every request. Percentiles are nearest-rank; the human table comes first, then one JSON line.
+format (the demo, the steered fullsize-random). Requests are ones the model's family accepts
+(Llama Guard: the demo samples' texts; LlavaGuard: its sample images and policies, verdict-only).
+``--image-size WxH`` adds (LlavaGuard: replaces) a generated image of that size to every request. Percentiles are nearest-rank; the human table comes first, then one JSON line.
 
     guardedge bench latency --model demo --concurrency 1,4,16 --requests 64 --path unsafe [--plot latency.png]
     guardedge bench latency --server 127.0.0.1:50051 --concurrency 1,8,32 --requests 256
@@ -74,23 +75,42 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def requests(n: int, path: str, image_size: tuple[int, int] | None) -> list[dict]:
-    """``n`` request dicts cycling over the demo samples' texts (their images dropped)."""
-    from guardedge.runtime.demo.samples import png_base64, samples
+def requests(n: int, path: str, image_size: tuple[int, int] | None, family: str = "llama-guard-3-vision") -> list[dict]:
+    """``n`` request dicts the family accepts, cycling over its samples.
 
-    image = png_base64((120, 60, 200), image_size) if image_size else None
+    Llama Guard 3 Vision: the demo samples' texts (their images dropped; ``image_size`` adds a
+    generated image to each). A family that rates images (LlavaGuard: one image, no message
+    text) cycles over its smoke requests' images and policies, verdict-only (the serving
+    default); ``image_size`` replaces each image by a generated one of that size."""
+    from guardedge.runtime.families import get_family
+
+    guard = get_family(family)
+    base = guard.smoke_requests() if guard.requires_image else _text_samples()
+    image = _image_part(image_size) if image_size else None
     out = []
     for i in range(n):
-        sample = samples()[i % len(samples())]
-        request = {k: v for k, v in sample.items() if k != "expected"}
-        request["request_id"] = f"{sample['request_id']}-{i}"
-        request["messages"] = [_strip_images(m) for m in request["messages"]]
-        if image:
-            request["messages"][0]["content"].insert(0, {"type": "image", "data": image})
+        request = {k: v for k, v in base[i % len(base)].items() if k != "rationale"}
+        request["request_id"] = f"{request['request_id']}-{i}"
+        if image:  # fresh message copies: the samples' own lists are shared between requests
+            request["messages"] = [_strip_images(m) for m in request["messages"]]
+            request["messages"][0]["content"].insert(0, image)
         if PATHS[path] is not None:
             request["threshold"] = PATHS[path]
         out.append(request)
     return out
+
+
+def _text_samples() -> list[dict]:
+    from guardedge.runtime.demo.samples import samples
+
+    return [{**{k: v for k, v in s.items() if k != "expected"}, "messages": [_strip_images(m) for m in s["messages"]]}
+            for s in samples()]
+
+
+def _image_part(size: tuple[int, int]) -> dict:
+    from guardedge.runtime.demo.samples import png_base64
+
+    return {"type": "image", "data": png_base64((120, 60, 200), size)}
 
 
 def _strip_images(message: dict) -> dict:
@@ -179,12 +199,13 @@ def machine() -> str:
 
 
 def measure(args: argparse.Namespace) -> dict:
-    reqs = requests(args.requests, args.path, args.image_size)
     report = {"machine": machine(), "versions": versions(), "path": args.path,
               "image_size": "x".join(map(str, args.image_size)) if args.image_size else None,
               "semantics": "server: c client threads" if args.server else "in-process: batches of c; latency = batch wall time"}
     if args.server:
-        report.update(target=args.server, device="server")
+        family = server_family(args.server, args.timeout)
+        reqs = requests(args.requests, args.path, args.image_size, family)
+        report.update(target=args.server, device="server", family=family)
         report["levels"] = [through_server(args.server, reqs, c, args.warmup, args.timeout) for c in args.concurrency]
         return report
     from guardedge.bench.fullsize import open_engine
@@ -194,10 +215,21 @@ def measure(args: argparse.Namespace) -> dict:
     engine = open_engine(args.model, EngineOptions(device=args.device, dtype=args.dtype,
                                                    max_batch_size=max(args.concurrency), progress=False, **paths))
     info = engine.info()
-    report.update(model=args.model, fast_paths=engine.options.fast_paths.describe(), device=info.device, variant=info.variant, memory_bytes=info.memory_bytes,
-                  torch_threads=_torch_threads(), gpu=_gpu_name())
+    reqs = requests(args.requests, args.path, args.image_size, info.family)
+    report.update(model=args.model, family=info.family, fast_paths=engine.options.fast_paths.describe(), device=info.device,
+                  variant=info.variant, memory_bytes=info.memory_bytes, torch_threads=_torch_threads(), gpu=_gpu_name())
     report["levels"] = [in_process(engine, reqs, c, args.warmup) for c in args.concurrency]
     return report
+
+
+def server_family(target: str, timeout: float) -> str:
+    """The family of the server's default model (its requests must be ones that family accepts)."""
+    from guardedge.runtime.service.client import GuardClient
+
+    with GuardClient(target, timeout=timeout) as client:
+        client.wait_until_serving(timeout=timeout)
+        models = client.list_models().models
+    return next((m.family for m in models if m.is_default), models[0].family)
 
 
 def _torch_threads() -> int:

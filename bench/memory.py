@@ -4,7 +4,8 @@ Each variant runs in a fresh subprocess, so one variant's peak never hides in an
 - **baseline**: peak RSS after importing torch, transformers and guardedge (before any model);
 - **load**: peak RSS (``resource.getrusage`` ru_maxrss, Linux) and, on CUDA, peak
   ``torch.cuda.max_memory_allocated`` once ``load_engine`` returns;
-- **classify**: the same peaks after classifying a small batch (text-only, text + image);
+- **classify**: the same peaks after classifying a small batch (Llama Guard: text-only and
+  text + image; LlavaGuard: two of its sample images);
 - ``engine.info().memory_bytes``: the model's parameters and buffers.
 Peaks are cumulative (load is included in classify's peak). Table first, one JSON line last.
 
@@ -38,9 +39,13 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _batch() -> list[dict]:
+def _batch(family) -> list[dict]:
+    """Two requests the family accepts: Llama Guard a text and a text + image request; a family
+    that rates images alone (LlavaGuard) two of its sample images (one image per request, no text)."""
     from guardedge.runtime.demo.samples import png_base64
 
+    if family.requires_image:
+        return [{k: v for k, v in r.items() if k != "rationale"} for r in family.smoke_requests()[:2]]
     text = {"request_id": "text", "messages": [{"role": "user", "content": "How do I bake sourdough bread?"}]}
     image = {"request_id": "image", "messages": [{"role": "user", "content": [
         {"type": "image", "data": png_base64((200, 30, 30), (96, 64))}, {"type": "text", "text": "What is in this image?"}]}]}
@@ -60,7 +65,7 @@ def child(model: str, device: str | None, dtype: str | None) -> dict:
         torch.cuda.reset_peak_memory_stats()
     engine = open_engine(model, EngineOptions(device=device, dtype=dtype, progress=False))
     load = {"peak_rss_bytes": _peak_rss(), "peak_gpu_bytes": torch.cuda.max_memory_allocated() if cuda else None}
-    verdicts = engine.classify([engine.parse(r) for r in _batch()])
+    verdicts = engine.classify([engine.parse(r) for r in _batch(engine.family)])
     classify = {"peak_rss_bytes": _peak_rss(), "peak_gpu_bytes": torch.cuda.max_memory_allocated() if cuda else None}
     info = engine.info()
     return {"model": model, "variant": info.variant, "memory_bytes": info.memory_bytes, "baseline_rss_bytes": baseline,

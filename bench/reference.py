@@ -1,6 +1,9 @@
 """Engine vs the model card's transformers snippet, same inputs, same process.
 
-The snippet is Meta's Llama Guard 3 Vision card code, unchanged but for the model directory:
+The snippet is the model family's published transformers usage (:data:`SIDES`): for LlavaGuard,
+its model card's ``generate`` of the full JSON with the policy prompt (bench/reference_llavaguard.py,
+greedy), against the engine's verdict-only answer (and, timed too, the engine writing the
+rationale as well). For Llama Guard 3 Vision it is Meta's card code, unchanged but for the model directory:
 ``AutoProcessor`` + ``MllamaForConditionalGeneration`` (bf16, ``device_map="auto"``) +
 ``apply_chat_template`` + ``generate(max_new_tokens=20)``, one request at a time. It runs as
 published (bf16, the reference for the speedup) and in fp32 (the engine's CPU dtype, so the
@@ -11,6 +14,7 @@ against the published snippet and whether verdicts agree. Human table first, one
 Absolute times only mean something on the machine named in the first line.
 
     guardedge bench reference --model demo [--rounds 5] [--plot reference.png]
+    guardedge bench reference --model demo-llavaguard [--rounds 5]
     python -m guardedge.bench.reference --model demo [--rounds 5]
 """
 
@@ -22,7 +26,6 @@ import math
 import platform
 import statistics
 import time
-
 
 
 def load_snippet(model_dir: str, dtype=None):
@@ -79,11 +82,44 @@ def _stats(times: list[float]) -> dict:
     return {"p50_ms": round(statistics.median(ms), 2), "p90_ms": round(p90, 2)}
 
 
-def compare(model: str, rounds: int = 5) -> dict:
-    """Time the card snippet (as published: bf16; and in the engine's fp32) against the engine."""
+# family -> "module" with cases(), snippets(path, engine) -> {name: answer(case, request)}, REFERENCE, LABELS.
+SIDES: dict[str, str] = {"llama-guard-3-vision": "guardedge.bench.reference", "llavaguard": "guardedge.bench.reference_llavaguard"}
+REFERENCE = "snippet_bf16"  # Llama Guard: the card's code as published
+LABELS = {"snippet_bf16": "model card snippet (bf16, as published)", "snippet_fp32": "model card snippet (fp32)"}
+
+
+def cases() -> list[dict]:
+    from guardedge.runtime.demo.samples import samples
+
+    return samples()
+
+
+def snippets(path: str, engine) -> dict:
+    """Llama Guard: the card's snippet as published (bf16) and in the engine's fp32."""
     import torch
 
-    from guardedge.runtime.demo.samples import samples
+    loaded = {"snippet_bf16": load_snippet(path, torch.bfloat16), "snippet_fp32": load_snippet(path, torch.float32)}
+
+    def side(snippet):
+        return lambda case, request: snippet_answer(*snippet, case, request.image.image if request.image else None)
+
+    return {name: side(snippet) for name, snippet in loaded.items()}
+
+
+def engine_labels(n: int, rationale: bool) -> dict[str, str]:
+    labels = {"engine_no_drafts": "guardedge engine, drafts off, one at a time",
+              "engine": "guardedge engine, one at a time", "engine_batched": f"guardedge engine, batch of {n}"}
+    if rationale:
+        labels["engine_rationale"] = "guardedge engine, with rationale, one at a time"
+    return labels
+
+
+def compare(model: str, rounds: int = 5) -> dict:
+    """Time the family's published transformers usage against the engine, interleaved, same inputs."""
+    import importlib
+
+    import torch
+
     from guardedge.runtime.engine import EngineOptions, load_engine
     from guardedge.runtime.modeldir import resolve
 
@@ -91,38 +127,51 @@ def compare(model: str, rounds: int = 5) -> dict:
     engine = load_engine(path, EngineOptions(max_batch_size=8, progress=False))
     # The same engine with format drafts off: what the drafted decode buys, measured in the same run.
     plain = load_engine(path, EngineOptions(max_batch_size=8, progress=False, drafts=False))
-    snippets = {"snippet_bf16": load_snippet(path, torch.bfloat16), "snippet_fp32": load_snippet(path, torch.float32)}
-    cases = samples()
-    requests = [engine.parse(c) for c in cases]
-    images = [r.image.image if r.image else None for r in requests]
+    side = importlib.import_module(SIDES[engine.family.name])
+    snippets_ = side.snippets(path, engine)
+    cases_ = side.cases()
+    requests = [engine.parse(c) for c in cases_]
+    # A family whose answer carries a rationale: the engine writing it too (what the snippet writes).
+    full = [engine.parse({**c, "rationale": True}) for c in cases_] if engine.family.scoring.max_rationale_tokens else []
     # Warm-up, and the verdicts compared.
-    ref = {name: snippet_verdicts(engine, snippet, cases, requests) for name, snippet in snippets.items()}
+    ref = {name: [verdict_key(engine.family.parse(fn(c, r), r)) for c, r in zip(cases_, requests)] for name, fn in snippets_.items()}
     ours = [verdict_key(v) for v in engine.classify(requests)]
     if [verdict_key(v) for v in plain.classify(requests)] != ours:
         raise RuntimeError("drafted and plain greedy decoding disagree; runtime/decoding.py is broken")
-    times: dict[str, list[float]] = {name: [] for name in [*snippets, "engine_no_drafts", "engine", "engine_batched"]}
-    for _ in range(rounds):  # interleaved, so drift in machine load hits every side alike
-        for case, image, request in zip(cases, images, requests):
-            for name, snippet in snippets.items():
+    engines = [("engine_no_drafts", plain, requests), ("engine", engine, requests)] + ([("engine_rationale", engine, full)] if full else [])
+    if full:
+        engine.classify(full)
+    times = _timed(snippets_, engines, engine, cases_, requests, rounds)
+    stats = {name: _stats(t) for name, t in times.items()}
+    reference = stats[side.REFERENCE]["p50_ms"]
+    return {
+        "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
+        "torch": torch.__version__, "model": path, "family": engine.family.name, "requests": len(cases_),
+        "rounds": rounds, "reference": side.REFERENCE, "timings": stats,
+        "speedup": {name: round(reference / s["p50_ms"], 2) for name, s in stats.items()},
+        "verdicts_agree": {name: sum(a == b for a, b in zip(r, ours)) for name, r in ref.items()},
+        "engine_backend": engine.backend.description,
+        "labels": {**side.LABELS, **engine_labels(len(cases_), bool(full))},
+    }
+
+
+def _timed(snippets_: dict, engines: list, engine, cases_: list, requests: list, rounds: int) -> dict[str, list[float]]:
+    """Per-request seconds of every side, interleaved so drift in machine load hits every side alike."""
+    times: dict[str, list[float]] = {name: [] for name in [*snippets_, *(e[0] for e in engines), "engine_batched"]}
+    for _ in range(rounds):
+        for i, (case, request) in enumerate(zip(cases_, requests)):
+            for name, fn in snippets_.items():
                 start = time.perf_counter()
-                snippet_answer(*snippet, case, image)
+                fn(case, request)
                 times[name].append(time.perf_counter() - start)
-            for name, eng in (("engine_no_drafts", plain), ("engine", engine)):
+            for name, eng, reqs in engines:
                 start = time.perf_counter()
-                eng.classify([request])
+                eng.classify([reqs[i]])
                 times[name].append(time.perf_counter() - start)
         start = time.perf_counter()
         engine.classify(requests)
         times["engine_batched"].append((time.perf_counter() - start) / len(requests))
-    stats = {name: _stats(t) for name, t in times.items()}
-    reference = stats["snippet_bf16"]["p50_ms"]
-    return {
-        "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
-        "torch": torch.__version__, "model": path, "requests": len(cases), "rounds": rounds, "timings": stats,
-        "speedup": {name: round(reference / s["p50_ms"], 2) for name, s in stats.items()},
-        "verdicts_agree": {name: sum(a == b for a, b in zip(r, ours)) for name, r in ref.items()},
-        "engine_backend": engine.backend.description,
-    }
+    return times
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -137,14 +186,12 @@ def main(args: argparse.Namespace | None = None) -> int:
         configure_parser(parser)
         args = parser.parse_args()
     report = compare(args.model, args.rounds)
-    print(f"{report['machine']}, torch {report['torch']}, {report['requests']} requests x {report['rounds']} rounds")
-    print(f"{'':42}{'p50 ms/req':>11}{'p90 ms/req':>11}{'speedup':>9}")
-    labels = {"snippet_bf16": "model card snippet (bf16, as published)", "snippet_fp32": "model card snippet (fp32)",
-              "engine_no_drafts": "guardedge engine, drafts off, one at a time",
-              "engine": "guardedge engine, one at a time", "engine_batched": f"guardedge engine, batch of {report['requests']}"}
+    print(f"{report['machine']}, torch {report['torch']}, {report['family']}: {report['requests']} requests x {report['rounds']} rounds")
+    print(f"{'':50}{'p50 ms/req':>11}{'p90 ms/req':>11}{'speedup':>9}")
+    labels = report["labels"]
     for name, label in labels.items():
         s = report["timings"][name]
-        print(f"{label:42}{s['p50_ms']:11.2f}{s['p90_ms']:11.2f}{report['speedup'][name]:8.2f}x")
+        print(f"{label:50}{s['p50_ms']:11.2f}{s['p90_ms']:11.2f}{report['speedup'][name]:8.2f}x")
     for name, agree in report["verdicts_agree"].items():
         print(f"verdicts agree with {name}: {agree}/{report['requests']}")
     if args.plot:

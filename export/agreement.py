@@ -1,46 +1,67 @@
 """What every export checks against its source, in one place: the requests, the answers, the figures.
 
-The agreement set is the smoke requests (the 8 demo samples, classified as one batch exactly as
-``guardedge export verify`` runs them) followed by held-out synthetic requests from the demo's
-data generator (real Llama 3 tokens, synthetic images). Both exporters (quantize, onnx) and
-``export verify`` use these functions, so their figures mean the same thing.
+The agreement set is the family's smoke requests (``family.smoke_requests()``: for Llama Guard 3
+Vision the 8 demo samples, for LlavaGuard a handful of generated images under the default, an
+excluded-category and a custom policy), classified as one batch exactly as ``guardedge export
+verify`` runs them, followed by held-out requests in the family's own shape from the generator
+:data:`HELD_OUT` names for the family. Both exporters (quantize, onnx) and ``export verify`` use
+these functions, so their figures mean the same thing.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 
 from tqdm import tqdm
 
 HELD_OUT_SEED = 1  # the held-out split of the demo's synthetic data: data.examples("eval", n, seed)
+DEFAULT_FAMILY = "llama-guard-3-vision"
+# family -> "module:function" giving ``n`` held-out GuardRequests (called with n and seed), as
+# runtime/models.py names its builders: imported only for the family an export needs.
+HELD_OUT: dict[str, str] = {
+    "llama-guard-3-vision": "guardedge.export.agreement:llama_guard_held_out",
+    # The demo LlavaGuard's held-out generator (runtime/demo/llavaguard/data.py), as image requests.
+    "llavaguard": "guardedge.runtime.demo.llavaguard_samples:held_out_requests",
+}
 
 
-def smoke_requests() -> list[dict]:
-    from guardedge.runtime.demo.samples import samples
+def smoke_requests(family: str = DEFAULT_FAMILY) -> list[dict]:
+    """The family's smoke request dicts (runtime/families: ``smoke_requests``)."""
+    from guardedge.runtime.families import get_family
 
-    return [{k: v for k, v in case.items() if k != "expected"} for case in samples()]
+    return get_family(family).smoke_requests()
 
 
-def parsed_smoke_requests() -> list:
+def parsed_smoke_requests(family: str = DEFAULT_FAMILY) -> list:
     from guardedge.runtime.families import get_family
     from guardedge.runtime.requests import parse_request
 
-    categories = get_family("llama-guard-3-vision").default_categories()
-    return [parse_request(r, categories) for r in smoke_requests()]
+    categories = get_family(family).default_categories()
+    return [parse_request(r, categories) for r in smoke_requests(family)]
 
 
-def held_out_requests(n: int) -> list:
+def held_out_requests(n: int, family: str = DEFAULT_FAMILY) -> list:
+    """``n`` held-out GuardRequests from the family's registered generator."""
+    if family not in HELD_OUT:
+        raise ValueError(f"no held-out generator for family {family!r}; known: {', '.join(sorted(HELD_OUT))}")
+    module, name = HELD_OUT[family].split(":")
+    return getattr(importlib.import_module(module), name)(n, seed=HELD_OUT_SEED) if n else []
+
+
+def llama_guard_held_out(n: int, seed: int = HELD_OUT_SEED) -> list:
+    """The demo guard's held-out split (real Llama 3 tokens, synthetic images)."""
     from guardedge.runtime.demo.data import examples
     from guardedge.runtime.demo.train import to_request
 
-    return [to_request(ex) for ex in examples("eval", n, seed=HELD_OUT_SEED)]
+    return [to_request(ex) for ex in examples("eval", n, seed=seed)]
 
 
 def answers(engine, requests: list, batch_size: int = 8, label: str = "") -> list[tuple]:
     """(verdict, categories, P(unsafe)) per request. The smoke requests, which open every
     agreement set, run as one batch: LLM.int8 picks its outlier columns over the whole batch, so
     an 8-bit answer moves (~1e-4) with its batch mates, and ``export verify`` batches them so."""
-    n = len(smoke_requests())
+    n = len(smoke_requests(engine.family.name))
     batches = [requests[:n]] + [requests[i : i + batch_size] for i in range(n, len(requests), batch_size)]
     quiet = not label or not logging.getLogger("guardedge.export").isEnabledFor(logging.INFO)
     out: list[tuple] = []
@@ -58,8 +79,8 @@ def agreement(source: list[tuple], other: list[tuple]) -> dict:
             "max_abs_delta_p_unsafe": round(max(deltas), 6), "mean_abs_delta_p_unsafe": round(sum(deltas) / len(deltas), 6)}
 
 
-def smoke_record(requests: list, got: list[tuple]) -> list[dict]:
+def smoke_record(requests: list, got: list[tuple], family: str = DEFAULT_FAMILY) -> list[dict]:
     """The smoke answers (the first ones of an agreement set) in the manifest's form."""
-    n = len(smoke_requests())
+    n = len(smoke_requests(family))
     return [{"request_id": r.request_id, "verdict": v, "categories": list(c), "unsafe_probability": round(p, 6)}
             for r, (v, c, p) in zip(requests[:n], got[:n])]

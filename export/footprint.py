@@ -4,7 +4,9 @@
 weights at their packed size plus quantization state, everything else in the storage dtype. It
 matches the demo artifact's files within 0.1% (tests check < 0.5%), and ``footprint_11b`` applies
 it to the real Llama Guard 3 11B Vision configuration — the computed figures in
-docs/decisions/0003 and in every bnb manifest.
+docs/decisions/0003 and in every Mllama bnb manifest. The model class and the modules kept in
+16-bit by default come from the architecture plug-in (runtime/architectures: ``transformers_class``,
+``keep_16bit``), so the same code counts a LLaVA-OneVision (LlavaGuard) model.
 """
 
 from __future__ import annotations
@@ -22,13 +24,31 @@ QUANT_STATE_JSON = 128  # ≈ bytes of the per-layer 4-bit quant_state JSON blob
 
 # -- which modules stay in 16-bit ---------------------------------------------------------------
 
+def architecture(config):
+    """The architecture plug-in class (runtime/architectures) of a transformers config object."""
+    from guardedge.runtime.architectures import architecture_class
+
+    return architecture_class({"model_type": config.model_type})
+
+
+def transformers_class(config):
+    """The transformers class that loads a model of this config (the plug-in names it)."""
+    import transformers
+
+    return getattr(transformers, architecture(config).transformers_class)
+
+
+def default_skip(config) -> tuple[str, ...]:
+    """The modules the architecture keeps in 16-bit by default (its ``keep_16bit``)."""
+    return tuple(architecture(config).keep_16bit)
+
+
 def meta_model(config):
     """The model's module tree without weights (cheap even for 11B)."""
     import torch
-    from transformers import MllamaForConditionalGeneration
 
     with torch.device("meta"):
-        return MllamaForConditionalGeneration(config)
+        return transformers_class(config)(config)
 
 
 def resolve_skip(model, patterns: tuple[str, ...]) -> list[str]:
@@ -59,7 +79,8 @@ def footprint(config, recipe: Recipe, model=None) -> dict:
     import torch
 
     model = model if model is not None else meta_model(config)
-    skip = resolve_skip(model, recipe.skip_modules)
+    patterns = recipe.skip_modules if recipe.skip_modules is not None else default_skip(model.config)
+    skip = resolve_skip(model, patterns)
     storage = torch.empty((), dtype=getattr(torch, recipe.storage_dtype)).element_size()
     quantized = kept = 0
     total = 0

@@ -2,17 +2,20 @@
 
     guardedge export quantize --model demo --bits 4 --out /models/guard-nf4
     guardedge export quantize --model /models/Llama-Guard-3-11B-Vision --bits 8 --out OUT --device cuda
+    guardedge export quantize --model /models/LlavaGuard-v1.2-7B-OV-hf --bits 4 --out OUT --device cuda
 
 OUT is a self-contained model directory: safetensors weights with their quantization state,
 config.json with the ``quantization_config``, the tokenizer/processor/chat-template (and licence)
 files of the source, and ``manifest.json`` (runtime/artifact.py). guardedge loads it directly
 (``load_engine(OUT)``, ``classify``/``serve --model OUT``) and so does plain transformers +
-bitsandbytes (``MllamaForConditionalGeneration.from_pretrained(OUT)``).
+bitsandbytes (the architecture's class, e.g. ``MllamaForConditionalGeneration.from_pretrained(OUT)``).
+Any architecture plug-in (runtime/architectures) quantizes: it names the transformers class and
+the modules kept in 16-bit by default.
 
 Steps, one model in memory at a time: quantize while loading and save; classify the agreement
-set (the 8 demo samples + N held-out synthetic requests) with the source, then with OUT; record
-verdict agreement, |ΔP(unsafe)| and the footprint (measured on OUT, and computed for the real
-11B configuration) in the manifest. Modules kept in 16-bit by default and why:
+set (the family's smoke requests + N held-out requests in its shape, export/agreement.py) with
+the source, then with OUT; record verdict agreement, |ΔP(unsafe)| and the footprint (measured on
+OUT; for Mllama also computed for the real 11B configuration) in the manifest. Modules kept in 16-bit by default and why:
 docs/decisions/0003-quantization-skip-modules.md.
 """
 
@@ -22,25 +25,25 @@ import argparse
 import json
 import logging
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from guardedge.export import agreement
 from guardedge.export.agreement import held_out_requests, parsed_smoke_requests
 from guardedge.export.common import check_out, free, progress_logging
-from guardedge.export.footprint import footprint, footprint_11b, is_skipped, meta_model, resolve_skip
+from guardedge.export.footprint import (default_skip, footprint, footprint_11b, is_skipped, meta_model, resolve_skip,
+                                        transformers_class)
 from guardedge.runtime.errors import GuardError
 
 log = logging.getLogger(__name__)
 
-# Kept in 16-bit, measured on the demo guard (docs/decisions/0003): the output layer (P(unsafe)
-# is read from it; 4-bit there flipped 2% of verdicts), the projector (bitsandbytes 0.50's int8
-# matmul fails on its 5-D input; 63 MB on 11B) and the cross-attention output projections (the
-# image's way into the text; no measurable drift on the demo, kept as cheap insurance: 0.13-0.19
-# GB on 11B). The vision tower is quantized: no verdict changed at 8 or 4 bits, and keeping it
-# 16-bit misses the 11B memory goals. A pattern names a module or a dotted suffix of its path.
-DEFAULT_SKIP = ("multi_modal_projector", "lm_head", "cross_attn.o_proj")
+# Kept in 16-bit by default: the architecture plug-in's ``keep_16bit`` (runtime/architectures).
+# Mllama's, measured on the demo guard (docs/decisions/0003): the output layer (P(unsafe) is read
+# from it; 4-bit there flipped 2% of verdicts), the projector (bitsandbytes 0.50's int8 matmul
+# fails on its 5-D input) and the cross-attention output projections; its vision tower is
+# quantized. LLaVA-OneVision's: the vision tower, the projector and the output layer. A pattern
+# names a module or a dotted suffix of its path.
 AGREEMENT_N = 200
 # Files copied from the source beside the weights and config (the licence travels with Llama weights).
 SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
@@ -56,7 +59,7 @@ class Recipe:
     bits: Literal[8, 4]
     quant_type: Literal["nf4", "fp4"] | None = None  # 4-bit only; default nf4
     double_quant: bool | None = None  # 4-bit: quantize the block scales too (0.37 bit/param); default on
-    skip_modules: tuple[str, ...] = DEFAULT_SKIP
+    skip_modules: tuple[str, ...] | None = None  # None: the architecture's keep_16bit (set by export)
     storage_dtype: str = "bfloat16"  # of everything not quantized, as the real checkpoint
     compute_dtype: str = "bfloat16"  # 4-bit compute in config.json (guardedge uses its own dtype)
     agreement_n: int = AGREEMENT_N
@@ -94,18 +97,17 @@ class Recipe:
 def quantize_to(src: Path, tmp: Path, recipe: Recipe, device: str | None) -> list[str]:
     """Quantize while loading (weights go to the device one tensor at a time) and save."""
     import torch
-    from transformers import AutoConfig, MllamaForConditionalGeneration
+    from transformers import AutoConfig
 
     from guardedge.runtime.backends.torch_backend import choose_device, device_map_target
 
-    model = meta_model(AutoConfig.from_pretrained(str(src), local_files_only=True))
+    config = AutoConfig.from_pretrained(str(src), local_files_only=True)
+    model = meta_model(config)
     skip = resolve_skip(model, recipe.skip_modules)
-    projector = [n for n, _ in model.named_modules() if n.endswith("multi_modal_projector")]
-    if recipe.bits == 8 and not all(is_skipped(n, skip) for n in projector):
-        raise GuardError("8-bit needs multi_modal_projector in --skip-modules: bitsandbytes' int8 matmul "
-                         "fails on its 5-D input (docs/decisions/0003)")
+    if config.model_type == "mllama":
+        _check_mllama_projector(model, skip, recipe)
     dev = choose_device(device)
-    model = MllamaForConditionalGeneration.from_pretrained(
+    model = transformers_class(config).from_pretrained(
         str(src), local_files_only=True, use_safetensors=True, dtype=getattr(torch, recipe.storage_dtype),
         quantization_config=recipe.bnb_config(skip), device_map={"": device_map_target(dev)})
     log.info("saving %s weights to %s", recipe.precision, tmp)
@@ -118,9 +120,17 @@ def quantize_to(src: Path, tmp: Path, recipe: Recipe, device: str | None) -> lis
     return skip
 
 
-def agreement_requests(n: int) -> list:
-    """The smoke requests + ``n`` held-out synthetic requests (export/agreement.py)."""
-    return parsed_smoke_requests() + held_out_requests(n)
+def _check_mllama_projector(model, skip: list[str], recipe: Recipe) -> None:
+    """Mllama only: its projector takes a 5-D input, which bitsandbytes' int8 matmul refuses."""
+    projector = [n for n, _ in model.named_modules() if n.endswith("multi_modal_projector")]
+    if recipe.bits == 8 and not all(is_skipped(n, skip) for n in projector):
+        raise GuardError("8-bit needs multi_modal_projector in --skip-modules: bitsandbytes' int8 matmul "
+                         "fails on its 5-D input (docs/decisions/0003)")
+
+
+def agreement_requests(n: int, family: str = agreement.DEFAULT_FAMILY) -> list:
+    """The family's smoke requests + ``n`` held-out requests in its shape (export/agreement.py)."""
+    return parsed_smoke_requests(family) + held_out_requests(n, family)
 
 
 def answers(model: str | Path, requests: list, device: str | None, label: str) -> tuple[list, int]:
@@ -143,8 +153,12 @@ def export(model: str, out: Path, recipe: Recipe, device: str | None = None, sou
     interrupted export never leaves a directory that looks finished."""
     from guardedge.runtime.modeldir import resolve
 
+    from transformers import AutoConfig
+
     src = resolve(model, progress=log.isEnabledFor(logging.INFO))
     _check_source(src.config, out, force)
+    if recipe.skip_modules is None:  # the architecture's default, recorded as such in the manifest
+        recipe = replace(recipe, skip_modules=default_skip(AutoConfig.from_pretrained(str(src.path), local_files_only=True)))
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -162,15 +176,17 @@ def export(model: str, out: Path, recipe: Recipe, device: str | None = None, sou
 def _validate(src, tmp: Path, recipe: Recipe, device: str | None, source_device: str | None) -> dict:
     """Agreement with the source on the agreement set, the smoke answers, the footprints."""
     from guardedge.runtime.artifact import source_identity
+    from guardedge.runtime.families import family_for_config
 
-    requests = agreement_requests(recipe.agreement_n)
+    family = family_for_config(src.config).name
+    requests = agreement_requests(recipe.agreement_n, family)
     log.info("[2/4] agreement set: %d requests through the source", len(requests))
     key = (source_identity(src.path, src.name)["sha256"], recipe.agreement_n, source_device or device)
     if key not in _REFERENCE:  # the source's answers do not depend on the recipe: reuse them
         _REFERENCE[key] = answers(src.path, requests, source_device or device, "source")[0]
     log.info("[3/4] the same requests through the %s model", recipe.precision)
     quantized, memory = answers(tmp, requests, device, recipe.precision)
-    return {"agreement": agreement.agreement(_REFERENCE[key], quantized), "smoke": agreement.smoke_record(requests, quantized),
+    return {"agreement": agreement.agreement(_REFERENCE[key], quantized), "smoke": agreement.smoke_record(requests, quantized, family),
             **_footprints(tmp, recipe, memory)}
 
 
@@ -191,8 +207,11 @@ def _write_manifest(src, tmp: Path, recipe: Recipe, skip: list[str], device: str
 
 
 def _check_source(config: dict, out: Path, force: bool) -> None:
-    if config.get("model_type") != "mllama":
-        raise GuardError(f"export quantize supports Mllama guards (Llama Guard 3 Vision); this model is {config.get('model_type')!r}")
+    from guardedge.runtime.architectures import supported_model_types
+
+    if config.get("model_type") not in supported_model_types():
+        raise GuardError(f"export quantize supports {', '.join(supported_model_types())} models; "
+                         f"this model is {config.get('model_type')!r}")
     if "quantization_config" in config:
         raise GuardError("the source is already quantized; quantize the original 16-bit model")
     check_out(out, force)
@@ -201,10 +220,13 @@ def _check_source(config: dict, out: Path, force: bool) -> None:
 def _footprints(out: Path, recipe: Recipe, memory: int) -> dict:
     from transformers import AutoConfig
 
-    return {"footprint_bytes": sum(p.stat().st_size for p in out.glob("*.safetensors")),
-            "loaded_memory_bytes": memory,  # at the load dtype: fp32 on CPU for the 16-bit parts
-            "computed_bytes": footprint(AutoConfig.from_pretrained(str(out), local_files_only=True), recipe)["bytes"],
-            "computed_11b_bytes": footprint_11b(recipe)["bytes"]}
+    config = AutoConfig.from_pretrained(str(out), local_files_only=True)
+    figures = {"footprint_bytes": sum(p.stat().st_size for p in out.glob("*.safetensors")),
+               "loaded_memory_bytes": memory,  # at the load dtype: fp32 on CPU for the 16-bit parts
+               "computed_bytes": footprint(config, recipe)["bytes"]}
+    if config.model_type == "mllama":  # the real model this recipe is for: Llama Guard 3 11B Vision
+        figures["computed_11b_bytes"] = footprint_11b(recipe)["bytes"]
+    return figures
 
 
 # -- command line --------------------------------------------------------------------------------
@@ -215,8 +237,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quant-type", choices=["nf4", "fp4"], help="4-bit data type (default nf4)")
     parser.add_argument("--double-quant", action=argparse.BooleanOptionalAction,
                         help="4-bit: quantize the block scales too (default on: 0.37 bit/param less)")
-    parser.add_argument("--skip-modules", nargs="*", default=list(DEFAULT_SKIP), metavar="MODULE",
-                        help=f"modules kept in 16-bit (default: {' '.join(DEFAULT_SKIP)}; none: give the flag alone)")
+    parser.add_argument("--skip-modules", nargs="*", metavar="MODULE",
+                        help="modules kept in 16-bit (default: the architecture's; Mllama: multi_modal_projector lm_head "
+                             "cross_attn.o_proj; LLaVA-OneVision: vision_tower multi_modal_projector lm_head; "
+                             "none: give the flag alone)")
     parser.add_argument("--out", type=Path, required=True, help="the artifact directory to write")
     parser.add_argument("--device", default="auto", help="where to quantize and validate (cuda quantizes on the GPU)")
     parser.add_argument("--source-device", help="where the 16-bit source runs for the agreement check (default: --device)")
@@ -231,7 +255,8 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
     if args.agreement_n < 0:
         raise GuardError("--agreement-n must be 0 or more")
     return Recipe(bits=args.bits, quant_type=args.quant_type, double_quant=args.double_quant,
-                  skip_modules=tuple(args.skip_modules), agreement_n=args.agreement_n)
+                  skip_modules=None if args.skip_modules is None else tuple(args.skip_modules),
+                  agreement_n=args.agreement_n)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -240,8 +265,8 @@ def main(args: argparse.Namespace) -> int:
     manifest = export(args.model, args.out, recipe_from_args(args), args.device, args.source_device, args.force)
     v = manifest["validation"]
     a = v["agreement"]
-    print(f"{args.out}: {manifest['precision']}, weights {v['footprint_bytes'] / 1e6:.1f} MB "
-          f"(computed for the 11B model: {v['computed_11b_bytes'] / 1e9:.2f} GB)")
+    full = f" (computed for the 11B model: {v['computed_11b_bytes'] / 1e9:.2f} GB)" if "computed_11b_bytes" in v else ""
+    print(f"{args.out}: {manifest['precision']}, weights {v['footprint_bytes'] / 1e6:.1f} MB{full}")
     print(f"agreement with the source on {a['requests']} requests: verdicts {a['verdict_agreement']:.2%}, "
           f"max |ΔP(unsafe)| {a['max_abs_delta_p_unsafe']:.4f}, mean {a['mean_abs_delta_p_unsafe']:.4f}")
     print(json.dumps({"out": str(args.out), "precision": manifest["precision"], "recipe": manifest["recipe"], **v,

@@ -24,3 +24,12 @@ def tokenizer(demo_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(demo_dir), local_files_only=True)
+
+
+@pytest.fixture(scope="session")
+def llava_tiny_dir(tmp_path_factory):
+    """A tiny random-weight LLaVA-OneVision directory (tests/llava_tiny.py), the llavaguard family's by
+    default, whose answers stop after one token (fast; off-format)."""
+    import llava_tiny
+
+    return llava_tiny.build(tmp_path_factory.mktemp("llava-tiny") / "model", answer_stop=True)

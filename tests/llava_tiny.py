@@ -13,9 +13,20 @@ from pathlib import Path
 
 TILE = 28
 PINPOINTS = [[TILE * h, TILE * w] for h in range(1, 4) for w in range(1, 4)]
+# The llava-onevision-qwen2 -hf chat template LlavaGuard v1.2 ships (images, then videos, then text).
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n'}}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\\n' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}{{ '<video>\\n' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] }}{% endfor %}"
+    "{{'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 
 
-def build(path: Path, image_token: str = "<image>") -> Path:
+def build(path: Path, image_token: str = "<image>", answer_stop: bool = False) -> Path:
+    """The directory at ``path``. ``answer_stop``: steer the output layer so that greedy decoding
+    always answers ``<|im_end|>`` (added to the tokenizer: LlavaGuard's stop token), so every
+    answer ends after one token (off-format, but fast) instead of running to its token bound."""
     import torch
     from transformers import (AutoTokenizer, LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
                               LlavaOnevisionImageProcessor, Qwen2Config, SiglipVisionConfig)
@@ -24,8 +35,9 @@ def build(path: Path, image_token: str = "<image>") -> Path:
 
     tok = AutoTokenizer.from_pretrained(str(resolve_model("demo", progress=False).path), local_files_only=True,
                                         fix_mistral_regex=False)
-    if image_token not in tok.get_vocab():
-        tok.add_special_tokens({"additional_special_tokens": [image_token]})
+    extra = [t for t in (image_token, "<|im_end|>" if answer_stop else None) if t and t not in tok.get_vocab()]
+    if extra:
+        tok.add_special_tokens({"additional_special_tokens": extra})
     vision = SiglipVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
                                 image_size=TILE, patch_size=14)
     text = Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
@@ -35,6 +47,8 @@ def build(path: Path, image_token: str = "<image>") -> Path:
                                   image_grid_pinpoints=PINPOINTS, vision_aspect_ratio="anyres_max_9")
     torch.manual_seed(0)
     model = LlavaOnevisionForConditionalGeneration(config).eval()
+    if answer_stop:
+        _steer_to(model, tok.convert_tokens_to_ids("<|im_end|>"))
     images = LlavaOnevisionImageProcessor(size={"height": TILE, "width": TILE}, image_grid_pinpoints=PINPOINTS)
     model.save_pretrained(path, safe_serialization=True)
     images.save_pretrained(path)
@@ -44,7 +58,25 @@ def build(path: Path, image_token: str = "<image>") -> Path:
         "processor_class": "LlavaOnevisionProcessor", "image_token": image_token, "video_token": "<video>",
         "num_image_tokens": (TILE // 14) ** 2, "vision_feature_select_strategy": "full",
         "vision_aspect_ratio": "anyres_max_9"}, indent=2) + "\n")
+    (path / "chat_template.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}, indent=2) + "\n")
     return path
+
+
+def _steer_to(model, token: int) -> None:
+    """Every text position's logits favour ``token``: a large constant in one embedding column
+    dominates that residual dimension (so its sign is fixed), the final norm keeps only it, and
+    the output layer reads only it, for ``token`` alone."""
+    import torch
+
+    text = model.model.language_model
+    with torch.no_grad():
+        text.embed_tokens.weight[:, 0] = 50.0
+        text.norm.weight.zero_()
+        text.norm.weight[0] = 1.0
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[token, 0] = 10.0
+    model.generation_config.eos_token_id = token
+    model.generation_config.pad_token_id = 0
 
 
 def build_llava15(path: Path, image_token: str = "<image>", side: int = 28) -> Path:

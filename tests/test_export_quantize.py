@@ -9,7 +9,8 @@ import pytest
 
 pytest.importorskip("bitsandbytes")
 
-from guardedge.export.quantize import DEFAULT_SKIP, Recipe, export, footprint_11b  # noqa: E402
+from guardedge.export.quantize import Recipe, export, footprint_11b  # noqa: E402
+from guardedge.runtime.architectures.mllama import Mllama  # noqa: E402
 from guardedge.runtime.errors import GuardError, ModelLoadError  # noqa: E402
 
 HELD_OUT = 150  # held-out requests beside the 8 samples (the decision record used 400)
@@ -65,7 +66,7 @@ def test_manifest_records_validation_measured_at_export(bits, exported, engines)
 
     manifest = _manifest(exported[bits])
     assert manifest["precision"] == ("bnb-int8" if bits == 8 else "bnb-nf4")
-    assert manifest["backend"] == "torch" and manifest["recipe"]["skip_modules"] == list(DEFAULT_SKIP)
+    assert manifest["backend"] == "torch" and manifest["recipe"]["skip_modules"] == list(Mllama.keep_16bit)
     assert "bitsandbytes" in manifest["libraries"]
     agreement = manifest["validation"]["agreement"]
     assert agreement["requests"] == 8 + HELD_OUT

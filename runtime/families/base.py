@@ -82,6 +82,11 @@ class GuardFamily(Protocol):
         """A request dict (``guardedge classify --input`` shape) this family accepts, for warm-up."""
         ...
 
+    def smoke_requests(self) -> list[dict]:
+        """A handful of request dicts covering the family's paths (default policy, an excluded
+        category, a custom policy): what exports record and ``guardedge export verify`` re-runs."""
+        ...
+
     def check(self, request: GuardRequest) -> None:
         """The family's own request rules (beyond the generic ones); raises InvalidRequest."""
         ...

@@ -92,6 +92,11 @@ class LlamaGuard3Vision:
     def warmup_request(self) -> dict:
         return {"messages": [{"role": "user", "content": "warm-up"}], "request_id": "warmup"}
 
+    def smoke_requests(self) -> list[dict]:
+        from guardedge.runtime.demo.samples import samples  # lazy: generated images need PIL
+
+        return [{k: v for k, v in case.items() if k != "expected"} for case in samples()]
+
     def parse_label(self, label: object) -> tuple[str, tuple[str, ...]]:
         # Custom policies name their own codes, so any code is accepted here; the metrics compare codes as given.
         return verdict_label(label)

@@ -134,6 +134,11 @@ class LlavaGuard:
         image = {"type": "image", "data": base64.b64encode(buffer.getvalue()).decode("ascii")}
         return {"messages": [{"role": "user", "content": [image]}], "request_id": "warmup"}
 
+    def smoke_requests(self) -> list[dict]:
+        from guardedge.runtime.demo.llavaguard_samples import smoke_requests  # lazy: generated images
+
+        return smoke_requests()
+
     def policy(self, request: GuardRequest) -> tuple[tuple[str, str, str], ...]:
         """(code, header, text) per category, in prompt order, excluded ones already swapped."""
         excluded = set(request.excluded_category_keys)
