@@ -1,8 +1,8 @@
 """``guardedge export verify OUT``: is this artifact intact, and does it still answer as exported?
 
 1. Every file's sha256 against manifest.json (a missing, added or changed file fails, named).
-2. A parity smoke: the artifact classifies the fixed smoke requests (the demo samples: text,
-   images, responses, custom policy) and its answers are compared with the ones recorded in the
+2. A parity smoke: the artifact classifies its family's fixed smoke requests (Llama Guard: the
+   demo samples: text, images, responses, custom policy; LlavaGuard: images of several sizes) and its answers are compared with the ones recorded in the
    manifest at export time — verdicts and categories must be equal, P(unsafe) within
    ``--tolerance``. Exporters record them (export/agreement.py ``smoke_record``);
    :func:`record_smoke` does it for a directory made by other means.
@@ -28,8 +28,9 @@ DEFAULT_TOLERANCE = 0.02  # P(unsafe); recorded and re-run on the same backend a
 
 def smoke_answers(engine) -> list[dict]:
     """The engine's answers to the smoke requests (one batch), in the form the manifest stores."""
-    requests = [engine.parse(r) for r in smoke_requests()]
-    return smoke_record(requests, answers(engine, requests))
+    family = engine.family.name
+    requests = [engine.parse(r) for r in smoke_requests(family)]
+    return smoke_record(requests, answers(engine, requests), family)
 
 
 def record_smoke(out_dir: Path, engine=None, device: str | None = None) -> list[dict]:
