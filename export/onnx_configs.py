@@ -29,6 +29,8 @@ from optimum.utils import NormalizedConfig
 from torch import nn
 from transformers.models.mllama.modeling_mllama import apply_rotary_pos_emb
 
+from guardedge.export.onnx_specs import OnnxSpec
+
 
 def layer_ids(text_config) -> tuple[list[int], list[int]]:
     """(self-attention layer indices, cross-attention layer indices) of the text model."""
@@ -43,6 +45,9 @@ def pretranspose_text_linears(model) -> None:
     weight while exporting (~43 GB more for the 11B decoder in fp32). A [in, out] weight is a plain
     MatMul initializer (also what MatMulNBits expects). The model is export-only afterwards.
     """
+    if model.lm_head.weight is model.get_input_embeddings().weight:
+        # Tied (e.g. Qwen2-0.5B): the output layer gets its own copy; the embedding keeps [vocab, hidden].
+        model.lm_head.weight = nn.Parameter(model.lm_head.weight.detach().clone(), requires_grad=False)
     modules = [*model.model.language_model.modules(), model.lm_head]
     for module in modules:
         if isinstance(module, nn.Linear) and not getattr(module, "_guardedge_t", False):
@@ -187,17 +192,15 @@ class _TuplePatcher(ModelPatcher):
         self.patched_forward = patched_forward
 
 
-class _MllamaOnnxConfig(OnnxConfig):
+class TupleOnnxConfig(OnnxConfig):
+    """Base of the wrappers' configs (every architecture's): flat tuple outputs, no cache object."""
+
     NORMALIZED_CONFIG_CLASS = NormalizedConfig
     DEFAULT_ONNX_OPSET = 18
     _MODEL_PATCHER = _TuplePatcher
 
     def __init__(self, config, float_dtype: str = "fp32"):
         super().__init__(config, task="feature-extraction", float_dtype=float_dtype)
-        text = config.text_config
-        self.self_ids, self.cross_ids = layer_ids(text)
-        self.kv_heads = text.num_key_value_heads
-        self.head_dim = text.hidden_size // text.num_attention_heads
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -209,6 +212,15 @@ class _MllamaOnnxConfig(OnnxConfig):
 
     def patch_model_for_export(self, model, model_kwargs=None):
         return self._MODEL_PATCHER(self, model, model_kwargs=model_kwargs)
+
+
+class _MllamaOnnxConfig(TupleOnnxConfig):
+    def __init__(self, config, float_dtype: str = "fp32"):
+        super().__init__(config, float_dtype=float_dtype)
+        text = config.text_config
+        self.self_ids, self.cross_ids = layer_ids(text)
+        self.kv_heads = text.num_key_value_heads
+        self.head_dim = text.hidden_size // text.num_attention_heads
 
     def _kv_axes(self, prefix: str, length_axis: str, batch_axis: str = "batch_size") -> dict[str, dict[int, str]]:
         ids = self.cross_ids if prefix == "cross_key_values" else self.self_ids
@@ -268,3 +280,12 @@ class MllamaDecoderOnnxConfig(_MllamaOnnxConfig):
                 "logits_positions": torch.arange(sequence_length - 2, sequence_length),
                 "past_key_values": tuple(kv(past_length) for _ in self.self_ids),
                 "cross_key_values": tuple(kv(tiles * per_tile) for _ in self.cross_ids)}
+
+
+SPEC = OnnxSpec(
+    model_type="mllama",
+    transformers_class="MllamaForConditionalGeneration",
+    components={"vision": (MllamaVisionToCrossKV, MllamaVisionOnnxConfig),
+                "decoder": (MllamaDecoderWithCache, MllamaDecoderOnnxConfig)},
+    prepare=pretranspose_text_linears,
+)

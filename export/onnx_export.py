@@ -3,9 +3,11 @@
     guardedge export onnx --model demo --out /models/guard-onnx
     guardedge export onnx --model /models/Llama-Guard-3-11B-Vision --out OUT --quantize int4 --block-size 32
 
-OUT holds ``vision.onnx`` + ``decoder.onnx`` (export/onnx_configs.py says their inputs and outputs),
+OUT holds the components of the model's architecture, chosen by its ``model_type`` from the
+registry export/onnx_specs.py — Mllama: ``vision.onnx`` + ``decoder.onnx`` (export/onnx_configs.py);
+LLaVA-OneVision: ``vision.onnx`` + ``embed.onnx`` + ``decoder.onnx`` (export/onnx_llava_onevision.py) —
 each with its weights in ``<file>_data``, the source's config/tokenizer/processor/chat-template
-files, and ``manifest.json`` (backend "onnxruntime"), so ``load_engine(OUT)`` and
+files, and ``manifest.json`` (backend "onnxruntime", family, architecture, components), so ``load_engine(OUT)`` and
 ``guardedge classify --model OUT`` work. Stages (logged): [1] load the source once (fp16: cast
 while loading) and export each component with optimum's ``export_pytorch``, weights streamed to
 external data; [2] quantize the chosen components (int8 dynamic / int4 MatMulNBits); [3] validate
@@ -33,9 +35,9 @@ from guardedge.runtime.errors import GuardError
 
 log = logging.getLogger(__name__)
 
-COMPONENTS = ("vision", "decoder")
 DEFAULT_QUANTIZED = ("decoder",)  # the vision tower stays float, as TGI/SGLang keep it (REFERENCE.md §5)
-DEFAULT_KEEP = ("lm_head", "cross_attn.o_proj")  # P(unsafe) is read from lm_head; o_proj is the image's way in
+# P(unsafe) is read from lm_head; Mllama's cross_attn.o_proj is the image's way in (matches nothing elsewhere).
+DEFAULT_KEEP = ("lm_head", "cross_attn.o_proj")
 DEFAULT_BLOCK = 32
 SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
               "preprocessor_config.json", "processor_config.json", "chat_template.json", "chat_template.jinja",
@@ -60,10 +62,10 @@ class Recipe:
     def precision(self) -> str:
         return self.quantize if self.quantize != "none" else self.dtype
 
-    def check(self) -> None:
-        unknown = set(self.quantize_components) - set(COMPONENTS)
+    def check(self, components: tuple[str, ...]) -> None:
+        unknown = set(self.quantize_components) - set(components)
         if unknown:
-            raise GuardError(f"--quantize-components: {sorted(unknown)} are not components; choose from {', '.join(COMPONENTS)}")
+            raise GuardError(f"--quantize-components: {sorted(unknown)} are not components; choose from {', '.join(components)}")
         if self.quantize == "int4" and (self.block_size < 16 or self.block_size & (self.block_size - 1)):
             raise GuardError(f"--block-size must be a power of two >= 16 (MatMulNBits); got {self.block_size}")
         if self.quantize != "none" and self.dtype != "fp32":
@@ -72,22 +74,20 @@ class Recipe:
 
 # -- stage 1: export --------------------------------------------------------------------------------
 
-def export_float(src: Path, out: Path, recipe: Recipe) -> None:
-    """Load the source once and write vision.onnx and decoder.onnx (+ _data) into ``out``."""
+def export_float(src: Path, out: Path, recipe: Recipe, spec) -> None:
+    """Load the source once and write each of ``spec``'s components (+ _data) into ``out``."""
     import torch
+    import transformers
     from optimum.exporters.onnx.convert import export_pytorch
-    from transformers import MllamaForConditionalGeneration
 
-    from guardedge.export import onnx_configs as cfg
     from guardedge.export.onnx_files import externalize, streaming_external_data
 
     dtype = torch.float16 if recipe.dtype == "fp16" else torch.float32
-    model = MllamaForConditionalGeneration.from_pretrained(str(src), local_files_only=True, use_safetensors=True, dtype=dtype)
+    model = getattr(transformers, spec.transformers_class).from_pretrained(
+        str(src), local_files_only=True, use_safetensors=True, dtype=dtype)
     model.eval()
-    cfg.pretranspose_text_linears(model)
-    specs = {"vision": (cfg.MllamaVisionToCrossKV, cfg.MllamaVisionOnnxConfig),
-             "decoder": (cfg.MllamaDecoderWithCache, cfg.MllamaDecoderOnnxConfig)}
-    for name, (wrapper, config) in specs.items():
+    spec.prepare(model)
+    for name, (wrapper, config) in spec.components.items():
         log.info("[1/4] exporting %s.onnx (%s)", name, recipe.dtype)
         path = out / f"{name}.onnx"
         with streaming_external_data(), torch.no_grad():
@@ -103,8 +103,8 @@ def copy_side_files(src: Path, out: Path) -> None:
             shutil.copy2(src / name, out / name)
 
 
-def copy_float_components(float_dir: Path, out: Path) -> None:
-    for name in COMPONENTS:
+def copy_float_components(float_dir: Path, out: Path, names: tuple[str, ...]) -> None:
+    for name in names:
         for f in (f"{name}.onnx", f"{name}.onnx_data"):
             shutil.copy2(float_dir / f, out / f)
 
@@ -123,18 +123,19 @@ def quantize_components(out: Path, recipe: Recipe) -> dict:
 
 # -- stage 3: validate ------------------------------------------------------------------------------
 
-def validate(src, out: Path, recipe: Recipe, device: str | None) -> dict:
+def validate(src, out: Path, recipe: Recipe, device: str | None, components: tuple[str, ...]) -> dict:
     """Parity (fp32, raises past tolerance) and agreement with the fp32 PyTorch source."""
     from guardedge.export import onnx_validate as val
-    from guardedge.runtime.backends.onnx_backend import OnnxBackend
     from guardedge.runtime.backends.torch_backend import TorchBackend
+    from guardedge.runtime.families import family_for_config
     from guardedge.runtime.modeldir import ModelDir
 
-    provisional = ModelDir(out, src.config, out.name, {"components": _components(), "precision": recipe.precision,
-                                                       "recipe": {"dtype": recipe.dtype}})
-    requests = val.validation_requests(recipe.agreement_n)
+    provisional = ModelDir(out, src.config, out.name, {"backend": "onnxruntime", "components": _components(components),
+                                                       "precision": recipe.precision, "recipe": {"dtype": recipe.dtype}})
+    family = family_for_config(src.config).name
+    requests = val.validation_requests(recipe.agreement_n, family)
     n_fixed = len(requests) - recipe.agreement_n
-    batches = val.parity_batches(n_fixed, 8)
+    batches = val.parity_batches(n_fixed, val.smoke_count(family))
     result: dict = {}
     key = (src.path, recipe.agreement_n)
     reference = None
@@ -149,7 +150,7 @@ def validate(src, out: Path, recipe: Recipe, device: str | None) -> dict:
             _REFERENCE[key] = agreement.answers(torch_engine, requests)
         del torch_engine
         free()
-    onnx_engine = val.engine_for(provisional, OnnxBackend.load(provisional, device=device))
+    onnx_engine = val.engine_for(provisional, _onnx_backend_class(src.config).load(provisional, device=device))
     if reference is not None:
         log.info("[3/4] parity of ONNX Runtime with the PyTorch reference")
         result["parity"] = val.parity(onnx_engine, requests[:n_fixed], batches, reference, stop_above=recipe.tolerance)
@@ -158,9 +159,19 @@ def validate(src, out: Path, recipe: Recipe, device: str | None) -> dict:
     log.info("[3/4] the same requests through the %s ONNX artifact", recipe.precision)
     got = agreement.answers(onnx_engine, requests)
     result["agreement"] = {"reference": "fp32 PyTorch source", **agreement.agreement(_REFERENCE[key], got)}
-    result["smoke"] = agreement.smoke_record(requests, got)
+    result["smoke"] = agreement.smoke_record(requests, got, family)
     result["footprint_bytes"] = onnx_engine.backend.memory_bytes()
     return result
+
+
+def _onnx_backend_class(config: dict):
+    """The runtime backend class the architecture plug-in names for its ONNX artifacts."""
+    import importlib
+
+    from guardedge.runtime.architectures import architecture_class
+
+    module, name = architecture_class(config).onnx_backend.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def _check_parity(parity: dict, out: Path) -> None:
@@ -186,25 +197,28 @@ def export(model: str, out: Path, recipe: Recipe, device: str | None = "cpu", fo
     instead of exporting again (what the tests and a sweep over recipes use)."""
     from guardedge.runtime.artifact import library_versions, source_identity, write_manifest
     from guardedge.runtime.families import family_for_config
+    from guardedge.export.onnx_specs import spec_for
     from guardedge.runtime.modeldir import resolve
 
-    recipe.check()
     src = resolve(model, progress=log.isEnabledFor(logging.INFO))
+    spec = spec_for(src.config)
+    names = tuple(spec.components)
+    recipe.check(names)
     _check_source(src, out, force)
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     if from_onnx is not None:
-        copy_float_components(_float_artifact(from_onnx, src), tmp)
+        copy_float_components(_float_artifact(from_onnx, src), tmp, names)
     else:
-        export_float(src.path, tmp, recipe)
+        export_float(src.path, tmp, recipe, spec)
     copy_side_files(src.path, tmp)
     kept = quantize_components(tmp, recipe) if recipe.quantize != "none" else {}
-    validation = validate(src, tmp, recipe, device)
+    validation = validate(src, tmp, recipe, device, names)
     log.info("[4/4] hashing and writing the manifest")
     manifest = write_manifest(
-        tmp, family=family_for_config(src.config).name, backend="onnxruntime", precision=recipe.precision,
-        components=_components(), recipe={**asdict(recipe), "kept_float_nodes": kept, "from_onnx": str(from_onnx or "")},
+        tmp, family=family_for_config(src.config).name, architecture=spec.model_type, backend="onnxruntime",
+        precision=recipe.precision, components=_components(names), recipe={**asdict(recipe), "kept_float_nodes": kept, "from_onnx": str(from_onnx or "")},
         source=source_identity(src.path, src.name), validation=validation,
         libraries=library_versions("onnx", "onnxruntime", "optimum", "optimum-onnx"), show_progress=log.isEnabledFor(logging.INFO))
     shutil.rmtree(out, ignore_errors=True)
@@ -212,8 +226,8 @@ def export(model: str, out: Path, recipe: Recipe, device: str | None = "cpu", fo
     return manifest
 
 
-def _components() -> dict[str, str]:
-    return {name: f"{name}.onnx" for name in COMPONENTS}
+def _components(names: tuple[str, ...]) -> dict[str, str]:
+    return {name: f"{name}.onnx" for name in names}
 
 
 def _float_artifact(path: Path, src) -> Path:
@@ -228,8 +242,6 @@ def _float_artifact(path: Path, src) -> Path:
 
 
 def _check_source(src, out: Path, force: bool) -> None:
-    if src.config.get("model_type") != "mllama":
-        raise GuardError(f"export onnx supports Mllama guards (Llama Guard 3 Vision); this model is {src.config.get('model_type')!r}")
     if src.manifest is not None:
         raise GuardError(f"{src.path} is already an export ({src.manifest['backend']}/{src.manifest['precision']}); export the original model")
     check_out(out, force)
@@ -238,14 +250,15 @@ def _check_source(src, out: Path, force: bool) -> None:
 # -- command line -----------------------------------------------------------------------------------
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="demo", help="'demo' or a local 16-bit Mllama model directory")
+    parser.add_argument("--model", default="demo", help="'demo' or a local 16-bit model directory (Mllama or LLaVA-OneVision)")
     parser.add_argument("--out", type=Path, required=True, help="the artifact directory to write")
     parser.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32", help="float type of the exported weights")
     parser.add_argument("--quantize", choices=["none", "int8", "int4"], default="none",
                         help="int8: dynamic per-channel MatMul weights; int4: MatMulNBits weight-only blocks")
     parser.add_argument("--block-size", type=int, default=DEFAULT_BLOCK, help=f"int4 block size (default {DEFAULT_BLOCK})")
     parser.add_argument("--quantize-components", default=",".join(DEFAULT_QUANTIZED),
-                        help=f"comma-separated components to quantize (default {','.join(DEFAULT_QUANTIZED)}; all: vision,decoder)")
+                        help=f"comma-separated components to quantize (default {','.join(DEFAULT_QUANTIZED)}; "
+                             "Mllama has vision,decoder; LLaVA-OneVision vision,embed,decoder)")
     parser.add_argument("--keep-float", default=",".join(DEFAULT_KEEP),
                         help="comma-separated weight-name parts kept float when quantizing ('' for none)")
     parser.add_argument("--tolerance", type=float, default=1e-3, help="fp32: largest |Δlogit| vs PyTorch accepted")

@@ -14,19 +14,27 @@ from __future__ import annotations
 ASPECT_SIZES = ((56, 56), (96, 64), (200, 50), (50, 200), (120, 120))  # 1x1, 2x1-ish, 1x4, 4x1, 2x2 tiles
 
 
-def validation_requests(held_out: int) -> list:
-    """The demo samples, image requests at several aspect ratios, then ``held_out`` synthetic requests."""
+def validation_requests(held_out: int, family: str = "llama-guard-3-vision") -> list:
+    """The family's smoke requests, image requests at several aspect ratios (Llama Guard; LlavaGuard's
+    smoke set is already images of several sizes), then ``held_out`` synthetic requests."""
     from guardedge.export.agreement import held_out_requests, smoke_requests
     from guardedge.runtime.demo.samples import png_base64
     from guardedge.runtime.families import get_family
     from guardedge.runtime.requests import parse_request
 
-    categories = get_family("llama-guard-3-vision").default_categories()
-    shaped = [{"request_id": f"aspect-{w}x{h}", "messages": [{"role": "user", "content": [
-        {"type": "image", "data": png_base64((200, 30, 30), (w, h))}, {"type": "text", "text": "What do you see in this image?"}]}]}
+    categories = get_family(family).default_categories()
+    shaped = [] if family == "llavaguard" else [
+        {"request_id": f"aspect-{w}x{h}", "messages": [{"role": "user", "content": [
+            {"type": "image", "data": png_base64((200, 30, 30), (w, h))}, {"type": "text", "text": "What do you see in this image?"}]}]}
         for w, h in ASPECT_SIZES]
-    fixed = [parse_request(r, categories) for r in smoke_requests() + shaped]
-    return fixed + held_out_requests(held_out)
+    fixed = [parse_request(r, categories) for r in smoke_requests(family) + shaped]
+    return fixed + held_out_requests(held_out, family)
+
+
+def smoke_count(family: str) -> int:
+    from guardedge.export.agreement import smoke_requests
+
+    return len(smoke_requests(family))
 
 
 def engine_for(model_dir, backend):
@@ -37,9 +45,11 @@ def engine_for(model_dir, backend):
 
 
 def parity_batches(n_fixed: int, n_samples: int) -> list[list[int]]:
-    """Index lists: every fixed request alone, the samples together, the aspect ratios together, a text-only pair."""
+    """Index lists: every fixed request alone, the samples together, the aspect ratios together (when
+    there are any), a pair (Llama Guard: text only)."""
     alone = [[i] for i in range(n_fixed)]
-    return alone + [list(range(n_samples)), list(range(n_samples, n_fixed)), [0, 1]]
+    shaped = [list(range(n_samples, n_fixed))] if n_fixed > n_samples else []
+    return alone + [list(range(n_samples))] + shaped + [[0, 1]]
 
 
 def reference_outputs(torch_engine, requests: list, batches: list[list[int]]) -> list[tuple]:

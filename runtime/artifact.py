@@ -3,6 +3,7 @@
 Every export (bitsandbytes, ONNX) writes a manifest::
 
     {"format": "guardedge-artifact/1", "family": "llama-guard-3-vision",
+     "architecture": "mllama" | "llava_onevision",        # config.json's model_type (ONNX exports)
      "backend": "torch" | "onnxruntime", "precision": "bnb-int8" | "bnb-nf4" | "fp32" | "int4" | ...,
      "components": {"decoder": "decoder.onnx", ...},       # role -> file, for the backend
      "recipe": {...},                                       # the export's options, exactly
@@ -123,6 +124,7 @@ def write_manifest(
     *,
     family: str,
     backend: str,
+    architecture: str | None = None,
     precision: str,
     components: dict[str, str],
     recipe: dict,
@@ -139,6 +141,7 @@ def write_manifest(
     manifest = {
         "format": FORMAT,
         "family": family,
+        **({"architecture": architecture} if architecture else {}),
         "backend": backend,
         "precision": precision,
         "components": components,

@@ -49,7 +49,8 @@ class LlavaOneVision:
     # The vision tower and projector stay 16-bit as for Mllama (serving projects keep vision towers
     # unquantized); the output layer too.
     keep_16bit = ("vision_tower", "multi_modal_projector", "lm_head")
-    onnx_backend = ""  # no ONNX export for this architecture yet
+    # vision + embed + decoder on ONNX Runtime; the export spec is export/onnx_llava_onevision.py.
+    onnx_backend = "guardedge.runtime.backends.onnx_llava_onevision:OnnxLlavaOneVisionBackend"
 
     def __init__(self, path: Path | None, config: dict, tokenizer, image_token: str = "<image>", image_processor=None,
                  processor_config: dict | None = None, fast_pixels: bool = True):
