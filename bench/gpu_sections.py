@@ -61,14 +61,11 @@ def env(clock, context) -> dict:
     return {"notes": notes, "tables": {"optional packages": rows}}
 
 
-def _demo_requests() -> list[dict]:
-    from guardedge.runtime.demo.samples import samples
-
-    return [{k: v for k, v in s.items() if k != "expected"} for s in samples()]
+DEMOS = ("demo", "demo-llavaguard")  # one demo guard per family
 
 
 def _answers(engine) -> tuple[list, float]:
-    reqs = [engine.parse(r) for r in _demo_requests()]
+    reqs = [engine.parse(r) for r in engine.family.smoke_requests()]  # requests this family accepts
     engine.classify(reqs[:2])  # warm-up
     t0 = time.perf_counter()
     out = engine.classify(reqs)
@@ -88,36 +85,41 @@ def _parity_row(name: str, reference: list, engine_factory) -> dict:
 
 
 def demo(clock, context) -> dict:
+    """Each backend's CUDA path on each family's demo guard, against CPU fp32 on its smoke requests."""
     from guardedge.runtime.engine import EngineOptions, load_engine
 
-    reference, _ = _answers(load_engine("demo", EngineOptions(device="cpu", dtype="float32", progress=False)))
-    workdir = Path(tempfile.mkdtemp(prefix="gpu-check-"))
-    rows = []
-    for name, factory, needs in _demo_variants(workdir, setting(context, "device")):
-        if clock.left() <= 0:
-            rows.append({"backend": name, "status": "cut", "detail": "section time cap reached"})
-        elif lacking := missing(*needs):
-            rows.append({"backend": name, "status": "skipped", "detail": f"not installed: {', '.join(lacking)}"})
-        elif name.startswith("onnxruntime") and (why := _no_ort_cuda()):
-            rows.append({"backend": name, "status": "skipped", "detail": why})
-        else:
-            rows.append(_parity_row(name, reference, factory))
-    return {"notes": [f"reference: CPU fp32 on the {len(reference)} demo samples"], "tables": {"verdict parity": rows}}
+    notes, tables = [], {}
+    for model in DEMOS:
+        reference, _ = _answers(load_engine(model, EngineOptions(device="cpu", dtype="float32", progress=False)))
+        workdir = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+        rows = []
+        for name, factory, needs in _demo_variants(workdir, setting(context, "device"), model):
+            if clock.left() <= 0:
+                rows.append({"backend": name, "status": "cut", "detail": "section time cap reached"})
+            elif lacking := missing(*needs):
+                rows.append({"backend": name, "status": "skipped", "detail": f"not installed: {', '.join(lacking)}"})
+            elif name.startswith("onnxruntime") and (why := _no_ort_cuda()):
+                rows.append({"backend": name, "status": "skipped", "detail": why})
+            else:
+                rows.append(_parity_row(name, reference, factory))
+        notes.append(f"{model}: reference CPU fp32 on its family's {len(reference)} smoke requests")
+        tables[f"verdict parity, {model}"] = rows
+    return {"notes": notes, "tables": tables}
 
 
-def _demo_variants(workdir: Path, device: str):
+def _demo_variants(workdir: Path, device: str, model: str = "demo"):
     from guardedge.runtime.engine import EngineOptions, load_engine
 
     options = EngineOptions(device=device, progress=False)
 
     def torch_bf16():
-        return load_engine("demo", EngineOptions(device=device, dtype="bfloat16", progress=False))
+        return load_engine(model, EngineOptions(device=device, dtype="bfloat16", progress=False))
 
     def bnb(bits: int):
         def build():
             from guardedge.export.quantize import Recipe, export
 
-            export("demo", workdir / f"bnb{bits}", Recipe(bits=bits), device=device)
+            export(model, workdir / f"bnb{bits}", Recipe(bits=bits), device=device)
             return load_engine(str(workdir / f"bnb{bits}"), options)
 
         return build
@@ -125,7 +127,7 @@ def _demo_variants(workdir: Path, device: str):
     def onnx_cuda():
         from guardedge.export.onnx_export import Recipe, export
 
-        export("demo", workdir / "onnx", Recipe(), device=device)
+        export(model, workdir / "onnx", Recipe(), device=device)
         return load_engine(str(workdir / "onnx"), options)
 
     return [("torch bf16", torch_bf16, ()), ("bnb int8", bnb(8), ("bitsandbytes", "accelerate")),
