@@ -106,7 +106,9 @@ def test_export_verify_passes_and_catches_a_changed_answer(bits, quantized, tmp_
     assert report["ok"], report["problems"]
     copy = shutil.copytree(out, tmp_path / "changed")
     smoke = read_manifest(copy)["validation"]["smoke"]
-    smoke[2] = {**smoke[2], "verdict": "unsafe", "categories": ["O2"]}
+    changed = next(i for i, a in enumerate(smoke) if (a["verdict"], a["categories"]) != ("unsafe", ["O2"]))
+    smoke[changed] = {**smoke[changed], "verdict": "unsafe", "categories": ["O2"]}
     set_validation(copy, {**read_manifest(copy)["validation"], "smoke": smoke})
     report = verify(copy)
-    assert not report["ok"] and report["problems"][0].startswith("violence:")
+    assert not report["ok"] and len(report["problems"]) == 1
+    assert report["problems"][0].startswith(smoke[changed]["request_id"] + ":")
