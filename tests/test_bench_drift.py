@@ -219,5 +219,5 @@ def test_a_missing_model_directory_exits_two_before_any_work(tmp_path, capsys):
 
     rc = main(["bench", "drift", "--baseline", "demo", "--candidate", str(tmp_path / "nope"), "--data", "demo",
                "--limit", "2", "--out", str(tmp_path / "out")])
-    assert rc == 2 and "nope' is not 'demo' or an existing directory" in capsys.readouterr().err
+    assert rc == 2 and "nope' is not an alias (demo, demo-llavaguard) or an existing directory" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -10,7 +10,7 @@ from guardedge.bench import preprocess
 
 def _args(tmp_path, **over) -> argparse.Namespace:
     base = dict(sizes="96x64,300x40", image=[], format="jpeg", tile=56, max_tiles=4, repeats=2, warmup=1,
-                threads=1, device="cpu", plot=None)
+                threads=1, device="cpu", plot=None, arch="mllama")
     return argparse.Namespace(**{**base, **over})
 
 
