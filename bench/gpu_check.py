@@ -113,12 +113,15 @@ def run(out: Path, budget_s: float, sections: list[str]) -> int:
     started = time.monotonic()
     report = Report(out, gpu_sections.meta(budget_s, " ".join(["gpu-check", *sys.argv[1:]])))
     clock = Clock(budget_s)
-    _watchdog(report, budget_s + GRACE_S)
+    watchdog = _watchdog(report, budget_s + GRACE_S)
     context: dict = {}
-    for name, cap in plan(budget_s, sections):
-        report.meta["wall_s"] = round(time.monotonic() - started, 1)
-        report.add(name, run_section(name, cap, clock, context, gpu_sections.SECTION_RUNNERS[name]))
-        _print_status(name, report.sections[name])
+    try:
+        for name, cap in plan(budget_s, sections):
+            report.meta["wall_s"] = round(time.monotonic() - started, 1)
+            report.add(name, run_section(name, cap, clock, context, gpu_sections.SECTION_RUNNERS[name]))
+            _print_status(name, report.sections[name])
+    finally:
+        watchdog.cancel()  # a finished run (or one called in-process, as the tests do) must not be ended later
     report.meta["wall_s"] = round(time.monotonic() - started, 1)
     report.write()
     print(report.markdown())
@@ -148,16 +151,19 @@ def _print_status(name: str, result: dict) -> None:
     print(f"gpu-check: {name}: {result['status']} in {result['seconds']} s {result.get('reason', '')}".rstrip(), flush=True)
 
 
-def _watchdog(report, seconds: float) -> None:
-    """Ends the process past the budget: a hung compile must not eat the machine's lease."""
+def _watchdog(report, seconds: float) -> threading.Timer:
+    """Ends the process past the budget: a hung compile must not eat the machine's lease. Returns
+    the timer, which the run cancels when it finishes."""
 
     def expire():
-        time.sleep(seconds)
         report.note(f"stopped by the watchdog after {seconds:.0f} s; sections not listed did not finish")
         print(f"gpu-check: over budget, stopped after {seconds:.0f} s; partial report in {report.out}", flush=True)
         os._exit(3)
 
-    threading.Thread(target=expire, daemon=True).start()
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def cli() -> int:

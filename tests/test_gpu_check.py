@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 import shutil
 import subprocess
 import sys
@@ -143,6 +144,9 @@ def test_run_writes_every_section_with_fake_measurements(tmp_path, monkeypatch, 
         "env": "ok", "demo": "error", "fullsize": "ok", "switches": "ok", "preprocess": "ok"}
     assert data["wall_s"] >= 0 and "ValueError: bad parity" in (tmp_path / "gpu_check.md").read_text()
     assert "gpu-check: demo: error" in capsys.readouterr().out
+    # The run's watchdog is cancelled when it returns: an in-process run must not end the process
+    # later (it once ended a whole pytest session with exit 3, 150 s after this test).
+    assert not [t for t in threading.enumerate() if isinstance(t, threading.Timer) and t.is_alive()]
 
 
 def test_the_watchdog_ends_the_run_and_leaves_a_note(tmp_path):
