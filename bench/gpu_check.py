@@ -148,7 +148,9 @@ def run_section(name: str, cap: float, clock: Clock, context: dict, runner) -> d
 
 
 def _print_status(name: str, result: dict) -> None:
-    print(f"gpu-check: {name}: {result['status']} in {result['seconds']} s {result.get('reason', '')}".rstrip(), flush=True)
+    # A section cut or skipped before it ran has no time of its own.
+    took = f" in {result['seconds']} s" if "seconds" in result else ""
+    print(f"gpu-check: {name}: {result['status']}{took} {result.get('reason', '')}".rstrip(), flush=True)
 
 
 def _watchdog(report, seconds: float) -> threading.Timer:

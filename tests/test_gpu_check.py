@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import threading
 import shutil
 import subprocess
 import sys
@@ -144,9 +143,22 @@ def test_run_writes_every_section_with_fake_measurements(tmp_path, monkeypatch, 
         "env": "ok", "demo": "error", "fullsize": "ok", "switches": "ok", "preprocess": "ok"}
     assert data["wall_s"] >= 0 and "ValueError: bad parity" in (tmp_path / "gpu_check.md").read_text()
     assert "gpu-check: demo: error" in capsys.readouterr().out
-    # The run's watchdog is cancelled when it returns: an in-process run must not end the process
-    # later (it once ended a whole pytest session with exit 3, 150 s after this test).
-    assert not [t for t in threading.enumerate() if isinstance(t, threading.Timer) and t.is_alive()]
+
+
+
+def test_a_finished_run_cancels_its_watchdog(tmp_path, monkeypatch):
+    """An in-process run must not end the process later: the uncancelled watchdog of a test's run once
+    ended a whole pytest session with exit 3, 150 s after that test had passed."""
+    import time
+
+    exits = []
+    monkeypatch.setattr(gpu_check.os, "_exit", exits.append)
+    monkeypatch.setattr(gpu_check, "GRACE_S", 0.0)
+    monkeypatch.setattr(gpu_sections, "meta", lambda budget, command: {"device": "fake GPU"})
+    monkeypatch.setattr(gpu_sections, "SECTION_RUNNERS", {s: (lambda clock, context: {}) for s in gpu_check.SECTIONS})
+    assert gpu_check.run(tmp_path, 0.3, ["env"]) == 0
+    time.sleep(0.6)  # past budget + grace
+    assert exits == []
 
 
 def test_the_watchdog_ends_the_run_and_leaves_a_note(tmp_path):
