@@ -106,11 +106,9 @@ def load_engine(options):
 
 def llava_stages(engine, prepared, warmup: int, repeats: int, skip: set[str], sync) -> dict[str, dict]:
     """vision (anyres features), prefill (features given) and decode for a LLaVA-OneVision engine."""
-    import copy
-
     import torch
 
-    from guardedge.bench.stages import timed
+    from guardedge.bench.stages import prefill_and_decode, timed
 
     backend, core = engine.backend, engine.backend.model.model
     batch = engine.pre.collate([prepared.encoded])
@@ -124,16 +122,7 @@ def llava_stages(engine, prepared, warmup: int, repeats: int, skip: set[str], sy
         features = vision()
     core.get_image_features = lambda *_, **__: features  # the prefill alone, vision excluded
     try:
-        prefill = lambda: backend.prefill(batch, engine.prefill_draft)  # noqa: E731
-        if "prefill" not in skip:
-            out["prefill"] = timed(prefill, warmup, repeats, sync)
-        if "decode" not in skip:
-            _, state = prefill()
-            spec = engine.family.scoring
-            decode = lambda: backend.decode(copy.deepcopy(state), [0], [engine.unsafe_id], spec.max_new_tokens,  # noqa: E731
-                                            engine.stop_ids, engine.drafter)
-            out["decode"] = timed(decode, warmup, repeats, sync)
-            out["decode"]["answer_tokens"] = len(decode()[0])
+        out.update(prefill_and_decode(engine, batch, warmup, repeats, skip, sync))
     finally:
         del core.get_image_features
     return out

@@ -153,18 +153,27 @@ def mllama_stages(engine, prepared, warmup: int, repeats: int, skip: set[str], s
     computed = mllama.cross_attention_states
     mllama.cross_attention_states = lambda *_: states  # the prefill alone, vision excluded (the plug-in calls it)
     try:
-        prefill = lambda: backend.prefill(batch, engine.prefill_draft)  # noqa: E731
-        if "prefill" not in skip:
-            out["prefill"] = timed(prefill, warmup, repeats, sync)
-        if "decode" not in skip:
-            _, state = prefill()
-            spec = engine.family.scoring
-            decode = lambda: backend.decode(copy.deepcopy(state), [0], [engine.unsafe_id], spec.max_new_tokens,  # noqa: E731
-                                            engine.stop_ids, engine.drafter)
-            out["decode"] = timed(decode, warmup, repeats, sync)
-            out["decode"]["answer_tokens"] = len(decode()[0])
+        out.update(prefill_and_decode(engine, batch, warmup, repeats, skip, sync))
     finally:
         mllama.cross_attention_states = computed
+    return out
+
+
+def prefill_and_decode(engine, batch, warmup: int, repeats: int, skip: set[str], sync) -> dict[str, dict]:
+    """The prefill (image work already cached by the caller) and the answer decode after a forced
+    verdict token, on a copy of the prefill's cache each time."""
+    backend = engine.backend
+    out = {}
+    prefill = lambda: backend.prefill(batch, engine.prefill_draft)  # noqa: E731
+    if "prefill" not in skip:
+        out["prefill"] = timed(prefill, warmup, repeats, sync)
+    if "decode" not in skip:
+        _, state = prefill()
+        spec = engine.family.scoring
+        decode = lambda: backend.decode(copy.deepcopy(state), [0], [engine.unsafe_id], spec.max_new_tokens,  # noqa: E731
+                                        engine.stop_ids, engine.drafter)
+        out["decode"] = timed(decode, warmup, repeats, sync)
+        out["decode"]["answer_tokens"] = len(decode()[0])
     return out
 
 
@@ -198,7 +207,7 @@ def measure(args: argparse.Namespace) -> dict:
     stages.update(ARCHITECTURE_STAGES[architecture](engine, prepared, args.warmup, args.repeats, args.skip, sync))
     info = engine.info()
     image = prepared.encoded.image
-    tiles = getattr(image, "num_tiles", None) or image.pixel_values.shape[0]  # Mllama tiles / LLaVA-OV patches
+    tiles = getattr(image, "num_tiles", None) or image.num_patches  # Mllama tiles / LLaVA-OV patches
     report.update(variant=info.variant, torch_threads=_threads(), tiles=tiles, image_tokens=prepared.encoded.image_tokens,
                   prompt_tokens=len(prepared.encoded.input_ids), layers=_layers(engine.model_dir.config), stages=stages)
     return report

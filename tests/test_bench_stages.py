@@ -49,3 +49,14 @@ def test_repeats_must_be_positive():
     with pytest.raises(SystemExit):
         parser.parse_args(["--repeats", "0"])
     assert parser.parse_args(["--skip", "grpc,decode"]).skip == {"grpc", "decode"}
+
+
+def test_stages_on_llavaguards_real_width_architecture():
+    """The LLaVA-OneVision hook: an image-only request (the family refuses message text), vision,
+    prefill with the features given, and the one-pass answer decode."""
+    args = argparse.Namespace(model="llavaguard-realshape-random", image_size=(320, 240), repeats=1, warmup=0,
+                              device="cpu", dtype=None, skip={"grpc"})
+    report = stages.measure(args)
+    assert list(report["stages"]) == ["parse", "preprocess", "vision", "prefill", "decode"]
+    assert report["image_tokens"] > 729 and report["tiles"] >= 2  # the base view plus anyres patches
+    assert report["stages"]["decode"]["answer_tokens"] <= 3  # capped at a real verdict-only answer's work
