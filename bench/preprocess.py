@@ -114,13 +114,7 @@ def measure_image(name: str, data: bytes, proc, config, repeats: int, warmup: in
     fast = paths["compact+float"]()[0, 0]
     compact = paths["compact"]()
     width, height = paths["decode"]().image.size
-    times = {k: [] for k in paths}
-    for i in range(warmup + repeats):
-        for key, fn in paths.items():
-            started = time.perf_counter()
-            fn()
-            if i >= warmup:
-                times[key].append(time.perf_counter() - started)
+    times = interleaved(paths, warmup, repeats)
     row = {"image": name, "size": f"{width}x{height}", "bytes": len(data), "grid": list(compact.grid),
            "exact": bool(torch.equal(fast, ref)), "max_abs_diff": float((fast - ref).abs().max()),
            "timings": {k: percentiles(v) for k, v in times.items()},
@@ -163,6 +157,19 @@ def print_table(report: dict) -> None:
         grid = "x".join(map(str, r["grid"]))
         print(f"{r['image'][:22]:<22} {grid:>5} {cells} {r['speedup']['compact+float']:>7.2f}x {str(r['exact']):>6} {mb:>18}")
     print("speedup: transformers p50 / compact+float p50. queued MB: compact pixels / float32 tiles / decoded image.")
+
+
+def interleaved(paths: dict, warmup: int, repeats: int) -> dict[str, list[float]]:
+    """Seconds per timed call of each path, the paths interleaved within every round (a shared
+    machine's load then falls on all of them alike); the first ``warmup`` rounds are not kept."""
+    times: dict[str, list[float]] = {k: [] for k in paths}
+    for i in range(warmup + repeats):
+        for key, fn in paths.items():
+            started = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times[key].append(time.perf_counter() - started)
+    return times
 
 
 def main(args: argparse.Namespace) -> int:

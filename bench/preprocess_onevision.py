@@ -14,9 +14,7 @@ mean/std 0.5); ``--tile 28`` is the demo LlavaGuard's (the same pinpoints in uni
 
 from __future__ import annotations
 
-import time
-
-from guardedge.bench.preprocess import percentiles
+from guardedge.bench.preprocess import interleaved, percentiles
 
 PATHS = ("decode", "transformers", "compact", "compact+float")
 
@@ -61,13 +59,7 @@ def measure_image(name: str, data: bytes, proc, cfg, repeats: int, warmup: int) 
     fast = paths["compact+float"]()[0]
     compact = paths["compact"]()
     height, width = compact.image_size
-    times = {k: [] for k in paths}
-    for i in range(warmup + repeats):
-        for key, fn in paths.items():
-            started = time.perf_counter()
-            fn()
-            if i >= warmup:
-                times[key].append(time.perf_counter() - started)
+    times = interleaved(paths, warmup, repeats)
     same_shape = fast.shape == ref.shape
     rows, cols = compact.canvas[0] // cfg.tile, compact.canvas[1] // cfg.tile
     row = {"image": name, "size": f"{width}x{height}", "bytes": len(data), "grid": [rows, cols],
