@@ -168,14 +168,23 @@ class Engine:
         return self.unsafe_id if p_unsafe >= threshold else self.safe_id
 
     def _until(self, requests: list[GuardRequest]):
-        """Rows that asked no rationale end once the answer holds the family's ``verdict_stop``."""
+        """When a row's answer is complete before its token bound: a row that asked no rationale
+        once the answer holds the family's ``verdict_stop``; any row once the answer can no
+        longer parse (the family's ``answer_viable``, checked until ``verdict_stop`` is reached)."""
         stop = self.family.scoring.verdict_stop
-        if not stop or all(r.rationale for r in requests):
+        viable = getattr(self.family, "answer_viable", None)
+        if not stop or (viable is None and all(r.rationale for r in requests)):
             return None
-        tail = len(stop) + 16  # a new token adds a few characters; the stop text must lie in this tail
+        settled: set[int] = set()  # rationale rows past the stop: the rest is free text
 
         def until(row: int, tokens: list[int]) -> bool:
-            return not requests[row].rationale and stop in self.pre.tokenizer.decode(tokens[-tail:], skip_special_tokens=False)
+            if row in settled:
+                return False
+            text = self.answer_head + self.pre.tokenizer.decode(tokens, skip_special_tokens=False)
+            if stop in text:
+                settled.add(row)
+                return not requests[row].rationale
+            return viable is not None and not viable(text, requests[row])
         return until
 
     def _verdict(self, p: Prepared, tokens: list[int], p_unsafe: float, p_safe: float, inference_s: float) -> Verdict:

@@ -281,3 +281,77 @@ def test_llavaguard_verdict_only_answer_takes_one_decode_pass(llavaguard_engines
     [verdict] = drafted.classify(_colour_requests(drafted, False)[:1])
     assert verdict.verdict == "unsafe" and verdict.categories == ("O2",)
     assert verdict.raw_output.endswith('"rationale"') and len(passes) == 1
+
+
+def test_llavaguard_off_format_answer_stops_at_its_first_token(llavaguard_engines, monkeypatch):
+    """An answer that has left the JSON cannot parse: no decode step is spent on it (the demo once
+    wrote 60 tokens of prose, ~400 ms, for a policy it was never trained on)."""
+    import torch
+
+    from guardedge.runtime.backends import torch_backend
+
+    drafted, _ = llavaguard_engines
+    the = drafted.pre.tokenizer.encode("The", add_special_tokens=False)[0]
+    original = drafted.backend.prefill
+
+    def prefill(batch, draft=()):
+        logits, state = original(batch, draft)
+        logits = torch.full_like(logits, -10.0)
+        logits[:, the] = 10.0
+        return logits, state
+
+    passes = []
+    step = torch_backend._TorchSteps.step
+    monkeypatch.setattr(drafted.backend, "prefill", prefill)
+    monkeypatch.setattr(torch_backend._TorchSteps, "step", lambda self, t: passes.append(1) or step(self, t))
+    for rationale in (False, True):
+        [verdict] = drafted.classify(_colour_requests(drafted, rationale)[:1])
+        assert (verdict.verdict, verdict.raw_output) == ("unparseable", "The")
+    assert passes == []
+
+
+def _sized_requests(engine):
+    """Images of different sizes: different prompt lengths, so a batch is left-padded."""
+    import base64
+    import io
+
+    from guardedge.runtime.demo.data import ImageSpec
+
+    out = []
+    for i, (colour, size) in enumerate([((200, 20, 20), (96, 72)), ((90, 160, 220), (40, 200)),
+                                        ((240, 140, 0), (300, 60)), ((30, 30, 30), (28, 28))]):
+        buf = io.BytesIO()
+        ImageSpec(colour, size, seed=i).render().save(buf, format="PNG")
+        content = [{"type": "image", "data": base64.b64encode(buf.getvalue()).decode()}]
+        out.append(engine.parse({"messages": [{"role": "user", "content": content}], "rationale": i % 2 == 1}))
+    return out
+
+
+def test_llavaguard_padded_batch_equals_rows_alone(llavaguard_engines):
+    """The 4-D masks built for padded prefills and drafted steps (torch_backend) change nothing."""
+    drafted, _ = llavaguard_engines
+    requests = _sized_requests(drafted)
+    lengths = {len(drafted.prepare(r).encoded.input_ids) for r in requests}
+    assert len(lengths) > 1  # the batch really is padded
+    for request, together in zip(requests, drafted.classify(requests)):
+        [alone] = drafted.classify([request])
+        assert (alone.verdict, alone.categories, alone.raw_output, alone.rationale) == \
+            (together.verdict, together.categories, together.raw_output, together.rationale)
+        assert alone.unsafe_probability == pytest.approx(together.unsafe_probability, abs=1e-4)
+
+
+def test_step_mask_is_the_causal_mask_of_the_kept_columns():
+    import torch
+
+    from guardedge.runtime.backends.torch_backend import prefill_mask, step_mask
+
+    attn = torch.tensor([[0, 1, 1, 1, 0, 1, 1], [1, 1, 1, 1, 1, 1, 1]])
+    mask = step_mask(attn, 4, torch.float32)
+    assert mask.shape == (2, 1, 3, 7)
+    for row in range(2):
+        for q in range(3):
+            for k in range(7):
+                allowed = bool(attn[row, k]) and k <= 4 + q
+                assert mask[row, 0, q, k].item() == (0.0 if allowed else torch.finfo(torch.float32).min)
+    assert prefill_mask(attn[1:], torch.float32) is not None and prefill_mask(attn[1:], torch.float32).dim() == 2
+    assert prefill_mask(attn, torch.float32).shape == (2, 1, 7, 7)

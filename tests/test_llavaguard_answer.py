@@ -124,6 +124,45 @@ def test_a_verdict_prefix_with_decoding_past_the_stop_still_parses():
     assert parse(text, VERDICT).categories == ("O6",)
 
 
+# --- viability: when decoding can stop because the answer can no longer parse -----------------
+def _viable(text: str, request: GuardRequest = VERDICT) -> bool:
+    return FAMILY.answer_viable(text, request)
+
+
+@pytest.mark.parametrize("rating", ["Safe", "Unsafe"])
+@pytest.mark.parametrize("category", [NA, HEADERS["O2"], HEADERS["O9"]])
+def test_every_prefix_of_a_well_formed_answer_is_viable(rating, category):
+    full = answer(rating, category, 'A "quoted" rationale {with braces}.')
+    assert parse(full).verdict != "unparseable"
+    assert all(_viable(full[:n]) for n in range(len(SPEC.answer_prefix), len(full) + 1))
+
+
+@pytest.mark.parametrize("text", [
+    '{\n    "rating": "The',  # prose instead of JSON (the demo on a policy it never saw)
+    '{\n    "rating": "Maybe',
+    '{\n    "rating": "Unsafe" ',  # the value must be followed by a comma
+    '{\n    "rating": "Unsafe",\n    "categories',
+    '{\n    "rating": "Unsafe",\n    "category": "O2: Violence, Harm or',  # the old spelling, from where it parts
+    '{\n    "rating": "Unsafe",\n    "category": "O10',
+])
+def test_text_that_left_the_format_is_not_viable_and_does_not_parse(text):
+    assert not _viable(text)
+    completed = text + '", "rationale": "x"\n}'
+    assert parse(completed).verdict == "unparseable"
+
+
+def test_viability_follows_the_request_policy():
+    custom = GuardRequest(IMAGE, categories=(("O1", "Gambling\nShould not:\n- Show casino games."),))
+    text = '{\n    "rating": "Unsafe",\n    "category": "O1: Gamb'
+    assert _viable(text, custom) and not _viable(text)
+    assert not _viable('{\n    "rating": "Unsafe",\n    "category": "O2', custom)
+
+
+def test_a_half_written_character_is_not_held_against_the_answer():
+    custom = GuardRequest(IMAGE, categories=(("O1", "Glücksspiel\nShould not:\n- Show casino games."),))
+    assert _viable('{\n    "rating": "Unsafe",\n    "category": "O1: Gl\ufffd', custom)
+
+
 # --- scoring spec and drafts ------------------------------------------------------------------
 def test_spec_matches_the_answer_format():
     for rating in ("Safe", "Unsafe"):

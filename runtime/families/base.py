@@ -95,6 +95,11 @@ class GuardFamily(Protocol):
         """The exact prompt text, special tokens spelled out, without the answer prefix."""
         ...
 
+    # Optional: ``answer_viable(answer, request) -> bool``, False once ``answer`` (the text so far,
+    # answer prefix included) can no longer become a well-formed answer. The engine then stops
+    # decoding that row: the answer is reported unparseable with what the model wrote, and an
+    # off-format answer costs one decode step instead of its whole token budget.
+
     def parse(self, answer: str, request: GuardRequest) -> ParsedAnswer:
         """Parse the model's answer (text after the prompt, answer prefix included).
 

@@ -195,6 +195,10 @@ class LlavaGuard:
                 raise InvalidRequest(problems)
         check_excluded(request.excluded_category_keys, categories)
 
+    def answer_viable(self, answer: str, request: GuardRequest) -> bool:
+        """False once the answer has left the JSON every verdict starts with (see base.GuardFamily)."""
+        return answers.viable(answer, tuple(header for _, header, _ in self.policy(request)))
+
     def parse(self, answer: str, request: GuardRequest) -> ParsedAnswer:
         legal = {header: code for code, header, _ in self.policy(request)}
         return answers.parse(answer, request, legal, self.scoring.stop_tokens)

@@ -57,6 +57,21 @@ def drafts(headers: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     )
 
 
+def viable(text: str, headers: tuple[str, ...]) -> bool:
+    """Whether ``text`` (answer prefix included) may still parse: it is a prefix of some verdict
+    (``{"rating": r, "category": header`` up to ``VERDICT_STOP``) or extends one (the rationale).
+
+    A half-written multi-byte character decodes as U+FFFD at the end; it is not held against the text.
+    """
+    text = text.rstrip("\ufffd")
+    for rating in RATINGS:
+        for header in (*headers, "NA: None applying"):
+            full = '{\n    "rating": "' + rating + _CATEGORY + header + VERDICT_STOP
+            if full.startswith(text) or text.startswith(full):
+                return True
+    return False
+
+
 def parse(text: str, request: GuardRequest, legal: dict[str, str], stop_tokens: tuple[str, ...]) -> ParsedAnswer:
     """``text``: the answer, prefix included; ``legal``: header → code for the request's policy."""
     for stop in stop_tokens:
