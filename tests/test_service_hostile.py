@@ -615,3 +615,32 @@ def test_guard_client_retries_a_reset_at_shutdown():
 
     config = json.loads(dict(channel_options())["grpc.service_config"])
     assert set(config["methodConfig"][0]["retryPolicy"]["retryableStatusCodes"]) == {"UNAVAILABLE", "CANCELLED"}
+
+
+def test_health_watch_streams_are_bounded_and_unknown_names_end_at_once(demo_engine):
+    """Health needs no token: its Watch streams must not be an unbounded resource."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with serving(demo_engine) as (server, _):
+        server.server.health.max_watches = 3
+        address = f"127.0.0.1:{server.port}"
+        with grpc.insecure_channel(address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            # A name this server does not serve: SERVICE_UNKNOWN, and the stream ends.
+            unknown = list(stub.Watch(health_pb2.HealthCheckRequest(service="x" * 200), timeout=10))
+            assert [r.status for r in unknown] == [health_pb2.HealthCheckResponse.SERVICE_UNKNOWN]
+            held = [stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=30) for _ in range(3)]
+            assert all(next(w).status == health_pb2.HealthCheckResponse.SERVING for w in held)
+            with pytest.raises(grpc.RpcError) as refused:
+                next(stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=10))
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "Check" in refused.value.details()
+            # Check is not bounded by watchers; a closed watcher frees its place.
+            assert stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+            held.pop().cancel()
+            deadline = time.monotonic() + 10
+            while server.server.health.watching >= 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            again = stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=10)
+            assert next(again).status == health_pb2.HealthCheckResponse.SERVING
+            for w in [*held, again]:
+                w.cancel()

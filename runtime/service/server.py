@@ -23,7 +23,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from guardedge.runtime.engine import Engine
@@ -34,6 +33,7 @@ from guardedge.runtime.service.batcher import BatcherClosed, DeadlineExpired, En
 from guardedge.runtime.service.closing import CloseGate
 from guardedge.runtime.service.config import ConfigError, ServerConfig, model_name
 from guardedge.runtime.service.failures import SHUTDOWN_UNANSWERED, SHUTTING_DOWN, STREAM_DRAINED, Failure, details
+from guardedge.runtime.service.health import BoundedHealth
 from guardedge.runtime.service.metrics import Metrics
 from guardedge.runtime.service.slots import ModelSlot, engine_options, load_slot
 from guardedge.runtime.service.stream import Drained, StreamCall
@@ -238,7 +238,7 @@ class GuardServer:
         self.config = config
         self.metrics = Metrics()
         self.servicer = GuardServicer(config, self.metrics)
-        self.health = HealthServicer()
+        self.health = BoundedHealth(HEALTH_SERVICES)
         self._engines = engines  # preloaded (tests, embedding); otherwise loaded from config.models
         self._server: grpc.aio.Server | None = None
         self._stopping = asyncio.Event()
