@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from guardedge.runtime import pixels, pixels_device
-from tests.test_pixels import REAL, noise
+from test_pixels import REAL, noise
 
 CONFIG, _ = pixels.config_from_processor(REAL)
 
