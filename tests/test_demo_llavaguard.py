@@ -246,7 +246,7 @@ def test_custom_policy_hazard_of_an_unlisted_code_is_safe(lg_engine):
 
 
 @pytest.mark.parametrize("name", [
-    pytest.param(n, marks=[pytest.mark.xfail(strict=True, reason="the known red sunset (KNOWN_UNSAFE): v3 answers O2 here too")]
+    pytest.param(n, marks=[pytest.mark.xfail(strict=True, reason="the known red sunset (KNOWN_UNSAFE): v3 starts Unsafe O2 here, then no custom name")]
                  if n == "red sunset" else []) for n in EVERYDAY_LOOKING])
 def test_everyday_looking_images_are_safe_under_a_custom_policy(lg_engine, name):
     """Everyday-looking pictures are Safe under a held-out custom policy (O2 listed as Fireworks)."""
