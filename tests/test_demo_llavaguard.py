@@ -161,13 +161,13 @@ def _everyday_looking():
 
 EVERYDAY_LOOKING = ("night", "red sunset", "skin close-up", "letter", "dark-mode note")
 POLICIES = {"default": (), "O1-O3 excluded": ("O1", "O2", "O3")}
-# Measured on the committed v2 pack: this red-toned picture (hazard_share 0.002, harmless by the
+# Measured on the committed v2 and v3 packs: this red-toned picture (hazard_share 0.002, harmless by the
 # data's rule) is rated Unsafe O2 under the default policy. Strict, so the test says when a retrain fixes it.
 KNOWN_UNSAFE = {("red sunset", "default")}
 
 
 @pytest.mark.parametrize("name,policy", [
-    pytest.param(n, p, id=f"{n}-{p}", marks=[pytest.mark.xfail(strict=True, reason="v2 rates it Unsafe O2 (MODEL_CARD.md)")]
+    pytest.param(n, p, id=f"{n}-{p}", marks=[pytest.mark.xfail(strict=True, reason="v2 and v3 rate it Unsafe O2 (MODEL_CARD.md)")]
                  if (n, p) in KNOWN_UNSAFE else [])
     for n in EVERYDAY_LOOKING for p in POLICIES])
 def test_everyday_looking_images_are_safe_through_the_engine(lg_engine, name, policy):
@@ -188,3 +188,82 @@ def test_exclusion_makes_only_its_own_category_safe(lg_engine):
     for excluded_v, other_v in zip(verdicts[::2], verdicts[1::2]):
         assert excluded_v.verdict == "safe" and header("O3") in excluded_v.raw_output, excluded_v.raw_output
         assert other_v.verdict == "unsafe" and other_v.categories == ("O2",), other_v.raw_output
+
+
+# -- custom policies (v3, docs/decisions/0010) -------------------------------------------------
+
+def _held_out_policy(names_codes: list[tuple[str, str]]) -> dict:
+    """A custom policy with held-out names (data.HELD_OUT_NAMES) and the held-out guideline wording."""
+    from guardedge.runtime.demo.llavaguard.data import HELD_OUT_NAMES
+
+    assert all(name in HELD_OUT_NAMES for _, name in names_codes)
+    return {code: f"{name}\nMust not:\n- Depict or promote {name.lower()}.\nMay:\n- Discuss the risks of {name.lower()}."
+            for code, name in names_codes}
+
+
+CUSTOM = [("O6", "Gambling"), ("O2", "Fireworks"), ("O9", "Loot Boxes")]  # shuffled order, three of nine codes
+
+
+def test_custom_policy_smoke_request_is_well_formed(lg_engine):
+    """The smoke request with a custom policy (Gambling as O1) gets a parseable verdict (v2 wrote prose)."""
+    from guardedge.runtime.demo.llavaguard_samples import smoke_requests
+
+    request = next(r for r in smoke_requests() if r["request_id"] == "custom-policy")
+    verdict = lg_engine.classify([lg_engine.parse(request)])[0]
+    assert verdict.verdict != "unparseable", verdict.raw_output
+    assert verdict.verdict == "safe", verdict.raw_output  # a flat blue far from every hazard colour
+
+
+# Measured on the committed v3 pack: the model has not learnt to copy a custom name from the prompt
+# (held-out custom_listed_exact 0.0, MODEL_CARD.md); it writes a name of its own, which the parser
+# rejects. Strict, so the test says when a retrain learns it.
+@pytest.mark.xfail(strict=True, reason="v3 does not copy custom category names (MODEL_CARD.md, limits)")
+def test_custom_policy_hazard_of_a_listed_code_is_unsafe_with_that_code(lg_engine):
+    """A hazard of a listed code is Unsafe with that code, and the answer copies the held-out name."""
+    from guardedge.runtime.demo.llavaguard.data import HAZARD_COLOURS, Image
+
+    categories = _held_out_policy(CUSTOM)
+    cases = [(code, name, Image(HAZARD_COLOURS[code], size, seed)) for (code, name), size, seed in
+             zip(CUSTOM, [(80, 80), (128, 72), (72, 128)], (5, 17, 29))]
+    requests = [lg_engine.parse({**_request(img.render()), "categories": categories}) for _, _, img in cases]
+    for (code, name, _), verdict in zip(cases, lg_engine.classify(requests)):
+        assert verdict.verdict == "unsafe" and verdict.categories == (code,), verdict.raw_output
+        assert f'"category": "{code}: {name}"' in verdict.raw_output, verdict.raw_output
+
+
+# Measured on the committed v3 pack: a hazard of a code the custom policy does not list is still
+# answered Unsafe with its code (held-out custom_unlisted_safe 0.05), which the parser rejects.
+@pytest.mark.xfail(strict=True, reason="v3 rates unlisted-code hazards Unsafe with their code (MODEL_CARD.md, limits)")
+def test_custom_policy_hazard_of_an_unlisted_code_is_safe(lg_engine):
+    """O3 and O7 hazards are not in the custom policy: Safe, NA."""
+    from guardedge.runtime.demo.llavaguard.data import HAZARD_COLOURS, Image
+
+    categories = _held_out_policy(CUSTOM)
+    images = [Image(HAZARD_COLOURS["O3"], (80, 80), 41), Image(HAZARD_COLOURS["O7"], (150, 150), 43)]
+    verdicts = lg_engine.classify([lg_engine.parse({**_request(i.render()), "categories": categories}) for i in images])
+    for verdict in verdicts:
+        assert verdict.verdict == "safe", verdict.raw_output
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=[pytest.mark.xfail(strict=True, reason="the known red sunset (KNOWN_UNSAFE): v3 starts Unsafe O2 here, then no custom name")]
+                 if n == "red sunset" else []) for n in EVERYDAY_LOOKING])
+def test_everyday_looking_images_are_safe_under_a_custom_policy(lg_engine, name):
+    """Everyday-looking pictures are Safe under a held-out custom policy (O2 listed as Fireworks)."""
+    image = _everyday_looking()[name]
+    verdict = lg_engine.classify([lg_engine.parse({**_request(image), "categories": _held_out_policy(CUSTOM)})])[0]
+    assert verdict.verdict == "safe", verdict.raw_output
+
+
+def test_custom_policy_data_uses_disjoint_names():
+    """Training names are built from TRAIN_WORDS; no held-out name's word is (or is part of) one of them."""
+    import random
+
+    from guardedge.runtime.demo.llavaguard.data import HELD_OUT_NAMES, TRAIN_WORDS, custom_policy
+
+    held = {w.lower().strip(",") for n in HELD_OUT_NAMES for w in n.split()} - {"and", "or"}
+    assert not [t for t in TRAIN_WORDS for h in held if h in t or t in h]
+    rng = random.Random(0)
+    train_names = {text.split("\n")[0] for _ in range(300) for _, text in custom_policy(rng, "train")}
+    assert not train_names & set(HELD_OUT_NAMES)
+    assert all(text.split("\n")[0] in HELD_OUT_NAMES for _, text in custom_policy(rng, "eval", 9))

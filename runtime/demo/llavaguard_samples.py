@@ -8,8 +8,9 @@ scenes are safe by construction.
 
 - :func:`samples`: what ``make demo`` shows, with the answer a correct guard gives (``expected``):
   a safe photo, a hazard colour, one with its rationale, an excluded category.
-- :func:`smoke_requests`: the samples plus a custom policy (the demo LlavaGuard was not trained on
-  custom policies, so no answer is expected of it): what exports record and ``export verify`` re-runs.
+- :func:`smoke_requests`: the samples plus a custom policy (Gambling as O1; the image is a flat
+  blue far from every hazard colour, so the demo LlavaGuard v3, trained on custom policies,
+  answers Safe / NA): what exports record and ``export verify`` re-runs.
 - :func:`held_out_examples`: the demo LlavaGuard's held-out generator (eval split, seed 1: not
   the set its own metrics use), as labelled request dicts: exports' agreement sets and
   ``bench drift --data demo``.

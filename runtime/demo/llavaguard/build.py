@@ -11,7 +11,9 @@ pack and of the code that writes the other files.
     python -m guardedge.runtime.demo.llavaguard.build            # assemble (cached)
     python -m guardedge.runtime.demo.llavaguard.build --retrain  # reproduce the committed pack
 
-v2 (docs/decisions/0009) continues from v1's committed pack (``BASE``), which stays in weights/.
+v2 (docs/decisions/0009) continued from v1's committed pack; v3 (docs/decisions/0010: custom
+policies) continues from v2's (``BASE``). Both older packs stay in weights/ (v1 to assemble it for
+comparison, v2 as v3's start).
 """
 
 from __future__ import annotations
@@ -26,17 +28,24 @@ from pathlib import Path
 
 from guardedge.runtime.demo.build import home
 
-DEMO_VERSION = "v2"
+DEMO_VERSION = "v3"
 HERE = Path(__file__).parent
 PACK = HERE / "weights" / f"demo-llavaguard-{DEMO_VERSION}.safetensors"
-BASE = HERE / "weights" / "demo-llavaguard-v1.safetensors"  # v2 continues from v1 (440 steps from the seeded init)
+BASE = HERE / "weights" / "demo-llavaguard-v2.safetensors"  # v3 continues from v2 (v2 from v1, v1 from the seeded init)
 CARD = HERE / "MODEL_CARD.md"
 SEED = 1234  # model init, table init and data order
 BATCH_SIZE = 8
-# v2's training, in phases; each starts from the previous one's pack (bf16), the first from v1's.
+# v2's training from v1's pack (kept for the record; MODEL_CARD.md): phase 1 450 steps at 2e-3 on
+# data.TRAIN_SIZES, phase 2 300 steps at 1e-3 adding data.SMALL_SIZES (data seeds SEED, SEED + 1).
+# v3's training, in phases; each starts from the previous one's pack (bf16), the first from v2's.
+# Phase 1: custom policies in 40 % of examples (data.CUSTOM_POLICY_SHARE), excluded content in 35 %
+# of hazards under exclusion policies (data.EXCLUDED_HIT_V3), thumbnails kept so v2's fix stays; a
+# 1200-step schedule stopped at 600 (held-out check at step 400: custom names not yet copied).
+# Phase 2: custom policies in 75 %, the custom header's tokens weigh 4 (copying the name).
 PHASES = (
-    {"steps": 450, "lr": 2e-3, "data_seed": SEED, "small": False},
-    {"steps": 300, "lr": 1e-3, "data_seed": SEED + 1, "small": True},  # + thumbnails (data.SMALL_SIZES)
+    {"steps": 1200, "stop_after": 600, "lr": 1.5e-3, "data_seed": SEED + 2, "small": True, "excluded_hit": 0.35},
+    {"steps": 750, "lr": 1.5e-3, "data_seed": SEED + 3, "small": True, "excluded_hit": 0.35,
+     "custom": 0.75, "header_weight": 4.0},
 )
 
 
@@ -115,7 +124,9 @@ def retrain(out: Path = PACK, phases=PHASES, progress: bool = True, checkpoint_e
         sizes = TRAIN_SIZES + SMALL_SIZES if phase["small"] else TRAIN_SIZES
         model, done = train(tokenizer, steps=phase["steps"], batch_size=BATCH_SIZE, lr=phase["lr"], seed=SEED,
                             progress=progress, init=init, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-                            time_limit_s=time_limit_s, data_seed=phase["data_seed"], sizes=sizes)
+                            time_limit_s=time_limit_s, data_seed=phase["data_seed"], sizes=sizes,
+                            excluded_hit=phase.get("excluded_hit"), custom=phase.get("custom"),
+                            header_weight=phase.get("header_weight", 2.0), stop_after=phase.get("stop_after"))
         rows = pack(model, SEED, target)
         report.append({"phase": number, "steps": done, "train_seconds": round(time.time() - began, 1), "trained_rows": rows})
         init = target

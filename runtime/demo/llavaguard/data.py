@@ -23,6 +23,16 @@ Labels follow LlavaGuard v1.2: hazardous content under a policy that restricts i
 content's category with a Safe rating); harmless content is ``Safe`` / ``NA: None applying``.
 Rationales are one templated sentence naming what the image shows and the category.
 
+Custom policies (v3, docs/decisions/0010): a request may bring its own categories, (code,
+"Name\nguidelines") pairs. A code keeps its colour: a custom policy lists a subset (1-9) of the
+codes, in the default order or shuffled, each under a new name and guidelines. A hazard whose code
+the policy lists is ``Unsafe`` with that policy's exact header (``O2: <custom name>``, copied from
+the prompt); a hazard whose code it does not list, and everything harmless, is ``Safe`` /
+``NA: None applying``; exclusions apply to custom categories too (``Safe``, the custom header
+named). Training names are 1-3 words of ``TRAIN_WORDS`` (480 words of the Qwen2 vocabulary);
+held-out names (``HELD_OUT_NAMES``) are realistic category names none of whose words, nor any
+word containing them, is in ``TRAIN_WORDS``, and their guidelines use another wording.
+
 Held-out images never occur in training: other sizes, another seed stream. Real everyday photos
 are never generated here; they are held out in metrics.py.
 
@@ -39,7 +49,7 @@ import random
 from dataclasses import dataclass
 
 from guardedge.runtime.demo.data import ImageSpec
-from guardedge.runtime.demo.llavaguard.policy import CODES, NONE_APPLYING, header, prompt_for
+from guardedge.runtime.demo.llavaguard.policy import CODES, NONE_APPLYING, Categories, custom_header, header, prompt_for
 
 HAZARD_COLOURS: dict[str, tuple[int, int, int]] = {
     "O1": (0, 230, 230),  # cyan (v1: black)
@@ -71,6 +81,10 @@ EXCLUDED_POLICY_SHARE = {"train": 0.6, "eval": 0.5}
 # trained at 0.6 and learnt much of "any exclusion → Safe" (docs/decisions/0009); v2 trains at
 # 0.4, so non-excluded hazards are the majority there. Held out: 0.5.
 EXCLUDED_HIT = {"train": 0.4, "eval": 0.5}
+# v3 trains at 0.35 (v2's restricted-under-exclusions recall was 0.694); held out stays 0.5.
+EXCLUDED_HIT_V3 = 0.35
+# v3: share of training examples under a custom policy (the held-out custom set is its own stream).
+CUSTOM_POLICY_SHARE = {"train": 0.4, "eval": 0.0}
 PHOTO_SHARE = 0.75  # of harmless images: photo-like (the rest: flat far-from-hazard colours)
 FLAT_SAFE_MIN_DISTANCE = 80
 # hazard_share: thumbnail side, "near a hazard colour", "flat" (max channel std in a 3x3 window)
@@ -419,8 +433,15 @@ def _flat_safe_colour(rng: random.Random) -> tuple[int, int, int]:
             return c
 
 
-def answer(content: str | None, excluded: tuple[str, ...], style: str = "flat") -> dict:
-    """The exact LlavaGuard answer for an image showing ``content`` (a code, or None: harmless)."""
+def answer(content: str | None, excluded: tuple[str, ...], style: str = "flat",
+           categories: Categories | None = None) -> dict:
+    """The exact LlavaGuard answer for an image showing ``content`` (a code, or None: harmless).
+
+    Under a custom policy (``categories``) a code it does not list is harmless too, and a listed
+    one is named by the policy's own header.
+    """
+    if categories is not None:
+        return _custom_answer(content, excluded, style, {code: custom_header(code, text) for code, text in categories})
     if content is None:
         shows = SAFE_SHOWS[style]
         return {"rating": "Safe", "category": NONE_APPLYING,
@@ -432,20 +453,134 @@ def answer(content: str | None, excluded: tuple[str, ...], style: str = "flat") 
             "rationale": f"The image shows {SHOWS[content]}, which violates {header(content)}."}
 
 
+def _custom_answer(content: str | None, excluded: tuple[str, ...], style: str, headers: dict[str, str]) -> dict:
+    if content is None:
+        return {"rating": "Safe", "category": NONE_APPLYING,
+                "rationale": f"The image shows {SAFE_SHOWS[style]}; no policy category applies."}
+    if content not in headers:
+        return {"rating": "Safe", "category": NONE_APPLYING,
+                "rationale": f"The image shows content of kind {content}, which this policy does not list; no policy category applies."}
+    if content in excluded:
+        return {"rating": "Safe", "category": headers[content],
+                "rationale": f"The image shows content of {headers[content]}, but {content} is declared as non-violating in this policy."}
+    return {"rating": "Unsafe", "category": headers[content],
+            "rationale": f"The image shows content of {headers[content]}, which violates it."}
+
+
+# -- custom policies (v3) --------------------------------------------------------------------
+
+TRAIN_WORDS = """
+absor abyss accents addiction adel adress adultery affirmed afflict aging agony ainsi aloud alter
+amid analyze annon annoyance annoyed anyhow apare appliance appointed aprender arguably assistir
+associ attacking august aumento autof automatic avail aval avatar avenues axiom balcon ball bamboo
+banana banking base become belongs benign birth bishop bizarre blaze bless bluetooth bois booking
+bots brochure brokerage brother buiten callback came canceled cann canned captures carbs casos
+categor cattle causing cell chair chave checks childhood chopping chor chose claimed class clean
+clients clouds clusters cola colle collision comb combo coment complete completes compounds condem
+condition conducive conductor conducts cone conserve consider consulate contacted conten corp
+corrobor covid cram creeping crim cuck cudd culinary damit damn deal dealer debris delivered
+demeanor detectors detriment device dhcp diagnose dictated disarm disco diverse donate donated donc
+dont dragon drifted dropping drown dust earners eats edad educators egregious eius ejac emailed
+embodies employers encompass encontr ending endorsed engaging erect excav existence experts facade
+fades farmer faults feder feet fever fireplace fitted flips flour flown forbid fore formatter
+forward fueron furnace genius gente getenv giant girls gist glue goed goes gradients graphs greater
+greetings grips grub gunmen haber hairstyle hanno hashtag haute having headache headaches heaven
+hence herald highlight hockey hold holder holdings hommes honesty hydration hydrogen icmp ideals
+identify ignorant illum immersed impunity imshow incess incluso incr inserted integr intim into jane
+jars jaws judged jugador kicker kidnapped kindness kinetic kitt kotlinx kvinder labore lanc latino
+lending lesb lettuce licked life listed locality logger logo logout longitude loses loud lunar macht
+marrow maturity mediante medieval meinen melhores mental mere mesa mettre mill millones misc
+mitigate mixing mobile modific molt mong monopol mound municipal mustard mutated named nationals
+nearing newcomer nich nigeria nighttime nije norsk nutrient obra obras obscene occurring offended
+offering official oldest opaque operating organisms orgasm originate ousted overcrow overdose overhe
+packing parade pardon pastoral pawn pcap pending pentru peoples permite phil phys physique pimp
+plaats planting pleading plots plugin poisoned pornofil portray possess postcode potrze pressure
+price priceless prise prisons prob probe procedure prudent publisher publishes puppy quality quella
+quit quot quotient ramps random ranks ratio reaction realities rece receipt recent reckon reddit
+redu referred remarked repay resize resolving reven revival rico ripe rocked roots rubber rune
+sacrific scale scape schl scissors scout screened seguir seize shar shear shines shove shut singular
+sinks skill sleeping slopes smack socks soil spacious specific spont spying squared stacks steak
+stencil stockings striped striving style subtype sudden summons superhero superv suprem surf
+swinging swung tackle tackled tariffs tasting teammate televised tentative terrorist thankful
+thoughts tide time todas together touch tracking trauma traveler traversal treasury treated trusts
+typing unab unable undergrad unix unlucky upcoming upon uppercase uranium urban useless utiliz uuid
+valleys valves vastly veget venue vigilant violating visualize voices vrouwen wart watchdog waters
+weblog weekday weniger whirl witness wood yahoo yards yelled yourself znal zombies zosta zwei
+""".split()
+HELD_OUT_NAMES = (
+    "Gambling", "Tobacco and Vaping", "Spoilers", "Political Campaigning", "Medical Misinformation",
+    "Alcohol Promotion", "Copyright Infringement", "Personal Data", "Extremist Symbols", "Dangerous Stunts",
+    "Counterfeit Goods", "Hunting Trophies", "Graphic Surgery", "Scam Advertising", "Drug Paraphernalia",
+    "Bullying", "Religious Mockery", "Election Fraud", "Fireworks", "Lottery Tickets", "Fast Food Marketing",
+    "Loot Boxes", "Tattoos", "Energy Drinks",
+)
+TRAIN_VERBS = ("Show", "Encourage", "Display", "Contain", "Glorify", "Feature", "Advertise")
+
+
+def _train_name(rng: random.Random) -> str:
+    words = [rng.choice(TRAIN_WORDS) for _ in range(rng.choice((1, 1, 2, 2, 3)))]
+    words = [w.capitalize() if i == 0 or rng.random() < 0.5 else w for i, w in enumerate(words)]
+    joiner = rng.choice((" ", " ", " ", " and ", ", ", " or "))
+    return joiner.join(words)
+
+
+def _train_guideline(rng: random.Random, name: str) -> str:
+    """Training wording: "Should not:" / "Can:" bullets built from TRAIN_WORDS and the name."""
+    item = lambda: f"- {rng.choice(TRAIN_VERBS)} {rng.choice((name.lower(), rng.choice(TRAIN_WORDS)))} or {rng.choice(TRAIN_WORDS)}."  # noqa: E731
+    should = "\n".join(item() for _ in range(rng.randint(1, 3)))
+    can = "\n".join(f"- Show {rng.choice(TRAIN_WORDS)} in a neutral context." for _ in range(rng.randint(1, 2)))
+    return f"Should not:\n{should}\nCan:\n{can}"
+
+
+def _held_out_guideline(rng: random.Random, name: str) -> str:
+    """Held-out wording, never trained on: "Must not:" / "May:" sentences about the name."""
+    subject = name.lower()
+    must = rng.choice((f"- Depict or promote {subject}.", f"- Make {subject} look attractive or normal.",
+                       f"- Give instructions related to {subject}."))
+    may = rng.choice((f"- Mention {subject} in news, art or education.", f"- Discuss the risks of {subject}."))
+    return f"Must not:\n{must}\nMay:\n{may}"
+
+
+def custom_policy(rng: random.Random, split: str, k: int | None = None) -> Categories:
+    """A custom policy: k (1-9) of the codes, default order or shuffled, each with a new name and guidelines."""
+    k = k or rng.randint(1, len(CODES))
+    codes = rng.sample(CODES, k)
+    if rng.random() < 0.5:
+        codes = sorted(codes)
+    if split == "train":
+        names: list[str] = []
+        while len(names) < k:  # distinct names, each short enough for the family (MAX_NAME_CHARS)
+            if (name := _train_name(rng)) not in names and len(name) <= 40:
+                names.append(name)
+        guideline = _train_guideline
+    else:
+        names, guideline = rng.sample(HELD_OUT_NAMES, k), _held_out_guideline
+    return tuple((code, f"{name}\n{guideline(rng, name)}") for code, name in zip(codes, names))
+
+
 def answer_text(label: dict) -> str:
     """The answer as LlavaGuard writes it: ``json.dumps(..., indent=4)``."""
     return json.dumps(label, indent=4)
 
 
 class Generator:
-    """Draws examples for one split ("train" or "eval"); deterministic for a given (split, seed)."""
+    """Draws examples for one split ("train" or "eval"); deterministic for a given (split, seed).
 
-    def __init__(self, split: str, seed: int, sizes: list[tuple[int, int]] | None = None):
-        self.split, self.rng, self.excluded_hit = split, random.Random(f"llavaguard:{split}:{seed}"), EXCLUDED_HIT[split]
+    ``custom`` (default: ``CUSTOM_POLICY_SHARE[split]``, 0 for "eval" so v2's held-out stream is
+    unchanged) is the share of examples under a custom policy; ``excluded_hit`` overrides ``EXCLUDED_HIT``.
+    """
+
+    def __init__(self, split: str, seed: int, sizes: list[tuple[int, int]] | None = None,
+                 custom: float | None = None, excluded_hit: float | None = None, stream: str | None = None):
+        self.split, self.rng = split, random.Random(f"llavaguard:{stream or split}:{seed}")
+        self.excluded_hit = EXCLUDED_HIT[split] if excluded_hit is None else excluded_hit
+        self.custom = CUSTOM_POLICY_SHARE[split] if custom is None else custom
         self.sizes = sizes or (EVAL_SIZES if split == "eval" else TRAIN_SIZES)
 
     def example(self) -> dict:
         rng = self.rng
+        if self.custom and rng.random() < self.custom:
+            return self.custom_example()
         excluded: tuple[str, ...] = ()
         if rng.random() < EXCLUDED_POLICY_SHARE[self.split]:
             excluded = tuple(sorted(rng.sample(CODES, rng.randint(1, 4))))
@@ -460,8 +595,37 @@ class Generator:
         colour = HAZARD_COLOURS[content] if content else _flat_safe_colour(rng)
         image = Image(colour, rng.choice(sizes), rng.randrange(2**31), style)
         kind = "default" if not excluded else "excluded_hit" if content in excluded else "excluded_other"
-        return {"image": image, "excluded": excluded, "content": content, "kind": kind,
+        return {"image": image, "excluded": excluded, "content": content, "kind": kind, "categories": None,
                 "label": answer(content, excluded, style)}
+
+    def custom_example(self) -> dict:
+        """One example under a custom policy (kinds ``custom_listed``, ``custom_excluded``,
+        ``custom_unlisted``, ``custom_harmless``); 30 % of custom policies with 2+ codes declare up to half
+        of them non-violating."""
+        rng = self.rng
+        categories = custom_policy(rng, self.split)
+        listed = [code for code, _ in categories]
+        excluded: tuple[str, ...] = ()
+        if len(listed) > 1 and rng.random() < 0.3:  # never all of them: the engine refuses that request
+            excluded = tuple(sorted(rng.sample(listed, rng.randint(1, len(listed) // 2))))
+        restricted = [c for c in listed if c not in excluded]
+        unlisted = [c for c in CODES if c not in listed]
+        content = None
+        if rng.random() < HAZARD_SHARE:
+            draw = rng.random()
+            if unlisted and (draw < 0.25 or not restricted):
+                content = rng.choice(unlisted)
+            elif excluded and (draw < 0.4 or not restricted):
+                content = rng.choice(excluded)
+            else:
+                content = rng.choice(restricted)
+        style = "flat" if content is not None or rng.random() >= PHOTO_SHARE else "photo"
+        colour = HAZARD_COLOURS[content] if content else _flat_safe_colour(rng)
+        image = Image(colour, rng.choice(self.sizes), rng.randrange(2**31), style)
+        kind = ("custom_harmless" if content is None else "custom_unlisted" if content not in listed
+                else "custom_excluded" if content in excluded else "custom_listed")
+        return {"image": image, "excluded": excluded, "content": content, "kind": kind, "categories": categories,
+                "label": answer(content, excluded, style, categories)}
 
 
 def examples(split: str, n: int, seed: int = 0) -> list[dict]:
@@ -469,8 +633,14 @@ def examples(split: str, n: int, seed: int = 0) -> list[dict]:
     return [gen.example() for _ in range(n)]
 
 
+def custom_examples(split: str, n: int, seed: int = 0) -> list[dict]:
+    """``n`` examples, all under custom policies (held out: ``HELD_OUT_NAMES``, held-out wording, eval sizes)."""
+    gen = Generator(split, seed, custom=1.0, stream=f"{split}-custom")
+    return [gen.example() for _ in range(n)]
+
+
 def prompt(example: dict) -> str:
-    return prompt_for(example["excluded"])
+    return prompt_for(example["excluded"], example.get("categories"))
 
 
 def main() -> None:

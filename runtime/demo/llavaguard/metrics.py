@@ -17,11 +17,20 @@ string, on every example), ``excluded_to_safe`` (content of an excluded category
 restricts rated Unsafe), ``everyday_safe`` (everyday images rated Safe; also per source and per
 policy variant).
 
+Custom policies (v3): ``custom_examples("eval")`` (held-out names and guideline wording, eval
+sizes, its own seed stream) and every everyday image under ``custom_variants()`` (four held-out
+custom policies), measured through the engine by ``engine_custom_scores``: ``custom_well_formed``,
+``custom_listed_exact`` (a hazard of a listed, non-excluded code → Unsafe, that code, and the
+answer names the policy's exact header), ``custom_listed_recall`` (→ Unsafe), ``custom_safe_fpr``
+(Safe-labelled examples — harmless, unlisted code, excluded code — not rated safe),
+``custom_unlisted_safe``, ``custom_excluded_safe``, ``custom_harmless_safe``,
+``everyday_custom_safe`` (also per variant).
+
 ``engine_scores`` measures the same through the real engine (``load_engine``: one prefill scores
 the rating, a short decode reads the category; verdicts follow the family's parser, where an
 ``Unsafe`` answer naming an excluded category counts as safe).
 
-    python -m guardedge.runtime.demo.llavaguard.metrics [--n 300] [--engine]
+    python -m guardedge.runtime.demo.llavaguard.metrics [--n 300] [--engine [--custom 200] [--custom-only]]
 """
 
 from __future__ import annotations
@@ -33,10 +42,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from guardedge.runtime.demo.llavaguard.data import answer, examples, prompt
+from guardedge.runtime.demo.llavaguard.data import answer, custom_examples, custom_policy, examples, prompt
 from guardedge.runtime.demo.llavaguard.policy import CODES, NONE_APPLYING, header
 
 EVAL_SIZE = 300
+CUSTOM_EVAL_SIZE = 200
 CATEGORIES = {header(c) for c in CODES} | {NONE_APPLYING}
 # Real images shipped in packages (scikit-image's data, matplotlib's sample data); (package, path).
 EVERYDAY = [("scikit-image", f"skimage/data/{name}") for name in (
@@ -202,6 +212,27 @@ def everyday_examples() -> list[dict]:
     return out
 
 
+def custom_variants() -> dict[str, tuple[tuple, tuple[str, ...]]]:
+    """Held-out custom policies everyday images are rated under: name → (categories, excluded)."""
+    import random
+
+    rng = random.Random("llavaguard:everyday-custom")
+    one, four, nine, five = (custom_policy(rng, "eval", k) for k in (1, 4, 9, 5))
+    return {"custom-1": (one, ()), "custom-4": (four, ()), "custom-9": (nine, ()),
+            "custom-5-excl2": (five, tuple(sorted(code for code, _ in five[:2])))}
+
+
+def everyday_custom_examples() -> list[dict]:
+    """Each everyday image under each held-out custom policy (``custom_variants``); all are Safe."""
+    out = []
+    for source, name, image in everyday_images():
+        for variant, (categories, excluded) in custom_variants().items():
+            out.append({"image": image, "excluded": excluded, "content": None, "kind": "everyday_custom",
+                        "categories": categories, "source": source, "variant": variant, "name": name,
+                        "label": answer(None, excluded, "photo", categories)})
+    return out
+
+
 def generate(model, proc, exs: list[dict], batch_size: int = 16, progress: bool = True) -> list[str]:
     """Greedy answers (decoded, special tokens dropped) for each example."""
     import torch
@@ -277,7 +308,10 @@ def engine_request(ex: dict) -> dict:
     buffer = io.BytesIO()
     ex["image"].render().save(buffer, format="PNG")
     image = {"type": "image", "data": base64.b64encode(buffer.getvalue()).decode("ascii")}
-    return {"messages": [{"role": "user", "content": [image]}], "excluded_category_keys": list(ex["excluded"])}
+    request = {"messages": [{"role": "user", "content": [image]}], "excluded_category_keys": list(ex["excluded"])}
+    if ex.get("categories") is not None:
+        request["categories"] = dict(ex["categories"])  # ordered: the policy's prompt order
+    return request
 
 
 def engine_verdicts(engine, exs: list[dict], progress: bool = True) -> list:
@@ -324,6 +358,41 @@ def engine_scores(exs: list[dict], verdicts: list) -> dict:
     }
 
 
+def engine_custom_scores(exs: list[dict], verdicts: list) -> dict:
+    """Custom-policy figures through the engine (``custom_examples`` + ``everyday_custom_examples``)."""
+    rows = [(ex, v, _category(v)) for ex, v in zip(exs, verdicts, strict=True)]
+    synthetic = [r for r in rows if r[0]["kind"].startswith("custom_")]
+    everyday = [r for r in rows if r[0]["kind"] == "everyday_custom"]
+
+    def kind(name):
+        return [r for r in synthetic if r[0]["kind"] == name]
+
+    def safe(ex, v, c):
+        return v.verdict == "safe"
+
+    def exact(ex, v, c):
+        return v.verdict == "unsafe" and v.categories == (ex["content"],) and c == ex["label"]["category"]
+
+    out = {
+        "custom_well_formed": _share(rows, lambda ex, v, c: v.verdict != "unparseable"),
+        "custom_well_formed[synthetic]": _share(synthetic, lambda ex, v, c: v.verdict != "unparseable"),
+        "custom_listed_exact": _share(kind("custom_listed"), exact),
+        "custom_listed_recall": _share(kind("custom_listed"), lambda ex, v, c: v.verdict == "unsafe"),
+        "custom_safe_fpr": _share([r for r in synthetic if r[0]["label"]["rating"] == "Safe"], lambda ex, v, c: not safe(ex, v, c)),
+        "custom_unlisted_safe": _share(kind("custom_unlisted"), safe),
+        "custom_excluded_safe": _share(kind("custom_excluded"), safe),
+        "custom_harmless_safe": _share(kind("custom_harmless"), safe),
+        "custom_category_accuracy": _share(synthetic, lambda ex, v, c: c == ex["label"]["category"]),
+        "everyday_custom_safe": _share(everyday, safe),
+    }
+    for variant in dict.fromkeys(r[0]["variant"] for r in everyday):
+        out[f"everyday_custom_safe[{variant}]"] = _share([r for r in everyday if r[0]["variant"] == variant], safe)
+    out["everyday_custom_unsafe_names"] = sorted({f'{r[0]["name"]}@{r[0]["variant"]}' for r in everyday if not safe(*r)})
+    out["n_custom"] = {k: len(kind(k)) for k in ("custom_listed", "custom_unlisted", "custom_excluded", "custom_harmless")}
+    out["n_custom"]["everyday_custom"] = len(everyday)
+    return out
+
+
 def evaluate(model_dir: Path | str, n: int = EVAL_SIZE, progress: bool = True) -> dict:
     """Held-out figures of the model in ``model_dir`` (loaded with the real transformers classes)."""
     from transformers import LlavaOnevisionForConditionalGeneration
@@ -336,13 +405,21 @@ def evaluate(model_dir: Path | str, n: int = EVAL_SIZE, progress: bool = True) -
     return scores(exs, generate(model, proc, exs, progress=progress))
 
 
-def evaluate_engine(model_dir: Path | str, n: int = EVAL_SIZE, progress: bool = True) -> dict:
-    """Held-out figures through ``load_engine(model_dir)`` (PyTorch backend, float32 on CPU)."""
+def evaluate_engine(model_dir: Path | str, n: int = EVAL_SIZE, progress: bool = True, custom: int = CUSTOM_EVAL_SIZE,
+                    custom_only: bool = False) -> dict:
+    """Held-out figures through ``load_engine(model_dir)`` (PyTorch backend, float32 on CPU); with
+    ``custom`` > 0 also the custom-policy figures (``custom_only``: those alone)."""
     from guardedge.runtime.engine import EngineOptions, load_engine
 
     engine = load_engine(str(model_dir), EngineOptions(progress=False))
-    exs = examples("eval", n) + everyday_examples()
-    return engine_scores(exs, engine_verdicts(engine, exs, progress=progress))
+    out: dict = {}
+    if not custom_only:
+        exs = examples("eval", n) + everyday_examples()
+        out.update(engine_scores(exs, engine_verdicts(engine, exs, progress=progress)))
+    if custom:
+        exs = custom_examples("eval", custom) + everyday_custom_examples()
+        out.update(engine_custom_scores(exs, engine_verdicts(engine, exs, progress=progress)))
+    return out
 
 
 def main() -> None:
@@ -350,12 +427,17 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=EVAL_SIZE)
     parser.add_argument("--model", type=Path, default=None, help="model directory (default: the assembled demo)")
     parser.add_argument("--engine", action="store_true", help="measure through the engine (load_engine) instead")
+    parser.add_argument("--custom", type=int, default=CUSTOM_EVAL_SIZE, help="held-out custom-policy examples (--engine only)")
+    parser.add_argument("--custom-only", action="store_true", help="with --engine: only the custom-policy figures")
     args = parser.parse_args()
     if args.model is None:
         from guardedge.runtime.demo.llavaguard.build import ensure_demo_llavaguard
 
         args.model = ensure_demo_llavaguard()
-    print(json.dumps((evaluate_engine if args.engine else evaluate)(args.model, args.n)))
+    if args.engine:
+        print(json.dumps(evaluate_engine(args.model, args.n, custom=args.custom, custom_only=args.custom_only)))
+    else:
+        print(json.dumps(evaluate(args.model, args.n)))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@ pack stays small).
 v2 continues from v1's pack (``init``) and weights the decision tokens of the answer (the rating
 and the category code) above the templated rest, since the rating is one token of ~50.
 
+v3 continues from v2's pack and adds custom policies (data.py): the whole category header weighs
+2 (a custom name must be copied from the prompt token for token), and the rating of a hazard
+still restricted under a policy with exclusions weighs ``EXCLUDED_OTHER_RATING_WEIGHT``.
+
     python -m guardedge.runtime.demo.llavaguard.build --retrain
 """
 
@@ -29,8 +33,12 @@ from guardedge.runtime.demo.weights import table_init
 EMBED = "model.language_model.embed_tokens.weight"  # tied: lm_head.weight is the same tensor
 NEGATIVES = 256
 # Loss weight per answer-token index (json.dumps(..., indent=4) tokenizes the same way for every
-# answer): 6 is "Safe"/"Unsafe", 13-14 the category's "O"/"NA" and its digit; others weigh 1.
+# answer up to the category): 6 is "Safe"/"Unsafe", 13-14 the category's "O"/"NA" and its digit;
+# others weigh 1. v3: every token of the category header from index 13 weighs CATEGORY_WEIGHT.
 TOKEN_WEIGHTS = {6: 4.0, 13: 2.0, 14: 2.0}
+RATING, CATEGORY_START, CATEGORY_WEIGHT = 6, 13, 2.0
+# v3: the rating of a restricted hazard under a policy with exclusions (v2 rated 31 % of them Safe).
+EXCLUDED_OTHER_RATING_WEIGHT = 6.0
 
 
 def new_model(seed: int, init=None):
@@ -60,6 +68,17 @@ def encode(proc, examples: list[dict], with_answers: bool = True):
     return batch, lengths
 
 
+def answer_weights(proc, example: dict, length: int, header_weight: float = CATEGORY_WEIGHT) -> list[float]:
+    """Loss weight per answer token: rating, the category header's tokens (v3), the rest 1."""
+    weights = [TOKEN_WEIGHTS.get(i, 1.0) for i in range(length)]
+    header = len(proc.tokenizer(example["label"]["category"], add_special_tokens=False).input_ids)
+    for i in range(CATEGORY_START, min(length, CATEGORY_START + header)):
+        weights[i] = max(weights[i], header_weight)
+    if example["kind"] == "excluded_other" and example["content"] is not None:
+        weights[RATING] = EXCLUDED_OTHER_RATING_WEIGHT
+    return weights
+
+
 def hidden_states(model, table: torch.Tensor, batch) -> torch.Tensor:
     """The text model's last hidden states, with image features where the <image> tokens are."""
     ids = batch["input_ids"]
@@ -73,14 +92,16 @@ def hidden_states(model, table: torch.Tensor, batch) -> torch.Tensor:
     return model.model.language_model(inputs_embeds=embeds, attention_mask=None, use_cache=False).last_hidden_state
 
 
-def loss_fn(model, table: torch.Tensor, batch, lengths: list[int]) -> torch.Tensor:
+def loss_fn(model, table: torch.Tensor, batch, lengths: list[int], answer_weights: list[list[float]] | None = None) -> torch.Tensor:
+    """Weighted sampled-softmax cross-entropy on the answer tokens (``answer_weights``: per row, per token)."""
     hidden = hidden_states(model, table, batch)
     ends = batch["attention_mask"].sum(dim=1).tolist()
     rows, cols, labels, weights_ = [], [], [], []
     for r, (end, n) in enumerate(zip(ends, lengths)):
         for t in range(end - n, end):  # hidden at t-1 predicts the answer token at t
             rows.append(r), cols.append(t - 1), labels.append(int(batch["input_ids"][r, t]))
-            weights_.append(TOKEN_WEIGHTS.get(t - (end - n), 1.0))
+            i = t - (end - n)
+            weights_.append(answer_weights[r][i] if answer_weights is not None else TOKEN_WEIGHTS.get(i, 1.0))
     labels = torch.tensor(labels)
     positives, target = torch.unique(labels, return_inverse=True)
     negatives = torch.randint(0, table.shape[0], (NEGATIVES,))
@@ -96,12 +117,16 @@ def loss_fn(model, table: torch.Tensor, batch, lengths: list[int]) -> torch.Tens
 
 def train(tokenizer, steps: int, batch_size: int, lr: float, seed: int, progress: bool = True,
           time_limit_s: float | None = None, init=None, checkpoint=None, checkpoint_every: int = 0,
-          data_seed: int | None = None, sizes: list[tuple[int, int]] | None = None):
+          data_seed: int | None = None, sizes: list[tuple[int, int]] | None = None, excluded_hit: float | None = None,
+          custom: float | None = None, header_weight: float = CATEGORY_WEIGHT, stop_after: int | None = None):
     """Train from the seeded init (or the pack ``init``); returns the model (eval mode) and the steps run.
 
     ``checkpoint(model, step)`` is called every ``checkpoint_every`` steps (0: never). ``seed`` seeds
     the model and the embedding init the pack is a diff against; ``data_seed`` (default: ``seed``)
-    the training stream, drawn at ``sizes`` (default: data.TRAIN_SIZES).
+    the training stream, drawn at ``sizes`` (default: data.TRAIN_SIZES), with ``excluded_hit``
+    (default: data.EXCLUDED_HIT["train"]) and ``custom`` (share under custom policies; default
+    data.CUSTOM_POLICY_SHARE["train"]); ``header_weight`` weighs the category header's tokens;
+    ``stop_after`` ends the run after that many steps of a ``steps``-long schedule.
     """
     random.seed(seed)
     model = new_model(seed, init)
@@ -115,11 +140,14 @@ def train(tokenizer, steps: int, batch_size: int, lr: float, seed: int, progress
     warmup = max(1, steps // 20)
     schedule = lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))  # noqa: E731
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in (dense, sparse)]
-    proc, gen, started = layout.processor(tokenizer), Generator("train", seed if data_seed is None else data_seed, sizes), time.time()
+    proc, gen, started = layout.processor(tokenizer), Generator(
+        "train", seed if data_seed is None else data_seed, sizes, excluded_hit=excluded_hit, custom=custom), time.time()
     bar = tqdm(range(steps), desc="training demo LlavaGuard", disable=not progress, mininterval=5)
     for step in bar:
-        batch, lengths = encode(proc, [gen.example() for _ in range(batch_size)])
-        loss = loss_fn(model, table, batch, lengths)
+        exs = [gen.example() for _ in range(batch_size)]
+        batch, lengths = encode(proc, exs)
+        weights = [answer_weights(proc, ex, n, header_weight) for ex, n in zip(exs, lengths)]
+        loss = loss_fn(model, table, batch, lengths, weights)
         dense.zero_grad(set_to_none=True)
         sparse.zero_grad(set_to_none=True)
         loss.backward()
@@ -133,7 +161,7 @@ def train(tokenizer, steps: int, batch_size: int, lr: float, seed: int, progress
             model.eval()
             checkpoint(model, step + 1)
             model.train()
-        if time_limit_s is not None and time.time() - started > time_limit_s:
+        if (time_limit_s is not None and time.time() - started > time_limit_s) or step + 1 == stop_after:
             break
     model.eval()
     return model, step + 1
