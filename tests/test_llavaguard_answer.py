@@ -158,6 +158,16 @@ def test_viability_follows_the_request_policy():
     assert not _viable('{\n    "rating": "Unsafe",\n    "category": "O2', custom)
 
 
+def test_a_non_ascii_name_is_viable_as_json_dumps_escapes_it():
+    """The repository's answers are json.dumps(..., indent=4): ensure_ascii writes ü as \\u00fc."""
+    custom = GuardRequest(IMAGE, categories=(("O1", "Glücksspiel\nShould not:\n- Show casino games."),))
+    full = answer("Unsafe", "O1: Glücksspiel")
+    assert "\\u00fc" in full
+    assert all(_viable(full[:n], custom) for n in range(len(SPEC.answer_prefix), len(full) + 1))
+    assert parse(full, custom).categories == ("O1",)
+    assert parse(verdict_prefix(full), GuardRequest(IMAGE, categories=custom.categories)).categories == ("O1",)
+
+
 def test_a_half_written_character_is_not_held_against_the_answer():
     custom = GuardRequest(IMAGE, categories=(("O1", "Glücksspiel\nShould not:\n- Show casino games."),))
     assert _viable('{\n    "rating": "Unsafe",\n    "category": "O1: Gl\ufffd', custom)

@@ -61,14 +61,18 @@ def viable(text: str, headers: tuple[str, ...]) -> bool:
     """Whether ``text`` (answer prefix included) may still parse: it is a prefix of some verdict
     (``{"rating": r, "category": header`` up to ``VERDICT_STOP``) or extends one (the rationale).
 
-    A half-written multi-byte character decodes as U+FFFD at the end; it is not held against the text.
+    A header is accepted as written and as ``json.dumps`` spells it (``ensure_ascii``: the
+    repository's answers write ``Glücksspiel`` as ``Gl\\u00fccksspiel``, which the parser reads
+    back). A half-written multi-byte character decodes as U+FFFD at the end; it is not held
+    against the text.
     """
     text = text.rstrip("\ufffd")
     for rating in RATINGS:
         for header in (*headers, "NA: None applying"):
-            full = '{\n    "rating": "' + rating + _CATEGORY + header + VERDICT_STOP
-            if full.startswith(text) or text.startswith(full):
-                return True
+            for spelling in {header, json.dumps(header)[1:-1]}:
+                full = '{\n    "rating": "' + rating + _CATEGORY + spelling + VERDICT_STOP
+                if full.startswith(text) or text.startswith(full):
+                    return True
     return False
 
 
