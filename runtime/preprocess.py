@@ -9,6 +9,8 @@ left-padded batch whose rows give the numbers they would give alone.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from guardedge.runtime.architectures import Architecture, Batch, Encoded
 from guardedge.runtime.errors import invalid
 from guardedge.runtime.families import GuardFamily
@@ -25,6 +27,8 @@ class Preprocessor:
         self.family = family
         self.max_text_tokens = max_text_tokens
         self.prompts = PromptEncoder(tokenizer)
+        # The default policy's verdict texts are the same for most requests: tokenized once.
+        self._longest = lru_cache(maxsize=256)(self._longest_uncached)
         self.shared_ids, self.safe_id, self.unsafe_id = verdict_tokens(tokenizer, family.scoring.safe_token,
                                                                        family.scoring.unsafe_token)
 
@@ -33,10 +37,19 @@ class Preprocessor:
         return self.arch.image_processor
 
     def answer_budget(self, request: GuardRequest | None = None) -> int:
-        """Tokens kept free for the answer (a rationale needs more room than a verdict)."""
+        """Tokens kept free for the answer (a rationale needs more room than a verdict; a verdict
+        whose longest allowed answer outgrows ``max_new_tokens`` gets the difference on top)."""
         spec = self.family.scoring
-        wants = request is not None and request.rationale and spec.max_rationale_tokens
-        return spec.max_rationale_tokens if wants else spec.max_new_tokens
+        texts = getattr(self.family, "verdict_texts", None)
+        # What the request's longest verdict needs beyond the family's bound (long or escaped names).
+        extra = 0 if request is None or texts is None else max(0, self._longest(texts(request)) - spec.max_new_tokens)
+        if request is not None and request.rationale and spec.max_rationale_tokens:
+            return spec.max_rationale_tokens + extra
+        return spec.max_new_tokens + extra
+
+    def _longest_uncached(self, texts: tuple[str, ...]) -> int:
+        # + 2: a verified draft may run a token or two past the stop text in the same step.
+        return max(len(self.tokenizer.encode(t, add_special_tokens=False)) for t in texts) + 2
 
     def prompt_ids(self, request: GuardRequest, answer: str = "", image_tokens: int = 0) -> list[int]:
         """The prompt's ids (caller text never becomes control tokens), the answer prefix, ``answer``.

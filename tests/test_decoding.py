@@ -355,3 +355,27 @@ def test_step_mask_is_the_causal_mask_of_the_kept_columns():
                 assert mask[row, 0, q, k].item() == (0.0 if allowed else torch.finfo(torch.float32).min)
     assert prefill_mask(attn[1:], torch.float32) is not None and prefill_mask(attn[1:], torch.float32).dim() == 2
     assert prefill_mask(attn, torch.float32).shape == (2, 1, 7, 7)
+
+
+def test_llavaguard_verdict_bound_covers_the_longest_header_the_policy_allows(llavaguard_engines):
+    """json.dumps writes a non-ASCII name as \\uXXXX escapes: a 40-character CJK name is ~200 tokens
+    of answer, past the default 64. The bound (and the room the context check keeps) grows to fit."""
+    drafted, _ = llavaguard_engines
+    name = "安全" * 20
+    custom = drafted.parse({**_sized_requests_dict(), "categories": {"O1": f"{name}\nShould not:\n- Show it."}})
+    plain = drafted.parse(_sized_requests_dict())
+    longest = max(len(drafted.pre.tokenizer.encode(t, add_special_tokens=False)) for t in drafted.family.verdict_texts(custom))
+    assert longest > 64
+    assert drafted.pre.answer_budget(custom) >= longest
+    assert drafted.pre.answer_budget(plain) == drafted.family.scoring.max_new_tokens
+
+
+def _sized_requests_dict() -> dict:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (120, 130, 140)).save(buf, format="PNG")
+    return {"messages": [{"role": "user", "content": [{"type": "image", "data": base64.b64encode(buf.getvalue()).decode()}]}]}

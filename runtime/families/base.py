@@ -99,6 +99,9 @@ class GuardFamily(Protocol):
     # answer prefix included) can no longer become a well-formed answer. The engine then stops
     # decoding that row: the answer is reported unparseable with what the model wrote, and an
     # off-format answer costs one decode step instead of its whole token budget.
+    # Optional: ``verdict_texts(request) -> tuple[str, ...]``, every complete verdict-only answer
+    # (after the answer prefix) the request allows; the verdict's token bound is raised to the
+    # longest of them when ``max_new_tokens`` is too small (long or escaped custom names).
 
     def parse(self, answer: str, request: GuardRequest) -> ParsedAnswer:
         """Parse the model's answer (text after the prompt, answer prefix included).

@@ -106,8 +106,9 @@ class LlavaGuard:
         safe_token="Safe",
         unsafe_token="Unsafe",
         stop_tokens=("<|im_end|>", "<|endoftext|>"),
-        # After "Safe"/"Unsafe": '",\n    "category": "' + a header of at most ~60 characters +
-        # '",\n    "rationale"' (verdict_stop); 64 tokens cover it with room to spare.
+        # After "Safe"/"Unsafe": '",\n    "category": "' + a header + '",\n    "rationale"'
+        # (verdict_stop): 64 tokens cover the default headers with room to spare; a request whose
+        # headers need more gets more (verdict_texts, Preprocessor.answer_budget).
         max_new_tokens=64,
         decode_when_safe=True,  # the category (and the rationale, when asked for) follows either rating
         drafts=answers.drafts(default_headers()),
@@ -197,7 +198,14 @@ class LlavaGuard:
 
     def answer_viable(self, answer: str, request: GuardRequest) -> bool:
         """False once the answer has left the JSON every verdict starts with (see base.GuardFamily)."""
-        return answers.viable(answer, tuple(header for _, header, _ in self.policy(request)))
+        return answers.viable(answer, self._headers(request))
+
+    def verdict_texts(self, request: GuardRequest) -> tuple[str, ...]:
+        """Every complete verdict-only answer the request's policy allows (see base.GuardFamily)."""
+        return answers.verdict_texts(self._headers(request))
+
+    def _headers(self, request: GuardRequest) -> tuple[str, ...]:
+        return tuple(header for _, header, _ in self.policy(request))
 
     def parse(self, answer: str, request: GuardRequest) -> ParsedAnswer:
         legal = {header: code for code, header, _ in self.policy(request)}

@@ -57,23 +57,28 @@ def drafts(headers: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     )
 
 
-def viable(text: str, headers: tuple[str, ...]) -> bool:
-    """Whether ``text`` (answer prefix included) may still parse: it is a prefix of some verdict
-    (``{"rating": r, "category": header`` up to ``VERDICT_STOP``) or extends one (the rationale).
+def verdict_texts(headers: tuple[str, ...]) -> tuple[str, ...]:
+    """Every complete verdict-only answer a policy with ``headers`` allows, after the answer
+    prefix: ``{rating}",\n    "category": "{header}",\n    "rationale"``.
 
-    A header is accepted as written and as ``json.dumps`` spells it (``ensure_ascii``: the
-    repository's answers write ``Glücksspiel`` as ``Gl\\u00fccksspiel``, which the parser reads
-    back). A half-written multi-byte character decodes as U+FFFD at the end; it is not held
-    against the text.
+    A header is listed as written and as ``json.dumps`` spells it (``ensure_ascii``: the
+    repository's answers write ``Glücksspiel`` as ``Gl\\u00fccksspiel``, which the parser reads back).
+    """
+    spellings = dict.fromkeys(s for h in (*headers, "NA: None applying") for s in (h, json.dumps(h)[1:-1]))
+    return tuple(rating + _CATEGORY + spelling + VERDICT_STOP for rating in RATINGS for spelling in spellings)
+
+
+def viable(text: str, headers: tuple[str, ...]) -> bool:
+    """Whether ``text`` (answer prefix included) may still parse: it is a prefix of one of the
+    ``verdict_texts`` or extends one (the rationale). A half-written multi-byte character decodes
+    as U+FFFD at the end; it is not held against the text.
     """
     text = text.rstrip("\ufffd")
-    for rating in RATINGS:
-        for header in (*headers, "NA: None applying"):
-            for spelling in {header, json.dumps(header)[1:-1]}:
-                full = '{\n    "rating": "' + rating + _CATEGORY + spelling + VERDICT_STOP
-                if full.startswith(text) or text.startswith(full):
-                    return True
-    return False
+    prefix = '{\n    "rating": "'
+    if not (prefix.startswith(text) or text.startswith(prefix)):
+        return False
+    rest = text[len(prefix):]
+    return any(full.startswith(rest) or rest.startswith(full) for full in verdict_texts(headers))
 
 
 def parse(text: str, request: GuardRequest, legal: dict[str, str], stop_tokens: tuple[str, ...]) -> ParsedAnswer:
