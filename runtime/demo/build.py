@@ -23,6 +23,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from guardedge.runtime.demo.data import TrainingMix
 
@@ -108,14 +109,19 @@ def image_processor():
 
 def ensure_demo(progress: bool = True) -> Path:
     """Return the demo guard directory, building it first if needed (one builder at a time)."""
-    target = demo_dir()
+    return assemble_once(demo_dir(), f".demo-{DEMO_VERSION}.lock", lambda target: build(target, progress=progress))
+
+
+def assemble_once(target: Path, lock_name: str, build_into: Callable[[Path], None]) -> Path:
+    """``target``, built by ``build_into`` unless it holds a model already; concurrent callers
+    (test workers, server replicas) wait on a file lock beside it instead of building twice."""
     if (target / "model.safetensors").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".demo-{DEMO_VERSION}.lock", "w") as lock:
+    with open(target.parent / lock_name, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (target / "model.safetensors").is_file():
-            build(target, progress=progress)
+            build_into(target)
     return target
 
 

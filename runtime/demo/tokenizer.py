@@ -51,14 +51,20 @@ EXPECTED_IDS = {
 
 def tokenizer_model_path() -> Path:
     """Locate llama-models' Llama 3 BPE file without importing the package, and check its hash."""
+    return packaged_file("llama-models", "0.3.0", "llama_models/llama3/tokenizer.model", TOKENIZER_SHA256, "the demo guard")
+
+
+def packaged_file(package: str, version: str, relative: str, sha256: str, who: str) -> Path:
+    """A data file shipped inside an installed ``package``, found without importing the package
+    and checked against ``sha256`` (``who`` needs it; the error says how to install it)."""
     try:
-        dist = importlib.metadata.distribution("llama-models")
+        dist = importlib.metadata.distribution(package)
     except importlib.metadata.PackageNotFoundError:
-        raise RuntimeError("the demo guard needs the 'llama-models' package (pip install llama-models==0.3.0)") from None
-    path = Path(str(dist.locate_file("llama_models/llama3/tokenizer.model")))
+        raise RuntimeError(f"{who} needs the '{package}' package (pip install {package}=={version})") from None
+    path = Path(str(dist.locate_file(relative)))
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != TOKENIZER_SHA256:
-        raise RuntimeError(f"{path} has sha256 {digest}, expected {TOKENIZER_SHA256} (llama-models 0.3.0)")
+    if digest != sha256:
+        raise RuntimeError(f"{path} has sha256 {digest}, expected {sha256} ({package} {version})")
     return path
 
 

