@@ -149,14 +149,23 @@ def machine() -> str:
 def print_table(report: dict) -> None:
     names = [p for p in PATHS + ("device",) if any(p in r["timings"] for r in report["images"])]
     print(f"bench preprocess: {report['machine']}; tiles {report['tile']} px, at most {report['max_tiles']}")
-    print(f"{'image':<22} {'grid':>5} " + " ".join(f"{n + ' p50/p90 ms':>26}" for n in names) + f" {'speedup':>8} {'exact':>6} {'queued MB c/f/img':>18}")
+    print_rows(report, names, "tiles")
+
+
+def print_rows(report: dict, names: list[str], unit: str, extra: str = "") -> None:
+    """One row per image (both architectures): p50/p90 per path, speedup, exactness, queued MB.
+    ``extra``: a per-image count printed after the grid (LLaVA-OneVision's "patches")."""
+    head = f" {extra:>7}" if extra else ""
+    print(f"{'image':<22} {'grid':>5}{head} " + " ".join(f"{n + ' p50/p90 ms':>26}" for n in names)
+          + f" {'speedup':>8} {'exact':>6} {'queued MB c/f/img':>18}")
     for r in report["images"]:
         cells = " ".join(f"{r['timings'][n]['p50_ms']:>12.2f} / {r['timings'][n]['p90_ms']:>9.2f}" for n in names)
         q = r["queued_bytes"]
         mb = f"{q['compact'] / 1e6:.2f}/{q['float32_tiles'] / 1e6:.2f}/{q['decoded_image'] / 1e6:.1f}"
         grid = "x".join(map(str, r["grid"]))
-        print(f"{r['image'][:22]:<22} {grid:>5} {cells} {r['speedup']['compact+float']:>7.2f}x {str(r['exact']):>6} {mb:>18}")
-    print("speedup: transformers p50 / compact+float p50. queued MB: compact pixels / float32 tiles / decoded image.")
+        count = f" {r[extra]:>7}" if extra else ""
+        print(f"{r['image'][:22]:<22} {grid:>5}{count} {cells} {r['speedup']['compact+float']:>7.2f}x {str(r['exact']):>6} {mb:>18}")
+    print(f"speedup: transformers p50 / compact+float p50. queued MB: compact pixels / float32 {unit} / decoded image.")
 
 
 def interleaved(paths: dict, warmup: int, repeats: int) -> dict[str, list[float]]:

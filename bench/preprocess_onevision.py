@@ -14,7 +14,7 @@ mean/std 0.5); ``--tile 28`` is the demo LlavaGuard's (the same pinpoints in uni
 
 from __future__ import annotations
 
-from guardedge.bench.preprocess import interleaved, percentiles
+from guardedge.bench.preprocess import interleaved, percentiles, print_rows
 
 PATHS = ("decode", "transformers", "compact", "compact+float")
 
@@ -85,12 +85,4 @@ def run(args, images: dict[str, bytes]) -> dict:
 
 def print_table(report: dict) -> None:
     print(f"bench preprocess --arch llava_onevision: {report['machine']}; patches {report['tile']} px, pinpoints {report['pinpoints']}")
-    print(f"{'image':<22} {'grid':>5} {'patches':>7} " + " ".join(f"{n + ' p50/p90 ms':>26}" for n in PATHS)
-          + f" {'speedup':>8} {'exact':>6} {'queued MB c/f/img':>18}")
-    for r in report["images"]:
-        cells = " ".join(f"{r['timings'][n]['p50_ms']:>12.2f} / {r['timings'][n]['p90_ms']:>9.2f}" for n in PATHS)
-        q = r["queued_bytes"]
-        mb = f"{q['compact'] / 1e6:.2f}/{q['float32_tiles'] / 1e6:.2f}/{q['decoded_image'] / 1e6:.1f}"
-        grid = "x".join(map(str, r["grid"]))
-        print(f"{r['image'][:22]:<22} {grid:>5} {r['patches']:>7} {cells} {r['speedup']['compact+float']:>7.2f}x {str(r['exact']):>6} {mb:>18}")
-    print("speedup: transformers p50 / compact+float p50. queued MB: compact pixels / float32 patches / decoded image.")
+    print_rows(report, list(PATHS), "patches", extra="patches")

@@ -64,14 +64,21 @@ def config_from_processor(processor) -> tuple[TileConfig | None, str]:
         return None, f"tiles are not square ({size})"
     if not processor.do_convert_rgb:
         return None, "do_convert_rgb is off"
+    math, why = pixel_math(processor)
+    if math is None:
+        return None, why
+    return TileConfig(int(size["height"]), int(processor.max_image_tiles), int(processor.resample), *math), ""
+
+
+def pixel_math(processor) -> tuple[tuple[float | None, tuple | None, tuple | None] | None, str]:
+    """A processor's (rescale factor, mean, std), each None when that step is off; or None and why."""
     scale = float(processor.rescale_factor) if processor.do_rescale else None
     mean = std = None
     if processor.do_normalize:
         mean, std = _three(processor.image_mean), _three(processor.image_std)
         if mean is None or std is None:
             return None, "image_mean/image_std do not have 3 channels"
-    config = TileConfig(int(size["height"]), int(processor.max_image_tiles), int(processor.resample), scale, mean, std)
-    return config, ""
+    return (scale, mean, std), ""
 
 
 def _three(values) -> tuple[float, float, float] | None:

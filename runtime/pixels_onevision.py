@@ -78,13 +78,10 @@ def config_from_processor(processor) -> tuple[PatchConfig | None, str]:
     pinpoints = tuple((int(h), int(w)) for h, w in processor.image_grid_pinpoints)
     if not pinpoints or any(h % tile or w % tile or h <= 0 or w <= 0 for h, w in pinpoints):
         return None, f"grid pinpoints are not positive multiples of {tile}"
-    scale = float(processor.rescale_factor) if processor.do_rescale else None
-    mean = std = None
-    if processor.do_normalize:
-        mean, std = pixels._three(processor.image_mean), pixels._three(processor.image_std)
-        if mean is None or std is None:
-            return None, "image_mean/image_std do not have 3 channels"
-    return PatchConfig(tile, pinpoints, int(processor.resample), scale, mean, std), ""
+    math, why = pixels.pixel_math(processor)
+    if math is None:
+        return None, why
+    return PatchConfig(tile, pinpoints, int(processor.resample), *math), ""
 
 
 # ---- the plan: canvas, resized size, padding ---------------------------------------------------
