@@ -102,6 +102,8 @@ class TorchBackend:
         self.device = device
         self.dtype = dtype
         self.quantization = quantization  # "bnb-int8", "bnb-nf4", "bnb-fp4" or None
+        # The dtype transformers gives its own masks: that of the token embeddings (the hidden states').
+        self.mask_dtype = model.get_input_embeddings().weight.dtype
 
     @classmethod
     def load(cls, model_dir: Path, device: str | None = None, dtype: str | None = None, arch: Architecture | None = None,
@@ -170,7 +172,7 @@ class TorchBackend:
         attention_mask = batch.attention_mask.to(self.device)
         hidden = self.model.model(
             input_ids=batch.input_ids.to(self.device),
-            attention_mask=prefill_mask(attention_mask, self.model.get_input_embeddings().weight.dtype),
+            attention_mask=prefill_mask(attention_mask, self.mask_dtype),
             position_ids=batch.position_ids.to(self.device),
             past_key_values=cache,
             use_cache=True,
@@ -234,8 +236,7 @@ class _TorchSteps:
 
     def __init__(self, backend: TorchBackend, state: PrefillState, rows: list[int]):
         self.model, self.device, self.arch = backend.model, backend.device, backend.arch
-        # The dtype transformers gives its own masks: that of the token embeddings (the hidden states').
-        self.mask_dtype = backend.model.get_input_embeddings().weight.dtype
+        self.mask_dtype = backend.mask_dtype
         index = torch.tensor(rows, device=self.device)
         self.cache = state.cache
         if len(rows) != state.attention_mask.shape[0]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from typing import Literal
 
 from guardedge.runtime.families.base import ParsedAnswer
@@ -57,6 +58,7 @@ def drafts(headers: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     )
 
 
+@lru_cache(maxsize=256)  # the decode loop asks at every step; most requests share a policy
 def verdict_texts(headers: tuple[str, ...]) -> tuple[str, ...]:
     """Every complete verdict-only answer a policy with ``headers`` allows, after the answer
     prefix: ``{rating}",\n    "category": "{header}",\n    "rationale"``.
