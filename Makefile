@@ -31,19 +31,21 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # Slow checks of the air-gapped route (docs/airgap.md), each with its measured duration there.
+# Run by name, a check that cannot run (a missing tool, not root) fails and says what to install
+# (GUARDEDGE_EXPLICIT_CHECK; tests/checks.py); inside `make test` the same tests skip with their reason.
 bundle-check: $(STAMP)
-	GUARDEDGE_DEPLOY_CHECKS=1 $(PY) -m pytest -q -s -m slow tests/test_bundle.py
+	GUARDEDGE_EXPLICIT_CHECK=bundle-check GUARDEDGE_DEPLOY_CHECKS=1 $(PY) -m pytest -q -s -m slow tests/test_bundle.py
 
 image-check: $(STAMP)
-	GUARDEDGE_DEPLOY_CHECKS=1 $(PY) -m pytest -q -s -m slow tests/test_image.py
+	GUARDEDGE_EXPLICIT_CHECK=image-check GUARDEDGE_DEPLOY_CHECKS=1 $(PY) -m pytest -q -s -m slow tests/test_image.py
 
 # Slow CPU checks (issue 13): the 4.8 GB realshape-random model; torch.compile's tracing and a CPU
 # rehearsal of every gpu-check section on the tiny model.
 realshape-check: $(STAMP)
-	GUARDEDGE_REALSHAPE=1 $(PY) -m pytest -q -s -m slow tests/test_realshape.py
+	GUARDEDGE_EXPLICIT_CHECK=realshape-check GUARDEDGE_REALSHAPE=1 $(PY) -m pytest -q -s -m slow tests/test_realshape.py
 
 slow-check: $(STAMP)
-	GUARDEDGE_SLOW=1 $(PY) -m pytest -q -s -m slow tests/test_fastpaths.py tests/test_gpu_check.py tests/test_bench_stages.py
+	GUARDEDGE_EXPLICIT_CHECK=slow-check GUARDEDGE_SLOW=1 $(PY) -m pytest -q -s -m slow tests/test_fastpaths.py tests/test_gpu_check.py tests/test_bench_stages.py
 
 # What a CUDA machine must measure, in under 8 minutes (docs/bench.md "gpu-check"). Nothing is fetched:
 # the Python that has torch runs it (this .venv where it exists, else the machine's python3), with

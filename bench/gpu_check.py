@@ -16,7 +16,10 @@ cap scaled to the budget (``plan``):
 A missing package skips its part with a line in the report; an exception fails its section only.
 After each section ``OUT/gpu_check.md`` (a section for bench/RESULTS.md) and ``OUT/gpu_check.json``
 are rewritten; a watchdog ends the run 30 s past the budget, leaving what was written. Without
-CUDA it checks its arguments, prints "no CUDA device: nothing measured" and exits 0.
+CUDA it checks its arguments, writes ``gpu_check.json`` with ``"measured": false`` and exits 0 (it is
+meant to run anywhere), its last line saying plainly that nothing was measured: exit 0 is not a pass.
+With CUDA, ``measured`` is true when at least one section measured something (status ok), and the
+last line counts the sections that did.
 
     python3 -m guardedge.bench.gpu_check --out "$OUT" [--budget 420] [--sections env,demo,fullsize]
 """
@@ -101,9 +104,30 @@ def main(args: argparse.Namespace) -> int:
         print(f"gpu-check: --out {out} is a file, not a directory", file=sys.stderr)
         return 2
     if not cuda_available():
-        print("no CUDA device: nothing measured")
+        write_unmeasured(out, "no CUDA device")
+        print(NOTHING_MEASURED.format(reason="no CUDA device"))
         return 0
     return run(out, args.budget, args.sections)
+
+
+NOTHING_MEASURED = "gpu-check: {reason}: NOTHING WAS MEASURED (exit 0 so it runs anywhere; this is not a pass)"
+
+
+def write_unmeasured(out: Path, reason: str) -> None:
+    import json
+
+    from guardedge.bench.gpu_report import JSON_NAME
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / JSON_NAME).write_text(json.dumps({"measured": False, "reason": reason, "sections": {}}, indent=1) + "\n")
+
+
+def summary_line(sections: dict[str, dict]) -> str:
+    """The run's last line: how many sections measured something, or plainly that none did."""
+    ok = [name for name, result in sections.items() if result.get("status") == "ok"]
+    if not ok:
+        return NOTHING_MEASURED.format(reason=f"no section finished ({len(sections)} cut, skipped or failed)")
+    return f"gpu-check: measured {len(ok)} of {len(sections)} sections ({', '.join(ok)})"
 
 
 def run(out: Path, budget_s: float, sections: list[str]) -> int:
@@ -123,9 +147,11 @@ def run(out: Path, budget_s: float, sections: list[str]) -> int:
     finally:
         watchdog.cancel()  # a finished run (or one called in-process, as the tests do) must not be ended later
     report.meta["wall_s"] = round(time.monotonic() - started, 1)
+    report.meta["measured"] = any(r.get("status") == "ok" for r in report.sections.values())
     report.write()
     print(report.markdown())
     print(f"gpu-check: wrote {out / 'gpu_check.md'} and {out / 'gpu_check.json'}")
+    print(summary_line(report.sections))
     return 0
 
 

@@ -6,6 +6,7 @@ import argparse
 import os
 
 import pytest
+from checks import require_env
 
 from guardedge.bench import stages
 
@@ -31,8 +32,7 @@ def test_the_random_pixel_png_stays_multi_mb():
 
 @pytest.mark.slow
 def test_stages_on_the_tiny_model(capsys):
-    if os.environ.get("GUARDEDGE_SLOW") != "1":
-        pytest.skip("a minute on 2 shared cores (the 6,432-token vision pass): make slow-check")
+    require_env("GUARDEDGE_SLOW", "slow-check", "a minute on 2 shared cores (the 6,432-token vision pass)")
     args = argparse.Namespace(model="fullsize-random-tiny", image_size=(1120, 1120), repeats=1, warmup=0,
                               device="cpu", dtype=None, skip={"vision"})
     report = stages.measure(args)

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from checks import install_hint, require_env, require_tools
 
 from guardedge.deploy import sums
 from guardedge.deploy.models import add_model
@@ -48,7 +49,7 @@ def test_sums_name_missing_modified_and_extra_files(tmp_path):
 
 def test_sums_are_coreutils_format(tmp_path):
     if shutil.which("sha256sum") is None:
-        pytest.skip("sha256sum (coreutils) is not installed")
+        pytest.skip(f"sha256sum is not installed ({install_hint(['sha256sum'])})")
     root = _tree(tmp_path / "b")
     out = subprocess.run(["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=root, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -115,7 +116,7 @@ def _fake_bundle(tmp_path: Path) -> Path:
 ])
 def test_install_script_refuses_a_modified_bundle(tmp_path, tamper, message):
     if shutil.which("sha256sum") is None:
-        pytest.skip("sha256sum (coreutils) is not installed")
+        pytest.skip(f"sha256sum is not installed ({install_hint(['sha256sum'])})")
     root = _fake_bundle(tmp_path)
     tamper(root)
     out = subprocess.run(["sh", str(root / "install.sh"), "--prefix", str(tmp_path / "p")], capture_output=True, text=True, timeout=60)
@@ -155,10 +156,8 @@ echo "$status" > "$OUT/serve_exit"
 
 
 def _deploy_checks() -> None:
-    if os.environ.get("GUARDEDGE_DEPLOY_CHECKS") != "1":
-        pytest.skip("the site procedure takes minutes: run it with make bundle-check")
-    if os.geteuid() != 0 or not all(shutil.which(t) for t in ("unshare", "ip", "sha256sum")):
-        pytest.skip("needs root, unshare, ip and sha256sum (a network namespace without network)")
+    require_env("GUARDEDGE_DEPLOY_CHECKS", "bundle-check", "the site procedure takes minutes")
+    require_tools("bundle-check", ("unshare", "ip", "sha256sum"), root=True)  # a network namespace without network
 
 
 @pytest.mark.slow

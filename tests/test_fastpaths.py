@@ -7,6 +7,7 @@ import os
 from types import SimpleNamespace
 
 import pytest
+from checks import require_env
 import torch
 
 from guardedge.runtime.backends import fastpaths
@@ -127,6 +128,5 @@ def test_compile_switches_route_the_engine_and_keep_its_answers(demo_dir, monkey
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_torch_compile_keeps_the_answers(demo_dir, monkeypatch):
-    if os.environ.get("GUARDEDGE_SLOW") != "1":
-        pytest.skip("dynamo traces the demo model for minutes on 2 cores: make slow-check")
+    require_env("GUARDEDGE_SLOW", "slow-check", "dynamo traces the demo model for minutes on 2 cores")
     _same_answers_with_compile(demo_dir, monkeypatch, real_compile=True)

@@ -21,17 +21,15 @@ import time
 from pathlib import Path
 
 import pytest
+from checks import require_env, require_tools
 
 GUARDEDGE = [sys.executable, "-m", "guardedge.runtime.cli"]
 BASE = "localhost/guardedge-debian-python:bookworm"
 
 
 def _needs() -> None:
-    if os.environ.get("GUARDEDGE_DEPLOY_CHECKS") != "1":
-        pytest.skip("builds a base image and a container image (minutes): run it with make image-check")
-    tools = ("podman", "mmdebstrap", "unshare", "chroot", "ip")
-    if os.geteuid() != 0 or not all(shutil.which(t) for t in tools):
-        pytest.skip(f"needs root and {', '.join(tools)} (apt-get install podman mmdebstrap)")
+    require_env("GUARDEDGE_DEPLOY_CHECKS", "image-check", "builds a base image and a container image (minutes)")
+    require_tools("image-check", ("podman", "mmdebstrap", "unshare", "chroot", "ip"), root=True)
 
 
 def _base_image() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from checks import require_env
 import torch
 
 PATCHES_PER_TILE = (560 // 14) ** 2 + 1  # 1600 patches + the class token
@@ -18,8 +19,7 @@ PADDED_PER_TILE = 1608  # the encoder pads each tile's sequence to a multiple of
 
 
 def _realshape_checks() -> None:
-    if os.environ.get("GUARDEDGE_REALSHAPE") != "1":
-        pytest.skip("builds the 4.8 GB real-width model and runs it on the CPU: make realshape-check")
+    require_env("GUARDEDGE_REALSHAPE", "realshape-check", "builds the 4.8 GB real-width model and runs it on the CPU")
 
 
 def _requests(engine_like_parse, image_size=(1120, 1120)):
