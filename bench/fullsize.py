@@ -25,9 +25,6 @@ import math
 import shutil
 from typing import Literal
 
-# LlavaGuard (LLaVA-OneVision) gets its own scales the same way once its architecture is in the
-# runtime: a config builder beside fullsize_config, aliases such as "llavaguard-realshape-random"
-# here, and its model-side stages in bench/stages.py ARCHITECTURE_STAGES.
 Scale = Literal["full", "realshape", "tiny"]
 ALIASES: dict[str, Scale] = {"fullsize-random": "full", "realshape-random": "realshape", "fullsize-random-tiny": "tiny"}
 IMAGE_SIZE = 560

@@ -196,7 +196,7 @@ def _stage_rows(engine, sync, repeats: int) -> list[dict]:
     parsed = engine.parse(obj)
     prepared = engine.prepare(parsed)
     out = {"parse": stages.timed(lambda: engine.parse(obj), 1, 5), "preprocess": stages.timed(lambda: engine.prepare(parsed), 1, 5)}
-    out.update(stages.mllama_stages(engine, prepared, 2, repeats, set(), sync))
+    out.update(stages.model_stages(engine, prepared, 2, repeats, set(), sync))
     return [{"stage": k, **_ms(v)} for k, v in out.items()]
 
 

@@ -22,15 +22,13 @@ WARMUP = 2
 def measure_switches(engine, clock, sync, repeats: int = 10, compile_backend: str = "inductor") -> dict:
     import torch
 
-    from guardedge.runtime.backends.torch_backend import cross_attention_states
-
     backend = engine.backend
     obj = stages.request_dict(stages.noise_png((1120, 1120)))
     batch = engine.pre.collate([engine.prepare(engine.parse(obj)).encoded])
 
     def vision():
         with torch.inference_mode():
-            return cross_attention_states(backend.model, batch, backend.device, backend.dtype)
+            return backend.arch.torch_vision(backend.model, batch, backend.device, backend.dtype)
 
     rows = []
     for name, run in (("vision_attention eager -> sdpa", _attention_row), ("compile_decode", _decode_row),
@@ -43,15 +41,16 @@ def measure_switches(engine, clock, sync, repeats: int = 10, compile_backend: st
         except Exception as exc:  # noqa: BLE001 - one switch's failure is its row
             rows.append({"switch": name, "status": "error", "detail": f"{type(exc).__name__}: {exc}"[:300]})
         finally:
-            _all_off(backend.model)
+            _all_off(backend)
     return {"notes": ["one 4-tile request, bf16; off = transformers' default path"], "tables": {"off vs on": rows}}
 
 
-def _all_off(model) -> None:
+def _all_off(backend) -> None:
     from guardedge.runtime.backends.fastpaths import set_vision_attention
 
-    set_vision_attention(model, "sdpa")
-    for module in (model.model.vision_model, model.model.language_model):
+    vision, text = backend.arch.torch_vision_encoder(backend.model), backend.arch.torch_text_model(backend.model)
+    set_vision_attention(vision, "sdpa")
+    for module in (vision, text):
         module.__dict__.pop("forward", None)  # the class's own forward again
 
 
@@ -81,9 +80,10 @@ class _Timer:
 def _attention_row(engine, vision, batch, timer) -> dict:
     from guardedge.runtime.backends.fastpaths import set_vision_attention
 
-    set_vision_attention(engine.backend.model, "eager")
+    encoder = engine.backend.arch.torch_vision_encoder(engine.backend.model)
+    set_vision_attention(encoder, "eager")
     eager, eager_out = timer(vision), vision()
-    set_vision_attention(engine.backend.model, "sdpa")
+    set_vision_attention(encoder, "sdpa")
     sdpa, sdpa_out = timer(vision), vision()
     return {**_compare(eager, sdpa), "max_abs_diff": float((eager_out - sdpa_out).abs().max())}
 

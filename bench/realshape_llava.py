@@ -102,27 +102,3 @@ def load_engine(options):
     _, safe_id, unsafe_id = verdict_tokens(tok, family.scoring.safe_token, family.scoring.unsafe_token)
     backend = TorchBackend(build_model(device, dtype, safe_id, unsafe_id), device, dtype)
     return build_engine(directory, options, backend=backend, family=family)
-
-
-def llava_stages(engine, prepared, warmup: int, repeats: int, skip: set[str], sync) -> dict[str, dict]:
-    """vision (anyres features), prefill (features given) and decode for a LLaVA-OneVision engine."""
-    import torch
-
-    from guardedge.bench.stages import prefill_and_decode, timed
-
-    backend, core = engine.backend, engine.backend.model.model
-    batch = engine.pre.collate([prepared.encoded])
-    pixels = batch.extra["pixel_values"].to(backend.device, backend.dtype)
-    sizes = batch.extra["image_sizes"].to(backend.device)
-    vision = lambda: core.get_image_features(pixels, sizes)  # noqa: E731
-    out = {}
-    with torch.inference_mode():
-        if "vision" not in skip:
-            out["vision"] = timed(vision, warmup, repeats, sync)
-        features = vision()
-    core.get_image_features = lambda *_, **__: features  # the prefill alone, vision excluded
-    try:
-        out.update(prefill_and_decode(engine, batch, warmup, repeats, skip, sync))
-    finally:
-        del core.get_image_features
-    return out

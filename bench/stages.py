@@ -7,14 +7,13 @@ Stages, each warmed up and then repeated (nearest-rank p50/p95 and the mean):
 - ``parse``: request validation with base64 and PNG decoding (``engine.parse``);
 - ``preprocess``: tokenization and image tiling (``engine.prepare``);
 - ``vision``: the vision encoder and projector on the image (the cross-attention states);
-- ``prefill``: the text model's prefill over the prompt with those states given (vision excluded);
+- ``prefill``: the whole prefill, image work included; ``prefill_text`` = prefill − vision (p50s);
 - ``decode``: the category decode after a forced ``unsafe`` (on a copy of the prefill's cache).
 
 Each row has wall-clock p50/p95/mean and the p50 of this process's CPU time over the same calls.
 
-The model-side stages depend on the architecture, so they come from ``ARCHITECTURE_STAGES``
-keyed by the architecture plug-in's transformers class; LlavaGuard's (LLaVA-OneVision) lives in
-bench/realshape_llava.py. With ``--model realshape-random`` (bench/fullsize.py: every real width, few layers) on the
+The model-side stages run through the architecture plug-in's hooks (``torch_vision`` for the
+image features alone), so every architecture is measured the same way. With ``--model realshape-random`` (bench/fullsize.py: every real width, few layers) on the
 CPU this is the CPU share of a request at real size before any GPU.
 
     guardedge bench stages --model realshape-random --image-size 1120x1120 --repeats 3
@@ -136,26 +135,23 @@ def _proto(pb, png: bytes | None):
     return pb.ClassifyRequest(request_id="stages", messages=[pb.Message(role=pb.ROLE_USER, content=parts)])
 
 
-def mllama_stages(engine, prepared, warmup: int, repeats: int, skip: set[str], sync) -> dict[str, dict]:
-    """vision, prefill (given the vision states) and decode for an Mllama engine on the PyTorch backend."""
+def model_stages(engine, prepared, warmup: int, repeats: int, skip: set[str], sync) -> dict[str, dict]:
+    """vision, prefill and decode for any architecture on the PyTorch backend, through its plug-in:
+    ``vision`` is the plug-in's image features alone (``torch_vision``), ``prefill`` the whole
+    prefill (image work included), ``prefill_text`` their difference (derived from the two p50s)."""
     import torch
-
-    from guardedge.runtime.architectures import mllama
 
     backend = engine.backend
     batch = engine.pre.collate([prepared.encoded])
-    vision = lambda: mllama.cross_attention_states(backend.model, batch, backend.device, backend.dtype)  # noqa: E731
     out = {}
-    with torch.inference_mode():
-        if "vision" not in skip:
-            out["vision"] = timed(vision, warmup, repeats, sync)
-        states = vision()
-    computed = mllama.cross_attention_states
-    mllama.cross_attention_states = lambda *_: states  # the prefill alone, vision excluded (the plug-in calls it)
-    try:
-        out.update(prefill_and_decode(engine, batch, warmup, repeats, skip, sync))
-    finally:
-        mllama.cross_attention_states = computed
+    if "vision" not in skip and batch.image_rows:
+        with torch.inference_mode():
+            out["vision"] = timed(lambda: backend.arch.torch_vision(backend.model, batch, backend.device, backend.dtype),
+                                  warmup, repeats, sync)
+    out.update(prefill_and_decode(engine, batch, warmup, repeats, skip, sync))
+    if "vision" in out and "prefill" in out:
+        out["prefill_text"] = {"derived": "prefill p50 - vision p50", "n": out["prefill"]["n"],
+                               "p50_ms": round(out["prefill"]["p50_ms"] - out["vision"]["p50_ms"], 3)}
     return out
 
 
@@ -177,17 +173,6 @@ def prefill_and_decode(engine, batch, warmup: int, repeats: int, skip: set[str],
     return out
 
 
-def _llava_stages(*args):
-    from guardedge.bench.realshape_llava import llava_stages
-
-    return llava_stages(*args)
-
-
-# Model-side stages per architecture (config.json "architectures").
-ARCHITECTURE_STAGES = {"MllamaForConditionalGeneration": mllama_stages,
-                       "LlavaOnevisionForConditionalGeneration": _llava_stages}
-
-
 def measure(args: argparse.Namespace) -> dict:
     from guardedge.bench.fullsize import open_engine
     from guardedge.runtime.engine import EngineOptions
@@ -203,8 +188,7 @@ def measure(args: argparse.Namespace) -> dict:
     parsed = engine.parse(obj)
     stages["preprocess"] = timed(lambda: engine.prepare(parsed), args.warmup, args.repeats)
     prepared = engine.prepare(parsed)
-    architecture = engine.pre.arch.transformers_class  # the plug-in the engine runs
-    stages.update(ARCHITECTURE_STAGES[architecture](engine, prepared, args.warmup, args.repeats, args.skip, sync))
+    stages.update(model_stages(engine, prepared, args.warmup, args.repeats, args.skip, sync))
     info = engine.info()
     image = prepared.encoded.image
     tiles = getattr(image, "num_tiles", None) or image.num_patches  # Mllama tiles / LLaVA-OV patches
@@ -253,6 +237,9 @@ def main(args: argparse.Namespace) -> int:
           f"warm-up {report['warmup']}, {report['repeats']} timed runs per stage")
     print(f"{'stage':<12}{'n':>4}{'p50 ms':>12}{'p95 ms':>12}{'mean ms':>12}{'CPU p50 ms':>12}")
     for name, row in report["stages"].items():
+        if "derived" in row:
+            print(f"{name:<12}{row['n']:>4}{row['p50_ms']:>12.2f}  ({row['derived']})")
+            continue
         print(f"{name:<12}{row['n']:>4}{row['p50_ms']:>12.2f}{row['p95_ms']:>12.2f}{row['mean_ms']:>12.2f}{row['cpu_p50_ms']:>12.2f}")
     print(json.dumps(report))
     return 0

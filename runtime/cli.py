@@ -451,7 +451,10 @@ def _human(line: int, result: dict) -> str:
         return f"#{line}  ERROR  {result['error'].get('code', '')} {result['error']['message']}"
     cats = ",".join(result["categories"])
     extra = f"  ({result['error']})" if result.get("error") else ""
-    return f"#{line}  {result['verdict']:<11} {cats:<12} P(unsafe)={result['unsafe_probability']:.3f}  {result['timings']['total_s'] * 1000:.0f} ms{extra}"
+    scores = sorted(result.get("category_scores", {}).items(), key=lambda kv: -kv[1])[:3]
+    top = "  top " + " ".join(f"{code}={score:.3f}" for code, score in scores) if scores else ""
+    return (f"#{line}  {result['verdict']:<11} {cats:<12} P(unsafe)={result['unsafe_probability']:.3f}  "
+            f"{result['timings']['total_s'] * 1000:.0f} ms{top}{extra}")
 
 
 def cmd_demo(args) -> int:

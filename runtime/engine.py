@@ -25,6 +25,7 @@ from guardedge.runtime.modeldir import ModelDir
 from guardedge.runtime.models import resolve_model
 from guardedge.runtime.preprocess import Encoded, Preprocessor
 from guardedge.runtime.requests import RequestLimits, check_excluded, parse_request
+from guardedge.runtime.scores import CategoryPaths, scores_from
 from guardedge.runtime.types import GuardRequest, Timings, Verdict
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class EngineInfo:
     max_text_tokens: int  # prompt tokens accepted (the context minus room for the answer)
     max_batch_size: int
     memory_bytes: int  # the model's parameters and buffers
+    max_images: int = 1  # images a request may carry (the family's limit)
 
     @property
     def variant(self) -> str:
@@ -67,12 +69,22 @@ class EngineInfo:
 
 @dataclass
 class Prepared:
-    """A request after validation and preprocessing, ready to join a batch."""
+    """A request after validation and preprocessing, ready to join a batch.
+
+    ``rows`` holds one encoded prompt per key the family fans the request out to (ShieldGemma 2:
+    one per policy); most families have one, under the key "".
+    """
 
     request: GuardRequest
-    encoded: Encoded
+    rows: list[tuple[str, Encoded]]
     preprocess_s: float
     queued_at: float
+    paths: CategoryPaths | None = None  # how to read this request's per-category scores (generative families)
+
+    @property
+    def encoded(self) -> Encoded:
+        """The first (for most families the only) prompt."""
+        return self.rows[0][1]
 
 
 class Engine:
@@ -89,9 +101,12 @@ class Engine:
         self.stop_ids = {i for t in spec.stop_tokens if (i := tok.convert_tokens_to_ids(t)) is not None and i >= 0}
         # Rules see the whole answer: the prefix and the verdict tokens both texts share (appended to every prompt).
         self.answer_head = spec.answer_prefix + tok.decode(preprocessor.shared_ids)
-        self.drafter = FormatDrafter(tok, spec.drafts, self.answer_head) if spec.drafts and options.drafts else None
-        # Fed after every prompt at prefill: the unsafe token and its draft (runtime/decoding.py).
-        self.prefill_draft = [self.unsafe_id, *self.drafter([self.unsafe_id])] if self.drafter else []
+        formats = FormatDrafter(tok, spec.drafts, self.answer_head) if spec.drafts else None
+        self.drafter = formats if options.drafts else None
+        # Fed after every prompt at prefill: the unsafe token and its draft (runtime/decoding.py). It is
+        # fed with drafts off too: per-category scores are read along it (runtime/scores.py), and
+        # decoding verifies it like any draft, so answers stay greedy decoding's.
+        self.prefill_draft = [self.unsafe_id, *formats([self.unsafe_id])] if formats and spec.mode == "generate" else []
 
     # -- the public surface -------------------------------------------------------------------
 
@@ -110,6 +125,7 @@ class Engine:
             max_text_tokens=self.pre.max_text_tokens - self.pre.answer_budget(),
             max_batch_size=self.options.max_batch_size,
             memory_bytes=self.backend.memory_bytes(),
+            max_images=self.family.max_images,
         )
 
     def prepare(self, request: GuardRequest) -> Prepared:
@@ -117,11 +133,21 @@ class Engine:
         start = time.perf_counter()
         if request.categories is None and request.excluded_category_keys:
             check_excluded(request.excluded_category_keys, self.family.default_categories())
+        self._check_images(request)
         self.family.check(request)
         if self.family.requires_image and not request.has_image:  # the family's own check says it better
             raise invalid("messages", f"the {self.family.name} family classifies an image: the request has none")
-        encoded = self.pre.encode(request)
-        return Prepared(request.without_pixels(), encoded, time.perf_counter() - start, start)
+        rows = self.pre.encode_rows(request)
+        paths = self.pre.category_paths(request, self.prefill_draft[1:]) if self.prefill_draft else None
+        return Prepared(request.without_pixels(), rows, time.perf_counter() - start, start, paths)
+
+    def _check_images(self, request: GuardRequest) -> None:
+        limit = self.family.max_images
+        found = [(i, j) for i, m in enumerate(request.messages) for j, p in enumerate(m.content) if p.type == "image"]
+        if len(found) > limit:
+            where = ", ".join(f"messages[{i}].content[{j}]" for i, j in found)
+            accepts = "one image" if limit == 1 else f"at most {limit} images"
+            raise invalid("messages", f"has {len(found)} images ({where}); the {self.family.name} family accepts {accepts} per request")
 
     def classify(self, requests: Sequence[GuardRequest], threshold: float | None = None) -> list[Verdict]:
         """Classify requests in batches of at most ``max_batch_size``, keeping their order."""
@@ -133,19 +159,26 @@ class Engine:
         return out
 
     def run(self, batch: Sequence[Prepared], threshold: float | None = None) -> list[Verdict]:
-        """One engine batch: one prefill, then a KV-cached decode for the rows that need it.
+        """One engine batch: one prefill, then a KV-cached decode for the rows that need it
+        (a label-scoring family: one pass over every prompt of the batch, shared prefixes once).
 
         A request's own threshold wins over ``threshold``, which wins over the engine's option.
         """
-        import torch
-
         default = self.options.threshold if threshold is None else threshold
         thresholds = [default if p.request.threshold is None else p.request.threshold for p in batch]
+        if self.family.scoring.mode == "labels":
+            return self._run_labels(batch, thresholds)
+        return self._run_generate(batch, thresholds)
+
+    def _run_generate(self, batch: Sequence[Prepared], thresholds: list[float | None]) -> list[Verdict]:
+        import torch
+
         started = time.perf_counter()
         logits, state = self.backend.prefill(self.pre.collate([p.encoded for p in batch]), self.prefill_draft)
         probs = torch.softmax(logits, dim=-1)
         p_unsafe = probs[:, self.unsafe_id].tolist()
         p_safe = probs[:, self.safe_id].tolist()
+        scores = self._category_scores(batch, state, p_unsafe)
         first = argmax_rows(logits)
         forced = [self._first_token(f, pu, t) for f, pu, t in zip(first, p_unsafe, thresholds)]
         spec = self.family.scoring
@@ -158,7 +191,48 @@ class Engine:
                                           self.drafter, self._until(requests))
             answers.update(zip(rows, decoded))
         inference_s = time.perf_counter() - started
-        return [self._verdict(p, answers[i], p_unsafe[i], p_safe[i], inference_s) for i, p in enumerate(batch)]
+        return [self._verdict(p, answers[i], p_unsafe[i], p_safe[i], scores[i], inference_s) for i, p in enumerate(batch)]
+
+    def _category_scores(self, batch: Sequence[Prepared], state, p_unsafe: list[float]) -> list[tuple]:
+        """Each row's (code, score) pairs, read along the prefill's draft (runtime/scores.py)."""
+        out: list[tuple] = [() for _ in batch]
+        if not self.prefill_draft or not getattr(state, "draft", ()):
+            return out  # an ONNX export from before drafts returns no logits along the draft
+        groups: dict[CategoryPaths, list[int]] = {}
+        for i, p in enumerate(batch):
+            if p.paths is not None:
+                groups.setdefault(p.paths, []).append(i)
+        for paths, rows in groups.items():
+            values = self.backend.draft_logits(state, paths.positions, paths.token_ids, paths.log_softmax)
+            for i in rows:
+                out[i] = scores_from(values[i], paths, p_unsafe[i])
+        return out
+
+    def _run_labels(self, batch: Sequence[Prepared], thresholds: list[float | None]) -> list[Verdict]:
+        """Label scoring (ShieldGemma 2): P(unsafe label) over the two label tokens at each prompt's
+        last position; a request's prompts (one per policy) share their prefix's pass."""
+        import torch
+
+        started = time.perf_counter()
+        logits = self.pre.score_rows(self.backend, [p.rows for p in batch])
+        pair = torch.softmax(logits[:, [self.unsafe_id, self.safe_id]], dim=-1)[:, 0].tolist()
+        inference_s = time.perf_counter() - started
+        out, k = [], 0
+        for p, t in zip(batch, thresholds):
+            keys = [key for key, _ in p.rows]
+            scores = tuple(zip(keys, pair[k : k + len(keys)]))
+            k += len(keys)
+            out.append(self._label_verdict(p, scores, 0.5 if t is None else t, inference_s))
+        return out
+
+    def _label_verdict(self, p: Prepared, scores: tuple[tuple[str, float], ...], threshold: float,
+                       inference_s: float) -> Verdict:
+        spec = self.family.scoring
+        flagged = tuple(key for key, s in scores if s >= threshold)
+        top = max(s for _, s in scores)
+        raw = "\n".join(f"{key}: {spec.unsafe_token if s >= 0.5 else spec.safe_token}" for key, s in scores)
+        return Verdict("unsafe" if flagged else "safe", flagged, top, 1.0 - top, raw, self._timings(p, inference_s),
+                       request_id=p.request.request_id, category_scores=scores)
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -187,22 +261,25 @@ class Engine:
             return viable is not None and not viable(text, requests[row])
         return until
 
-    def _verdict(self, p: Prepared, tokens: list[int], p_unsafe: float, p_safe: float, inference_s: float) -> Verdict:
+    def _verdict(self, p: Prepared, tokens: list[int], p_unsafe: float, p_safe: float, scores: tuple,
+                 inference_s: float) -> Verdict:
         text = self.pre.tokenizer.decode(self.pre.shared_ids + tokens, skip_special_tokens=False)
         stop = self.family.scoring.verdict_stop
         if stop and not p.request.rationale and stop in text:
             # A verified draft may have run a few tokens past the stop: the answer is the same either way.
             text = text[: text.index(stop) + len(stop)]
         parsed = self.family.parse(self.family.scoring.answer_prefix + text, p.request)
+        return Verdict(parsed.verdict, parsed.categories, p_unsafe, p_safe, text, self._timings(p, inference_s), parsed.error,
+                       p.request.request_id, parsed.rationale, scores)
+
+    def _timings(self, p: Prepared, inference_s: float) -> Timings:
         now = time.perf_counter()
-        timings = Timings(
+        return Timings(
             queue=max(0.0, now - p.queued_at - p.preprocess_s - inference_s),
             preprocess=p.preprocess_s,
             inference=inference_s,
             total=now - p.queued_at,
         )
-        return Verdict(parsed.verdict, parsed.categories, p_unsafe, p_safe, text, timings, parsed.error,
-                       p.request.request_id, parsed.rationale)
 
 
 def load_engine(model: str, options: EngineOptions | None = None) -> Engine:
@@ -235,7 +312,7 @@ def build_engine(model_dir: ModelDir, options: EngineOptions, backend=None, fami
     context = arch.context_length()
     max_tokens = min(context, options.max_text_tokens or context)
     backend = backend or load_backend(model_dir, arch, options.device, options.dtype)
-    backend.arch = arch
+    backend.bind(arch)
     return Engine(model_dir, family, Preprocessor(tokenizer, arch, family, max_tokens), backend, options)
 
 

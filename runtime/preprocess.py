@@ -9,12 +9,13 @@ left-padded batch whose rows give the numbers they would give alone.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from guardedge.runtime.architectures import Architecture, Batch, Encoded
 from guardedge.runtime.errors import invalid
 from guardedge.runtime.families import GuardFamily
 from guardedge.runtime.prompt_tokens import PromptEncoder
+from guardedge.runtime.scores import CategoryPaths, category_paths
 from guardedge.runtime.types import GuardRequest
 
 __all__ = ["Batch", "Encoded", "Preprocessor"]
@@ -29,6 +30,7 @@ class Preprocessor:
         self.prompts = PromptEncoder(tokenizer)
         # The default policy's verdict texts are the same for most requests: tokenized once.
         self._longest = lru_cache(maxsize=256)(self._longest_uncached)
+        self._paths = lru_cache(maxsize=256)(self._paths_uncached)
         self.shared_ids, self.safe_id, self.unsafe_id = verdict_tokens(tokenizer, family.scoring.safe_token,
                                                                        family.scoring.unsafe_token)
 
@@ -51,23 +53,26 @@ class Preprocessor:
         # + 2: a verified draft may run a token or two past the stop text in the same step.
         return max(len(self.tokenizer.encode(t, add_special_tokens=False)) for t in texts) + 2
 
-    def prompt_ids(self, request: GuardRequest, answer: str = "", image_tokens: int = 0) -> list[int]:
+    def prompt_ids(self, request: GuardRequest, answer: str = "", image_tokens: int = 0, key: str = "") -> list[int]:
         """The prompt's ids (caller text never becomes control tokens), the answer prefix, ``answer``.
 
         ``answer`` is guardedge's own text (training targets), so its control tokens are real.
-        ``image_tokens`` is what the image will cost once the architecture expands its placeholder;
-        room for the longest answer is part of the budget: a prompt that fits but cannot be answered
-        is too long.
+        ``image_tokens`` is what the images will cost once the architecture expands their
+        placeholders (one token each in the rendered prompt); room for the longest answer is part
+        of the budget: a prompt that fits but cannot be answered is too long. ``key`` selects one
+        of the prompts a fanning-out family renders (family.prompt_keys).
         """
-        prompt = self.prompts.encode(self.family.render, request).input_ids
+        render = self.family.render if not key else partial(self.family.render, key=key)
+        prompt = self.prompts.encode(render, request).input_ids
         ids = prompt + self.tokenizer(self.family.scoring.answer_prefix + answer, add_special_tokens=False)["input_ids"]
-        if not answer:
+        if not answer and self.family.scoring.mode == "generate":
             ids += self.shared_ids  # the verdict is read where the two verdict texts part
         answer_room = self.answer_budget(request)
         budget = self.max_text_tokens - answer_room
-        total = len(ids) + max(0, image_tokens - 1)
+        placeholders = len(request.images)
+        total = len(ids) + max(0, image_tokens - placeholders)
         if total > budget:
-            of_image = f", of which {image_tokens} for the image" if image_tokens > 1 else ""
+            of_image = f", of which {image_tokens} for the image{'s' if placeholders > 1 else ''}" if image_tokens > placeholders else ""
             raise invalid(
                 "messages",
                 f"the prompt is {total} tokens{of_image}; this model accepts at most {budget} "
@@ -75,17 +80,59 @@ class Preprocessor:
             )
         return ids
 
-    def encode(self, request: GuardRequest, answer: str = "") -> Encoded:
-        image = request.image
-        if image is None:
-            return Encoded(self.prompt_ids(request, answer), None, -1)
-        encoded = self.arch.encode_image(image.image)
-        cost = self.arch.image_tokens(encoded)
-        ids, pos = self.arch.expand(self.prompt_ids(request, answer, cost), encoded)
-        return Encoded(ids, encoded, pos, cost)
+    def encode(self, request: GuardRequest, answer: str = "", key: str = "", images: list | None = None) -> Encoded:
+        """One prompt's inputs; ``images`` (already encoded by the architecture) are reused when given."""
+        if images is None:
+            images = [self.arch.encode_image(image.image) for image in request.images]
+        if not images:
+            return Encoded(self.prompt_ids(request, answer, key=key))
+        lengths = [self.arch.image_tokens(e) for e in images]
+        ids, positions = self.arch.expand(self.prompt_ids(request, answer, sum(lengths), key), images)
+        return Encoded(ids, list(images), positions, sum(lengths), lengths)
+
+    def encode_rows(self, request: GuardRequest) -> list[tuple[str, Encoded]]:
+        """Every prompt the family renders for the request (one per key; the images encoded once)."""
+        images = [self.arch.encode_image(image.image) for image in request.images]
+        return [(key, self.encode(request, key=key, images=images)) for key in self.family.prompt_keys(request)]
+
+    def category_paths(self, request: GuardRequest, draft: list[int]) -> CategoryPaths | None:
+        """How to read this request's per-category scores along ``draft`` (cached per policy)."""
+        answers = getattr(self.family, "category_answers", None)
+        return self._paths(answers(request), tuple(draft)) if answers is not None else None
+
+    def _paths_uncached(self, answers: tuple[tuple[str, str], ...], draft: tuple[int, ...]) -> CategoryPaths | None:
+        return category_paths(self.tokenizer, draft, answers)
 
     def collate(self, items: list[Encoded], pad_left: bool = True) -> Batch:
         return self.arch.collate(items, pad_left)
+
+    def score_rows(self, backend, requests: list[list[tuple[str, Encoded]]]):
+        """fp32 logits [rows, vocab] after every prompt of ``requests`` (in order): each request's
+        prompts share the pass over their common prefix (the images and what precedes the policy)
+        when it holds every image, else each prompt runs whole."""
+        prefixes, suffixes, parents = [], [], []
+        for r, rows in enumerate(requests):
+            split = shared_prefix([e for _, e in rows])
+            if split is None:
+                return backend.prefill(self.collate([e for rows_ in requests for _, e in rows_]))[0]
+            first = rows[0][1]
+            prefixes.append(Encoded(first.input_ids[:split], first.images, first.image_positions, first.image_tokens,
+                                    first.image_lengths))
+            suffixes += [Encoded(e.input_ids[split:]) for _, e in rows]
+            parents += [r] * len(rows)
+        return backend.prefill_shared(self.collate(prefixes), self.collate(suffixes), parents)
+
+
+def shared_prefix(items: list[Encoded]) -> int | None:
+    """Where the prompts of one request part: the length of their common token prefix, kept short
+    of the last token so every prompt feeds at least one; None when that would cut an image."""
+    ids = [e.input_ids for e in items]
+    length = min(len(x) for x in ids) - 1
+    split = next((j for j in range(length) if len({x[j] for x in ids}) > 1), length)
+    first = items[0]
+    if first.images and first.image_positions[-1] + first.image_lengths[-1] > split:
+        return None
+    return split
 
 
 def verdict_tokens(tokenizer, safe: str, unsafe: str) -> tuple[list[int], int, int]:

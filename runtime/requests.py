@@ -33,6 +33,7 @@ ROLES = ("user", "assistant")
 class RequestLimits:
     max_messages: int = 64
     max_text_chars: int = 400_000  # total; the token limit is checked after tokenization
+    max_images: int = 16  # in all; the family's own (smaller) limit is checked by the engine
     image: ImageLimits = field(default_factory=ImageLimits)
     load_images: bool = True
 
@@ -102,10 +103,9 @@ def _messages(raw: object, base_dir: Path | None, limits: RequestLimits) -> tupl
                 f"messages[{i}].role",
                 f"is {m.role!r}, expected {expected!r}: roles must alternate user/assistant starting with user",
             )
-    images = [(i, j) for i, m in enumerate(out) for j, p in enumerate(m.content) if p.type == "image"]
-    if len(images) > 1:
-        where = ", ".join(f"messages[{i}].content[{j}]" for i, j in images)
-        raise invalid("messages", f"has {len(images)} images ({where}); the model accepts one image per request")
+    images = sum(p.type == "image" for m in out for p in m.content)
+    if images > limits.max_images:
+        raise invalid("messages", f"has {images} images; the limit is {limits.max_images} (max_images)")
     chars = sum(len(p.text) for m in out for p in m.content)
     if chars > limits.max_text_chars:
         raise invalid("messages", f"text is {chars} characters; the limit is {limits.max_text_chars}")

@@ -76,12 +76,15 @@ class GuardRequest:
         )
 
     @property
+    def images(self) -> tuple[ImageInput, ...]:
+        """Every image of the conversation, in the order the turns hold them."""
+        return tuple(p.image for m in self.messages for p in m.content if p.type == "image" and p.image is not None)
+
+    @property
     def image(self) -> ImageInput | None:
-        for message in self.messages:
-            for part in message.content:
-                if part.type == "image":
-                    return part.image
-        return None
+        """The first image (None without one)."""
+        images = self.images
+        return images[0] if images else None
 
     def without_pixels(self) -> GuardRequest:
         """The request with its decoded image dropped (source kept), once the pixels are encoded.
@@ -89,7 +92,7 @@ class GuardRequest:
         A queued request then holds its compact tiles only, not the decoded image (4 bytes per
         pixel in PIL: 8.3 MB for 1920x1080, 144 MB at the 36 Mpx cap).
         """
-        if self.image is None:
+        if not self.has_image:
             return self
         messages = tuple(
             Message(m.role, tuple(replace(p, image=ImageInput(None, p.image.source)) if p.image else p for p in m.content))
@@ -126,6 +129,10 @@ class Verdict:
     error: str = ""
     request_id: str = ""
     rationale: str = ""
+    # (code, score) per category of the request's policy, in policy order (runtime/scores.py for
+    # generative families: P(unsafe) x P(code named first | unsafe); label families: P(label) per
+    # policy). Not independent multi-label probabilities; docs/api.md defines them per family.
+    category_scores: tuple[tuple[str, float], ...] = ()
 
     def to_json(self) -> dict:
         return {
@@ -137,6 +144,7 @@ class Verdict:
             "raw_output": self.raw_output,
             "error": self.error,
             **({"rationale": self.rationale} if self.rationale else {}),
+            "category_scores": dict(self.category_scores),
             "timings": {
                 "queue_s": self.timings.queue,
                 "preprocess_s": self.timings.preprocess,

@@ -141,7 +141,7 @@ def test_argmax_rows_matches_torch_and_takes_the_first_of_ties():
 def test_llama_guard_drafts_are_the_models_own_tokens(tokenizer):
     from guardedge.runtime.families.llama_guard_3_vision import LlamaGuard3Vision
 
-    spec = LlamaGuard3Vision.scoring
+    spec = LlamaGuard3Vision().scoring
     drafter = FormatDrafter(tokenizer, spec.drafts, spec.answer_prefix)
     ids = tokenizer.encode("unsafe\nS10,S2<|eot_id|>", add_special_tokens=False)  # unsafe \n S 10 ,S 2 eot
     assert drafter(ids[:1]) == ids[1:3]  # after "unsafe": "\n" "S"
@@ -343,7 +343,7 @@ def test_llavaguard_padded_batch_equals_rows_alone(llavaguard_engines):
 def test_step_mask_is_the_causal_mask_of_the_kept_columns():
     import torch
 
-    from guardedge.runtime.backends.torch_backend import prefill_mask, step_mask
+    from guardedge.runtime.architectures.masks import prefill_mask, step_mask
 
     attn = torch.tensor([[0, 1, 1, 1, 0, 1, 1], [1, 1, 1, 1, 1, 1, 1]])
     mask = step_mask(attn, 4, torch.float32)

@@ -99,7 +99,7 @@ def test_vision_sdpa_matches_eager_and_the_switch_picks_the_function(monkeypatch
                   aspect_ratio_mask=torch.tensor([[[1, 1, 1, 0]]]))  # a 3-tile image: the mask matters
     outputs = {}
     for implementation in ("eager", "sdpa"):
-        fastpaths.set_vision_attention(model, implementation)
+        fastpaths.set_vision_attention(model.model.vision_model, implementation)
         before = len(eager_calls)
         with torch.inference_mode():
             outputs[implementation] = model.model.vision_model(**inputs).last_hidden_state

@@ -118,7 +118,6 @@ def test_vision_component_exports_to_onnx_at_real_width(tmp_path):
 def test_real_width_model_mixed_batch_shapes_and_parity():
     _realshape_checks()
     from guardedge.bench.fullsize import open_engine
-    from guardedge.runtime.backends.torch_backend import cross_attention_states
     from guardedge.runtime.engine import EngineOptions
 
     engine = open_engine("realshape-random", EngineOptions(device="cpu", progress=False, max_batch_size=2))
@@ -127,7 +126,7 @@ def test_real_width_model_mixed_batch_shapes_and_parity():
     seen = []
     model.model.vision_model.transformer.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape))
     with torch.inference_mode():
-        states = cross_attention_states(model, batch, engine.backend.device, torch.float32)
+        states = engine.backend.arch.torch_vision(model, batch, engine.backend.device, torch.float32)
     assert tuple(seen[0]) == (1, 6432, 1280)
     assert tuple(states.shape) == (2 * 4, PATCHES_PER_TILE, 4096)  # [B*T, P, text hidden], zeros for the text row
     assert states[4:].eq(0).all() and states[:4].abs().sum() > 0

@@ -9,20 +9,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import ClassVar, Protocol, Sequence
+from typing import Callable, ClassVar, Protocol, Sequence
 
 import torch
 
 
 @dataclass
 class Encoded:
-    """One request's model inputs: prompt ids (image placeholder expanded as the model expects)
-    and the architecture's encoded image (None without an image)."""
+    """One prompt's model inputs: its ids (each image placeholder expanded as the model expects)
+    and the architecture's encoded images, in prompt order (none for a text-only prompt)."""
 
     input_ids: list[int]
-    image: object | None
-    image_pos: int  # index of the first image token in input_ids, -1 without image
-    image_tokens: int = 0  # prompt tokens the image costs
+    images: list = field(default_factory=list)  # the architecture's encoded images
+    image_positions: list[int] = field(default_factory=list)  # index of each image's first token in input_ids
+    image_tokens: int = 0  # prompt tokens the images cost in all
+    image_lengths: list[int] = field(default_factory=list)  # prompt tokens each image's span takes
+
+    @property
+    def image(self) -> object | None:
+        """The first image (architectures that take one image per prompt read this)."""
+        return self.images[0] if self.images else None
+
+    @property
+    def image_pos(self) -> int:
+        return self.image_positions[0] if self.image_positions else -1
 
 
 @dataclass
@@ -66,8 +76,36 @@ def left_pad(items: Sequence[Encoded], pad_id: int, pad_left: bool = True) -> tu
     return input_ids, attention_mask, position_ids, starts
 
 
+def expand_placeholders(ids: list[int], token_id: int, counts: Sequence[int],
+                        spans: Sequence[Sequence[int]] | None = None) -> tuple[list[int], list[int]]:
+    """``ids`` with the i-th ``token_id`` placeholder replaced by ``spans[i]`` (default: ``token_id``
+    repeated ``counts[i]`` times, what LLaVA-style processors write); each span's first index.
+
+    Raises ValueError when the prompt holds a different number of placeholders than images: the
+    family renders one placeholder per image, so a mismatch is a bug, not bad input.
+    """
+    found = [i for i, t in enumerate(ids) if t == token_id]
+    if len(found) != len(counts):
+        raise ValueError(f"the prompt has {len(found)} image placeholders for {len(counts)} images")
+    out: list[int] = []
+    starts: list[int] = []
+    last = 0
+    for j, (pos, count) in enumerate(zip(found, counts)):
+        out += ids[last:pos]
+        starts.append(len(out))
+        out += list(spans[j]) if spans is not None else [token_id] * count
+        last = pos + 1
+    return out + ids[last:], starts
+
+
 class Architecture(Protocol):
-    """One model architecture (one instance per loaded model directory)."""
+    """One model architecture (one instance per loaded model directory).
+
+    Requests -> tensors (encode_image, image_tokens, expand, collate, extend_extra) and the PyTorch
+    forward passes (the ``torch_*`` hooks; runtime/architectures/forward.py has defaults for
+    transformers' usual layout). The backends name no model attribute: whatever is specific to the
+    model's module tree, masks and positions is answered here.
+    """
 
     model_type: ClassVar[str]
     transformers_class: ClassVar[str]  # the transformers class that loads the directory
@@ -90,8 +128,8 @@ class Architecture(Protocol):
         """Prompt tokens the image costs once its placeholder is expanded."""
         ...
 
-    def expand(self, ids: list[int], encoded_image) -> tuple[list[int], int]:
-        """Prompt ids with the image placeholder expanded; the index of the first image token."""
+    def expand(self, ids: list[int], encoded_images: Sequence) -> tuple[list[int], list[int]]:
+        """Prompt ids with each image placeholder expanded (in order); each image's first token index."""
         ...
 
     def collate(self, items: Sequence[Encoded], pad_left: bool = True) -> Batch: ...
@@ -100,10 +138,24 @@ class Architecture(Protocol):
         """``extra`` after ``k`` tokens are appended to every row (they see what the last one saw)."""
         ...
 
-    # -- PyTorch forward passes ------------------------------------------------------------------
+    # -- PyTorch forward passes (defaults: runtime/architectures/forward.py) ------------------------
+    def torch_trunk(self, model) -> Callable:
+        """The callable that runs the text trunk (images merged or cross-attended) and returns an
+        output with ``last_hidden_state``; it takes input_ids, attention_mask, position_ids,
+        past_key_values, use_cache, cache_position and the image inputs of ``torch_prefill``."""
+        ...
+
+    def torch_head(self, model) -> torch.nn.Module:
+        """The output layer (hidden states -> logits over the vocabulary)."""
+        ...
+
+    def torch_vision(self, model, batch: Batch, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
+        """The image features alone (vision encoder + projector): the benches' "vision" stage."""
+        ...
+
     def torch_prefill(self, model, batch: Batch, device: torch.device, dtype: torch.dtype) -> tuple[dict, dict]:
-        """Keyword inputs of ``model.model(...)`` at prefill beyond ids, masks, positions and cache,
-        and the context decode steps need (e.g. Mllama's cross-attention mask)."""
+        """Keyword inputs of the trunk at prefill beyond ids, masks, positions and cache, and the
+        context decode steps need (e.g. Mllama's cross-attention mask)."""
         ...
 
     def torch_step(self, context: dict, width: int) -> tuple[dict, dict]:
@@ -112,4 +164,26 @@ class Architecture(Protocol):
 
     def torch_select(self, context: dict, index: torch.Tensor) -> dict:
         """The decode context of the rows in ``index``."""
+        ...
+
+    def torch_mask(self, attention_mask: torch.Tensor, first: int, dtype: torch.dtype, context: dict) -> object:
+        """The mask the trunk gets for a pass feeding columns ``first``.. of the 2-D ``attention_mask``
+        (kept columns 1): a tensor, or what the model accepts (Gemma 3: a mask per attention type)."""
+        ...
+
+    def torch_positions(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prefill's position ids as the trunk takes them, and each column's text position [B, L]
+        (the next token's position follows the last one's)."""
+        ...
+
+    def torch_step_positions(self, positions: torch.Tensor) -> torch.Tensor:
+        """A decode step's position ids as the trunk takes them, from text positions [B, W]."""
+        ...
+
+    def torch_vision_encoder(self, model) -> torch.nn.Module:
+        """The vision encoder module (fast paths switch its attention or compile it)."""
+        ...
+
+    def torch_text_model(self, model) -> torch.nn.Module:
+        """The text model whose forward a decode step calls (fast paths compile it)."""
         ...

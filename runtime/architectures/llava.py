@@ -16,7 +16,8 @@ from typing import Sequence
 
 import torch
 
-from guardedge.runtime.architectures.base import Batch, Encoded, left_pad
+from guardedge.runtime.architectures.base import Batch, Encoded, expand_placeholders, left_pad
+from guardedge.runtime.architectures.forward import TorchForward
 
 
 @dataclass
@@ -25,7 +26,7 @@ class LlavaImage:
     tokens: int
 
 
-class Llava:
+class Llava(TorchForward):
     model_type = "llava"
     transformers_class = "LlavaForConditionalGeneration"
     keep_16bit = ("vision_tower", "multi_modal_projector", "lm_head")
@@ -58,9 +59,8 @@ class Llava:
     def image_tokens(self, encoded_image: LlavaImage) -> int:
         return encoded_image.tokens
 
-    def expand(self, ids: list[int], encoded_image: LlavaImage) -> tuple[list[int], int]:
-        pos = ids.index(self.image_token_id)
-        return ids[:pos] + [self.image_token_id] * encoded_image.tokens + ids[pos + 1 :], pos
+    def expand(self, ids: list[int], encoded_images: Sequence[LlavaImage]) -> tuple[list[int], list[int]]:
+        return expand_placeholders(ids, self.image_token_id, [im.tokens for im in encoded_images])
 
     def collate(self, items: Sequence[Encoded], pad_left: bool = True) -> Batch:
         input_ids, attention_mask, position_ids, _ = left_pad(items, self.pad_id, pad_left)
@@ -74,11 +74,13 @@ class Llava:
     def torch_prefill(self, model, batch: Batch, device: torch.device, dtype: torch.dtype) -> tuple[dict, dict]:
         return ({"pixel_values": batch.extra["pixel_values"].to(device, dtype)} if batch.image_rows else {}), {}
 
-    def torch_step(self, context: dict, width: int) -> tuple[dict, dict]:
-        return {}, context
+    def torch_vision(self, model, batch: Batch, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
+        if not batch.image_rows:
+            return None
+        return model.model.get_image_features(batch.extra["pixel_values"].to(device, dtype),
+                                              vision_feature_layer=model.config.vision_feature_layer,
+                                              vision_feature_select_strategy=model.config.vision_feature_select_strategy)
 
-    def torch_select(self, context: dict, index: torch.Tensor) -> dict:
-        return context
 
 
 def _read(path: Path | None, name: str) -> dict:

@@ -23,7 +23,8 @@ import logging
 import torch
 
 from guardedge.runtime import pixels_onevision
-from guardedge.runtime.architectures.base import Batch, Encoded, left_pad
+from guardedge.runtime.architectures.base import Batch, Encoded, expand_placeholders, left_pad
+from guardedge.runtime.architectures.forward import TorchForward
 
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class OneVisionImage:
         return self.compact.num_patches if self.compact is not None else self.pixel_values.shape[0]
 
 
-class LlavaOneVision:
+class LlavaOneVision(TorchForward):
     model_type = "llava_onevision"
     transformers_class = "LlavaOnevisionForConditionalGeneration"
     # The vision tower and projector stay 16-bit as for Mllama (serving projects keep vision towers
@@ -93,9 +94,8 @@ class LlavaOneVision:
     def image_tokens(self, encoded_image: OneVisionImage) -> int:
         return encoded_image.tokens
 
-    def expand(self, ids: list[int], encoded_image: OneVisionImage) -> tuple[list[int], int]:
-        pos = ids.index(self.image_token_id)
-        return ids[:pos] + [self.image_token_id] * encoded_image.tokens + ids[pos + 1 :], pos
+    def expand(self, ids: list[int], encoded_images: Sequence[OneVisionImage]) -> tuple[list[int], list[int]]:
+        return expand_placeholders(ids, self.image_token_id, [im.tokens for im in encoded_images])
 
     def collate(self, items: Sequence[Encoded], pad_left: bool = True) -> Batch:
         input_ids, attention_mask, position_ids, _ = left_pad(items, self.pad_id, pad_left)
@@ -131,11 +131,12 @@ class LlavaOneVision:
         return {"pixel_values": batch.extra["pixel_values"].to(device, dtype),
                 "image_sizes": batch.extra["image_sizes"].to(device)}, {}
 
-    def torch_step(self, context: dict, width: int) -> tuple[dict, dict]:
-        return {}, context
+    def torch_vision(self, model, batch: Batch, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
+        if not batch.image_rows:
+            return None
+        features = model.model.get_image_features(batch.extra["pixel_values"].to(device, dtype), batch.extra["image_sizes"].to(device))
+        return torch.cat(list(features)) if isinstance(features, (list, tuple)) else features
 
-    def torch_select(self, context: dict, index: torch.Tensor) -> dict:
-        return context
 
 
 class _TokenCounter:

@@ -21,6 +21,7 @@ import torch
 
 from guardedge.runtime import pixels
 from guardedge.runtime.architectures.base import Batch, Encoded, left_pad
+from guardedge.runtime.architectures.forward import TorchForward
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class MllamaImage:
     compact: pixels.CompactImage | None = None
 
 
-class Mllama:
+class Mllama(TorchForward):
     model_type = "mllama"
     transformers_class = "MllamaForConditionalGeneration"
     # Kept in 16-bit by bitsandbytes recipes (docs/decisions/0003): quantizing them moved verdicts.
@@ -79,8 +80,9 @@ class Mllama:
     def image_tokens(self, encoded_image: MllamaImage) -> int:
         return 1  # the tiles reach the text through cross-attention, not through prompt tokens
 
-    def expand(self, ids: list[int], encoded_image: MllamaImage) -> tuple[list[int], int]:
-        return ids, ids.index(self.image_token_id)
+    def expand(self, ids: list[int], encoded_images: Sequence[MllamaImage]) -> tuple[list[int], list[int]]:
+        # One <|image|> token stays in the prompt; the tiles reach the text through cross-attention.
+        return ids, [ids.index(self.image_token_id)] if encoded_images else []
 
     def collate(self, items: Sequence[Encoded], pad_left: bool = True) -> Batch:
         input_ids, attention_mask, position_ids, starts = left_pad(items, self.pad_id, pad_left)
@@ -119,8 +121,14 @@ class Mllama:
     def torch_prefill(self, model, batch: Batch, device: torch.device, dtype: torch.dtype) -> tuple[dict, dict]:
         cross = batch.extra["cross_attention_mask"]
         cross = cross.to(device) if cross is not None else None
-        states = cross_attention_states(model, batch, device, dtype)
+        states = self.torch_vision(model, batch, device, dtype)
         return {"cross_attention_states": states, "cross_attention_mask": cross}, {"cross": cross}
+
+    def torch_vision(self, model, batch: Batch, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
+        return cross_attention_states(model, batch, device, dtype)
+
+    def torch_vision_encoder(self, model) -> torch.nn.Module:
+        return model.model.vision_model
 
     def torch_step(self, context: dict, width: int) -> tuple[dict, dict]:
         cross = context["cross"]

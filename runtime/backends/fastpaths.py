@@ -71,27 +71,21 @@ def apply_fast_paths(backend: object, paths: FastPaths) -> None:
     if getattr(backend, "name", None) != "torch" or model is None:
         raise ValueError(f"fast paths ({paths.describe()}) apply to the PyTorch backend only, "
                          f"not {getattr(backend, 'name', type(backend).__name__)!r}")
+    vision = backend.arch.torch_vision_encoder(model)
     if paths.vision_attention:
-        set_vision_attention(model, paths.vision_attention)
+        set_vision_attention(vision, paths.vision_attention)
     if paths.compile_vision:
-        vision = vision_encoder(model)
         vision.forward = _compile(vision.forward, paths)
     if paths.compile_decode:
-        text = model.model.language_model
+        text = backend.arch.torch_text_model(model)
         text.forward = decode_only(text.forward, _compile(text.forward, paths))
 
 
-def set_vision_attention(model, implementation: Literal["eager", "sdpa"]) -> None:
+def set_vision_attention(vision, implementation: Literal["eager", "sdpa"]) -> None:
     """The vision encoder's layers read ``config._attn_implementation`` at every call."""
     if implementation not in ("eager", "sdpa"):
         raise ValueError(f"vision_attention must be 'eager' or 'sdpa'; got {implementation!r}")
-    vision_encoder(model).config._attn_implementation = implementation
-
-
-def vision_encoder(model):
-    """The vision encoder module: Mllama's ``vision_model``, LLaVA's ``vision_tower``."""
-    core = model.model
-    return core.vision_model if hasattr(core, "vision_model") else core.vision_tower
+    vision.config._attn_implementation = implementation
 
 
 def _compile(fn: Callable, paths: FastPaths) -> Callable:

@@ -101,9 +101,38 @@ class OnnxDecoderBackend:
         self.multi_position = "logits_positions" in inputs
         self._cuda = CudaSteps(decoder) if device == "cuda" else None
 
+    def bind(self, arch) -> None:
+        self.arch = arch
+
     @property
     def description(self) -> str:
         return f"onnxruntime {self.precision} on {self.device_name}"
+
+    def draft_logits(self, state: OnnxState, positions, token_ids, log_softmax: bool):
+        """As TorchBackend.draft_logits: read from the logits the prefill returned along the draft."""
+        import torch
+
+        values = torch.from_numpy(np.ascontiguousarray(state.draft_logits[:, list(positions)])).float()
+        if log_softmax:
+            values = torch.log_softmax(values, dim=-1)
+        return values[..., list(token_ids)]
+
+    def prefill_shared(self, prefix, suffix, parents):
+        """As TorchBackend.prefill_shared: the prefix's cache (and image inputs) reused by the rows
+        that continue it, through the decoder's explicit cache."""
+        import torch
+
+        _, state = self.prefill(prefix)
+        rows = list(parents)
+        past = {k: self.select(v, rows) for k, v in state.past.items()}
+        extra = self.select_extra(state.extra, rows)
+        mask = suffix.attention_mask.numpy()
+        attention = np.concatenate([state.attention_mask[rows], mask.astype(state.attention_mask.dtype)], axis=1)
+        positions = state.next_position[rows][:, None] + np.clip(mask.cumsum(-1) - 1, 0, None)
+        width = mask.shape[1]
+        logits, _ = self.run_decoder({"attention_mask": attention, "position_ids": positions,
+                                      **self.token_feeds(suffix.input_ids.numpy(), extra), **past}, np.array([width - 1]))
+        return torch.from_numpy(np.ascontiguousarray(logits[:, -1])).float()
 
     def memory_bytes(self) -> int:
         """Bytes of the components' files on disk (graphs + external weight data), not the RAM ORT uses."""

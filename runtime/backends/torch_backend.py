@@ -104,6 +104,21 @@ class TorchBackend:
         self.quantization = quantization  # "bnb-int8", "bnb-nf4", "bnb-fp4" or None
         # The dtype transformers gives its own masks: that of the token embeddings (the hidden states').
         self.mask_dtype = model.get_input_embeddings().weight.dtype
+        self.head: torch.nn.Module | None = None
+        self.trunk = None
+        if arch is not None:
+            self.bind(arch)
+
+    def bind(self, arch: Architecture) -> None:
+        """Use ``arch``'s trunk and output layer; on CPU an untied fp32 output layer is replaced,
+        where it sits in the model, by a :class:`SplitHead` over the same weights."""
+        self.arch = arch
+        self.trunk = arch.torch_trunk(self.model)
+        head = arch.torch_head(self.model)
+        tied = getattr(head, "weight", None) is self.model.get_input_embeddings().weight
+        if self.device.type == "cpu" and not tied and (parts := SplitHead.parts_for(head)):
+            head = _replace_module(self.model, head, SplitHead(head, parts))
+        self.head = head
 
     @classmethod
     def load(cls, model_dir: Path, device: str | None = None, dtype: str | None = None, arch: Architecture | None = None,
@@ -133,9 +148,6 @@ class TorchBackend:
             set_bnb_compute_dtype(model, dt)
         else:
             model.to(dev)
-        tied = model.lm_head.weight is model.get_input_embeddings().weight
-        if dev.type == "cpu" and not tied and (parts := SplitHead.parts_for(model.lm_head)):
-            model.lm_head = SplitHead(model.lm_head, parts)
         model.eval()
         return cls(model, dev, dt, quant, arch)
 
@@ -161,7 +173,7 @@ class TorchBackend:
         """Logits (fp32, [B, vocab]) for the token after the last prompt token, and the cache.
 
         ``draft`` tokens are fed after every prompt in the same pass (runtime/decoding.py); their
-        hidden states wait in the state until decode needs them.
+        hidden states wait in the state until decode (or per-category scores) needs them.
         """
         from transformers import DynamicCache
 
@@ -169,20 +181,71 @@ class TorchBackend:
         batch = batch.extended(draft, self.arch.extend_extra)
         cache = DynamicCache()
         inputs, context = self.arch.torch_prefill(self.model, batch, self.device, self.dtype)
+        positions, text_positions = self.arch.torch_positions(batch)
         attention_mask = batch.attention_mask.to(self.device)
-        hidden = self.model.model(
+        hidden = self.trunk(
             input_ids=batch.input_ids.to(self.device),
-            attention_mask=prefill_mask(attention_mask, self.mask_dtype),
-            position_ids=batch.position_ids.to(self.device),
+            attention_mask=self.arch.torch_mask(attention_mask, 0, self.mask_dtype, context),
+            position_ids=positions.to(self.device),
             past_key_values=cache,
             use_cache=True,
             **inputs,
         ).last_hidden_state[:, prompt_columns - 1 :]
-        logits = self.model.lm_head(hidden[:, 0]).float()
-        next_position = batch.position_ids[:, prompt_columns - 1].to(self.device) + 1
+        logits = self.head(hidden[:, 0]).float()
+        next_position = text_positions[:, prompt_columns - 1].to(self.device) + 1
         state = PrefillState(cache, attention_mask, context, next_position,
                              prompt_columns, tuple(draft), hidden[:, 1:])
         return logits, state
+
+    @torch.inference_mode()
+    def prefill_shared(self, prefix: Batch, suffix: Batch, parents: Sequence[int]) -> torch.Tensor:
+        """Logits (fp32, [rows, vocab]) after each row of ``suffix``, which continues row
+        ``parents[i]`` of ``prefix``: the prefix (images included) is run once and its KV cache
+        reused by every row that continues it (a family's fan-out: one prompt per policy).
+
+        The result equals each prefix + suffix run whole: suffix rows are left-padded *after* the
+        prefix, and those pad columns are masked like any other.
+        """
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        inputs, context = self.arch.torch_prefill(self.model, prefix, self.device, self.dtype)
+        positions, text_positions = self.arch.torch_positions(prefix)
+        prefix_mask = prefix.attention_mask.to(self.device)
+        self.trunk(input_ids=prefix.input_ids.to(self.device),
+                   attention_mask=self.arch.torch_mask(prefix_mask, 0, self.mask_dtype, context),
+                   position_ids=positions.to(self.device), past_key_values=cache, use_cache=True, **inputs)
+        index = torch.tensor(list(parents), device=self.device)
+        cache.batch_select_indices(index)
+        context = self.arch.torch_select(context, index)
+        columns = prefix_mask.shape[1]
+        attention_mask = torch.cat([prefix_mask[index], suffix.attention_mask.to(self.device)], dim=1)
+        start = text_positions[:, -1].to(self.device)[index] + 1
+        steps = (suffix.attention_mask.to(self.device).cumsum(-1) - 1).clamp(min=0)
+        inputs, context = self.arch.torch_step(context, suffix.input_ids.shape[1])
+        hidden = self.trunk(
+            input_ids=suffix.input_ids.to(self.device),
+            attention_mask=self.arch.torch_mask(attention_mask, columns, self.mask_dtype, context),
+            position_ids=self.arch.torch_step_positions(start[:, None] + steps),
+            past_key_values=cache,
+            use_cache=True,
+            cache_position=columns + torch.arange(suffix.input_ids.shape[1], device=self.device),
+            **inputs,
+        ).last_hidden_state
+        return self.head(hidden[:, -1]).float()
+
+    @torch.inference_mode()
+    def draft_logits(self, state: PrefillState, positions: Sequence[int], token_ids: Sequence[int],
+                     log_softmax: bool) -> torch.Tensor:
+        """fp32 [B, len(positions), len(token_ids)]: the logits of ``token_ids`` after draft
+        position p (0: after the draft's first token), or their log-probabilities over the whole
+        vocabulary when ``log_softmax``. Only the rows of the output layer that are read are
+        computed when the normaliser is not needed."""
+        hidden = state.draft_hidden[:, list(positions)]
+        if log_softmax:
+            return torch.log_softmax(self.head(hidden).float(), dim=-1)[..., list(token_ids)]
+        rows = _head_rows(self.head, list(token_ids))
+        return (hidden.to(rows.dtype) @ rows.t()).float()
 
     def decode(self, state: PrefillState, rows: list[int], first: list[int], max_new: int | list[int],
                stop_ids: set[int], drafter: Drafter | None = None, until: Until | None = None) -> list[list[int]]:
@@ -235,7 +298,7 @@ class _TorchSteps:
     max_chunk = 4  # "unsafe" + "\nS" + the category digit fit; the decode loop widens it to a family's longest draft
 
     def __init__(self, backend: TorchBackend, state: PrefillState, rows: list[int]):
-        self.model, self.device, self.arch = backend.model, backend.device, backend.arch
+        self.trunk, self.head, self.device, self.arch = backend.trunk, backend.head, backend.device, backend.arch
         self.mask_dtype = backend.mask_dtype
         index = torch.tensor(rows, device=self.device)
         self.cache = state.cache
@@ -249,7 +312,7 @@ class _TorchSteps:
         self._fed_from = state.prompt_columns  # first cache column of the last step (or of the prefill's draft)
 
     def pending_greedy(self) -> GreedyAt:
-        return _GreedyHead(self.model.lm_head, self._pending_hidden)
+        return _GreedyHead(self.head, self._pending_hidden)
 
     def step(self, tokens: list[list[int]]) -> list[list[int]]:
         ids = torch.tensor(tokens, device=self.device)
@@ -258,16 +321,16 @@ class _TorchSteps:
         self.attn = torch.cat([self.attn, self.attn.new_ones((rows, width))], dim=1)
         inputs, self.context = self.arch.torch_step(self.context, width)
         steps = torch.arange(width, device=self.device)
-        hidden = self.model.model(
+        hidden = self.trunk(
             input_ids=ids,
-            attention_mask=step_mask(self.attn, self._fed_from, self.mask_dtype),
-            position_ids=self.position[:, None] + steps,
+            attention_mask=self.arch.torch_mask(self.attn, self._fed_from, self.mask_dtype, self.context),
+            position_ids=self.arch.torch_step_positions(self.position[:, None] + steps),
             past_key_values=self.cache,
             use_cache=True,
             cache_position=self._fed_from + steps,
             **inputs,
         ).last_hidden_state
-        return _GreedyHead(self.model.lm_head, hidden)
+        return _GreedyHead(self.head, hidden)
 
     def commit(self, kept: list[int]) -> None:
         kept_t = torch.tensor(kept, device=self.device)
@@ -276,39 +339,18 @@ class _TorchSteps:
         self.position = self.position + kept_t
 
 
-PREFILL_MASK_BYTES = 64 << 20  # the largest 4-D prefill mask built here; larger ones are transformers' (bool)
+def _replace_module(model: torch.nn.Module, old: torch.nn.Module, new: torch.nn.Module) -> torch.nn.Module:
+    """Put ``new`` where ``old`` sits in ``model`` (found by identity, wherever the architecture keeps it)."""
+    name = next(n for n, m in model.named_modules() if m is old)
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
+    return new
 
 
-def prefill_mask(attn: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The prefill's mask: the 2-D one when no row is padded (transformers then runs causal
-    attention without a mask), else the additive 4-D one of :func:`step_mask` if it is small.
-
-    Why: for a left-padded batch transformers builds a boolean 4-D mask, and sdpa on CPU ran
-    about 2x slower with it than with an additive one (5 rows x 1,300 tokens, 2 heads: 23.6 vs
-    12.7 ms a layer; causal without a mask 7.1). Above ``PREFILL_MASK_BYTES`` (a real-size batch:
-    8 rows x 8.4k tokens would be 2.3 GB in fp32) the boolean one, a quarter the size, is kept.
-    """
-    rows, columns = attn.shape
-    itemsize = torch.finfo(dtype).bits // 8
-    if bool(attn.all()) or rows * columns * columns * itemsize > PREFILL_MASK_BYTES:
-        return attn
-    return step_mask(attn, 0, dtype)
-
-
-def step_mask(attn: torch.Tensor, first: int, dtype: torch.dtype) -> torch.Tensor:
-    """The [rows, 1, width, columns] additive mask of a decode step that feeds columns ``first``..:
-    0 where a position may attend (a kept column, not after itself), the dtype's minimum elsewhere.
-
-    Why build it here: given the 2-D mask, transformers' Qwen2/Llama text models build the 4-D one
-    with ``torch.vmap`` once per step whenever a row has a masked column, which every drafted step
-    has (positions a row did not keep): ~5 ms a step on the 2-core CI CPU, more than the demo
-    LlavaGuard's whole forward pass. A 4-D mask is used as given (transformers 4.57: "already
-    prepared"), and an additive one means the same to sdpa, eager attention and Mllama's
-    inverted-form masks. A row of padding that sees nothing gets a uniform softmax instead of NaN.
-    """
-    rows, columns = attn.shape
-    query = torch.arange(first, columns, device=attn.device)[:, None]
-    key = torch.arange(columns, device=attn.device)[None, :]
-    allowed = attn.bool()[:, None, None, :] & (key <= query)[None, None]
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=attn.device)
-    return mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+def _head_rows(head: torch.nn.Module, token_ids: list[int]) -> torch.Tensor:
+    """[len(token_ids), hidden]: the output layer's rows for ``token_ids`` (plain or split)."""
+    if isinstance(head, SplitHead):
+        blocks = head.weight  # [parts, hidden, vocab/parts]
+        width = blocks.shape[2]
+        return torch.stack([blocks[t // width, :, t % width] for t in token_ids])
+    return head.weight[token_ids]

@@ -31,6 +31,10 @@ class ScoringSpec:
     text (prefix included) contains it ("" = never). ``max_rationale_tokens`` bounds decoding when
     a rationale is asked for (0 = the family writes none).
 
+    ``mode="labels"``: ``unsafe_token``/``safe_token`` are the two labels (ShieldGemma 2: ``Yes``
+    means the image violates the policy); each prompt of a request gets P(unsafe_token) over the
+    pair, the request is unsafe where one reaches the threshold (0.5 unless the request sets one).
+
     ``drafts`` are (regex, text) rules for the answer format: when the answer so far (prefix
     included) matches a regex, the text is proposed as the next tokens and kept only where
     greedy decoding agrees (runtime/decoding.py). They change the speed of decoding, never its
@@ -46,6 +50,10 @@ class ScoringSpec:
     drafts: tuple[tuple[str, str], ...] = ()
     verdict_stop: str = ""
     max_rationale_tokens: int = 0
+    # "generate": the verdict is the first answer token, P over the whole vocabulary, then the answer
+    # is decoded. "labels": the family scores label tokens only — P(unsafe_token) in a softmax over
+    # the two label tokens at each prompt's last position, no decoding (ShieldGemma 2's Yes/No).
+    mode: Literal["generate", "labels"] = "generate"
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,7 @@ class GuardFamily(Protocol):
     scoring: ScoringSpec
     image_token: str  # the image placeholder the prompt spells ("" for none); the architecture expands it
     requires_image: bool  # a request without an image is refused
+    max_images: int  # images a request may carry, in the turns where they occur (checked before decoding)
 
     def default_categories(self) -> tuple[tuple[str, str], ...]: ...
 
@@ -91,14 +100,22 @@ class GuardFamily(Protocol):
         """The family's own request rules (beyond the generic ones); raises InvalidRequest."""
         ...
 
-    def render(self, request: GuardRequest) -> str:
-        """The exact prompt text, special tokens spelled out, without the answer prefix."""
+    def prompt_keys(self, request: GuardRequest) -> tuple[str, ...]:
+        """The prompts one request fans out to, by key (``("",)``: one prompt). ShieldGemma 2
+        renders one prompt per policy; the engine runs their shared prefix once."""
+        ...
+
+    def render(self, request: GuardRequest, key: str = "") -> str:
+        """The exact prompt text (of prompt ``key``), special tokens spelled out, without the answer prefix."""
         ...
 
     # Optional: ``answer_viable(answer, request) -> bool``, False once ``answer`` (the text so far,
     # answer prefix included) can no longer become a well-formed answer. The engine then stops
     # decoding that row: the answer is reported unparseable with what the model wrote, and an
     # off-format answer costs one decode step instead of its whole token budget.
+    # Optional: ``category_answers(request) -> ((code, text), ...)``, the answer text after the
+    # unsafe verdict that names each code of the request's policy first: per-category scores are
+    # read along it (runtime/scores.py).
     # Optional: ``verdict_texts(request) -> tuple[str, ...]``, every complete verdict-only answer
     # (after the answer prefix) the request allows; the verdict's token bound is raised to the
     # longest of them when ``max_new_tokens`` is too small (long or escaped custom names).

@@ -101,6 +101,7 @@ class LlavaGuard:
     name = "llavaguard"
     image_token = IMAGE_TOKEN
     requires_image = True
+    max_images = 1
     scoring = ScoringSpec(
         answer_prefix='{\n    "rating": "',
         safe_token="Safe",
@@ -159,7 +160,10 @@ class LlavaGuard:
         body = "".join(f"{header}: \n{text}\n" for _, header, text in categories)
         return parts()["policy_start"] + body + response_template(tuple(h for _, h, _ in categories))
 
-    def render(self, request: GuardRequest) -> str:
+    def prompt_keys(self, request: GuardRequest) -> tuple[str, ...]:
+        return ("",)
+
+    def render(self, request: GuardRequest, key: str = "") -> str:
         # Message text is refused by check(): the model rates the image against the policy only.
         return PROMPT_HEAD + self.policy_text(request) + PROMPT_TAIL
 
@@ -199,6 +203,10 @@ class LlavaGuard:
     def answer_viable(self, answer: str, request: GuardRequest) -> bool:
         """False once the answer has left the JSON every verdict starts with (see base.GuardFamily)."""
         return answers.viable(answer, self._headers(request))
+
+    def category_answers(self, request: GuardRequest) -> tuple[tuple[str, str], ...]:
+        """(code, the answer text after ``Unsafe`` that names it): per-category scores (runtime/scores.py)."""
+        return tuple((code, answers.CATEGORY_KEY + header) for code, header, _ in self.policy(request))
 
     def verdict_texts(self, request: GuardRequest) -> tuple[str, ...]:
         """Every complete verdict-only answer the request's policy allows (see base.GuardFamily)."""

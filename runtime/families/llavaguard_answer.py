@@ -35,7 +35,7 @@ RATINGS = {"Safe": "safe", "Unsafe": "unsafe"}
 NONE_CODE = "NA"
 # The text that follows the category value in json.dumps(..., indent=4): once decoded, the verdict is known.
 VERDICT_STOP = '",\n    "rationale"'
-_CATEGORY = '",\n    "category": "'
+_CATEGORY = CATEGORY_KEY = '",\n    "category": "'
 _RATIONALE = '",\n    "rationale": "'
 
 

@@ -45,7 +45,7 @@ class ModelTemplateFamily:
     def check(self, request: GuardRequest) -> None:
         self.base.check(request)
 
-    def render(self, request: GuardRequest) -> str:
+    def render(self, request: GuardRequest, key: str = "") -> str:
         return render_with_template(self.template, request, self.base)
 
     def parse(self, answer: str, request: GuardRequest) -> ParsedAnswer:
@@ -65,7 +65,7 @@ def template_differences(family: GuardFamily, model_dir: Path) -> list[str]:
         except Exception as exc:  # a broken template is worth a warning, not a crash
             out.append(f"its chat template fails on {label}: {exc}")
             continue
-        ours = family.render(probe)
+        ours = family.render(probe, key=family.prompt_keys(probe)[0])  # a fanning-out family: its first prompt
         if theirs != ours:
             out.append(f"its chat template differs from guardedge's {family.name} format for {label}: {_first_diff(ours, theirs)}")
     return out

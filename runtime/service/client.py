@@ -186,6 +186,7 @@ def response_to_json(response: pb.ClassifyResponse) -> dict:
         "raw_output": response.raw_output,
         "error": response.error_detail,
         **({"rationale": response.rationale} if response.rationale else {}),
+        "category_scores": {c.code: c.score for c in response.category_scores},
         "timings": {"queue_s": t.queue_seconds, "preprocess_s": t.preprocess_seconds, "inference_s": t.inference_seconds, "total_s": t.total_seconds},
         "model": response.model,
     }

@@ -154,6 +154,7 @@ def verdict_to_response(verdict: Verdict, info: EngineInfo, batch_size: int, tot
         variant=info.variant,
         raw_output=verdict.raw_output,
         rationale=verdict.rationale,
+        category_scores=[pb.CategoryScore(code=code, score=score) for code, score in verdict.category_scores],
         error_detail=verdict.error,
         timings=pb.Timings(
             queue_seconds=verdict.timings.queue,
@@ -179,6 +180,7 @@ def model_info(info: EngineInfo, is_default: bool) -> pb.ModelInfo:
             max_image_pixels=info.limits.image.max_pixels,
             max_text_tokens=info.max_text_tokens,
             max_messages=info.limits.max_messages,
+            max_images=info.max_images,
         ),
         is_default=is_default,
         max_batch_size=info.max_batch_size,

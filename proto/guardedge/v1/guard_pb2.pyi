@@ -103,7 +103,7 @@ class Timings(_message.Message):
     def __init__(self, queue_seconds: _Optional[float] = ..., preprocess_seconds: _Optional[float] = ..., inference_seconds: _Optional[float] = ..., total_seconds: _Optional[float] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
-    __slots__ = ("request_id", "verdict", "violated_categories", "unsafe_probability", "safe_probability", "model", "variant", "raw_output", "error_detail", "timings", "batch_size", "error", "rationale")
+    __slots__ = ("request_id", "verdict", "violated_categories", "unsafe_probability", "safe_probability", "model", "variant", "raw_output", "error_detail", "timings", "batch_size", "error", "rationale", "category_scores")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     VIOLATED_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +117,7 @@ class ClassifyResponse(_message.Message):
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     RATIONALE_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_SCORES_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     verdict: Verdict
     violated_categories: _containers.RepeatedScalarFieldContainer[str]
@@ -130,23 +131,34 @@ class ClassifyResponse(_message.Message):
     batch_size: int
     error: _status_pb2.Status
     rationale: str
-    def __init__(self, request_id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., violated_categories: _Optional[_Iterable[str]] = ..., unsafe_probability: _Optional[float] = ..., safe_probability: _Optional[float] = ..., model: _Optional[str] = ..., variant: _Optional[str] = ..., raw_output: _Optional[str] = ..., error_detail: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., batch_size: _Optional[int] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., rationale: _Optional[str] = ...) -> None: ...
+    category_scores: _containers.RepeatedCompositeFieldContainer[CategoryScore]
+    def __init__(self, request_id: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., violated_categories: _Optional[_Iterable[str]] = ..., unsafe_probability: _Optional[float] = ..., safe_probability: _Optional[float] = ..., model: _Optional[str] = ..., variant: _Optional[str] = ..., raw_output: _Optional[str] = ..., error_detail: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., batch_size: _Optional[int] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., rationale: _Optional[str] = ..., category_scores: _Optional[_Iterable[_Union[CategoryScore, _Mapping]]] = ...) -> None: ...
+
+class CategoryScore(_message.Message):
+    __slots__ = ("code", "score")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    score: float
+    def __init__(self, code: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class ModelLimits(_message.Message):
-    __slots__ = ("max_image_bytes", "max_image_pixels", "max_text_tokens", "max_messages")
+    __slots__ = ("max_image_bytes", "max_image_pixels", "max_text_tokens", "max_messages", "max_images")
     MAX_IMAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_PIXELS_FIELD_NUMBER: _ClassVar[int]
     MAX_TEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    MAX_IMAGES_FIELD_NUMBER: _ClassVar[int]
     max_image_bytes: int
     max_image_pixels: int
     max_text_tokens: int
     max_messages: int
-    def __init__(self, max_image_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_text_tokens: _Optional[int] = ..., max_messages: _Optional[int] = ...) -> None: ...
+    max_images: int
+    def __init__(self, max_image_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_text_tokens: _Optional[int] = ..., max_messages: _Optional[int] = ..., max_images: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("name", "family", "variant", "backend", "precision", "device", "categories", "limits", "is_default", "max_batch_size")
