@@ -64,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     classify.add_argument("--family", help="override the guard family the model implies (in-process only)")
     classify.add_argument("--device", default="auto")
     classify.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    classify.add_argument("--prompt-source", default="builtin", choices=["builtin", "model"])
+    classify.add_argument("--prompt-source", choices=["builtin", "model"],
+                          help="render with guardedge's format or the model directory's chat template "
+                               "(default: the family's choice; docs/api.md)")
     classify.add_argument("--threads", type=int, help="torch/ONNX Runtime threads (default: $GUARDEDGE_THREADS, else the CPU quota)")
     remote = classify.add_argument_group("through a server (guardedge serve)")
     remote.add_argument("--server", metavar="HOST:PORT", help="classify through this server instead of loading a model")

@@ -38,7 +38,10 @@ class EngineOptions:
     threshold: float | None = None  # unsafe iff P(unsafe) >= threshold; None: greedy answer decides
     max_batch_size: int = 8
     max_text_tokens: int | None = None  # default: the model's context length
-    prompt_source: Literal["builtin", "model"] = "builtin"
+    # None: the family's choice (families/base.py ``prompt_source``): Llama Guard 3 Vision and LlavaGuard
+    # render with guardedge's byte-checked format; a family whose published template is not available
+    # byte for byte (Llama Guard 4, ShieldGemma 2) renders with the directory's template when it has one.
+    prompt_source: Literal["builtin", "model"] | None = None
     family: str | None = None  # override the family the manifest / model directory implies
     drafts: bool = True  # verify format drafts while decoding (same answers, fewer passes: runtime/decoding.py)
     progress: bool = True
@@ -300,7 +303,7 @@ def build_engine(model_dir: ModelDir, options: EngineOptions, backend=None, fami
     from guardedge.runtime.backends import load_backend
 
     family = family or choose_family(model_dir, options.family)
-    if options.prompt_source == "model":
+    if _prompt_source(options, family, model_dir) == "model":
         family = _model_template_family(family, model_dir)
     else:
         _warn_if_template_differs(family, model_dir)
@@ -325,13 +328,24 @@ def _check_image_token(tokenizer, family: GuardFamily, model_dir: ModelDir) -> N
                              "this model's tokenizer; is it the right --family?")
 
 
+def _prompt_source(options: EngineOptions, family: GuardFamily, model_dir: ModelDir) -> str:
+    if options.prompt_source is not None:
+        return options.prompt_source
+    from guardedge.runtime.chat_template import model_template
+
+    prefers = getattr(family, "prompt_source", "builtin")
+    return "model" if prefers == "model" and model_template(model_dir.path) is not None else "builtin"
+
+
 def _model_template_family(family: GuardFamily, model_dir: ModelDir) -> GuardFamily:
     from guardedge.runtime.chat_template import model_template
     from guardedge.runtime.families.model_template import ModelTemplateFamily
 
     template = model_template(model_dir.path)
     if template is None:
-        raise ValueError(f"{model_dir.path} has no chat template; use prompt_source='builtin'")
+        from guardedge.runtime.errors import ModelLoadError
+
+        raise ModelLoadError(f"{model_dir.path} has no chat template; use --prompt-source builtin")
     return ModelTemplateFamily(family, template)
 
 

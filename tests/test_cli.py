@@ -149,3 +149,16 @@ def test_render_given_jsonl_says_so_in_one_line(tmp_path):
     assert "is not a JSON request (Extra data at line 2 column 1)" in out.stderr and "JSONL" in out.stderr
     one = run("render", "--input", "-", stdin=path.read_text().splitlines()[0])
     assert one.returncode == 0 and "a" in one.stdout
+
+
+def test_an_unknown_family_or_architecture_is_one_line(tmp_path, demo_dir):
+    out = run("classify", "--model", "demo", "--family", "nope", "--text", "hi")
+    assert out.returncode == 1 and out.stderr.strip().splitlines() == [
+        "guardedge: error: unknown guard family 'nope'; known: llama-guard-3-vision, llavaguard"]
+    model = tmp_path / "whisper"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "whisper"}))
+    (model / "model.safetensors").write_bytes(b"")
+    out = run("classify", "--model", str(model), "--text", "hi")
+    assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+    assert "model_type 'whisper'" in out.stderr

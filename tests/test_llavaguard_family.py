@@ -19,6 +19,8 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+
+from guardedge.runtime.errors import ModelLoadError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -211,8 +213,8 @@ def test_unknown_or_all_excluded_codes_are_refused(excluded):
 # --- registry, warm-up, the control-token guarantee -----------------------------------------
 def test_registry_and_model_type():
     assert family_for_config({"model_type": "llava_onevision"}) is FAMILY
-    with pytest.raises(ValueError, match="mllama, llava_onevision"):
-        family_for_config({"model_type": "qwen2_5_vl"})
+    with pytest.raises(ModelLoadError, match="mllama, llava_onevision"):
+        family_for_config({"model_type": "whisper"})
     assert FAMILY.requires_image and FAMILY.image_token == "<image>"
     assert get_family("llama-guard-3-vision").image_token == "<|image|>"
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 
+from guardedge.runtime.errors import ModelLoadError
 from guardedge.runtime.architectures.base import Architecture, Batch, Encoded
 
 # model_type (config.json) -> the module that implements it.
@@ -32,7 +33,7 @@ def architecture_class(config: dict) -> type[Architecture]:
     """The plug-in class for a model directory's config.json (not instantiated: nothing loaded)."""
     model_type = config.get("model_type")
     if model_type not in _MODULES:
-        raise ValueError(f"no architecture supports model_type {model_type!r} (supported: {', '.join(_MODULES)})")
+        raise ModelLoadError(f"no architecture supports model_type {model_type!r} (supported: {', '.join(_MODULES)})")
     return importlib.import_module(_MODULES[model_type]).ARCHITECTURE
 
 

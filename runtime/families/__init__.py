@@ -5,6 +5,7 @@ Families are small, import-free objects, so the registry holds instances directl
 
 from __future__ import annotations
 
+from guardedge.runtime.errors import ModelLoadError
 from guardedge.runtime.families.base import GuardFamily, ParsedAnswer, ScoringSpec
 from guardedge.runtime.families.llama_guard_3_vision import LlamaGuard3Vision
 from guardedge.runtime.families.llavaguard import LlavaGuard
@@ -19,15 +20,15 @@ def get_family(name: str) -> GuardFamily:
     try:
         return FAMILIES[name]
     except KeyError:
-        raise ValueError(f"unknown guard family {name!r}; known: {', '.join(sorted(FAMILIES))}") from None
+        raise ModelLoadError(f"unknown guard family {name!r}; known: {', '.join(sorted(FAMILIES))}") from None
 
 
 def family_for_config(config: dict) -> GuardFamily:
     """Pick the family from a model directory's config.json (model_type)."""
     model_type = config.get("model_type")
     if model_type not in MODEL_TYPES:
-        raise ValueError(f"no guard family is known for model_type {model_type!r} "
-                         f"(supported: {', '.join(MODEL_TYPES)}); name one with --family")
+        raise ModelLoadError(f"no guard family is known for model_type {model_type!r} "
+                             f"(supported: {', '.join(MODEL_TYPES)}); name one with --family")
     return get_family(MODEL_TYPES[model_type])
 
 

@@ -75,6 +75,8 @@ class GuardFamily(Protocol):
     image_token: str  # the image placeholder the prompt spells ("" for none); the architecture expands it
     requires_image: bool  # a request without an image is refused
     max_images: int  # images a request may carry, in the turns where they occur (checked before decoding)
+    # Optional: ``prompt_source = "model"`` renders with the model directory's chat template when it
+    # has one (the published template is the source of truth where guardedge cannot check its bytes).
 
     def default_categories(self) -> tuple[tuple[str, str], ...]: ...
 
