@@ -27,7 +27,7 @@ from pathlib import Path
 
 from guardedge.bench.evaldata import EvalData, EvalDataError, Prediction, load
 from guardedge.runtime.artifact import engine_source_digest, source_digest
-from guardedge.runtime.models import ALIASES
+from guardedge.runtime.models import aliases
 
 CACHE_FORMAT = "guardedge-drift-cache/1"
 
@@ -52,8 +52,8 @@ def main(args) -> int:
         if args.limit is not None and args.limit < 1 or args.batch_size < 1:
             raise ValueError("--limit and --batch-size must be at least 1")
         for model in [args.baseline, *args.candidate]:  # before minutes of baseline work, not after
-            if model not in ALIASES and not Path(model).is_dir():
-                raise ValueError(f"model {model!r} is not an alias ({', '.join(ALIASES)}) or an existing directory")
+            if model not in aliases() and not Path(model).is_dir():
+                raise ValueError(f"model {model!r} is not an alias ({', '.join(aliases())}) or an existing directory")
         data = load(args.data, args.limit, baseline_family(args.baseline))
         if not data.labelled and any(c.needs_labels for c in conditions):
             raise ValueError(f"the gate names label metrics but {args.data} is not fully labelled")

@@ -15,13 +15,12 @@ family of the model under evaluation (``family``: the baseline's): requests as c
 them (LlavaGuard: one image, no message text), labels by its ``parse_label`` (LlavaGuard also
 takes its own ``{"rating": "Unsafe", "category": "O2"}``). The loader reads every line, collects
 every problem (line number and reason) and raises one :class:`EvalDataError` listing them all.
-``demo`` names the family's labelled held-out demo set (:data:`DEMO_SETS`).
+``demo`` names the family's labelled held-out demo set (the family's demo plug-in: runtime/demos.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,12 +33,6 @@ TASKS = ("prompt", "response")
 FAMILY = "llama-guard-3-vision"  # when the caller names none
 DEMO_SIZE = 400
 DEMO_SEED = 1
-# family -> "module:function(n) -> EvalData": the labelled set ``--data demo`` means for it.
-DEMO_SETS: dict[str, str] = {
-    "llama-guard-3-vision": "guardedge.bench.evaldata:load_demo",
-    # The demo LlavaGuard's held-out generator (runtime/demo/llavaguard/data.py, eval split, seed 1).
-    "llavaguard": "guardedge.bench.evaldata:load_llavaguard_demo",
-}
 
 
 class EvalDataError(ValueError):
@@ -79,10 +72,7 @@ class EvalData:
 def load(source: str, limit: int | None = None, family: str = FAMILY) -> EvalData:
     """``demo`` (the family's demo set) or a JSONL file; the first ``limit`` examples only when given."""
     if source == "demo":
-        if family not in DEMO_SETS:
-            raise EvalDataError("demo", [(0, f"no demo set for family {family!r}; known: {', '.join(sorted(DEMO_SETS))}")])
-        module, name = DEMO_SETS[family].split(":")
-        return getattr(importlib.import_module(module), name)(limit or DEMO_SIZE)
+        return load_demo(family, limit or DEMO_SIZE)
     return load_jsonl(Path(source), limit, family)
 
 
@@ -166,39 +156,18 @@ def _label(raw: object, family) -> Label | None:
     return Label(verdict, tuple(categories))
 
 
-def load_demo(n: int = DEMO_SIZE) -> EvalData:
-    """The demo guard's held-out generator (seed 1: not the seed its own evaluation uses)."""
-    from guardedge.runtime.demo.data import examples
-    from guardedge.runtime.demo.train import to_request
+def load_demo(family: str = FAMILY, n: int = DEMO_SIZE) -> EvalData:
+    """The family's demo held-out set (its demo plug-in's generator, seed 1: not the seed the demo's
+    own evaluation uses)."""
+    from guardedge.runtime.demos import demo_for_family, demos
 
-    generated = examples("eval", n, seed=DEMO_SEED)
-    out = tuple(
-        Example(ex["id"], ex["task"], to_request(ex), Label(ex["label"]["verdict"], tuple(ex["label"]["categories"])))
-        for ex in generated
-    )
-    return EvalData(out, "demo", hashlib.sha256(_demo_json(generated).encode()).hexdigest())
-
-
-def load_llavaguard_demo(n: int = DEMO_SIZE) -> EvalData:
-    """Labelled LlavaGuard image requests (runtime/demo/llavaguard_samples.py, seed 1)."""
-    from guardedge.runtime.demo.llavaguard_samples import held_out_examples
-    from guardedge.runtime.families import get_family
-    from guardedge.runtime.requests import parse_request
-
-    family = get_family("llavaguard")
-    generated = held_out_examples(n, seed=DEMO_SEED)
-    out = tuple(Example(ex["request_id"], "prompt", parse_request({k: v for k, v in ex.items() if k != "label"},
-                                                                 family.default_categories()),
-                        Label(*family.parse_label(ex["label"]))) for ex in generated)
-    return EvalData(out, "demo", hashlib.sha256(json.dumps(generated, sort_keys=True).encode()).hexdigest())
-
-
-def _demo_json(generated: list[dict]) -> str:
-    def plain(ex: dict) -> dict:
-        spec = ex.get("image_spec")
-        return {**ex, "image_spec": None if spec is None else [spec.colour, spec.size, spec.seed]}
-
-    return json.dumps([plain(ex) for ex in generated], sort_keys=True)
+    demo = demo_for_family(family)
+    if demo is None:
+        known = sorted({d.family for d in demos().values()})
+        raise EvalDataError("demo", [(0, f"no demo set for family {family!r}; families with a demo: {', '.join(known)}")])
+    labelled, digest = demo.eval_set(n, DEMO_SEED)
+    out = tuple(Example(x.id, x.task, x.request, Label(x.verdict, x.categories)) for x in labelled)
+    return EvalData(out, "demo", digest)
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,11 @@ def env(clock, context) -> dict:
     return {"notes": notes, "tables": {"optional packages": rows}}
 
 
-DEMOS = ("demo", "demo-llavaguard")  # one demo guard per family
+def demo_models() -> list[str]:
+    """One demo guard per family (every installed demo plug-in: runtime/demos.py)."""
+    from guardedge.runtime.demos import demos
+
+    return sorted(demos(), key=lambda alias: (alias != "demo", alias))
 
 
 def _answers(engine) -> tuple[list, float]:
@@ -89,7 +93,7 @@ def demo(clock, context) -> dict:
     from guardedge.runtime.engine import EngineOptions, load_engine
 
     notes, tables = [], {}
-    for model in DEMOS:
+    for model in demo_models():
         reference, _ = _answers(load_engine(model, EngineOptions(device="cpu", dtype="float32", progress=False)))
         workdir = Path(tempfile.mkdtemp(prefix="gpu-check-"))
         rows = []

@@ -3,27 +3,19 @@
 The agreement set is the family's smoke requests (``family.smoke_requests()``: for Llama Guard 3
 Vision the 8 demo samples, for LlavaGuard a handful of generated images under the default, an
 excluded-category and a custom policy), classified as one batch exactly as ``guardedge export
-verify`` runs them, followed by held-out requests in the family's own shape from the generator
-:data:`HELD_OUT` names for the family. Both exporters (quantize, onnx) and ``export verify`` use
+verify`` runs them, followed by held-out requests in the family's own shape from the family's
+demo plug-in (runtime/demos.py). Both exporters (quantize, onnx) and ``export verify`` use
 these functions, so their figures mean the same thing.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 
 from tqdm import tqdm
 
 HELD_OUT_SEED = 1  # the held-out split of the demo's synthetic data: data.examples("eval", n, seed)
 DEFAULT_FAMILY = "llama-guard-3-vision"
-# family -> "module:function" giving ``n`` held-out GuardRequests (called with n and seed), as
-# runtime/models.py names its builders: imported only for the family an export needs.
-HELD_OUT: dict[str, str] = {
-    "llama-guard-3-vision": "guardedge.export.agreement:llama_guard_held_out",
-    # The demo LlavaGuard's held-out generator (runtime/demo/llavaguard/data.py), as image requests.
-    "llavaguard": "guardedge.runtime.demo.llavaguard_samples:held_out_requests",
-}
 
 
 def smoke_requests(family: str = DEFAULT_FAMILY) -> list[dict]:
@@ -42,19 +34,15 @@ def parsed_smoke_requests(family: str = DEFAULT_FAMILY) -> list:
 
 
 def held_out_requests(n: int, family: str = DEFAULT_FAMILY) -> list:
-    """``n`` held-out GuardRequests from the family's registered generator."""
-    if family not in HELD_OUT:
-        raise ValueError(f"no held-out generator for family {family!r}; known: {', '.join(sorted(HELD_OUT))}")
-    module, name = HELD_OUT[family].split(":")
-    return getattr(importlib.import_module(module), name)(n, seed=HELD_OUT_SEED) if n else []
+    """``n`` held-out GuardRequests from the family's demo (runtime/demos.py)."""
+    from guardedge.runtime.demos import demo_for_family
 
-
-def llama_guard_held_out(n: int, seed: int = HELD_OUT_SEED) -> list:
-    """The demo guard's held-out split (real Llama 3 tokens, synthetic images)."""
-    from guardedge.runtime.demo.data import examples
-    from guardedge.runtime.demo.train import to_request
-
-    return [to_request(ex) for ex in examples("eval", n, seed=seed)]
+    if not n:
+        return []
+    demo = demo_for_family(family)
+    if demo is None:
+        raise ValueError(f"the {family} family has no demo to draw held-out requests from; use --agreement-n 0")
+    return [x.request for x in demo.eval_set(n, HELD_OUT_SEED)[0]]
 
 
 def answers(engine, requests: list, batch_size: int = 8, label: str = "") -> list[tuple]:

@@ -43,12 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     render = sub.add_parser("render", help="print the exact prompt a request becomes")
-    render.add_argument("--family", help="the guard family (default: the --model's): llama-guard-3-vision, llavaguard")
+    render.add_argument("--family", help="the guard family (default: the --model's), e.g. llama-guard-3-vision, llavaguard")
     render.add_argument("--input", required=True, help="request JSON file ('-' for stdin)")
     render.add_argument("--json", action="store_true", help='print {"prompt": "...", "input_ids": [...]}')
     render.add_argument("--model", help="whose tokenizer gives --json's input_ids (and whose family renders, without "
-                        "--family): 'demo' (the default; the real Llama 3.2 Vision tokenizer), 'demo-llavaguard' "
-                        "(the default for --family llavaguard), or a model directory")
+                        "--family): a model directory, or a demo alias (default: the --family's demo, else 'demo')")
     render.set_defaults(func=cmd_render)
 
     classify = sub.add_parser("classify", help="classify requests with a local model")
@@ -266,9 +265,6 @@ def _read_json(path: str) -> object:
         raise SystemExit(f"guardedge: error: --input {path} is not a JSON request ({exc.msg} at line {exc.lineno} column {exc.colno}){hint}") from None
 
 
-DEFAULT_MODELS = {"llavaguard": "demo-llavaguard"}  # the demo whose tokenizer renders a family's --json ids
-
-
 def cmd_render(args) -> int:
     from guardedge.runtime.families import choose_family, get_family
     from guardedge.runtime.models import resolve_model
@@ -276,7 +272,7 @@ def cmd_render(args) -> int:
 
     if args.family:
         family = get_family(args.family)
-        model = args.model or DEFAULT_MODELS.get(family.name, "demo")
+        model = args.model or _family_demo(family.name)
     else:
         model = args.model or "demo"
         family = choose_family(resolve_model(model, progress=False))
@@ -292,6 +288,17 @@ def cmd_render(args) -> int:
     tokens = _prompt_encoder(model).encode(family.render, request)
     print(json.dumps({"prompt": tokens.text, "input_ids": tokens.input_ids}))
     return 0
+
+
+def _family_demo(family: str) -> str:
+    """The demo whose tokenizer gives a family's ``render --json`` ids (the family's own demo)."""
+    from guardedge.runtime.demos import demo_for_family
+    from guardedge.runtime.errors import ModelLoadError
+
+    demo = demo_for_family(family)
+    if demo is None:
+        raise ModelLoadError(f"the {family} family has no demo whose tokenizer render --json could use; name a model with --model")
+    return demo.alias
 
 
 def _prompt_encoder(model: str):

@@ -1,9 +1,8 @@
-"""Model names: aliases for the models guardedge builds itself, above model-directory resolution.
+"""Model names: the demo guards' aliases (runtime/demos.py), above model-directory resolution.
 
-``demo`` (the Llama Guard 3 Vision demo guard) and ``demo-llavaguard`` (the LlavaGuard demo)
-are assembled on first use by their builders, imported only when named; anything else is a
-local directory (runtime/modeldir.py). Keeping the aliases here keeps modeldir free of the
-demo's imports (which reach the engine).
+``demo`` (the Llama Guard 3 Vision demo guard), ``demo-llavaguard`` and every other installed demo
+are assembled on first use by their builders, imported only when named; anything else is a local
+directory (runtime/modeldir.py).
 
     from guardedge.runtime.models import resolve_model
     model_dir = resolve_model("demo")
@@ -11,24 +10,22 @@ demo's imports (which reach the engine).
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
+from guardedge.runtime.demos import demos
 from guardedge.runtime.modeldir import ModelDir, check, offline
 
-# alias -> "module:function" returning the built directory (called with progress=...).
-ALIASES: dict[str, str] = {
-    "demo": "guardedge.runtime.demo.build:ensure_demo",
-    "demo-llavaguard": "guardedge.runtime.demo.llavaguard.build:ensure_demo_llavaguard",
-}
+
+def aliases() -> tuple[str, ...]:
+    """The model names that build a demo (every installed demo plug-in)."""
+    return tuple(demos())
 
 
 def resolve_model(model: str, progress: bool = True) -> ModelDir:
     """An alias's built directory, or the local directory ``model`` (checked either way)."""
     offline()
-    if model in ALIASES:
-        module, name = ALIASES[model].split(":")
-        path = getattr(importlib.import_module(module), name)(progress=progress)
-        return check(Path(path), model, progress)
+    demo = demos().get(model)
+    if demo is not None:
+        return check(Path(demo.build(progress=progress)), model, progress)
     path = Path(model).expanduser()
     return check(path, path.name, progress)

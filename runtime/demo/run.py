@@ -1,4 +1,4 @@
-"""``make demo``: both demo guards behind one real server — start, classify through the client, stop.
+"""``make demo``: every demo guard behind one real server — start, classify through the client, stop.
 
 Starts ``guardedge serve --model demo --model demo-llavaguard`` on a free loopback port, waits for
 health SERVING, classifies each family's demo requests concurrently through the gRPC client (Llama
@@ -6,27 +6,19 @@ Guard 3 Vision: text, images, responses, custom and excluded policies; LlavaGuar
 a safe colour, hazard colours, an excluded category, a custom policy, one with its rationale),
 each request naming its model, prints the answers, then sends SIGTERM and checks the server
 drained and exited 0. Exit status 1 unless every sample is as expected and the stop was clean.
-The LlavaGuard demo is shown once its builder is installed (runtime/models.py ALIASES).
+Every installed demo (runtime/demos.py) is served and shown; the first is the server's default.
 
     python -m guardedge.runtime.demo.run
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from guardedge.runtime.models import ALIASES
+from guardedge.runtime.demos import demos
 from guardedge.runtime.service.background import spawn_server
 from guardedge.runtime.service.client import GuardClient, response_to_json
-
-# alias -> "module:function" giving its samples (request dicts with ``expected``).
-SAMPLES: dict[str, str] = {
-    "demo": "guardedge.runtime.demo.samples:samples",
-    "demo-llavaguard": "guardedge.runtime.demo.llavaguard_samples:samples",
-}
 
 
 def _answer(result: dict) -> str:
@@ -35,31 +27,19 @@ def _answer(result: dict) -> str:
 
 
 def available_demos() -> list[str]:
-    """The demo aliases whose builder is installed (the LlavaGuard demo lands separately)."""
-    return [alias for alias in SAMPLES if _installed(ALIASES[alias].split(":")[0])]
-
-
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # its parent package is missing too
-        return False
+    """Every installed demo's alias, ``demo`` first (the server's default model)."""
+    return sorted(demos(), key=lambda alias: (alias != "demo", alias))
 
 
 def cases_for(aliases: list[str]) -> list[dict]:
     """Every sample of every shown demo, each naming its model (the server's first model is the default)."""
-    out = []
-    for alias in aliases:
-        module, name = SAMPLES[alias].split(":")
-        out += [{**case, "model": alias} for case in getattr(importlib.import_module(module), name)()]
-    return out
+    return [{**case, "model": alias} for alias in aliases for case in demos()[alias].samples()]
 
 
 def main() -> int:
     aliases = available_demos()
     for alias in aliases:  # assemble each demo here, with progress, rather than silently in the server
-        module, name = ALIASES[alias].split(":")
-        getattr(importlib.import_module(module), name)(progress=True)
+        demos()[alias].build(progress=True)
     args = [arg for alias in aliases[1:] for arg in ("--model", alias)]
     args += ["--metrics-port", "-1", "--log-format", "text", "--log-level", "warning", "--max-queue-delay-ms", "5"]
     cases = cases_for(aliases)

@@ -131,6 +131,15 @@ class GuardFamily(Protocol):
         ...
 
 
+def load_smoke(family: str) -> list[dict]:
+    """The family's smoke requests, committed as data (``data/<family>.smoke.json``: request dicts
+    with inline PNGs), so a family needs no demo code to have them."""
+    import json
+    from importlib import resources
+
+    return json.loads(resources.files("guardedge.runtime.families").joinpath(f"data/{family}.smoke.json").read_text("utf-8"))
+
+
 def verdict_label(raw: object, codes: set[str] | None = None) -> tuple[str, tuple[str, ...]]:
     """An evaluation label ``{"verdict": "unsafe", "categories": ["S1"]}`` checked against ``codes``
     (None: any code) -> (verdict, categories); ValueError saying what is wrong."""

@@ -12,6 +12,7 @@ Run ``guardedge render --family llama-guard-3-vision --input REQ.json`` to see a
 
 from __future__ import annotations
 
+from guardedge.runtime.families.base import load_smoke
 from guardedge.runtime.families.llama_guard import LlamaGuard, LlamaGuardFormat
 
 # REFERENCE.md §1.6, in order.
@@ -68,6 +69,5 @@ class LlamaGuard3Vision(LlamaGuard):
         return {"messages": [{"role": "user", "content": "warm-up"}], "request_id": "warmup"}
 
     def smoke_requests(self) -> list[dict]:
-        from guardedge.runtime.demo.samples import samples  # lazy: generated images need PIL
-
-        return [{k: v for k, v in case.items() if k != "expected"} for case in samples()]
+        """The demo samples' requests (text, images, responses, an excluded and a custom policy)."""
+        return load_smoke(self.name)

@@ -29,7 +29,7 @@ from typing import Literal
 
 from guardedge.runtime.errors import FieldViolation, InvalidRequest, invalid
 from guardedge.runtime.families import llavaguard_answer as answers
-from guardedge.runtime.families.base import ParsedAnswer, ScoringSpec
+from guardedge.runtime.families.base import ParsedAnswer, ScoringSpec, load_smoke
 from guardedge.runtime.requests import category_field, check_excluded
 from guardedge.runtime.types import GuardRequest, Message, Part
 
@@ -137,9 +137,8 @@ class LlavaGuard:
         return {"messages": [{"role": "user", "content": [image]}], "request_id": "warmup"}
 
     def smoke_requests(self) -> list[dict]:
-        from guardedge.runtime.demo.llavaguard_samples import smoke_requests  # lazy: generated images
-
-        return smoke_requests()
+        """Generated images under the default policy, an excluded category and a custom policy."""
+        return load_smoke(self.name)
 
     def policy(self, request: GuardRequest) -> tuple[tuple[str, str, str], ...]:
         """(code, header, text) per category, in prompt order, excluded ones already swapped."""

@@ -225,11 +225,11 @@ def _validate(c: ServerConfig, earlier: list[str] | None = None) -> None:
         problems.append(f"threads: {c.threads} is negative (0 follows the CPU quota)")
     if c.max_queue_delay_ms < 0 or c.grace_seconds < 0 or c.max_text_tokens < 0 or c.max_batch_tokens < 0:
         problems.append("max_queue_delay_ms, grace_seconds, max_text_tokens and max_batch_tokens must not be negative")
-    from guardedge.runtime.models import ALIASES  # the demo guards guardedge builds itself
+    from guardedge.runtime.models import aliases  # the demo guards guardedge builds itself
 
     for spec in c.models:
-        if spec not in ALIASES and not Path(spec).expanduser().is_dir():
-            problems.append(f"models: {spec} is not a directory (give {' or '.join(map(repr, ALIASES))} or a local model directory)")
+        if spec not in aliases() and not Path(spec).expanduser().is_dir():
+            problems.append(f"models: {spec} is not a directory (give {' or '.join(map(repr, aliases()))} or a local model directory)")
     if not (is_loopback(c.host) or c.tls_enabled or c.tokens or c.allow_insecure):
         problems.append(f"host: {c.host} is reachable from other machines, and neither TLS (tls_cert/tls_key) nor tokens "
                         "(token_file) is set: anyone who can reach it could use it. Configure one, or set "
