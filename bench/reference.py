@@ -1,6 +1,7 @@
 """Engine vs the model card's transformers snippet, same inputs, same process.
 
-The snippet is the model family's published transformers usage (:data:`SIDES`): for LlavaGuard,
+The snippet is the model family's published transformers usage (a module registered for the family
+under pyproject.toml's ``guardedge.references`` entry point, :func:`side_for`): for LlavaGuard,
 its model card's ``generate`` of the full JSON with the policy prompt (bench/reference_llavaguard.py,
 greedy), against the engine's verdict-only answer (and, timed too, the engine writing the
 rationale as well). For Llama Guard 3 Vision it is Meta's card code, unchanged but for the model directory:
@@ -82,16 +83,27 @@ def _stats(times: list[float]) -> dict:
     return {"p50_ms": round(statistics.median(ms), 2), "p90_ms": round(p90, 2)}
 
 
-# family -> "module" with cases(), snippets(path, engine) -> {name: answer(case, request)}, REFERENCE, LABELS.
-SIDES: dict[str, str] = {"llama-guard-3-vision": "guardedge.bench.reference", "llavaguard": "guardedge.bench.reference_llavaguard"}
+def side_for(family: str):
+    """The family's card-usage module (entry point ``guardedge.references``): cases(),
+    snippets(path, engine) -> {name: answer(case, request)}, REFERENCE, LABELS."""
+    from importlib.metadata import entry_points
+
+    from guardedge.runtime.errors import ModelLoadError
+
+    point = next((p for p in entry_points(group="guardedge.references") if p.name == family), None)
+    if point is None:
+        raise ModelLoadError(f"bench reference knows no model-card usage for the {family} family")
+    return point.load()
+
+
 REFERENCE = "snippet_bf16"  # Llama Guard: the card's code as published
 LABELS = {"snippet_bf16": "model card snippet (bf16, as published)", "snippet_fp32": "model card snippet (fp32)"}
 
 
 def cases() -> list[dict]:
-    from guardedge.runtime.demo.samples import samples
+    from guardedge.runtime.families import get_family
 
-    return samples()
+    return get_family("llama-guard-3-vision").smoke_requests()
 
 
 def snippets(path: str, engine) -> dict:
@@ -127,7 +139,7 @@ def compare(model: str, rounds: int = 5) -> dict:
     engine = load_engine(path, EngineOptions(max_batch_size=8, progress=False))
     # The same engine with format drafts off: what the drafted decode buys, measured in the same run.
     plain = load_engine(path, EngineOptions(max_batch_size=8, progress=False, drafts=False))
-    side = importlib.import_module(SIDES[engine.family.name])
+    side = side_for(engine.family.name)
     snippets_ = side.snippets(path, engine)
     cases_ = side.cases()
     requests = [engine.parse(c) for c in cases_]

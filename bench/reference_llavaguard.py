@@ -80,10 +80,10 @@ def snippet_answer(processor, model, policy: str, image) -> str:
 
 
 def cases() -> list[dict]:
-    """The LlavaGuard samples (runtime/demo/llavaguard_samples.py) as verdict-only requests."""
-    from guardedge.runtime.demo.llavaguard_samples import smoke_requests
+    """The LlavaGuard smoke requests (the demo samples and a custom policy) as verdict-only requests."""
+    from guardedge.runtime.families import get_family
 
-    return [{k: v for k, v in r.items() if k != "rationale"} for r in smoke_requests()]
+    return [{k: v for k, v in r.items() if k != "rationale"} for r in get_family("llavaguard").smoke_requests()]
 
 
 def snippets(path: str, engine) -> dict:

@@ -6,7 +6,8 @@ and the in-place preparation of the loaded model (e.g. weights stored [in, out])
 (export/onnx_export.py) knows no architecture; the runtime side of each spec is the backend its
 architecture plug-in names (``Architecture.onnx_backend``).
 
-Adding an architecture's export: a module with a ``SPEC`` and one line in ``_MODULES``.
+Adding an architecture's export: a module with a ``SPEC`` and one line in pyproject.toml's
+``[project.entry-points."guardedge.onnx_specs"]`` (model_type = "module:SPEC").
 
     from guardedge.export.onnx_specs import spec_for
     spec_for({"model_type": "llava_onevision"}).components   # vision, embed, decoder
@@ -14,17 +15,13 @@ Adding an architecture's export: a module with a ``SPEC`` and one line in ``_MOD
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Callable
 
 from guardedge.runtime.errors import GuardError
 
-# model_type (config.json) -> the module holding its SPEC; imported only when that model is exported.
-_MODULES: dict[str, str] = {
-    "mllama": "guardedge.export.onnx_configs",
-    "llava_onevision": "guardedge.export.onnx_llava_onevision",
-}
+GROUP = "guardedge.onnx_specs"  # model_type (config.json) -> "module:SPEC", loaded only when that model is exported
 
 
 @dataclass(frozen=True)
@@ -38,13 +35,14 @@ class OnnxSpec:
 
 
 def supported_model_types() -> tuple[str, ...]:
-    return tuple(_MODULES)
+    return tuple(point.name for point in entry_points(group=GROUP))
 
 
 def spec_for(config: dict) -> OnnxSpec:
     """The export spec of a model directory's config.json (imports that spec's module only)."""
     model_type = config.get("model_type")
-    if model_type not in _MODULES:
+    point = next((p for p in entry_points(group=GROUP) if p.name == model_type), None)
+    if point is None:
         raise GuardError(f"export onnx has no spec for model_type {model_type!r}; "
-                         f"it exports {', '.join(_MODULES)}")
-    return importlib.import_module(_MODULES[model_type]).SPEC
+                         f"it exports {', '.join(supported_model_types())}")
+    return point.load()
