@@ -48,3 +48,15 @@ def test_round_trip_keeps_the_16bit_parts_and_p_yes(quantized, sg2_tiny_dir):
     for got, want in zip(engine.classify(requests), source.classify(requests)):
         assert [k for k, _ in got.category_scores] == [k for k, _ in want.category_scores]
         assert max(abs(p - q) for (_, p), (_, q) in zip(got.category_scores, want.category_scores)) < 0.05
+
+
+def test_bench_reference_compares_p_yes_with_the_model_cards_usage(sg2_tiny_dir):
+    """``bench reference``'s ShieldGemma 2 side: the card's AutoProcessor + ShieldGemma2ForImageClassification
+    on the smoke requests; the engine's P(Yes) equal to 1e-4 and its verdicts the same."""
+    from guardedge.bench.reference import compare
+
+    report = compare(str(sg2_tiny_dir), rounds=1)
+    assert report["family"] == "shieldgemma-2" and report["reference"] == "snippet_fp32"
+    assert report["verdicts_agree"]["snippet_fp32"] == report["requests"] == 5
+    assert report["max_score_difference"]["snippet_fp32"] < 1e-4
+    assert set(report["timings"]) >= {"snippet_fp32", "engine", "engine_batched"}
