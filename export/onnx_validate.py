@@ -23,7 +23,8 @@ def validation_requests(held_out: int, family: str = "llama-guard-3-vision") -> 
     from guardedge.runtime.requests import parse_request
 
     categories = get_family(family).default_categories()
-    shaped = [] if family == "llavaguard" else [
+    # An image-only family (LlavaGuard, ShieldGemma 2) refuses message text; its smoke set is images of several sizes.
+    shaped = [] if get_family(family).requires_image else [
         {"request_id": f"aspect-{w}x{h}", "messages": [{"role": "user", "content": [
             {"type": "image", "data": png_base64((200, 30, 30), (w, h))}, {"type": "text", "text": "What do you see in this image?"}]}]}
         for w, h in ASPECT_SIZES]
