@@ -55,7 +55,8 @@ class ShieldGemma2(TorchForward):
     transformers_class = "ShieldGemma2ForImageClassification"
     # The vision tower and projector stay 16-bit as for the other architectures; the output layer too.
     keep_16bit = ("vision_tower", "multi_modal_projector", "lm_head")
-    onnx_backend = ""
+    # vision + embed + decoder on ONNX Runtime; the export spec is export/onnx_shieldgemma2.py.
+    onnx_backend = "guardedge.runtime.architectures.shieldgemma2.onnx:OnnxShieldGemma2Backend"
 
     def __init__(self, path: Path | None, config: dict, tokenizer, image_token: str = BOI, image_processor=None,
                  fast_pixels: bool = True):
