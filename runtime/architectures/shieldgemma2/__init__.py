@@ -83,6 +83,11 @@ class ShieldGemma2(TorchForward):
         self.plain = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
         self.plain.encode_special_tokens = True
         text = config.get("text_config", {})
+        if text.get("final_logit_softcapping") is not None:
+            from guardedge.runtime.errors import ModelLoadError
+
+            # torch_head hands the backend the bare output layer; ShieldGemma 2's config has no cap.
+            raise ModelLoadError(f"{path}: Gemma 3 final_logit_softcapping is not supported (ShieldGemma 2 does not use it)")
         self.sliding_window = text.get("sliding_window") or 0
 
     def context_length(self) -> int:
