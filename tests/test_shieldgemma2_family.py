@@ -105,3 +105,15 @@ def test_the_messages_shape_is_one_user_turn():
     request = GuardRequest((Message("user", (Part("image"),)), Message("assistant", (Part("text", text="x"),))))
     with pytest.raises(InvalidRequest):
         FAMILY.check(request)
+
+
+def test_a_missing_tokenizer_is_one_line_naming_the_command(tmp_path, monkeypatch):
+    from guardedge.runtime.demo.shieldgemma2 import fetch
+    from guardedge.runtime.demo.shieldgemma2.tokenizer import tokenizer_dir
+    from guardedge.runtime.errors import ModelLoadError
+
+    monkeypatch.setenv("GUARDEDGE_HOME", str(tmp_path))
+    with pytest.raises(ModelLoadError) as info:
+        tokenizer_dir()
+    message = str(info.value)
+    assert "\n" not in message and fetch.COMMAND in message and str(tmp_path) in message

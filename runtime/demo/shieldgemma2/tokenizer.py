@@ -20,7 +20,9 @@ EXPECTED = {"Yes": [10784], "No": [3771], "<start_of_image>": [255999], "<end_of
 def tokenizer_dir() -> Path:
     """The fetched tokenizer's directory; a one-line error naming the command when it is missing."""
     if not fetch.installed():
-        raise RuntimeError(f"the Gemma 3 tokenizer (npm {fetch.PACKAGE}@{fetch.VERSION}) is not in "
+        from guardedge.runtime.errors import ModelLoadError  # the CLI prints it as one line
+
+        raise ModelLoadError(f"the Gemma 3 tokenizer (npm {fetch.PACKAGE}@{fetch.VERSION}) is not in "
                            f"{fetch.tokenizer_dir()}: run `{fetch.COMMAND}` (make install runs it)")
     return fetch.tokenizer_dir()
 
