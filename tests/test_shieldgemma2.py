@@ -184,3 +184,30 @@ def test_image_tokens_for_a_size_equal_an_encoded_images(engine):
     assert span[0] == arch.boi_id and span[arch.soft_tokens + 1] == arch.eoi_id
     # The cost counted covers what the image adds to the prompt (its placeholder was one token).
     assert len(e.input_ids) - 3 + 1 <= arch.image_tokens_for(8, 8)
+
+
+def test_a_directory_saved_by_save_pretrained_gets_its_head_tied(sg2_tiny_dir, tmp_path, reference):
+    """save_pretrained drops the tied output layer and transformers 4.57 does not tie it again on load:
+    the engine ties it (else the head is freshly random and P(Yes) is noise)."""
+    import shutil
+
+    from guardedge.runtime.engine import EngineOptions, load_engine
+
+    model, proc = reference
+    plain = tmp_path / "plain"
+    shutil.copytree(sg2_tiny_dir, plain)
+    (plain / "model.safetensors").unlink()
+    from safetensors import safe_open
+    from transformers import ShieldGemma2ForImageClassification
+
+    tied = ShieldGemma2ForImageClassification(model.config).eval()  # tied at construction, as a trained model is
+    tied.load_state_dict(model.state_dict())
+    assert tied.model.lm_head.weight is tied.get_input_embeddings().weight
+    tied.save_pretrained(plain, safe_serialization=True)
+
+    with safe_open(str(plain / "model.safetensors"), framework="pt") as f:
+        assert not any(k.endswith("lm_head.weight") for k in f.keys())  # what makes this case
+    engine = load_engine(str(plain), EngineOptions(progress=False))
+    got = dict(engine.classify([engine.parse(OBJS[0])])[0].category_scores)
+    want = _reference_p_yes(model, proc, OBJS[0])
+    assert max(abs(got[k] - want[k]) for k in want) < 1e-5

@@ -89,6 +89,10 @@ class ShieldGemma2(TorchForward):
             # torch_head hands the backend the bare output layer; ShieldGemma 2's config has no cap.
             raise ModelLoadError(f"{path}: Gemma 3 final_logit_softcapping is not supported (ShieldGemma 2 does not use it)")
         self.sliding_window = text.get("sliding_window") or 0
+        # A directory saved by transformers' save_pretrained lacks the tied output layer, and 4.57
+        # does not tie it again on load (ShieldGemma2ForImageClassification.tie_weights asks the
+        # text model): torch_head ties it to the embedding when the checkpoint has no head of its own.
+        self.tie_head = text.get("tie_word_embeddings", True) and path is not None and not _stores_head(Path(path))
 
     def context_length(self) -> int:
         return self.config.get("text_config", {}).get("max_position_embeddings", 131072)
@@ -155,7 +159,10 @@ class ShieldGemma2(TorchForward):
         return model.model.model  # Gemma3Model: vision tower, projector, text model; images merged
 
     def torch_head(self, model) -> torch.nn.Module:
-        return model.model.lm_head
+        head = model.model.lm_head
+        if self.tie_head and head.weight is not model.get_input_embeddings().weight:
+            head.weight = model.get_input_embeddings().weight
+        return head
 
     def torch_vision_encoder(self, model) -> torch.nn.Module:
         return model.model.model.vision_tower
@@ -194,6 +201,24 @@ class ShieldGemma2(TorchForward):
         # the image block on top of it, as its or-mask is applied.
         near = causal & ((positions[:, None, first:, None] - positions[:, None, None, :]) < self.sliding_window)
         return {"full_attention": full, "sliding_attention": additive(near if image is None else near | image, dtype)}
+
+
+def _stores_head(path: Path) -> bool:
+    """Whether the directory's safetensors hold an output layer (``...lm_head.weight``), read from
+    the index or the files' headers (no tensor is loaded)."""
+    import json
+
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        return any(k.endswith("lm_head.weight") for k in json.loads(index.read_text()).get("weight_map", {}))
+    from safetensors import safe_open
+
+    files = sorted(path.glob("*.safetensors"))
+    for file in files:
+        with safe_open(str(file), framework="pt") as f:
+            if any(k.endswith("lm_head.weight") for k in f.keys()):
+                return True
+    return not files  # no weights here (an export's own files): nothing to tie
 
 
 def _image_blocks(types: torch.Tensor) -> torch.Tensor:
