@@ -44,6 +44,7 @@ class EngineOptions:
     prompt_source: Literal["builtin", "model"] | None = None
     family: str | None = None  # override the family the manifest / model directory implies
     drafts: bool = True  # verify format drafts while decoding (same answers, fewer passes: runtime/decoding.py)
+    category_scores: bool = True  # per-category scores (runtime/scores.py); off only to measure what they cost
     progress: bool = True
     limits: RequestLimits = field(default_factory=RequestLimits)  # what parse() accepts
     fast_paths: FastPaths = field(default_factory=FastPaths)  # opt-in CUDA paths, all off (backends/fastpaths.py)
@@ -145,7 +146,8 @@ class Engine:
         # The policy, resolved once: it travels with the request to the parser and the decode checks.
         request = replace(request, policy=self.family.policy(request))
         rows = self.pre.encode_rows(request)
-        paths = self.pre.category_paths(request, self.prefill_draft[1:]) if self.prefill_draft else None
+        paths = (self.pre.category_paths(request, self.prefill_draft[1:])
+                 if self.prefill_draft and self.options.category_scores else None)
         return Prepared(request.without_pixels(), rows, time.perf_counter() - start, start, paths)
 
     def _check_images(self, request: GuardRequest) -> None:

@@ -26,7 +26,7 @@ def test_reference_compare_end_to_end(demo_dir, capsys, tmp_path):
     lines = capsys.readouterr().out.strip().splitlines()
     report = json.loads(lines[-1])
     assert code == 0
-    assert set(report["timings"]) == {"snippet_bf16", "snippet_fp32", "engine_no_drafts", "engine", "engine_batched"}
+    assert set(report["timings"]) == {"snippet_bf16", "snippet_fp32", "engine_no_drafts", "engine_no_scores", "engine", "engine_batched"}
     assert all(t["p50_ms"] > 0 for t in report["timings"].values())
     assert report["speedup"]["snippet_bf16"] == 1.0  # the reference; what the ratios mean: the test below
     assert report["verdicts_agree"] == {"snippet_bf16": 8, "snippet_fp32": 8}
