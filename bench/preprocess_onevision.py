@@ -14,7 +14,7 @@ mean/std 0.5); ``--tile 28`` is the demo LlavaGuard's (the same pinpoints in uni
 
 from __future__ import annotations
 
-from guardedge.bench.preprocess import interleaved, percentiles, print_rows
+from guardedge.bench.preprocess_common import interleaved, percentiles, print_rows
 
 PATHS = ("decode", "transformers", "compact", "compact+float")
 

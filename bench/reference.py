@@ -132,7 +132,7 @@ def compare(model: str, rounds: int = 5) -> dict:
     import torch
 
     from guardedge.runtime.engine import EngineOptions, load_engine
-    from guardedge.runtime.modeldir import resolve
+    from guardedge.runtime.models import resolve_model as resolve
 
     path = str(resolve(model).path)
     engine = load_engine(path, EngineOptions(max_batch_size=8, progress=False))
