@@ -75,6 +75,8 @@ def measure_image(name: str, data: bytes, proc, cfg, repeats: int, warmup: int) 
 
 def run(args, images: dict[str, bytes]) -> dict:
     """The report for ``images`` at ``args.tile`` (384 unless given)."""
+    if args.device != "cpu":
+        raise SystemExit("--device is for --arch mllama only")
     tile = args.tile or 384
     proc = processor(tile)
     cfg = config(proc)
