@@ -116,7 +116,7 @@ def cache_key(identity: dict, dtype: str | None, device: str, data: EvalData) ->
 
 def run_model(model: str, data: EvalData, device: str, cache_dir: Path, batch_size: int) -> dict:
     """{"model", "info", "predictions", "cached"}: predictions from the cache, else from the engine."""
-    from guardedge.runtime.modeldir import resolve
+    from guardedge.runtime.models import resolve_model as resolve
 
     path = resolve(model, progress=False).path
     identity = model_identity(path)

@@ -13,7 +13,7 @@ Random weights answer nothing meaningful, so the output layer is steered: the ``
 ``unsafe`` rows point in opposite directions and every other row is nearly zero, so the first
 answer token is always ``safe`` or ``unsafe`` (with P(unsafe) far from 0 and 1) and a request's
 ``threshold`` decides the path (bench latency ``--path``). A decode never meets a stop token, so
-answers are capped at the decode work of a real one-category answer (see _one_code_answers).
+answers are capped at the decode work of a real one-category answer (bench/random_weights.py one_code_answers).
 
     guardedge bench latency --model fullsize-random --concurrency 1,4,16 --requests 64 --path safe
 """
@@ -21,9 +21,10 @@ answers are capped at the decode work of a real one-category answer (see _one_co
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from typing import Literal
+
+from guardedge.bench.random_weights import one_code_answers, randomize, steer_head
 
 Scale = Literal["full", "realshape", "tiny"]
 ALIASES: dict[str, Scale] = {"fullsize-random": "full", "realshape-random": "realshape", "fullsize-random-tiny": "tiny"}
@@ -92,8 +93,8 @@ def build_model(scale: Scale, device, dtype, safe_id: int, unsafe_id: int, seed:
         torch.set_default_dtype(previous)
     if scale == "realshape":
         _share_head_storage(model)
-    _randomize(model, seed)
-    _steer_head(model.lm_head.weight, safe_id, unsafe_id)
+    randomize(model, seed)
+    steer_head(model.lm_head.weight, safe_id, unsafe_id)
     return model.eval()
 
 
@@ -103,41 +104,13 @@ def _share_head_storage(model) -> None:
     Why: the untied [128256, 4096] head and the [128264, 4096] embedding are 2.1 GB each in fp32;
     sharing keeps the real-width CPU model near 4.8 GB resident on a 24 GB machine shared by
     several jobs. Random weights lose nothing by it (the first RMSNorm rescales the embeddings
-    that _steer_head shrinks). memory_bytes() still counts both, as the real model holds both.
+    that steer_head shrinks). memory_bytes() still counts both, as the real model holds both.
     """
     import torch
 
     vocab = model.lm_head.weight.shape[0]
     shared = model.get_input_embeddings().weight.data[:vocab]
     model.lm_head.weight = torch.nn.Parameter(shared, requires_grad=False)
-
-
-def _randomize(model, seed: int) -> None:
-    """Cheap in-place init: N(0, 0.02) for matrices and gates, 1 for norm weights, 0 for biases."""
-    import torch
-
-    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias"):
-                p.zero_()
-            elif p.dim() == 1 and "norm" in name:
-                p.fill_(1.0)
-            else:
-                p.normal_(0.0, 0.02, generator=generator)
-
-
-def _steer_head(weight, safe_id: int, unsafe_id: int) -> None:
-    """Opposite ``safe``/``unsafe`` rows (logits about ±3 after the final RMSNorm), the rest ~0: the
-    first token is one of the two and P(unsafe) stays well inside (0, 1)."""
-    import torch
-
-    hidden = weight.shape[1]
-    with torch.no_grad():
-        weight.mul_(1e-4 / (0.02 * math.sqrt(hidden)))
-        direction = torch.randn(hidden, device=weight.device, dtype=torch.float32) * (3.0 / math.sqrt(hidden))
-        weight[unsafe_id] = direction.to(weight.dtype)
-        weight[safe_id] = (-direction).to(weight.dtype)
 
 
 def model_dir(scale: Scale):
@@ -174,7 +147,7 @@ def fullsize_preprocessor(scale: Scale, max_text_tokens: int | None = None):
     from guardedge.runtime.preprocess import Preprocessor
 
     directory = model_dir(scale)
-    family = _one_code_answers(family_for_config(directory.config))
+    family = one_code_answers(family_for_config(directory.config))
     tok = AutoTokenizer.from_pretrained(str(directory.path), local_files_only=True, fix_mistral_regex=False)
     arch = architecture_class(directory.config)(directory.path, directory.config, tok, family.image_token)
     context = arch.context_length()
@@ -195,29 +168,12 @@ def load_fullsize_engine(model: str, options):
     if scale == "full" and device.type != "cuda":  # refuse before touching any file
         build_model(scale, device, None, 0, 0)
     directory = model_dir(scale)
-    family = _one_code_answers(family_for_config(directory.config))
+    family = one_code_answers(family_for_config(directory.config))
     tok = AutoTokenizer.from_pretrained(str(directory.path), local_files_only=True, fix_mistral_regex=False)
     dtype = choose_dtype(options.dtype, device)
     _, safe_id, unsafe_id = verdict_tokens(tok, family.scoring.safe_token, family.scoring.unsafe_token)
     backend = TorchBackend(build_model(scale, device, dtype, safe_id, unsafe_id), device, dtype)
     return build_engine(directory, options, backend=backend, family=family)
-
-
-def _one_code_answers(family):
-    """The family with answers capped at the decode work of a real one-category answer.
-
-    Random weights never write the format, so drafts are rejected and an uncapped decode runs to
-    max_new_tokens (64 passes), which no real guard answer costs. A real "unsafe\nS<n><|eot_id|>"
-    takes the prefill (with its draft) and one decode pass (runtime/decoding.py); capping the
-    answer at three tokens gives a random model the same: the verdict token, the token read from
-    the prefill's draft positions, and one decode pass.
-    """
-    import copy
-    import dataclasses
-
-    capped = copy.copy(family)
-    capped.scoring = dataclasses.replace(family.scoring, max_new_tokens=3)
-    return capped
 
 
 def open_engine(model: str, options):

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from guardedge.runtime.demo.samples import samples
 from guardedge.runtime.engine import EngineOptions, load_engine
-from guardedge.runtime.modeldir import resolve
+from guardedge.runtime.models import resolve_model as resolve
 from guardedge.runtime.service.background import spawn_server
 from guardedge.runtime.service.client import GuardClient, request_from_dict
 

@@ -1,24 +1,17 @@
 """``guardedge bench preprocess``: the fast exact image paths against transformers' processors, same images, same run.
 
-    guardedge bench preprocess [--arch mllama|llava_onevision] [--sizes 640x480,1280x720,1920x1080,4000x3000]
+    guardedge bench preprocess [--arch MODEL_TYPE] [--sizes 640x480,1280x720,1920x1080,4000x3000]
         [--image FILE ...] [--format jpeg|png] [--tile 560] [--max-tiles 4] [--repeats 20] [--warmup 3]
         [--threads 1] [--device cuda] [--plot preprocess.png]
 
-``--arch mllama`` (the default): runtime/pixels.py against MllamaImageProcessor, as below.
-``--arch llava_onevision``: runtime/pixels_onevision.py against LlavaOnevisionImageProcessor
-(bench/preprocess_onevision.py; same paths, CPU only, 384-px patches unless ``--tile``).
-
-Per image (generated photo-like images at each size, plus any --image), on one thread by default,
-interleaving the paths in every repeat so load on the machine hits them alike:
-- ``decode``: runtime/images.py as the engine runs it (checks, decode, EXIF, RGB);
-- ``transformers``: the slow MllamaImageProcessor (what the model card runs) on the decoded image;
-- ``compact``: ``pixels.compact`` (one resize, uint8): what a request pays before it queues;
-- ``compact+float``: that plus ``pixels.pixel_values`` (what collate adds): the full fast path;
-- ``device`` (with --device cuda and torchvision): nvJPEG decode + the same math on the GPU,
-  from the encoded bytes, so it includes decoding; its deviation from the CPU path is reported.
-It checks that compact+float equals transformers bit for bit, and reports bytes per queued
-request: compact pixels against the float32 tiles and the decoded image. Human table first, one
-JSON line last. The default configuration is the real one (560-px tiles, at most 4, CLIP mean/std).
+Each architecture's comparison is a module registered under pyproject.toml's
+``guardedge.preprocess_benches`` entry point (model_type -> module with ``run(args, images)`` and
+``print_table(report)``): ``mllama`` (bench/preprocess_mllama.py: runtime/pixels.py against
+MllamaImageProcessor, the default), ``llava_onevision`` (bench/preprocess_onevision.py), and any
+architecture that registers one. Per image (generated photo-like images at each size, plus any
+--image), on one thread by default, the paths are interleaved in every repeat so load on the
+machine hits them alike; the fast path must equal transformers' bit for bit (exit 1 otherwise).
+Human table first, one JSON line last.
 """
 
 from __future__ import annotations
@@ -26,22 +19,22 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 import platform
-import statistics
-import time
+from importlib.metadata import entry_points
 from pathlib import Path
 
-CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
-PATHS = ("decode", "transformers", "compact", "compact+float")
+GROUP = "guardedge.preprocess_benches"
+
+
+def architectures() -> tuple[str, ...]:
+    return tuple(sorted(p.name for p in entry_points(group=GROUP)))
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", default="640x480,1280x720,1920x1080,4000x3000", help="generated images, WxH comma-separated ('' for none)")
     parser.add_argument("--image", action="append", default=[], help="an image file to include (repeatable)")
     parser.add_argument("--format", choices=("jpeg", "png"), default="jpeg", help="encoding of the generated images")
-    parser.add_argument("--arch", choices=("mllama", "llava_onevision"), default="mllama", help="which architecture's processor to compare with")
+    parser.add_argument("--arch", choices=architectures(), default="mllama", help="which architecture's processor to compare with")
     parser.add_argument("--tile", type=int, default=None, help="tile size (mllama: 560, the demo guard 56; llava_onevision: 384, the demo LlavaGuard 28)")
     parser.add_argument("--max-tiles", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=20)
@@ -66,68 +59,6 @@ def photo_like(width: int, height: int, fmt: str, seed: int = 0) -> bytes:
     return out.getvalue()
 
 
-def processor(tile: int, max_tiles: int):
-    from transformers import MllamaImageProcessor
-
-    return MllamaImageProcessor(size={"height": tile, "width": tile}, max_image_tiles=max_tiles, image_mean=CLIP_MEAN, image_std=CLIP_STD)
-
-
-def percentiles(seconds: list[float]) -> dict:
-    ms = sorted(s * 1000 for s in seconds)
-    return {"p50_ms": round(statistics.median(ms), 3), "p90_ms": round(ms[math.ceil(0.9 * len(ms)) - 1], 3)}
-
-
-def _paths(data: bytes, proc, config, device: str) -> dict:
-    from guardedge.runtime import pixels
-    from guardedge.runtime.images import ImageLimits, load_image
-
-    image = load_image(data, "image", "bench", ImageLimits()).image
-    paths = {
-        "decode": lambda: load_image(data, "image", "bench", ImageLimits()),
-        "transformers": lambda: proc(images=[[image]], return_tensors="pt"),
-        "compact": lambda: pixels.compact(image, config),
-        "compact+float": lambda: pixels.pixel_values([pixels.compact(image, config)], config),
-    }
-    if device != "cpu":
-        from guardedge.runtime.pixels_device import device_pixel_values
-
-        paths["device"] = lambda: _synced(device, lambda: device_pixel_values(data, config, device))
-    return paths
-
-
-def _synced(device: str, fn):
-    import torch
-
-    out = fn()
-    torch.cuda.synchronize(device)
-    return out
-
-
-def measure_image(name: str, data: bytes, proc, config, repeats: int, warmup: int, device: str) -> dict:
-    """Timings per path (interleaved), exactness, and the bytes a queued request holds for this image."""
-    import torch
-
-    from guardedge.runtime import pixels
-
-    paths = _paths(data, proc, config, device)
-    ref = paths["transformers"]()["pixel_values"][0, 0]
-    fast = paths["compact+float"]()[0, 0]
-    compact = paths["compact"]()
-    width, height = paths["decode"]().image.size
-    times = interleaved(paths, warmup, repeats)
-    row = {"image": name, "size": f"{width}x{height}", "bytes": len(data), "grid": list(compact.grid),
-           "exact": bool(torch.equal(fast, ref)), "max_abs_diff": float((fast - ref).abs().max()),
-           "timings": {k: percentiles(v) for k, v in times.items()},
-           "queued_bytes": {"compact": compact.nbytes, "float32_tiles": config.max_tiles * 3 * config.tile**2 * 4,
-                            "decoded_image": width * height * 4}}  # Pillow keeps RGB in 4 bytes per pixel
-    t = row["timings"]
-    row["speedup"] = {k: round(t["transformers"]["p50_ms"] / t[k]["p50_ms"], 2) for k in paths if k not in ("decode", "transformers")}
-    if "device" in paths:
-        on_device = pixels.pixel_values([compact], config)[0, 0]
-        row["device_max_abs_diff"] = float((paths["device"]()[0].cpu() - on_device).abs().max())
-    return row
-
-
 def images(args: argparse.Namespace) -> dict[str, bytes]:
     out = {}
     for i, spec in enumerate(s for s in args.sizes.split(",") if s.strip()):
@@ -146,78 +77,13 @@ def machine() -> str:
     return f"{platform.machine()} {platform.processor() or platform.system()} {os.cpu_count()} cpus, {torch.get_num_threads()} torch threads".strip()
 
 
-def print_table(report: dict) -> None:
-    names = [p for p in PATHS + ("device",) if any(p in r["timings"] for r in report["images"])]
-    print(f"bench preprocess: {report['machine']}; tiles {report['tile']} px, at most {report['max_tiles']}")
-    print_rows(report, names, "tiles")
-
-
-def print_rows(report: dict, names: list[str], unit: str, extra: str = "") -> None:
-    """One row per image (both architectures): p50/p90 per path, speedup, exactness, queued MB.
-    ``extra``: a per-image count printed after the grid (LLaVA-OneVision's "patches")."""
-    head = f" {extra:>7}" if extra else ""
-    print(f"{'image':<22} {'grid':>5}{head} " + " ".join(f"{n + ' p50/p90 ms':>26}" for n in names)
-          + f" {'speedup':>8} {'exact':>6} {'queued MB c/f/img':>18}")
-    for r in report["images"]:
-        cells = " ".join(f"{r['timings'][n]['p50_ms']:>12.2f} / {r['timings'][n]['p90_ms']:>9.2f}" for n in names)
-        q = r["queued_bytes"]
-        mb = f"{q['compact'] / 1e6:.2f}/{q['float32_tiles'] / 1e6:.2f}/{q['decoded_image'] / 1e6:.1f}"
-        grid = "x".join(map(str, r["grid"]))
-        count = f" {r[extra]:>7}" if extra else ""
-        print(f"{r['image'][:22]:<22} {grid:>5}{count} {cells} {r['speedup']['compact+float']:>7.2f}x {str(r['exact']):>6} {mb:>18}")
-    print(f"speedup: transformers p50 / compact+float p50. queued MB: compact pixels / float32 {unit} / decoded image.")
-
-
-def interleaved(paths: dict, warmup: int, repeats: int) -> dict[str, list[float]]:
-    """Seconds per timed call of each path, the paths interleaved within every round (a shared
-    machine's load then falls on all of them alike); the first ``warmup`` rounds are not kept."""
-    times: dict[str, list[float]] = {k: [] for k in paths}
-    for i in range(warmup + repeats):
-        for key, fn in paths.items():
-            started = time.perf_counter()
-            fn()
-            if i >= warmup:
-                times[key].append(time.perf_counter() - started)
-    return times
-
-
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from guardedge.runtime import pixels
-
     torch.set_num_threads(args.threads)
-    if args.arch == "llava_onevision":
-        return _main_onevision(args)
-    args.tile = args.tile or 560
-    proc = processor(args.tile, args.max_tiles)
-    config, why = pixels.config_from_processor(proc)
-    if config is None:
-        raise SystemExit(f"the fast path does not cover this configuration: {why}")
-    if args.device != "cpu":
-        from guardedge.runtime.pixels_device import available
-
-        if not available():
-            raise SystemExit("--device needs torchvision and a CUDA device")
-    rows = [measure_image(name, data, proc, config, args.repeats, args.warmup, args.device) for name, data in images(args).items()]
-    report = {"bench": "preprocess", "machine": machine(), "tile": args.tile, "max_tiles": args.max_tiles,
-              "repeats": args.repeats, "device": args.device, "images": rows}
-    print_table(report)
-    if args.plot:
-        from guardedge.bench.plots import preprocess as plot
-
-        plot(report, args.plot)
-    print(json.dumps(report))
-    return 0 if all(r["exact"] for r in rows) else 1
-
-
-def _main_onevision(args: argparse.Namespace) -> int:
-    from guardedge.bench import preprocess_onevision
-
-    if args.device != "cpu":
-        raise SystemExit("--device is for --arch mllama only")
-    report = {**preprocess_onevision.run(args, images(args)), "machine": machine()}
-    preprocess_onevision.print_table(report)
+    bench = next(p for p in entry_points(group=GROUP) if p.name == args.arch).load()
+    report = {**bench.run(args, images(args)), "machine": machine()}
+    bench.print_table(report)
     if args.plot:
         from guardedge.bench.plots import preprocess as plot
 

@@ -14,7 +14,7 @@ mean/std 0.5); ``--tile 28`` is the demo LlavaGuard's (the same pinpoints in uni
 
 from __future__ import annotations
 
-from guardedge.bench.preprocess import interleaved, percentiles, print_rows
+from guardedge.bench.preprocess_common import interleaved, percentiles, print_rows
 
 PATHS = ("decode", "transformers", "compact", "compact+float")
 
@@ -75,6 +75,8 @@ def measure_image(name: str, data: bytes, proc, cfg, repeats: int, warmup: int) 
 
 def run(args, images: dict[str, bytes]) -> dict:
     """The report for ``images`` at ``args.tile`` (384 unless given)."""
+    if args.device != "cpu":
+        raise SystemExit("--device is for --arch mllama only")
     tile = args.tile or 384
     proc = processor(tile)
     cfg = config(proc)

@@ -68,7 +68,7 @@ def build_model(device, dtype, safe_id: int, unsafe_id: int, seed: int = 0):
     from transformers import LlavaOnevisionForConditionalGeneration
     from transformers.modeling_utils import no_init_weights
 
-    from guardedge.bench.fullsize import _randomize, _steer_head
+    from guardedge.bench.random_weights import randomize, steer_head
 
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
@@ -77,8 +77,8 @@ def build_model(device, dtype, safe_id: int, unsafe_id: int, seed: int = 0):
             model = LlavaOnevisionForConditionalGeneration(config())
     finally:
         torch.set_default_dtype(previous)
-    _randomize(model, seed)
-    _steer_head(model.lm_head.weight, safe_id, unsafe_id)  # tied: the embedding rows move too (random anyway)
+    randomize(model, seed)
+    steer_head(model.lm_head.weight, safe_id, unsafe_id)  # tied: the embedding rows move too (random anyway)
     return model.eval()
 
 
@@ -86,7 +86,7 @@ def load_engine(options):
     """An engine over the random real-width model, assembled by the runtime's one builder."""
     from transformers import AutoTokenizer
 
-    from guardedge.bench.fullsize import _one_code_answers
+    from guardedge.bench.random_weights import one_code_answers
     from guardedge.runtime.backends.torch_backend import TorchBackend, choose_device, choose_dtype
     from guardedge.runtime.engine import build_engine
     from guardedge.runtime.families import get_family
@@ -95,7 +95,7 @@ def load_engine(options):
     directory = model_dir()
     # Random weights never write the format: answers are capped at the decode work of a real
     # verdict-only answer (the prefill's draft, then one pass; see test_decoding's LlavaGuard test).
-    family = _one_code_answers(get_family("llavaguard"))
+    family = one_code_answers(get_family("llavaguard"))
     tok = AutoTokenizer.from_pretrained(str(directory.path), local_files_only=True, fix_mistral_regex=False)
     device = choose_device(options.device)
     dtype = choose_dtype(options.dtype, device)

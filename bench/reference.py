@@ -120,6 +120,7 @@ def snippets(path: str, engine) -> dict:
 
 def engine_labels(n: int, rationale: bool) -> dict[str, str]:
     labels = {"engine_no_drafts": "guardedge engine, drafts off, one at a time",
+              "engine_no_scores": "guardedge engine, no per-category scores, one at a time",
               "engine": "guardedge engine, one at a time", "engine_batched": f"guardedge engine, batch of {n}"}
     if rationale:
         labels["engine_rationale"] = "guardedge engine, with rationale, one at a time"
@@ -128,17 +129,17 @@ def engine_labels(n: int, rationale: bool) -> dict[str, str]:
 
 def compare(model: str, rounds: int = 5) -> dict:
     """Time the family's published transformers usage against the engine, interleaved, same inputs."""
-    import importlib
-
     import torch
 
     from guardedge.runtime.engine import EngineOptions, load_engine
-    from guardedge.runtime.modeldir import resolve
+    from guardedge.runtime.models import resolve_model as resolve
 
     path = str(resolve(model).path)
     engine = load_engine(path, EngineOptions(max_batch_size=8, progress=False))
     # The same engine with format drafts off: what the drafted decode buys, measured in the same run.
     plain = load_engine(path, EngineOptions(max_batch_size=8, progress=False, drafts=False))
+    # ... and without per-category scores: what they cost, measured in the same run.
+    unscored = load_engine(path, EngineOptions(max_batch_size=8, progress=False, category_scores=False))
     side = side_for(engine.family.name)
     snippets_ = side.snippets(path, engine)
     cases_ = side.cases()
@@ -152,7 +153,7 @@ def compare(model: str, rounds: int = 5) -> dict:
     ours = [verdict_key(v) for v in verdicts]
     if [verdict_key(v) for v in plain.classify(requests)] != ours:
         raise RuntimeError("drafted and plain greedy decoding disagree; runtime/decoding.py is broken")
-    engines = [("engine_no_drafts", plain, requests), ("engine", engine, requests)] + ([("engine_rationale", engine, full)] if full else [])
+    engines = [("engine_no_drafts", plain, requests), ("engine_no_scores", unscored, requests), ("engine", engine, requests)] + ([("engine_rationale", engine, full)] if full else [])
     if full:
         engine.classify(full)
     times = _timed(snippets_, engines, engine, cases_, requests, rounds)

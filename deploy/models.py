@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from guardedge.runtime.artifact import MANIFEST, artifact_files, library_versions, source_identity, write_manifest
-from guardedge.runtime.modeldir import PICKLE_SUFFIXES, resolve
+from guardedge.runtime.modeldir import PICKLE_SUFFIXES
+from guardedge.runtime.models import resolve_model as resolve
 
 _CHUNK = 8 * 1024 * 1024
 

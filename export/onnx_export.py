@@ -198,7 +198,7 @@ def export(model: str, out: Path, recipe: Recipe, device: str | None = "cpu", fo
     from guardedge.runtime.artifact import library_versions, source_identity, write_manifest
     from guardedge.runtime.families import family_for_config
     from guardedge.export.onnx_specs import spec_for
-    from guardedge.runtime.modeldir import resolve
+    from guardedge.runtime.models import resolve_model as resolve
 
     src = resolve(model, progress=log.isEnabledFor(logging.INFO))
     spec = spec_for(src.config)

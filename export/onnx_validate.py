@@ -15,21 +15,46 @@ ASPECT_SIZES = ((56, 56), (96, 64), (200, 50), (50, 200), (120, 120))  # 1x1, 2x
 
 
 def validation_requests(held_out: int, family: str = "llama-guard-3-vision") -> list:
-    """The family's smoke requests, image requests at several aspect ratios (Llama Guard; LlavaGuard's
-    smoke set is already images of several sizes), then ``held_out`` synthetic requests."""
+    """The family's smoke requests, image requests at several aspect ratios (in the shape the family
+    accepts: an image with a question, else the image alone), then ``held_out`` held-out requests."""
     from guardedge.export.agreement import held_out_requests, smoke_requests
-    from guardedge.runtime.demo.samples import png_base64
     from guardedge.runtime.families import get_family
     from guardedge.runtime.requests import parse_request
 
     categories = get_family(family).default_categories()
-    # An image-only family (LlavaGuard, ShieldGemma 2) refuses message text; its smoke set is images of several sizes.
-    shaped = [] if get_family(family).requires_image else [
-        {"request_id": f"aspect-{w}x{h}", "messages": [{"role": "user", "content": [
-            {"type": "image", "data": png_base64((200, 30, 30), (w, h))}, {"type": "text", "text": "What do you see in this image?"}]}]}
-        for w, h in ASPECT_SIZES]
-    fixed = [parse_request(r, categories) for r in smoke_requests(family) + shaped]
-    return fixed + held_out_requests(held_out, family)
+    fixed = [parse_request(r, categories) for r in smoke_requests(family)]
+    return fixed + aspect_requests(get_family(family)) + held_out_requests(held_out, family)
+
+
+def aspect_requests(family) -> list:
+    """One request per ASPECT_SIZES image, each in the first shape ``family.check`` accepts."""
+    from guardedge.runtime.errors import InvalidRequest
+    from guardedge.runtime.requests import parse_request
+
+    out = []
+    for w, h in ASPECT_SIZES:
+        image = {"type": "image", "data": _png((200, 30, 30), (w, h))}
+        for content in ([image, {"type": "text", "text": "What do you see in this image?"}], [image]):
+            request = parse_request({"request_id": f"aspect-{w}x{h}", "messages": [{"role": "user", "content": content}]},
+                                    family.default_categories())
+            try:
+                family.check(request)
+            except InvalidRequest:
+                continue
+            out.append(request)
+            break
+    return out
+
+
+def _png(colour: tuple[int, int, int], size: tuple[int, int]) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def smoke_count(family: str) -> int:

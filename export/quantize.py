@@ -151,7 +151,7 @@ def export(model: str, out: Path, recipe: Recipe, device: str | None = None, sou
 
     Everything is written to ``OUT.partial`` first and renamed at the end, so a failed or
     interrupted export never leaves a directory that looks finished."""
-    from guardedge.runtime.modeldir import resolve
+    from guardedge.runtime.models import resolve_model as resolve
 
     from transformers import AutoConfig
 

@@ -305,7 +305,7 @@ def _prompt_encoder(model: str):
     """The encoder the engine uses for ``model``'s prompts (its own tokenizer, nothing else loaded)."""
     from transformers import AutoTokenizer
 
-    from guardedge.runtime.modeldir import resolve
+    from guardedge.runtime.models import resolve_model as resolve
     from guardedge.runtime.prompt_tokens import PromptEncoder
 
     path = resolve(model, progress=False).path

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Sequence
 
 from guardedge.runtime.backends.fastpaths import FastPaths, apply_fast_paths
@@ -44,6 +44,7 @@ class EngineOptions:
     prompt_source: Literal["builtin", "model"] | None = None
     family: str | None = None  # override the family the manifest / model directory implies
     drafts: bool = True  # verify format drafts while decoding (same answers, fewer passes: runtime/decoding.py)
+    category_scores: bool = True  # per-category scores (runtime/scores.py); off only to measure what they cost
     progress: bool = True
     limits: RequestLimits = field(default_factory=RequestLimits)  # what parse() accepts
     fast_paths: FastPaths = field(default_factory=FastPaths)  # opt-in CUDA paths, all off (backends/fastpaths.py)
@@ -135,13 +136,18 @@ class Engine:
         """Tokenize and preprocess one request; raises InvalidRequest for this request alone."""
         start = time.perf_counter()
         if request.categories is None and request.excluded_category_keys:
+            # parse_request checks excluded codes against the family's defaults when it is given them
+            # (engine.parse does); a request parsed without them is checked here.
             check_excluded(request.excluded_category_keys, self.family.default_categories())
         self._check_images(request)
         self.family.check(request)
         if self.family.requires_image and not request.has_image:  # the family's own check says it better
             raise invalid("messages", f"the {self.family.name} family classifies an image: the request has none")
+        # The policy, resolved once: it travels with the request to the parser and the decode checks.
+        request = replace(request, policy=self.family.policy(request))
         rows = self.pre.encode_rows(request)
-        paths = self.pre.category_paths(request, self.prefill_draft[1:]) if self.prefill_draft else None
+        paths = (self.pre.category_paths(request, self.prefill_draft[1:])
+                 if self.prefill_draft and self.options.category_scores else None)
         return Prepared(request.without_pixels(), rows, time.perf_counter() - start, start, paths)
 
     def _check_images(self, request: GuardRequest) -> None:

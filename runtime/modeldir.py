@@ -37,13 +37,6 @@ def offline() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
-def resolve(model: str, progress: bool = True) -> ModelDir:
-    """A model alias (runtime/models.py) or a local directory, checked."""
-    from guardedge.runtime.models import resolve_model  # the aliases sit above this module
-
-    return resolve_model(model, progress)
-
-
 def check(path: Path, name: str, progress: bool = False) -> ModelDir:
     """A usable model directory, or ModelLoadError saying what is wrong.
 

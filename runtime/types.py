@@ -53,6 +53,10 @@ class GuardRequest:
     request_id: str = ""
     threshold: float | None = None
     rationale: bool = False
+    # The family's policy for this request (what its ``policy(request)`` computes: the categories as the
+    # prompt shows them, exclusions applied), resolved once by the engine at prepare and carried to
+    # the parser, the decode checks and the category scores. None until then.
+    policy: object = field(default=None, compare=False, repr=False)
 
     @property
     def has_image(self) -> bool:
@@ -73,6 +77,7 @@ class GuardRequest:
         return replace(
             self, messages=messages, categories=categories,
             excluded_category_keys=tuple(fn(k) for k in self.excluded_category_keys),
+            policy=None,  # the mapped request's policy is its own (its descriptions are mapped too)
         )
 
     @property

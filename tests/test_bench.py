@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from guardedge.bench.reference import _stats
 
 
@@ -24,12 +26,35 @@ def test_reference_compare_end_to_end(demo_dir, capsys, tmp_path):
     lines = capsys.readouterr().out.strip().splitlines()
     report = json.loads(lines[-1])
     assert code == 0
-    assert set(report["timings"]) == {"snippet_bf16", "snippet_fp32", "engine_no_drafts", "engine", "engine_batched"}
+    assert set(report["timings"]) == {"snippet_bf16", "snippet_fp32", "engine_no_drafts", "engine_no_scores", "engine", "engine_batched"}
     assert all(t["p50_ms"] > 0 for t in report["timings"].values())
-    # Every speedup is the published snippet's p50 over that side's p50, as the report says.
-    reference_p50 = report["timings"]["snippet_bf16"]["p50_ms"]
-    for name, timing in report["timings"].items():
-        assert report["speedup"][name] == round(reference_p50 / timing["p50_ms"], 2), name
+    assert report["speedup"]["snippet_bf16"] == 1.0  # the reference; what the ratios mean: the test below
     assert report["verdicts_agree"] == {"snippet_bf16": 8, "snippet_fp32": 8}
     assert any("drafts off" in line for line in lines)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reference_speedups_measure_what_each_side_costs(demo_dir, monkeypatch, capsys):
+    """Sides of known cost (sleeps of 30 and 60 ms a request): the reported ratio must be their ratio,
+    so a speedup is a measurement of what ran, not an artefact of the arithmetic."""
+    import time
+    from types import SimpleNamespace
+
+    from guardedge.bench import reference
+
+    real = reference.side_for("llama-guard-3-vision")
+
+    def snippets(path, engine):
+        def sleeper(seconds):
+            def answer(case, request):
+                time.sleep(seconds)
+                return "\n\nsafe<|eot_id|>"
+            return answer
+        return {"slow": sleeper(0.06), "fast": sleeper(0.03)}
+
+    fake = SimpleNamespace(cases=real.cases, snippets=snippets, REFERENCE="fast", LABELS={"slow": "60 ms", "fast": "30 ms"})
+    monkeypatch.setattr(reference, "side_for", lambda family: fake)
+    report = reference.compare(str(demo_dir), rounds=2)
+    assert report["speedup"]["fast"] == 1.0
+    assert report["speedup"]["slow"] == pytest.approx(0.5, rel=0.15)
+    assert report["timings"]["fast"]["p50_ms"] == pytest.approx(30, rel=0.3)

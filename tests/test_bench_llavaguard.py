@@ -112,6 +112,6 @@ def test_reference_times_the_published_generate(llava_tiny_dir):
     report = reference.compare(str(llava_tiny_dir), rounds=1)
     n = len(get_family("llavaguard").smoke_requests())
     assert report["family"] == "llavaguard" and report["reference"] == "snippet_fp32" and report["requests"] == n
-    assert set(report["timings"]) == {"snippet_fp32", "engine_no_drafts", "engine", "engine_rationale", "engine_batched"}
+    assert set(report["timings"]) == {"snippet_fp32", "engine_no_drafts", "engine_no_scores", "engine", "engine_rationale", "engine_batched"}
     assert set(report["labels"]) == set(report["timings"])
     assert report["verdicts_agree"] == {"snippet_fp32": n}  # both off-format on random weights, read alike

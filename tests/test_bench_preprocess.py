@@ -42,3 +42,13 @@ def test_generated_images_decode_at_their_size():
     for fmt in ("jpeg", "png"):
         image = load_image(preprocess.photo_like(123, 45, fmt), "image", "t", ImageLimits()).image
         assert image.size == (123, 45)
+
+
+def test_every_registered_architecture_runs_and_is_exact(tmp_path, capsys):
+    """--arch choices come from the plug-in registry (guardedge.preprocess_benches); each one runs."""
+    assert {"mllama", "llava_onevision"} <= set(preprocess.architectures())
+    for arch in preprocess.architectures():
+        tile = {"mllama": 56}.get(arch, 28)
+        code = preprocess.main(_args(tmp_path, sizes="64x48", arch=arch, tile=tile))
+        report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert code == 0 and report["arch"] == arch and all(r["exact"] for r in report["images"]), arch

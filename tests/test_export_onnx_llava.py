@@ -148,8 +148,10 @@ def test_quantized_decoders_load_and_answer(quantized, engines, method, op):
     assert m["recipe"]["kept_float_nodes"]["decoder"]  # lm_head stays float: P(unsafe) is read there
     assert op in {n.op_type for n in onnx.load(str(out / "decoder.onnx"), load_external_data=False).graph.node}
     from guardedge.export.agreement import smoke_requests
+    from guardedge.export.onnx_validate import ASPECT_SIZES
 
-    assert m["validation"]["agreement"]["requests"] == len(smoke_requests("llavaguard"))  # + agreement_n 0
+    # the smoke requests and one image per aspect ratio (LlavaGuard: the image alone), + agreement_n 0
+    assert m["validation"]["agreement"]["requests"] == len(smoke_requests("llavaguard")) + len(ASPECT_SIZES)
     engine = _engine(out)
     requests = [_image_request(engine, s) for s in SIZES[:2]]
     verdicts = engine.classify(requests)

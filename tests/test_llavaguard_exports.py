@@ -30,10 +30,9 @@ def test_each_family_owns_smoke_requests_it_accepts():
     assert any(r.excluded_category_keys for r in lg) and any(r.categories for r in lg) and any(r.rationale for r in lg)
 
 
-def test_held_out_set_is_a_per_family_registry():
-    from guardedge.export.agreement import HELD_OUT, held_out_requests
+def test_held_out_set_comes_from_the_family_demo():
+    from guardedge.export.agreement import held_out_requests
 
-    assert set(HELD_OUT) == {"llama-guard-3-vision", "llavaguard"}
     family = get_family("llavaguard")
     requests = held_out_requests(12, "llavaguard")
     assert len(requests) == 12 and all(r.has_image for r in requests)
@@ -41,8 +40,8 @@ def test_held_out_set_is_a_per_family_registry():
         family.check(request)
     assert [r.request_id for r in held_out_requests(12, "llavaguard")] == [r.request_id for r in requests]
     assert held_out_requests(0, "llavaguard") == []
-    with pytest.raises(ValueError, match="no held-out generator"):
-        held_out_requests(1, "shieldgemma")
+    with pytest.raises(ValueError, match="has no demo to draw held-out requests from"):
+        held_out_requests(1, "no-such-family")
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +88,48 @@ def test_quantized_llava_loads_and_classifies_near_the_source(bits, quantized, l
     assert [v.request_id for v in verdicts] == ["safe-photo", "violence", "weapons-rationale"]
     batch = engine.pre.collate([engine.pre.encode(r) for r in requests])
     ours, theirs = engine.backend.prefill(batch)[0], source.backend.prefill(batch)[0]
-    # The steered output layer reads one residual dimension, so logits barely move with the weights:
-    # this shows the artifact is the same model; the module types above show it is quantized.
-    assert (ours - theirs).abs().max().item() < 0.05
+    # The artifact is exactly the source quantized with its recorded recipe: transformers + bitsandbytes
+    # quantizing the source directly gives the same logits (the steered head makes logits a weak witness
+    # of quantization itself, so the hidden states show it happened: they move, a little).
+    reference = _bnb_reference(llava_tiny_dir, quantized[bits][1]["recipe"])
+    with torch.inference_mode():
+        direct = _last_hidden(reference, batch)
+        loaded = _last_hidden(engine.backend.model, batch)
+        full = _last_hidden(source.backend.model, batch)
+    assert torch.allclose(loaded, direct, atol=1e-5), (loaded - direct).abs().max()
+    moved = (loaded - full).abs().max().item()
+    assert 1e-4 < moved < 0.5 * full.abs().max().item(), moved
+    assert torch.allclose(ours, theirs, atol=0.05)  # and the verdict's logits stay close
+
+
+def _bnb_reference(source_dir, recipe: dict):
+    import torch
+    from transformers import BitsAndBytesConfig, LlavaOnevisionForConditionalGeneration
+
+    skip = recipe["skip_module_names"]
+    if recipe["bits"] == 8:
+        config = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    else:
+        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=recipe["quant_type"] or "nf4",
+                                    bnb_4bit_use_double_quant=recipe["double_quant"], llm_int8_skip_modules=skip,
+                                    bnb_4bit_compute_dtype=getattr(torch, recipe["compute_dtype"]))
+    # As the export stores it: 16-bit parts in bfloat16 (then loaded in fp32 on the CPU, as the engine loads it).
+    model = LlavaOnevisionForConditionalGeneration.from_pretrained(
+        str(source_dir), local_files_only=True, quantization_config=config, device_map={"": "cpu"},
+        dtype=getattr(torch, recipe["storage_dtype"]))
+    for name, param in model.named_parameters():
+        if param.dtype == torch.bfloat16:
+            param.data = param.data.float()
+    from guardedge.runtime.backends.bnb import set_bnb_compute_dtype
+
+    set_bnb_compute_dtype(model, torch.float32)
+    return model.eval()
+
+
+def _last_hidden(model, batch):
+    out = model.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+                      pixel_values=batch.extra["pixel_values"], image_sizes=batch.extra["image_sizes"])
+    return out.last_hidden_state.float()
 
 
 @pytest.mark.parametrize("bits", [4])

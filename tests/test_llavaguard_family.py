@@ -205,9 +205,10 @@ def test_control_characters_are_refused():
 
 @pytest.mark.parametrize("excluded", [["O10"], ["S1"], list(PARTS["categories"])])
 def test_unknown_or_all_excluded_codes_are_refused(excluded):
-    request = parse_request({"messages": [IMAGE_ONLY], "excluded_category_keys": excluded}, load_images=False)
+    # Checked once, where the request is parsed with the family's defaults (engine.parse, render).
     with pytest.raises(InvalidRequest, match="excluded_category_keys"):
-        FAMILY.check(request)
+        parse_request({"messages": [IMAGE_ONLY], "excluded_category_keys": excluded}, FAMILY.default_categories(),
+                      load_images=False)
 
 
 # --- registry, warm-up, the control-token guarantee -----------------------------------------

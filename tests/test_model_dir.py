@@ -10,7 +10,8 @@ from guardedge.runtime.chat_template import builtin_template
 from guardedge.runtime.errors import ModelLoadError
 from guardedge.runtime.families import get_family
 from guardedge.runtime.families.model_template import ModelTemplateFamily, PROBES, template_differences
-from guardedge.runtime.modeldir import check, resolve
+from guardedge.runtime.modeldir import check
+from guardedge.runtime.models import resolve_model as resolve
 
 
 def _dir(tmp_path, files: dict[str, str | bytes]):

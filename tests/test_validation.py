@@ -167,15 +167,18 @@ def test_request_id_not_a_string(request_id):
 # --- images: structure -------------------------------------------------------------------------------
 
 
-def test_two_images_in_same_message(png):
+def test_two_images_in_same_message_are_refused_by_a_one_image_family(png, demo_engine):
     part = {"type": "image", "data": b64(png)}
     obj = {"messages": [{"role": "user", "content": [part, {"type": "text", "text": "x"}, part]}]}
-    v = assert_violation(obj, "messages", "has 2 images")
-    assert "messages[0].content[0], messages[0].content[2]" in v.description
-    assert "one image per request" in v.description
+    request = parse_request(obj)  # several images are a family's business, not the request format's
+    with pytest.raises(InvalidRequest) as err:
+        demo_engine.prepare(request)
+    v = err.value.violations[0]
+    assert v.field == "messages" and "has 2 images (messages[0].content[0], messages[0].content[2])" in v.description
+    assert "the llama-guard-3-vision family accepts one image per request" in v.description
 
 
-def test_two_images_in_different_messages(png):
+def test_two_images_in_different_messages(png, demo_engine):
     part = {"type": "image", "data": b64(png)}
     obj = {
         "messages": [
@@ -184,13 +187,13 @@ def test_two_images_in_different_messages(png):
             {"role": "user", "content": [{"type": "text", "text": "and?"}, part]},
         ]
     }
-    v = assert_violation(obj, "messages", "has 2 images")
-    assert "messages[0].content[0], messages[2].content[1]" in v.description
+    with pytest.raises(InvalidRequest, match=r"messages\[0\]\.content\[0\], messages\[2\]\.content\[1\]"):
+        demo_engine.prepare(parse_request(obj))
 
 
-def test_two_image_placeholders_refused_even_without_loading():
-    obj = {"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "image"}]}]}
-    assert_violation(obj, "messages", "has 2 images", load_images=False)
+def test_more_images_than_any_family_takes_are_refused_even_without_loading():
+    obj = {"messages": [{"role": "user", "content": [{"type": "image"}] * 17}]}
+    assert_violation(obj, "messages", "has 17 images; the limit is 16 (max_images)", load_images=False)
 
 
 def test_image_with_neither_path_nor_data():

@@ -80,6 +80,11 @@ class GuardFamily(Protocol):
 
     def default_categories(self) -> tuple[tuple[str, str], ...]: ...
 
+    def policy(self, request: GuardRequest) -> object:
+        """The request's policy as the prompt states it (exclusions applied), in the family's own shape;
+        ``request.policy`` once the engine resolved it."""
+        ...
+
     @property
     def label_space(self) -> tuple[str, ...]:
         """The category codes an evaluation label may name (the default policy's codes)."""

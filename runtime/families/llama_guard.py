@@ -101,7 +101,10 @@ class LlamaGuard:
         return verdict_label(label)
 
     def policy(self, request: GuardRequest) -> tuple[tuple[str, str], ...]:
-        """The categories that appear in the prompt, in prompt order."""
+        """The categories that appear in the prompt, in prompt order (the engine resolves it once at
+        prepare; a request carrying it is not resolved again)."""
+        if request.policy is not None:
+            return request.policy
         categories = request.categories if request.categories is not None else self.format.categories
         excluded = set(request.excluded_category_keys)
         return tuple((k, v) for k, v in categories if k not in excluded)

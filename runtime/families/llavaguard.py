@@ -30,7 +30,7 @@ from typing import Literal
 from guardedge.runtime.errors import FieldViolation, InvalidRequest, invalid
 from guardedge.runtime.families import llavaguard_answer as answers
 from guardedge.runtime.families.base import ParsedAnswer, ScoringSpec, load_smoke
-from guardedge.runtime.requests import category_field, check_excluded
+from guardedge.runtime.requests import category_field
 from guardedge.runtime.types import GuardRequest, Message, Part
 
 IMAGE_TOKEN = "<image>"
@@ -141,7 +141,10 @@ class LlavaGuard:
         return load_smoke(self.name)
 
     def policy(self, request: GuardRequest) -> tuple[tuple[str, str, str], ...]:
-        """(code, header, text) per category, in prompt order, excluded ones already swapped."""
+        """(code, header, text) per category, in prompt order, excluded ones already swapped (the one
+        the engine resolved at prepare when the request carries it)."""
+        if request.policy is not None:
+            return request.policy
         excluded = set(request.excluded_category_keys)
         if request.categories is None:
             return tuple(
@@ -191,13 +194,11 @@ class LlavaGuard:
                     f"messages[0].content[{j}].text",
                     "LlavaGuard reads no message text, only the image and the policy; change the policy with 'categories'",
                 )
-        categories = request.categories if request.categories is not None else self.default_categories()
-        if request.categories is not None:
-            codes = {code for code, _ in categories}
-            problems = [FieldViolation(category_field(c), p) for c, t in categories if (p := _category_problem(c, t, codes))]
+        if request.categories is not None:  # excluded codes are checked once, by parse_request / the engine
+            codes = {code for code, _ in request.categories}
+            problems = [FieldViolation(category_field(c), p) for c, t in request.categories if (p := _category_problem(c, t, codes))]
             if problems:
                 raise InvalidRequest(problems)
-        check_excluded(request.excluded_category_keys, categories)
 
     def answer_viable(self, answer: str, request: GuardRequest) -> bool:
         """False once the answer has left the JSON every verdict starts with (see base.GuardFamily)."""

@@ -103,6 +103,11 @@ class ShieldGemma2:
         source = request.categories if request.categories is not None else DEFAULT_POLICIES
         return tuple((key, text) for key, text in source if key not in excluded)
 
+    def policy(self, request: GuardRequest) -> tuple[tuple[str, str], ...]:
+        """The request's policy as the prompts state it (the engine resolves it once at prepare).
+        Rendering reads ``policies`` from the request's fields, which the prompt encoder maps."""
+        return self.policies(request)
+
     def prompt_keys(self, request: GuardRequest) -> tuple[str, ...]:
         return tuple(key for key, _ in self.policies(request))
 
