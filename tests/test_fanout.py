@@ -75,7 +75,9 @@ class _TwoPolicies(LlamaGuard3Vision):
 
     def render(self, request, key=""):
         policy = {"violence": (("S1", "Violent Crimes."),), "weapons": (("S9", "Indiscriminate Weapons."),)}[key]
-        return super().render(dataclasses.replace(request, categories=policy))
+        # policy=None: the engine resolved the request's whole policy at prepare (request.policy), which
+        # the Llama Guard format renders when set; this prompt states one category of it.
+        return super().render(dataclasses.replace(request, categories=policy, policy=None))
 
 
 def test_label_scoring_equals_the_two_label_softmax_of_each_prompt(demo_dir):
@@ -115,7 +117,8 @@ class _KeyedByCategory(LlamaGuard3Vision):
     def render(self, request, key=""):
         categories = dict(request.categories or self.default_categories())
         key = key or next(iter(categories))
-        return super().render(dataclasses.replace(request, categories=((key, categories[key]),)))  # KeyError: no such prompt
+        one = ((key, categories[key]),)  # KeyError: no such prompt
+        return super().render(dataclasses.replace(request, categories=one, policy=None))
 
 
 def test_caller_written_keys_render_their_own_prompt(demo_dir):

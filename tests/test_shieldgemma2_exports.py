@@ -31,7 +31,7 @@ def test_round_trip_keeps_the_16bit_parts_and_p_yes(quantized, sg2_tiny_dir):
     bits, out = quantized
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["recipe"]["skip_modules"] == list(ShieldGemma2.keep_16bit)
-    assert manifest["agreement"]["verdict_agreement"] == 1.0
+    assert manifest["validation"]["agreement"]["verdict_agreement"] == 1.0
     engine = load_engine(str(out), EngineOptions(progress=False))
     source = load_engine(str(sg2_tiny_dir), EngineOptions(progress=False))
     head = engine.backend.head
