@@ -75,7 +75,7 @@ class _TwoPolicies(LlamaGuard3Vision):
 
     def render(self, request, key=""):
         policy = {"violence": (("S1", "Violent Crimes."),), "weapons": (("S9", "Indiscriminate Weapons."),)}[key]
-        return super().render(dataclasses.replace(request, categories=policy))
+        return super().render(dataclasses.replace(request, categories=policy, policy=None))
 
 
 def test_label_scoring_equals_the_two_label_softmax_of_each_prompt(demo_dir):
