@@ -52,8 +52,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     ray.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                      help="run on Ray: an existing cluster's address ('auto' finds the one this machine joined), "
                           "or nothing for a local instance")
-    ray.add_argument("--actors", type=int, help="engines in the actor pool (default: one per GPU, else one per --cpus-per-actor)")
-    ray.add_argument("--cpus-per-actor", type=float, default=1.0)
+    ray.add_argument("--actors", type=int, help="engines in the actor pool (default: one per GPU, else one per "
+                     "--cpus-per-actor CPUs, leaving one CPU for reading; actors holding every CPU starve the reads)")
+    ray.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs each actor reserves (torch threads: at least 1)")
     ray.add_argument("--gpus-per-actor", type=float, help="default 1 when the cluster has GPUs, else 0")
     ray.add_argument("--ray-cpus", type=int, help="CPUs of the local instance (default: all)")
 
@@ -95,18 +96,24 @@ def run_local(args: argparse.Namespace, source, policy):
 
 def setup(engine, args: argparse.Namespace, source, policy):
     """The annotator and output directory of a run (the Ray driver uses the same)."""
-    from guardedge.runtime.annotate.policy import model_digest
+    from guardedge.runtime.annotate.policy import model_digest, validate_policy
     from guardedge.runtime.annotate.runner import Annotator
+
+    info = engine.info()
+    validate_policy(policy, info.categories)
+    annotator = Annotator(engine, policy, model_digest(engine.model_dir))
+    return annotator, output_dir(args, source, policy, info.name, annotator.model_sha256, info.family,
+                                 annotator.policy_sha256, info.variant)
+
+
+def output_dir(args: argparse.Namespace, source, policy, model: str, model_sha256: str, family: str,
+               policy_sha256: str, engine: str):
     from guardedge.runtime.annotate.sink import OutputDir, RunIdentity
     from guardedge.runtime.cli import _version
 
-    annotator = Annotator(engine, policy, model_digest(engine.model_dir))
-    annotator.check_policy()
-    info = engine.info()
-    identity = RunIdentity(info.name, annotator.model_sha256, info.family, annotator.policy_sha256,
-                           policy.rationale, args.output_format)
-    details = {"policy": policy.describe(), "source": source.describe(), "engine": info.variant, "guardedge": _version()}
-    return annotator, OutputDir(Path(args.out), identity, details)
+    identity = RunIdentity(model, model_sha256, family, policy_sha256, policy.rationale, args.output_format)
+    details = {"policy": policy.describe(), "source": source.describe(), "engine": engine, "guardedge": _version()}
+    return OutputDir(Path(args.out), identity, details)
 
 
 def _total(source) -> int | None:

@@ -26,7 +26,6 @@ class KeyIndex:
     def __init__(self):
         import numpy as np
 
-        self._np = np
         self._sorted = np.empty(0, dtype="S16")
         self._recent: set[bytes] = set()
 
@@ -53,10 +52,13 @@ class KeyIndex:
     def _has(self, d: bytes) -> bool:
         if d in self._recent:
             return True
-        i = int(self._np.searchsorted(self._sorted, d))
-        return i < len(self._sorted) and self._sorted[i] == d
+        import numpy as np
+
+        i = int(np.searchsorted(self._sorted, d))
+        return i < len(self._sorted) and bytes(self._sorted[i]) == d
 
     def _merge(self) -> None:
-        np = self._np
+        import numpy as np
+
         self._sorted = np.union1d(self._sorted, np.array(sorted(self._recent), dtype="S16"))
         self._recent.clear()

@@ -89,6 +89,20 @@ def load_policy(categories_file: str | None, exclude: str | None, threshold: flo
     return Policy(categories, excluded, threshold, rationale)
 
 
+def validate_policy(policy: Policy, defaults: tuple[tuple[str, str], ...]) -> None:
+    """Refuse malformed policy options once, at the start, rather than on every row (GuardError)."""
+    from guardedge.runtime.errors import GuardError, InvalidRequest
+    from guardedge.runtime.requests import check_excluded, parse_request
+
+    probe = {"messages": [{"role": "user", "content": "policy check"}], **policy.fields()}
+    try:
+        request = parse_request(probe, defaults, load_images=False)
+        if request.categories is None and request.excluded_category_keys:
+            check_excluded(request.excluded_category_keys, defaults)
+    except InvalidRequest as exc:
+        raise GuardError(f"the policy options are invalid: {exc}") from None
+
+
 def model_digest(model_dir) -> str:
     """The model's identity (see the module docstring); ``model_dir`` is a runtime ModelDir."""
     from guardedge.runtime.artifact import source_identity

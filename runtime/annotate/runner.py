@@ -37,8 +37,7 @@ from guardedge.runtime.annotate.policy import Policy, request_digest
 from guardedge.runtime.annotate.rows import error_row, verdict_row
 from guardedge.runtime.annotate.sink import OutputDir
 from guardedge.runtime.annotate.sources import Item
-from guardedge.runtime.errors import GuardError, InvalidRequest
-from guardedge.runtime.requests import RequestLimits, check_excluded
+from guardedge.runtime.errors import InvalidRequest
 
 
 @dataclass
@@ -69,16 +68,6 @@ class Annotator:
         info = engine.info()
         self.family, self.defaults = info.family, info.categories
         self.policy_sha256 = policy.digest(self.family, self.defaults)
-
-    def check_policy(self) -> None:
-        """Refuse malformed policy options once, at the start, rather than on every row."""
-        probe = {"messages": [{"role": "user", "content": "policy check"}], **self.policy.fields()}
-        try:
-            request = self.engine.parse(probe, limits=RequestLimits(load_images=False))
-            if request.categories is None and request.excluded_category_keys:
-                check_excluded(request.excluded_category_keys, self.defaults)
-        except InvalidRequest as exc:
-            raise GuardError(f"the policy options are invalid: {exc}") from None
 
     def prepare(self, item: Item):
         """A Prepared request, or the error row of an item that cannot become one."""
@@ -149,8 +138,7 @@ class LocalRun:
         restore = self._handle_signals()
         self._bar = progress_bar(None if total is None else max(0, total - len(done)), self.show_progress)
         try:
-            with ThreadPoolExecutor(self.workers, thread_name_prefix="annotate-prep") as pool:
-                self._pipeline(items, done, pool, writer)
+            self._pipeline(items, done, writer)
         finally:
             writer.flush()
             restore()
@@ -158,7 +146,14 @@ class LocalRun:
             self.stats.seconds = time.perf_counter() - started
         return self.stats
 
-    def _pipeline(self, items: Iterable[Item], done, pool: ThreadPoolExecutor, writer) -> None:
+    def _pipeline(self, items: Iterable[Item], done: KeyIndex, writer) -> None:
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="annotate-prep")
+        try:
+            self._stream(items, done, pool, writer)
+        finally:  # on a stop, items still waiting to be prepared are dropped (they are redone on resume)
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _stream(self, items: Iterable[Item], done: KeyIndex, pool: ThreadPoolExecutor, writer) -> None:
         window: deque[tuple[str, Future]] = deque()
         batch: list[tuple[str, object]] = []
         seen = KeyIndex()  # this run's keys: a key twice in the source is annotated once

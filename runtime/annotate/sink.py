@@ -198,4 +198,5 @@ def read_rows(out: Path, columns: list[str] | None = None) -> Iterator[dict]:
 
 
 def _short(value: object) -> str:
-    return f"{value[:12]}…" if isinstance(value, str) and len(value) > 16 else repr(value)
+    """A sha256 shortened to 12 hex digits; anything else as it is."""
+    return f"{value[:12]}…" if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) else repr(value)

@@ -147,7 +147,7 @@ def folder_request(path: str | Path) -> dict:
     return {"messages": [{"role": "user", "content": [{"type": "image", "path": str(path)}]}]}
 
 
-def _folder_files(root: Path) -> Iterator[Path]:
+def folder_files(root: Path) -> Iterator[Path]:
     """Image files under ``root``, in a deterministic order (sorted walk)."""
     for directory, dirs, files in os.walk(root):
         dirs.sort()
@@ -157,12 +157,12 @@ def _folder_files(root: Path) -> Iterator[Path]:
 
 
 def _folder(source: Source, root: Path) -> Iterator[Item]:
-    for path in _folder_files(root):
+    for path in folder_files(root):
         yield Item(path.relative_to(root).as_posix(), folder_request(path))
 
 
 def _count_folder(source: Source, root: Path) -> int:
-    return sum(1 for _ in _folder_files(root))
+    return sum(1 for _ in folder_files(root))
 
 
 # -- JSONL -------------------------------------------------------------------------------------
