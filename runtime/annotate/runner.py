@@ -141,6 +141,7 @@ class LocalRun:
             self._pipeline(items, done, writer)
         finally:
             writer.flush()
+            self.out.close()
             restore()
             self._bar.close()
             self.stats.seconds = time.perf_counter() - started

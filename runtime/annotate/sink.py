@@ -72,6 +72,13 @@ class OutputDir:
             index.add_many(read_keys(part))
         return index
 
+    def close(self) -> None:
+        """Release the lock (a process that ends releases it anyway)."""
+        lock = getattr(self, "_lock_file", None)
+        if lock is not None:
+            lock.close()
+            self._lock_file = None
+
     def parts(self) -> list[Path]:
         return sorted((p for p in self.path.iterdir() if _PART.match(p.name)), key=lambda p: p.name)
 
