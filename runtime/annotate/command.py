@@ -82,38 +82,39 @@ def main(args: argparse.Namespace) -> int:
 def run_local(args: argparse.Namespace, source, policy):
     from guardedge.runtime import threads
     from guardedge.runtime.annotate.runner import Annotator, LocalRun
-    from guardedge.runtime.engine import EngineOptions, load_engine
+    from guardedge.runtime.engine import EngineOptions, build_engine
 
+    model_dir, out = prepare_output(args, source, policy)  # refused before any weight loads
     threads.apply(args.threads)
     options = EngineOptions(device=args.device, dtype=args.dtype, max_batch_size=args.batch_size,
                             prompt_source=args.prompt_source, family=args.family, progress=not args.no_progress)
-    engine = load_engine(args.model, options)
-    annotator, out = setup(engine, args, source, policy)
+    annotator = Annotator(build_engine(model_dir, options), policy, out.identity.model_sha256)
+    assert annotator.policy_sha256 == out.identity.policy_sha256  # the same family defaults either way
     run = LocalRun(annotator, out, args.batch_size, args.workers, args.flush_rows, args.flush_seconds,
                    progress=not args.no_progress)
     return out, run.run(source, _total(source))
 
 
-def setup(engine, args: argparse.Namespace, source, policy):
-    """The annotator and output directory of a run (the Ray driver uses the same)."""
+def prepare_output(args: argparse.Namespace, source, policy):
+    """The model directory and the checked output directory of a run, from the model's files and
+    family alone (no weights loaded): a wrong policy, or an output of another model or policy, is
+    refused in seconds, before a large model loads. The Ray driver uses the same."""
     from guardedge.runtime.annotate.policy import model_digest, validate_policy
-    from guardedge.runtime.annotate.runner import Annotator
-
-    info = engine.info()
-    validate_policy(policy, info.categories)
-    annotator = Annotator(engine, policy, model_digest(engine.model_dir))
-    return annotator, output_dir(args, source, policy, info.name, annotator.model_sha256, info.family,
-                                 annotator.policy_sha256, info.variant)
-
-
-def output_dir(args: argparse.Namespace, source, policy, model: str, model_sha256: str, family: str,
-               policy_sha256: str, engine: str):
     from guardedge.runtime.annotate.sink import OutputDir, RunIdentity
     from guardedge.runtime.cli import _version
+    from guardedge.runtime.families import choose_family
+    from guardedge.runtime.models import resolve_model
 
-    identity = RunIdentity(model, model_sha256, family, policy_sha256, policy.rationale, args.output_format)
-    details = {"policy": policy.describe(), "source": source.describe(), "engine": engine, "guardedge": _version()}
-    return OutputDir(Path(args.out), identity, details)
+    model_dir = resolve_model(args.model, progress=not args.no_progress)
+    family = choose_family(model_dir, args.family)
+    defaults = family.default_categories()
+    validate_policy(policy, defaults)
+    identity = RunIdentity(model_dir.name, model_digest(model_dir), family.name, policy.digest(family.name, defaults),
+                           policy.rationale, args.output_format)
+    details = {"policy": policy.describe(), "source": source.describe(), "guardedge": _version()}
+    out = OutputDir(Path(args.out), identity, details)
+    out.check()
+    return model_dir, out
 
 
 def _total(source) -> int | None:

@@ -31,7 +31,7 @@ import os
 from pathlib import Path
 
 from guardedge.runtime.annotate.keys import KeyIndex
-from guardedge.runtime.annotate.policy import Policy, model_digest, validate_policy
+from guardedge.runtime.annotate.policy import Policy
 from guardedge.runtime.annotate.rows import from_arrow
 from guardedge.runtime.annotate.runner import Annotator, LocalRun
 from guardedge.runtime.annotate.shards import sample_item
@@ -105,20 +105,14 @@ def run_ray(args: argparse.Namespace, source: Source, policy: Policy):
         import ray
     except ImportError:
         raise SystemExit("guardedge annotate --ray needs Ray: pip install 'guardedge[ray]'") from None
-    from guardedge.runtime.annotate.command import output_dir
-    from guardedge.runtime.families import choose_family
-    from guardedge.runtime.models import resolve_model
+    from guardedge.runtime.annotate.command import prepare_output
 
     if source.format not in ("folder", "parquet", "webdataset"):
         raise SystemExit(f"guardedge annotate --ray reads folders, Parquet and WebDataset shards, not {source.format}: "
                          "convert it to Parquet, or run without --ray")
     columns = _columns(source)
-    model_dir = resolve_model(args.model, progress=not args.no_progress)  # no weights loaded on the driver
-    family = choose_family(model_dir, args.family)
-    validate_policy(policy, family.default_categories())
-    model_sha256 = model_digest(model_dir)
-    out = output_dir(args, source, policy, model_dir.name, model_sha256, family.name,
-                     policy.digest(family.name, family.default_categories()), "ray")
+    _, out = prepare_output(args, source, policy)  # no weights loaded on the driver
+    model_sha256 = out.identity.model_sha256
     _init(ray, args)
     try:
         build = _builder(ray, args, source, columns, policy, model_sha256)

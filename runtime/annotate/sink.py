@@ -63,7 +63,7 @@ class OutputDir:
     def open(self) -> KeyIndex:
         """Create the directory (or check it is ours and of this run's identity), drop partial
         parts, and return the keys already committed."""
-        self._check_or_create()
+        self.check()
         self._lock()
         for tmp in self.path.glob(".*.tmp"):
             tmp.unlink()  # a part whose writer was killed before its rename: its rows are redone
@@ -86,7 +86,9 @@ class OutputDir:
         numbers = [int(_PART.match(p.name).group(1)) for p in self.parts()]
         return PartWriter(self, max(numbers, default=-1) + 1, flush_rows, flush_seconds)
 
-    def _check_or_create(self) -> None:
+    def check(self) -> None:
+        """Refuse the directory if it is not ours or holds another model's or policy's rows; create
+        it (with its header) if it does not exist."""
         header = self.path / HEADER
         if header.is_file():
             self._check(json.loads(header.read_text()))
