@@ -141,5 +141,5 @@ def finish(args: argparse.Namespace, out, stats) -> int:
     if stats.stopped_by:
         import signal
 
-        return 128 + int(getattr(signal, stats.stopped_by, signal.SIGINT))
+        return 128 + int(getattr(signal, stats.stopped_by.split()[0], signal.SIGINT))
     return 0

@@ -47,7 +47,9 @@ def items_of(rows: list[dict], fmt: str, columns: Columns, base_dir: str | None)
         return [row_item(row, columns, Path(base_dir) if base_dir else None, "") for row in rows]
     out = []
     for row in rows:  # webdataset: __key__, __url__ and one column per member extension
-        members = {k.lower(): v for k, v in row.items() if not k.startswith("__") and v is not None}
+        # A sample lacking an extension other samples of its block have reads as None or NaN (pandas blocks).
+        members = {k.lower(): bytes(v) for k, v in row.items()
+                   if not k.startswith("__") and isinstance(v, (bytes, bytearray, memoryview))}
         out.append(sample_item(os.path.basename(row["__url__"]), row["__key__"], members, columns.text))
     return out
 
@@ -56,7 +58,9 @@ class RayAnnotator:
     """The callable class of ``map_batches``: one engine per actor, rows of items in and out."""
 
     def __init__(self, model: str, engine_options: dict, policy: Policy, model_sha256: str, fmt: str,
-                 columns: Columns, base_dir: str | None, done, batch_size: int, threads: int | None):
+                 columns: Columns, base_dir: str | None, done, batch_size: int, threads: int | None, workers: int = 2):
+        from concurrent.futures import ThreadPoolExecutor
+
         from guardedge.runtime import threads as thread_count
         from guardedge.runtime.engine import EngineOptions, load_engine
 
@@ -65,12 +69,13 @@ class RayAnnotator:
         self.annotator = Annotator(self.engine, policy, model_sha256)
         self.fmt, self.columns, self.base_dir, self.batch_size = fmt, columns, base_dir, batch_size
         self.done = _resolve(done)
+        self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="annotate-prep")
 
     def __call__(self, batch):
         from guardedge.runtime.annotate.rows import to_table
 
         items = [i for i in items_of(batch.to_pylist(), self.fmt, self.columns, self.base_dir) if i.key not in self.done]
-        return to_table(self.annotator.rows(items, self.batch_size))
+        return to_table(self.annotator.rows(items, self.batch_size, self.pool))
 
 
 def _resolve(done):
@@ -91,6 +96,7 @@ class RayRun(LocalRun):
         self.build = build  # done KeyIndex -> ray.data.Dataset of output rows
 
     def _pipeline(self, items, done: KeyIndex, writer) -> None:
+        self.stats.already_done = len(done)  # the actors skip them: counted here, as committed before
         seen = KeyIndex()
         for batch in self.build(done).iter_batches(batch_size=None, batch_format="pyarrow"):
             fresh = [row for row in map(from_arrow, batch.to_pylist()) if self._is_new(row["key"], done, seen)]
@@ -155,7 +161,7 @@ def _builder(ray, args: argparse.Namespace, source: Source, columns: Columns, po
         kwargs = dict(model=args.model, engine_options=engine_options, policy=policy, model_sha256=model_sha256,
                       fmt=source.format, columns=columns, base_dir=base_dir,
                       done=ray.put(done), batch_size=args.batch_size,
-                      threads=args.threads or max(1, int(args.cpus_per_actor)))
+                      threads=args.threads or max(1, int(args.cpus_per_actor)), workers=args.workers)
         return ds.map_batches(RayAnnotator, fn_constructor_kwargs=kwargs, batch_size=args.batch_size * 4,
                               batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
                               num_cpus=args.cpus_per_actor, num_gpus=gpus)

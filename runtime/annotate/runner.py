@@ -9,8 +9,9 @@ the bottleneck. Items are taken in source order and at most ``ahead`` (2 x batch
 are submitted beyond the batch being formed.
 
 **Memory bound**: ``ahead`` items in flight (each its source bytes, at most the image cap,
-20 MiB, and once prepared its pixel tensors, at most ~18 MB for Mllama's 4 tiles or LLaVA-OV's
-10 anyres tiles in fp32), plus one batch on the engine, plus at most ``flush_rows`` buffered
+20 MiB, and once prepared its preprocessed pixels: Mllama keeps compact uint8 pixels, 0.9-2.8 MB
+(bench/RESULTS.md, preprocessing), LLaVA-OV at most 10 anyres tiles of 384 px in fp32, ~18 MB),
+plus one batch on the engine, plus at most ``flush_rows`` buffered
 output rows, plus the key index (16 bytes a key, runtime/annotate/keys.py), plus what the source
 reads at once (one Parquet record batch of 256 rows, one WebDataset sample, one JSONL line).
 Nothing grows with the dataset but the key index.
@@ -92,11 +93,10 @@ class Annotator:
             return [row for one in keyed for row in self.run([one])]
         return [self._row(key, p, v) for (key, p), v in zip(keyed, verdicts)]
 
-    def rows(self, items: Iterable[Item], batch_size: int) -> list[dict]:
-        """Rows for a handful of items, sequentially (Ray actors and tests)."""
-        out, keyed = [], []
-        for item in items:
-            prepared = self.prepare(item)
+    def rows(self, items: Iterable[Item], batch_size: int, pool: ThreadPoolExecutor | None = None) -> list[dict]:
+        """Rows for a handful of items (Ray actors, tests): prepared by ``pool`` when given, then run."""
+        out, keyed, items = [], [], list(items)
+        for item, prepared in zip(items, pool.map(self.prepare, items) if pool else map(self.prepare, items)):
             if isinstance(prepared, dict):
                 out.append(prepared)
                 continue
@@ -139,6 +139,8 @@ class LocalRun:
         self._bar = progress_bar(None if total is None else max(0, total - len(done)), self.show_progress)
         try:
             self._pipeline(items, done, writer)
+        except KeyboardInterrupt:  # a second signal: stop at once (the finally still commits finished rows)
+            self.stats.stopped_by = f"{self.stats.stopped_by or 'SIGINT'} (twice: stopped at once)"
         finally:
             writer.flush()
             self.out.close()
