@@ -13,7 +13,9 @@ repeat so a shared machine's noise hits all three alike:
   engine runs, rows written as Parquet parts.
 
 Items/s per repeat; the table gives the median and the range over ``--repeats`` (after one
-untimed warm-up of each), and the ratio of annotate's median to each reference's median.
+untimed warm-up of each), the ratio of annotate's median to each reference's median, and the
+median and range of the per-repeat ratios (each annotate pass over the reference pass measured
+moments before it: on a shared machine the pairs share the load).
 
     guardedge bench annotate --model demo --images 48 --repeats 4 [--batch-size 8 --workers 2]
 """
@@ -81,7 +83,11 @@ def time_annotate(engine, source, out: Path, batch: int, workers: int) -> float:
     identity = RunIdentity("bench", "bench", annotator.family, annotator.policy_sha256, False, "parquet")
     stats = LocalRun(annotator, OutputDir(out, identity), batch, workers).run(source)
     assert stats.written == len(list(source)) and stats.errors == 0
+    BUSY.append(stats.engine_busy)
     return stats.items_per_second
+
+
+BUSY: list[float] = []  # annotate's engine-busy share per pass (warm-up first)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -111,18 +117,26 @@ def report(args: argparse.Namespace, engine, results: dict[str, list[float]]) ->
     import torch
 
     medians = {name: statistics.median(rates) for name, rates in results.items()}
+    # Per repeat, annotate over each reference measured moments apart: the pairs share the machine's load.
+    paired = {name: sorted(a / r for a, r in zip(results["annotate"], rates)) for name, rates in results.items()}
     print(f"bench annotate: {args.model} ({engine.info().family}), {args.images} images, batch {args.batch_size}, "
           f"{args.workers} workers, {args.repeats} repeats; {machine(torch)}")
-    print(f"{'way':<16} {'median items/s':>15} {'min':>8} {'max':>8} {'annotate / this':>16}")
+    print(f"{'way':<16} {'median items/s':>15} {'min':>8} {'max':>8} {'annotate / this':>16} {'per repeat: median [min, max]':>30}")
     for name, rates in results.items():
+        ratios = paired[name]
         print(f"{name:<16} {medians[name]:>15.2f} {min(rates):>8.2f} {max(rates):>8.2f} "
-              f"{medians['annotate'] / medians[name]:>16.3f}")
+              f"{medians['annotate'] / medians[name]:>16.3f} {statistics.median(ratios):>14.3f} [{ratios[0]:.3f}, {ratios[-1]:.3f}]")
+    busy = sorted(BUSY[1:])
+    print(f"annotate kept the engine busy {statistics.median(busy):.1%} of its wall time (median; range "
+          f"{busy[0]:.1%}-{busy[-1]:.1%}): the rest is the pipeline waiting on preprocessing, reading or writing")
     print(json.dumps({"bench": "annotate", "model": args.model, "family": engine.info().family, "images": args.images,
                       "batch_size": args.batch_size, "workers": args.workers, "repeats": args.repeats,
                       "items_per_second": {k: [round(r, 3) for r in v] for k, v in results.items()},
                       "median": {k: round(v, 3) for k, v in medians.items()},
                       "ratio_to_engine_run": round(medians["annotate"] / medians["engine.run"], 3),
                       "ratio_to_engine_classify": round(medians["annotate"] / medians["engine.classify"], 3),
+                      "annotate_engine_busy": [round(b, 3) for b in BUSY[1:]],
+                      "paired_ratio_median": {k: round(statistics.median(v), 3) for k, v in paired.items()},
                       "machine": machine(torch)}))
     return 0
 

@@ -136,7 +136,8 @@ def finish(args: argparse.Namespace, out, stats) -> int:
     print(json.dumps({"out": str(out.path), **summary.to_json(), "run": {
         "written": stats.written, "errors": stats.errors, "already_done": stats.already_done,
         "duplicates": stats.duplicates, "seconds": round(stats.seconds, 3),
-        "items_per_second": round(stats.items_per_second, 3), "stopped_by": stats.stopped_by or None}}))
+        "items_per_second": round(stats.items_per_second, 3), "engine_busy": round(stats.engine_busy, 3),
+        "stopped_by": stats.stopped_by or None}}))
     sys.stdout.flush()
     if stats.stopped_by:
         import signal

@@ -51,12 +51,18 @@ class RunStats:
     duplicates: int = 0  # keys seen twice in the source this run, the later ones skipped
     duplicate_examples: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    engine_seconds: float = 0.0  # inside engine.run: near ``seconds`` when the model is the bottleneck
     stopped_by: str = ""  # "SIGINT" / "SIGTERM" when a signal stopped it
     verdicts: Counter = field(default_factory=Counter)
 
     @property
     def items_per_second(self) -> float:
         return self.written / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def engine_busy(self) -> float:
+        """The share of the run the engine was running a batch (1.0: preprocessing never made it wait)."""
+        return self.engine_seconds / self.seconds if self.seconds > 0 else 0.0
 
 
 class Annotator:
@@ -171,7 +177,7 @@ class LocalRun:
         while window and not self._stop.is_set():
             batch = self._advance(window, batch, writer)
         if not self._stop.is_set():
-            self._commit(self.annotator.run(batch), writer)
+            self._run(batch, writer)
 
     def _is_new(self, key: str, done: KeyIndex, seen: KeyIndex) -> bool:
         if key in done:
@@ -193,8 +199,14 @@ class LocalRun:
         batch.append((key, prepared))
         if len(batch) < self.batch_size:
             return batch
-        self._commit(self.annotator.run(batch), writer)
+        self._run(batch, writer)
         return []
+
+    def _run(self, batch: list, writer) -> None:
+        started = time.perf_counter()
+        rows = self.annotator.run(batch)
+        self.stats.engine_seconds += time.perf_counter() - started
+        self._commit(rows, writer)
 
     def _commit(self, rows: list[dict], writer) -> None:
         for row in rows:

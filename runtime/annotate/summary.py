@@ -71,7 +71,8 @@ def text(summary: OutputSummary, stats=None) -> str:
         lines.append("errors: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.error_codes.items())))
         lines.extend(f"  e.g. {key}: {message[:160]}" for key, message in summary.error_examples[:3])
     if stats is not None:
-        lines.append(f"this run: {stats.written} rows in {stats.seconds:.1f} s ({stats.items_per_second:.2f} items/s), "
+        busy = f", engine busy {stats.engine_busy:.0%} of it" if stats.engine_seconds else ""
+        lines.append(f"this run: {stats.written} rows in {stats.seconds:.1f} s ({stats.items_per_second:.2f} items/s{busy}), "
                      f"{stats.errors} errors, {stats.already_done} already done, {stats.duplicates} duplicate keys skipped")
         if stats.duplicate_examples:
             lines.append(f"  duplicate keys (annotated once): {', '.join(stats.duplicate_examples)}")
