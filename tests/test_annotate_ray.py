@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -110,6 +111,7 @@ def stop_ray_processes(env: dict) -> None:
                 os.kill(int(pid), signal.SIGKILL)
         except OSError:
             pass
+    shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)  # its session logs and spilled objects
 
 
 @pytest.fixture(scope="module")
