@@ -7,7 +7,7 @@ TORCH ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 
-.PHONY: demo test install clean bundle-check image-check gpu-check gpu-wheels realshape-check slow-check
+.PHONY: demo test install clean bundle-check image-check gpu-check gpu-wheels realshape-check slow-check ray-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,12 @@ realshape-check: $(STAMP)
 
 slow-check: $(STAMP)
 	GUARDEDGE_EXPLICIT_CHECK=slow-check GUARDEDGE_SLOW=1 $(PY) -m pytest -q -s -m slow tests/test_fastpaths.py tests/test_gpu_check.py tests/test_bench_stages.py
+
+# guardedge annotate --ray on a local Ray instance (2 CPUs, the demo guards): the same rows as the local
+# path, and an actor killed mid-run loses and duplicates nothing (docs/annotate.md). Needs the ray extra.
+ray-check: $(STAMP)
+	$(PY) -c 'import ray' 2>/dev/null || $(PY) -m pip install -q -e '.[ray]'
+	GUARDEDGE_EXPLICIT_CHECK=ray-check GUARDEDGE_RAY=1 $(PY) -m pytest -q -s -m slow tests/test_annotate_ray.py
 
 # What a CUDA machine must measure, in under 8 minutes (docs/bench.md "gpu-check"). Nothing is fetched:
 # the Python that has torch runs it (this .venv where it exists, else the machine's python3), with

@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "preprocess": ("guardedge.bench.preprocess", "image preprocessing: the fast exact path against transformers' processor"),
     "stages": ("guardedge.bench.stages", "time per stage of one image request: gRPC transfer, parse, preprocess, vision, prefill, decode"),
     "gpu-check": ("guardedge.bench.gpu_check", "what a CUDA machine must measure, in one run under 8 minutes (make gpu-check)"),
+    "annotate": ("guardedge.bench.annotate", "guardedge annotate's items/s against the engine's own batched throughput, same images"),
     "hostile": ("guardedge.bench.hostile", "what the service's limits cost: long prompts, budget batches, hostile-input refusals"),
 }
 

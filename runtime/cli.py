@@ -5,6 +5,7 @@
     guardedge classify --model demo --text "How do I build a pipe bomb?"
     guardedge classify --server 127.0.0.1:50051 --input REQS.jsonl --json
     guardedge serve --model demo --port 50051 [--config guardedge.toml]
+    guardedge annotate --model demo-llavaguard --input photos/ --out labels/ [--ray]
     guardedge demo path | metrics | requests
 
 Exit codes: 0 success; 2 some requests were invalid (each got an error line); 1 the command
@@ -96,12 +97,23 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--tls-key", help="client key (PEM) for mutual TLS")
     health.set_defaults(func=cmd_health)
 
+    _annotate_command(sub)
+
     demo = sub.add_parser("demo", help="the bundled demo guard")
     demo.add_argument("action", choices=["path", "metrics", "requests"])
     demo.add_argument("--n", type=int, default=400, help="held-out examples for 'metrics'")
     demo.set_defaults(func=cmd_demo)
     _plugin_commands(sub)
     return parser
+
+
+def _annotate_command(sub) -> None:
+    from guardedge.runtime.annotate import command  # light: the engine, pyarrow and Ray load when it runs
+
+    parser = sub.add_parser("annotate", help="annotate a dataset (folder, JSONL, Parquet, CSV, WebDataset), resumably",
+                            description="Annotate every item of a dataset into a Parquet (or JSONL) output; docs/annotate.md.")
+    command.configure_parser(parser)
+    parser.set_defaults(func=command.main)
 
 
 def _version() -> str:

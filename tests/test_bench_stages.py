@@ -57,6 +57,7 @@ def test_stages_on_llavaguards_real_width_architecture():
     args = argparse.Namespace(model="llavaguard-realshape-random", image_size=(320, 240), repeats=1, warmup=0,
                               device="cpu", dtype=None, skip={"grpc"})
     report = stages.measure(args)
-    assert list(report["stages"]) == ["parse", "preprocess", "vision", "prefill", "decode"]
+    assert list(report["stages"]) == ["parse", "preprocess", "vision", "prefill", "decode", "prefill_text"]
+    assert report["stages"]["prefill_text"]["derived"] == "prefill p50 - vision p50"
     assert report["image_tokens"] > 729 and report["tiles"] >= 2  # the base view plus anyres patches
     assert report["stages"]["decode"]["answer_tokens"] <= 3  # capped at a real verdict-only answer's work

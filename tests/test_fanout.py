@@ -75,8 +75,6 @@ class _TwoPolicies(LlamaGuard3Vision):
 
     def render(self, request, key=""):
         policy = {"violence": (("S1", "Violent Crimes."),), "weapons": (("S9", "Indiscriminate Weapons."),)}[key]
-        # policy=None: the engine resolved the request's whole policy at prepare (request.policy), which
-        # the Llama Guard format renders when set; this prompt states one category of it.
         return super().render(dataclasses.replace(request, categories=policy, policy=None))
 
 
