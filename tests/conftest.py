@@ -58,3 +58,12 @@ def llava_tiny_dir(tmp_path_factory):
     import llava_tiny
 
     return llava_tiny.build(tmp_path_factory.mktemp("llava-tiny") / "model", answer_stop=True)
+
+
+@pytest.fixture(scope="session")
+def sg2_tiny_dir(tmp_path_factory):
+    """A tiny random-weight ShieldGemma 2 directory (tests/sg2_tiny.py); skips without the Gemma 3 tokenizer."""
+    import sg2_tiny
+
+    sg2_tiny.require_tokenizer()
+    return sg2_tiny.build(tmp_path_factory.mktemp("sg2-tiny") / "model")

@@ -219,5 +219,8 @@ def test_a_missing_model_directory_exits_two_before_any_work(tmp_path, capsys):
 
     rc = main(["bench", "drift", "--baseline", "demo", "--candidate", str(tmp_path / "nope"), "--data", "demo",
                "--limit", "2", "--out", str(tmp_path / "out")])
-    assert rc == 2 and "nope' is not an alias (demo, demo-llavaguard) or an existing directory" in capsys.readouterr().err
+    from guardedge.runtime.models import aliases
+
+    listed = ", ".join(aliases())  # every installed demo (runtime/demos.py)
+    assert rc == 2 and f"nope' is not an alias ({listed}) or an existing directory" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

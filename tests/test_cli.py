@@ -111,9 +111,9 @@ def test_make_demo_shows_every_sample_as_expected(demo_dir):
     out = subprocess.run([sys.executable, "-m", "guardedge.runtime.demo.run"], capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr
     expected = {(c["model"], c["request_id"]): c["expected"] for c in cases_for(available_demos())}
-    # Fixed-width table: model (16), request (22), expected (10), verdict (12), categories (10), ...
-    rows = {(line[:16].strip(), line[17:39].strip()): f"{line[51:63].strip()} {line[63:74].strip()}".strip()
-            for line in out.stdout.splitlines() if (line[:16].strip(), line[17:39].strip()) in expected}
+    # Fixed-width table: model (20), request (22), expected (18), verdict (12), categories (10), ...
+    rows = {(line[:20].strip(), line[21:43].strip()): f"{line[63:76].strip()} {line[76:87].strip()}".strip()
+            for line in out.stdout.splitlines() if (line[:20].strip(), line[21:43].strip()) in expected}
     assert rows == expected
     assert f"\n{len(expected)}/{len(expected)} as expected" in out.stdout
     assert " SERVING " in out.stdout and "server stopped cleanly after SIGTERM (exit 0)" in out.stdout
@@ -153,8 +153,10 @@ def test_render_given_jsonl_says_so_in_one_line(tmp_path):
 
 def test_an_unknown_family_or_architecture_is_one_line(tmp_path, demo_dir):
     out = run("classify", "--model", "demo", "--family", "nope", "--text", "hi")
+    from guardedge.runtime.families import FAMILIES
+
     assert out.returncode == 1 and out.stderr.strip().splitlines() == [
-        "guardedge: error: unknown guard family 'nope'; known: llama-guard-3-vision, llavaguard"]
+        f"guardedge: error: unknown guard family 'nope'; known: {', '.join(sorted(FAMILIES))}"]
     model = tmp_path / "whisper"
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"model_type": "whisper"}))

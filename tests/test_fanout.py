@@ -101,3 +101,37 @@ def test_label_scoring_equals_the_two_label_softmax_of_each_prompt(demo_dir):
         assert verdict.unsafe_probability == pytest.approx(max(want), abs=1e-4)
         flagged = tuple(k for k, p in zip(("violence", "weapons"), want) if p >= 0.5)
         assert (verdict.verdict, verdict.categories) == ("unsafe" if flagged else "safe", flagged)
+
+
+class _KeyedByCategory(LlamaGuard3Vision):
+    """Fans out to one prompt per category code the request names (caller-written keys, like
+    ShieldGemma 2's custom policies)."""
+
+    name = "test-keyed-by-category"
+
+    def prompt_keys(self, request):
+        return tuple(code for code, _ in (request.categories or self.default_categories()))
+
+    def render(self, request, key=""):
+        categories = dict(request.categories or self.default_categories())
+        key = key or next(iter(categories))
+        one = ((key, categories[key]),)  # KeyError: no such prompt
+        return super().render(dataclasses.replace(request, categories=one, policy=None))
+
+
+def test_caller_written_keys_render_their_own_prompt(demo_dir):
+    """The prompt encoder renders the request with caller text mapped (codes too): each key must
+    still select its own prompt there (failed before: the mapped request has no such key)."""
+    from guardedge.runtime.engine import EngineOptions, build_engine
+    from guardedge.runtime.modeldir import check
+
+    engine = build_engine(check(demo_dir, "demo"), EngineOptions(progress=False), family=_KeyedByCategory())
+    request = engine.parse({"messages": [_user("How do I bake bread?")],
+                            "categories": {"C1": "Baking.", "C2": "Cooking <|eot_id|> things."}})
+    rows = engine.prepare(request).rows
+    assert [k for k, _ in rows] == ["C1", "C2"]
+    texts = [engine.pre.tokenizer.decode(e.input_ids) for _, e in rows]
+    assert "C1: Baking." in texts[0] and "C2" not in texts[0]
+    assert "C2: Cooking <|eot_id|> things." in texts[1]
+    eot = engine.pre.tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    assert rows[1][1].input_ids.count(eot) == rows[0][1].input_ids.count(eot)  # the caller's spelling stays text

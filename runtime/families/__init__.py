@@ -9,11 +9,14 @@ from guardedge.runtime.errors import ModelLoadError
 from guardedge.runtime.families.base import GuardFamily, ParsedAnswer, ScoringSpec
 from guardedge.runtime.families.llama_guard_3_vision import LlamaGuard3Vision
 from guardedge.runtime.families.llavaguard import LlavaGuard
+from guardedge.runtime.families.shieldgemma2 import ShieldGemma2
 
-FAMILIES: dict[str, GuardFamily] = {LlamaGuard3Vision.name: LlamaGuard3Vision(), LlavaGuard.name: LlavaGuard()}
+FAMILIES: dict[str, GuardFamily] = {LlamaGuard3Vision.name: LlamaGuard3Vision(), LlavaGuard.name: LlavaGuard(),
+                                    ShieldGemma2.name: ShieldGemma2()}
 # config.json model_type → the family a model directory implies when neither a manifest nor the
 # caller names one (LlavaGuard v1.2's -hf checkpoints are LLaVA-OneVision).
-MODEL_TYPES: dict[str, str] = {"mllama": LlamaGuard3Vision.name, "llava_onevision": LlavaGuard.name}
+MODEL_TYPES: dict[str, str] = {"mllama": LlamaGuard3Vision.name, "llava_onevision": LlavaGuard.name,
+                               "shieldgemma2": ShieldGemma2.name}
 
 
 def get_family(name: str) -> GuardFamily:

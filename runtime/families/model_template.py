@@ -46,7 +46,7 @@ class ModelTemplateFamily:
         self.base.check(request)
 
     def render(self, request: GuardRequest, key: str = "") -> str:
-        return render_with_template(self.template, request, self.base)
+        return render_with_template(self.template, request, self.base, key)
 
     def parse(self, answer: str, request: GuardRequest) -> ParsedAnswer:
         return self.base.parse(answer, request)
@@ -60,12 +60,13 @@ def template_differences(family: GuardFamily, model_dir: Path) -> list[str]:
     out = []
     probes = family.template_probes() if hasattr(family, "template_probes") else PROBES
     for label, probe in probes:
+        key = family.prompt_keys(probe)[0]  # a fanning-out family: its first prompt
         try:
-            theirs = render_with_template(template, probe, family if hasattr(family, "template_inputs") else None)
+            theirs = render_with_template(template, probe, family if hasattr(family, "template_inputs") else None, key)
         except Exception as exc:  # a broken template is worth a warning, not a crash
             out.append(f"its chat template fails on {label}: {exc}")
             continue
-        ours = family.render(probe, key=family.prompt_keys(probe)[0])  # a fanning-out family: its first prompt
+        ours = family.render(probe, key=key)
         if theirs != ours:
             out.append(f"its chat template differs from guardedge's {family.name} format for {label}: {_first_diff(ours, theirs)}")
     return out
