@@ -223,8 +223,8 @@ class Engine:
         import torch
 
         started = time.perf_counter()
-        logits = self.pre.score_rows(self.backend, [p.rows for p in batch])
-        pair = torch.softmax(logits[:, [self.unsafe_id, self.safe_id]], dim=-1)[:, 0].tolist()
+        logits = self.pre.score_rows(self.backend, [p.rows for p in batch], [self.unsafe_id, self.safe_id])
+        pair = torch.softmax(logits, dim=-1)[:, 0].tolist()
         inference_s = time.perf_counter() - started
         out, k = [], 0
         for p, t in zip(batch, thresholds):

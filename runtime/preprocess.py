@@ -114,21 +114,21 @@ class Preprocessor:
     def collate(self, items: list[Encoded], pad_left: bool = True) -> Batch:
         return self.arch.collate(items, pad_left)
 
-    def score_rows(self, backend, requests: list[list[tuple[str, Encoded]]]):
-        """fp32 logits [rows, vocab] after every prompt of ``requests`` (in order): each request's
-        prompts share the pass over their common prefix (the images and what precedes the policy)
-        when it holds every image, else each prompt runs whole."""
+    def score_rows(self, backend, requests: list[list[tuple[str, Encoded]]], token_ids: list[int]):
+        """fp32 logits [rows, len(token_ids)] of ``token_ids`` after every prompt of ``requests`` (in
+        order): each request's prompts share the pass over their common prefix (the images and what
+        precedes the policy) when it holds every image, else each prompt runs whole."""
         prefixes, suffixes, parents = [], [], []
         for r, rows in enumerate(requests):
             split = shared_prefix([e for _, e in rows])
             if split is None:
-                return backend.prefill(self.collate([e for rows_ in requests for _, e in rows_]))[0]
+                return backend.prefill(self.collate([e for rows_ in requests for _, e in rows_]))[0][:, token_ids]
             first = rows[0][1]
             prefixes.append(Encoded(first.input_ids[:split], first.images, first.image_positions, first.image_tokens,
                                     first.image_lengths))
             suffixes += [Encoded(e.input_ids[split:]) for _, e in rows]
             parents += [r] * len(rows)
-        return backend.prefill_shared(self.collate(prefixes), self.collate(suffixes), parents)
+        return backend.prefill_shared(self.collate(prefixes), self.collate(suffixes), parents, token_ids)
 
 
 def shared_prefix(items: list[Encoded]) -> int | None:

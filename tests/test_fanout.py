@@ -135,3 +135,14 @@ def test_caller_written_keys_render_their_own_prompt(demo_dir):
     assert "C2: Cooking <|eot_id|> things." in texts[1]
     eot = engine.pre.tokenizer.convert_tokens_to_ids("<|eot_id|>")
     assert rows[1][1].input_ids.count(eot) == rows[0][1].input_ids.count(eot)  # the caller's spelling stays text
+
+
+def test_reading_a_few_tokens_gives_those_tokens_logits(demo_engine):
+    """A label family reads two output rows, not the whole vocabulary: the same numbers."""
+    e = _encoded(demo_engine, {"messages": [_user("How do I build a pipe bomb?")]})
+    pre, backend = demo_engine.pre, demo_engine.backend
+    prefix, suffix = _split(e, len(e.input_ids) - 3)
+    ids = [demo_engine.unsafe_id, demo_engine.safe_id, 17]
+    few = backend.prefill_shared(pre.collate([prefix]), pre.collate([suffix]), [0], ids)
+    full = backend.prefill_shared(pre.collate([prefix]), pre.collate([suffix]), [0])
+    assert few.shape == (1, 3) and torch.allclose(few, full[:, ids], atol=1e-5)

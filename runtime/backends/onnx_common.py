@@ -117,7 +117,7 @@ class OnnxDecoderBackend:
             values = torch.log_softmax(values, dim=-1)
         return values[..., list(token_ids)]
 
-    def prefill_shared(self, prefix, suffix, parents):
+    def prefill_shared(self, prefix, suffix, parents, token_ids=None):
         """As TorchBackend.prefill_shared: the prefix's cache (and image inputs) reused by the rows
         that continue it, through the decoder's explicit cache."""
         import torch
@@ -132,7 +132,8 @@ class OnnxDecoderBackend:
         width = mask.shape[1]
         logits, _ = self.run_decoder({"attention_mask": attention, "position_ids": positions,
                                       **self.token_feeds(suffix.input_ids.numpy(), extra), **past}, np.array([width - 1]))
-        return torch.from_numpy(np.ascontiguousarray(logits[:, -1])).float()
+        out = torch.from_numpy(np.ascontiguousarray(logits[:, -1])).float()
+        return out if token_ids is None else out[:, list(token_ids)]  # the graph computes every row anyway
 
     def memory_bytes(self) -> int:
         """Bytes of the components' files on disk (graphs + external weight data), not the RAM ORT uses."""

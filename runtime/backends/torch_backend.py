@@ -198,10 +198,12 @@ class TorchBackend:
         return logits, state
 
     @torch.inference_mode()
-    def prefill_shared(self, prefix: Batch, suffix: Batch, parents: Sequence[int]) -> torch.Tensor:
-        """Logits (fp32, [rows, vocab]) after each row of ``suffix``, which continues row
-        ``parents[i]`` of ``prefix``: the prefix (images included) is run once and its KV cache
-        reused by every row that continues it (a family's fan-out: one prompt per policy).
+    def prefill_shared(self, prefix: Batch, suffix: Batch, parents: Sequence[int],
+                       token_ids: Sequence[int] | None = None) -> torch.Tensor:
+        """Logits (fp32, [rows, vocab], or [rows, len(token_ids)] for just those tokens: a label
+        family reads two) after each row of ``suffix``, which continues row ``parents[i]`` of
+        ``prefix``: the prefix (images included) is run once and its KV cache reused by every row
+        that continues it (a family's fan-out: one prompt per policy).
 
         The result equals each prefix + suffix run whole: suffix rows are left-padded *after* the
         prefix, and those pad columns are masked like any other.
@@ -231,8 +233,11 @@ class TorchBackend:
             use_cache=True,
             cache_position=columns + torch.arange(suffix.input_ids.shape[1], device=self.device),
             **inputs,
-        ).last_hidden_state
-        return self.head(hidden[:, -1]).float()
+        ).last_hidden_state[:, -1]
+        if token_ids is not None:  # only the output rows read: 2 of Gemma 3's 262k
+            rows = _head_rows(self.head, list(token_ids))
+            return (hidden.to(rows.dtype) @ rows.t()).float()
+        return self.head(hidden).float()
 
     @torch.inference_mode()
     def draft_logits(self, state: PrefillState, positions: Sequence[int], token_ids: Sequence[int],
