@@ -12,8 +12,9 @@ from guardedge.runtime.families.llavaguard import LlavaGuard
 
 FAMILIES: dict[str, GuardFamily] = {LlamaGuard3Vision.name: LlamaGuard3Vision(), LlavaGuard.name: LlavaGuard()}
 # config.json model_type → the family a model directory implies when neither a manifest nor the
-# caller names one (LlavaGuard v1.2's -hf checkpoints are LLaVA-OneVision).
-MODEL_TYPES: dict[str, str] = {"mllama": LlamaGuard3Vision.name, "llava_onevision": LlavaGuard.name}
+# caller names one (LlavaGuard v1.2's -hf checkpoints are LLaVA-OneVision, QwenGuard v1.2's Qwen2.5-VL).
+MODEL_TYPES: dict[str, str] = {"mllama": LlamaGuard3Vision.name, "llava_onevision": LlavaGuard.name,
+                               "qwen2_5_vl": LlavaGuard.name}
 
 
 def get_family(name: str) -> GuardFamily:
