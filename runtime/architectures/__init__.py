@@ -22,6 +22,7 @@ _MODULES: dict[str, str] = {
     "mllama": "guardedge.runtime.architectures.mllama",
     "llava_onevision": "guardedge.runtime.architectures.llava_onevision",
     "llava": "guardedge.runtime.architectures.llava",
+    "qwen2_5_vl": "guardedge.runtime.architectures.qwen2_5_vl",
 }
 
 
