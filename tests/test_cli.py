@@ -111,8 +111,8 @@ def test_make_demo_shows_every_sample_as_expected(demo_dir):
     out = subprocess.run([sys.executable, "-m", "guardedge.runtime.demo.run"], capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr
     expected = {(c["model"], c["request_id"]): c["expected"] for c in cases_for(available_demos())}
-    # Fixed-width table: model (16), request (22), expected (10), verdict (12), categories (10), ...
-    rows = {(line[:16].strip(), line[17:39].strip()): f"{line[51:63].strip()} {line[63:74].strip()}".strip()
+    # Fixed-width table: model (16), request (22), expected (12: "unparseable"), verdict (12), categories (10), ...
+    rows = {(line[:16].strip(), line[17:39].strip()): f"{line[53:65].strip()} {line[65:76].strip()}".strip()
             for line in out.stdout.splitlines() if (line[:16].strip(), line[17:39].strip()) in expected}
     assert rows == expected
     assert f"\n{len(expected)}/{len(expected)} as expected" in out.stdout

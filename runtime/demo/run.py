@@ -67,13 +67,13 @@ def _classify_all(address: str, cases: list[dict]) -> list[dict]:
 
 
 def _print(cases: list[dict], results: list[dict]) -> None:
-    print(f"{'model':<16} {'request':<22} {'expected':<10} {'verdict':<12} {'categories':<10} {'P(unsafe)':>9}  {'server ms':>9}  note")
+    print(f"{'model':<16} {'request':<22} {'expected':<12} {'verdict':<12} {'categories':<10} {'P(unsafe)':>9}  {'server ms':>9}  note")
     as_expected = 0
     for case, result in zip(cases, results):
         ok = _answer(result) == case["expected"]
         as_expected += ok
         note = "" if ok else f"not as expected{': ' + result['error'] if result['error'] else ''}"
-        print(f"{case['model']:<16} {case['request_id']:<22} {case['expected']:<10} {result['verdict']:<12} "
+        print(f"{case['model']:<16} {case['request_id']:<22} {case['expected']:<12} {result['verdict']:<12} "
               f"{','.join(result['categories']):<10} {result['unsafe_probability']:>9.3f}  "
               f"{result['timings']['total_s'] * 1000:>9.1f}  {note}")
         if result.get("rationale"):
