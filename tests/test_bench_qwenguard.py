@@ -59,3 +59,19 @@ def get_smoke():
     from guardedge.runtime.families import get_family
 
     return get_family("llavaguard").smoke_requests()
+
+
+def test_preprocess_bench_reports_the_fast_path_exact(capsys):
+    import argparse
+    import json
+
+    from guardedge.bench import preprocess_qwen2_5_vl as bench
+
+    parser = argparse.ArgumentParser()
+    bench.configure_parser(parser)
+    assert bench.main(parser.parse_args(["--sizes", "300x200,40x900", "--max-pixels", "50176", "--repeats", "1", "--warmup", "0"])) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["exact"] for r in report["images"]] == [True, True] and report["arch"] == "qwen2_5_vl"
+    for r in report["images"]:
+        q = r["queued_bytes"]
+        assert q["float32_tiles"] == 8 * q["compact"] and r["tokens"] * 4 == r["grid"][0] * r["grid"][1]
