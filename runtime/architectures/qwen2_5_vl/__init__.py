@@ -45,6 +45,11 @@ class QwenImage:
     tokens: int  # prompt tokens the image expands to
     compact: pixels.CompactGrid | None = None
 
+    @property
+    def num_patches(self) -> int:
+        """14-px patches the vision tower embeds (what ``bench stages`` reports per image)."""
+        return self.grid[0] * self.grid[1]
+
 
 @dataclass(frozen=True)
 class Geometry:
