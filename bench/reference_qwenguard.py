@@ -26,12 +26,17 @@ torchvision for it, which is not a dependency). The model loads in its stored dt
 
 from __future__ import annotations
 
-from guardedge.bench.reference_llavaguard import cases  # noqa: F401 - the family's requests, as the LlavaGuard side
-
 MAX_NEW_TOKENS = 200  # the LlavaGuard card's (the full JSON with its rationale)
 REFERENCE = "snippet_auto"  # the card's code as published: the checkpoint's own dtype
 LABELS = {"snippet_auto": "card generate (stored dtype, greedy, JSON)",
           "snippet_fp32": "card generate (fp32, greedy, JSON)"}
+
+
+def cases() -> list[dict]:
+    """The family's requests, as the LlavaGuard side times them (smoke requests, verdict only)."""
+    from guardedge.bench import reference_llavaguard
+
+    return reference_llavaguard.cases()
 
 
 def load_processor(model_dir: str):
