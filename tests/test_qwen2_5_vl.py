@@ -218,3 +218,29 @@ def test_a_published_flat_config_reads_the_same():
     ids = torch.tensor([[0, 0, 5, 151652, 151655, 151655, 151655, 151655, 151653, 7]])
     rope = _RopeIndex(flat)(ids, torch.tensor([[1, 4, 4]]), torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1, 1, 1]]))
     assert rope[:, 0, 2:].tolist() == [[0, 1, 2, 2, 2, 2, 4, 5], [0, 1, 2, 2, 3, 3, 4, 5], [0, 1, 2, 3, 2, 3, 4, 5]]
+
+
+def test_the_processor_fallback_collates_what_the_fast_path_does(qwen_engine):
+    """fast_pixels=False (a processor configuration the fast path does not cover) runs the processor
+    itself: the same tokens, patches, grids and positions."""
+    from PIL import Image
+
+    engine = qwen_engine
+    fast = engine.pre.arch
+    slow = type(fast)(None, engine.model_dir.config, engine.pre.tokenizer, image_processor=fast.image_processor, fast_pixels=False)
+    assert slow.grid_config is None and fast.grid_config is not None
+    vision = "<|vision_start|><|image_pad|><|vision_end|>"
+    ids = engine.pre.tokenizer.encode(f"<|im_start|>user\n{vision}x<|im_end|>", add_special_tokens=False)
+    batches = []
+    for arch in (fast, slow):
+        from guardedge.runtime.architectures import Encoded
+
+        items = []
+        for size in ((96, 64), (300, 200)):
+            image = arch.encode_image(Image.new("RGB", size, (size[0] % 255, 40, 90)))
+            expanded, starts = arch.expand(ids, [image])
+            items.append(Encoded(expanded, [image], starts, image.tokens, [image.tokens]))
+        batches.append(arch.collate(items))
+    for key in ("pixel_values", "image_grid_thw", "rope_positions"):
+        assert torch.equal(batches[0].extra[key], batches[1].extra[key]), key
+    assert torch.equal(batches[0].input_ids, batches[1].input_ids)
