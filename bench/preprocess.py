@@ -37,6 +37,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", choices=architectures(), default="mllama", help="which architecture's processor to compare with")
     parser.add_argument("--tile", type=int, default=None, help="tile size (mllama: 560, the demo guard 56; llava_onevision: 384, the demo LlavaGuard 28)")
     parser.add_argument("--max-tiles", type=int, default=4)
+    parser.add_argument("--max-pixels", type=int, help="a processor that resizes to a pixel budget (qwen2_5_vl: 12845056, the demo 50176)")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (PIL and numpy run on one anyway)")

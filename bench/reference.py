@@ -1,7 +1,8 @@
 """Engine vs the model card's transformers snippet, same inputs, same process.
 
-The snippet is the model family's published transformers usage (a module registered for the family
-under pyproject.toml's ``guardedge.references`` entry point, :func:`side_for`): for LlavaGuard,
+The snippet is the model family's published transformers usage (a module registered for the family,
+or for the family on one architecture, under pyproject.toml's ``guardedge.references`` entry point,
+:func:`side_for`): for LlavaGuard,
 its model card's ``generate`` of the full JSON with the policy prompt (bench/reference_llavaguard.py,
 greedy), against the engine's verdict-only answer (and, timed too, the engine writing the
 rationale as well). For Llama Guard 3 Vision it is Meta's card code, unchanged but for the model directory:
@@ -83,14 +84,19 @@ def _stats(times: list[float]) -> dict:
     return {"p50_ms": round(statistics.median(ms), 2), "p90_ms": round(p90, 2)}
 
 
-def side_for(family: str):
-    """The family's card-usage module (entry point ``guardedge.references``): cases(),
-    snippets(path, engine) -> {name: answer(case, request)}, REFERENCE, LABELS."""
+def side_for(family: str, model_type: str | None = None):
+    """The card-usage module (entry point ``guardedge.references``) of a family's checkpoints on
+    ``model_type``: cases(), snippets(path, engine) -> {name: answer(case, request)}, REFERENCE,
+    LABELS. The most specific name wins: ``<family>.<model_type>`` (a family whose checkpoints on
+    another architecture have a model card of their own: QwenGuard is llavaguard on qwen2_5_vl),
+    then ``<family>``."""
     from importlib.metadata import entry_points
 
     from guardedge.runtime.errors import ModelLoadError
 
-    point = next((p for p in entry_points(group="guardedge.references") if p.name == family), None)
+    points = {p.name: p for p in entry_points(group="guardedge.references")}
+    names = [f"{family}.{model_type}", family] if model_type else [family]
+    point = next((points[name] for name in names if name in points), None)
     if point is None:
         raise ModelLoadError(f"bench reference knows no model-card usage for the {family} family")
     return point.load()
@@ -140,7 +146,7 @@ def compare(model: str, rounds: int = 5) -> dict:
     plain = load_engine(path, EngineOptions(max_batch_size=8, progress=False, drafts=False))
     # ... and without per-category scores: what they cost, measured in the same run.
     unscored = load_engine(path, EngineOptions(max_batch_size=8, progress=False, category_scores=False))
-    side = side_for(engine.family.name)
+    side = side_for(engine.family.name, engine.model_dir.config.get("model_type"))
     snippets_ = side.snippets(path, engine)
     cases_ = side.cases()
     requests = [engine.parse(c) for c in cases_]

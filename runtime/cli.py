@@ -278,12 +278,14 @@ def _read_json(path: str) -> object:
 
 
 def cmd_render(args) -> int:
-    from guardedge.runtime.families import choose_family, get_family
+    from guardedge.runtime.families import choose_family, for_model, get_family
     from guardedge.runtime.models import resolve_model
     from guardedge.runtime.requests import parse_request
 
     if args.family:
         family = get_family(args.family)
+        # A named model prompts in its own architecture's frame (for_model); the family's demo in the default one.
+        family = for_model(family, resolve_model(args.model, progress=False).config) if args.model else family
         model = args.model or _family_demo(family.name)
     else:
         model = args.model or "demo"

@@ -67,5 +67,7 @@ def demos() -> dict[str, Demo]:
 
 
 def demo_for_family(family: str) -> Demo | None:
-    """The demo of ``family`` (None if it has none)."""
-    return next((d for d in demos().values() if d.family == family), None)
+    """The demo of ``family`` (None if it has none): a trained one before a random-weight one (the
+    llavaguard family has both: demo-llavaguard, and demo-qwenguard on another architecture), so
+    what is derived from it (render's tokenizer, held-out sets) never depends on entry-point order."""
+    return min((d for d in demos().values() if d.family == family), key=lambda d: d.random_weights, default=None)

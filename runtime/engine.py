@@ -20,7 +20,7 @@ from typing import Literal, Sequence
 from guardedge.runtime.backends.fastpaths import FastPaths, apply_fast_paths
 from guardedge.runtime.decoding import FormatDrafter, argmax_rows
 from guardedge.runtime.errors import invalid
-from guardedge.runtime.families import GuardFamily, choose_family
+from guardedge.runtime.families import GuardFamily, choose_family, for_model
 from guardedge.runtime.modeldir import ModelDir
 from guardedge.runtime.models import resolve_model
 from guardedge.runtime.preprocess import Encoded, Preprocessor
@@ -308,7 +308,7 @@ def build_engine(model_dir: ModelDir, options: EngineOptions, backend=None, fami
     from guardedge.runtime.architectures import architecture_class
     from guardedge.runtime.backends import load_backend
 
-    family = family or choose_family(model_dir, options.family)
+    family = for_model(family, model_dir.config) if family else choose_family(model_dir, options.family)
     if _prompt_source(options, family, model_dir) == "model":
         family = _model_template_family(family, model_dir)
     else:

@@ -50,7 +50,8 @@ def test_registry_picks_by_model_type():
     with pytest.raises(ModelLoadError, match="whisper"):
         architecture_class({"model_type": "whisper"})
     assert architecture_class({"model_type": "llava"}).transformers_class == "LlavaForConditionalGeneration"
-    assert set(supported_model_types()) == {"mllama", "llava_onevision", "llava", "shieldgemma2"}
+    assert architecture_class({"model_type": "qwen2_5_vl"}).transformers_class == "Qwen2_5_VLForConditionalGeneration"
+    assert {"mllama", "llava_onevision", "llava", "qwen2_5_vl", "shieldgemma2"} <= set(supported_model_types())
 
 
 def test_real_configuration_token_counts():

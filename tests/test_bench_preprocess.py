@@ -49,6 +49,6 @@ def test_every_registered_architecture_runs_and_is_exact(tmp_path, capsys):
     assert {"mllama", "llava_onevision"} <= set(preprocess.architectures())
     for arch in preprocess.architectures():
         tile = {"mllama": 56}.get(arch, 28)
-        code = preprocess.main(_args(tmp_path, sizes="64x48", arch=arch, tile=tile))
+        code = preprocess.main(_args(tmp_path, sizes="64x48", arch=arch, tile=tile, max_pixels=50176))
         report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert code == 0 and report["arch"] == arch and all(r["exact"] for r in report["images"]), arch

@@ -39,3 +39,15 @@ def test_held_out_sets_are_labelled_in_the_family_codes():
         for x in labelled:  # in the codes of the request's own policy (custom policies name theirs)
             assert set(x.categories) <= {code for code, _ in (x.request.categories or defaults)}
         assert {x.verdict for x in labelled} <= {"safe", "unsafe"}
+
+
+def test_a_family_with_two_demos_finds_its_trained_one_whatever_the_order(monkeypatch):
+    """demo-qwenguard (random weights) shares the llavaguard family with demo-llavaguard (trained):
+    the trained one answers for the family even when the random one is registered first."""
+    import guardedge.runtime.demos as registry
+
+    found = demos()
+    reordered = {"demo-qwenguard": found["demo-qwenguard"], **{k: v for k, v in found.items() if k != "demo-qwenguard"}}
+    monkeypatch.setattr(registry, "demos", lambda: reordered)
+    assert registry.demo_for_family("llavaguard").alias == "demo-llavaguard"
+    assert found["demo-qwenguard"].random_weights and not found["demo-llavaguard"].random_weights

@@ -23,6 +23,7 @@ _MODULES: dict[str, str] = {
     "llava_onevision": "guardedge.runtime.architectures.llava_onevision",
     "llava": "guardedge.runtime.architectures.llava",
     "shieldgemma2": "guardedge.runtime.architectures.shieldgemma2",
+    "qwen2_5_vl": "guardedge.runtime.architectures.qwen2_5_vl",
 }
 
 

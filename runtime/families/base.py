@@ -77,6 +77,9 @@ class GuardFamily(Protocol):
     max_images: int  # images a request may carry, in the turns where they occur (checked before decoding)
     # Optional: ``prompt_source = "model"`` renders with the model directory's chat template when it
     # has one (the published template is the source of truth where guardedge cannot check its bytes).
+    # Optional: ``for_model_type(model_type) -> GuardFamily``, the family in the prompt frame of that
+    # architecture's checkpoints (LlavaGuard: the LLaVA-OneVision -hf template, or Qwen2.5-VL's for
+    # QwenGuard); families.for_model applies it wherever a family meets a model directory.
 
     def default_categories(self) -> tuple[tuple[str, str], ...]: ...
 

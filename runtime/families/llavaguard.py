@@ -1,7 +1,16 @@
 """LlavaGuard v1.2 (LLaVA-OneVision, Qwen2): the exact prompt, its policy and the JSON answer.
 
-The prompt is the ``-hf`` checkpoints' chat template: one user turn, the image first, the policy
-as the text, no system turn: ``<|im_start|>user\\n<image>\\n{POLICY}<|im_end|>\\n<|im_start|>assistant\\n``.
+The prompt frame is the checkpoint's chat template, which follows its architecture (``FRAMES``;
+:meth:`LlavaGuard.for_model_type` picks it from the model directory's ``model_type``):
+
+- LLaVA-OneVision (LlavaGuard v1.2 ``-hf``): one user turn, the image first, the policy as the
+  text, no system turn: ``<|im_start|>user\\n<image>\\n{POLICY}<|im_end|>\\n<|im_start|>assistant\\n``.
+- Qwen2.5-VL (QwenGuard v1.2): Qwen2.5-VL's chat template with its default system turn and the
+  image between its vision tokens, the policy right after it:
+  ``<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n<|im_start|>user\\n<|vision_start|><|image_pad|><|vision_end|>{POLICY}<|im_end|>\\n<|im_start|>assistant\\n``
+  (templates/llavaguard-qwen2_5_vl.jinja, written from the published template; QwenGuard's own
+  repository was not readable here, so a directory's own template renders when it has one:
+  ``prompt_source = "model"``).
 The policy is built from its parts (``data/llavaguard_v1_2.json``: the opening sentence, each
 category's header and default / "declared as non-violating" / "declared as sensitive" texts, the
 response template, as in the LlavaGuard repository's taxonomy code) the way the repository
@@ -23,6 +32,7 @@ import base64
 import io
 import json
 import re
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Literal
@@ -33,9 +43,28 @@ from guardedge.runtime.families.base import ParsedAnswer, ScoringSpec, load_smok
 from guardedge.runtime.requests import category_field
 from guardedge.runtime.types import GuardRequest, Message, Part
 
-IMAGE_TOKEN = "<image>"
-PROMPT_HEAD = "<|im_start|>user\n" + IMAGE_TOKEN + "\n"
-PROMPT_TAIL = "<|im_end|>\n<|im_start|>assistant\n"
+
+@dataclass(frozen=True)
+class Frame:
+    """How one architecture's chat template wraps the policy: ``head + POLICY + tail``."""
+
+    image_token: str  # the placeholder the architecture expands
+    head: str
+    tail: str
+    prompt_source: Literal["builtin", "model"]  # "model": a directory's own template renders when present
+
+
+ONEVISION = Frame("<image>", "<|im_start|>user\n<image>\n", "<|im_end|>\n<|im_start|>assistant\n", "builtin")
+# Qwen2.5-VL's chat template (as published with Qwen2.5-VL-Instruct, which QwenGuard v1.2 is tuned
+# from; the model card renders [image, policy] with processor.apply_chat_template): a system turn
+# when the conversation has none, the image as <|vision_start|><|image_pad|><|vision_end|> with no
+# newline, then the text.
+QWEN2_5_VL = Frame("<|image_pad|>",
+                   "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+                   "<|vision_start|><|image_pad|><|vision_end|>",
+                   "<|im_end|>\n<|im_start|>assistant\n", "model")
+FRAMES: dict[str, Frame] = {"llava_onevision": ONEVISION, "qwen2_5_vl": QWEN2_5_VL}
+IMAGE_TOKEN = ONEVISION.image_token
 NONE_APPLYING = "NA: None applying"
 # The repository's generated swap text; its nine default texts follow it (O2's has a double space).
 NON_VIOLATING = (
@@ -96,10 +125,9 @@ def split_category(text: str) -> tuple[str, str]:
 
 
 class LlavaGuard:
-    """The ``llavaguard`` family (v1.2 policy and answer)."""
+    """The ``llavaguard`` family (v1.2 policy and answer) in one architecture's prompt frame."""
 
     name = "llavaguard"
-    image_token = IMAGE_TOKEN
     requires_image = True
     max_images = 1
     scoring = ScoringSpec(
@@ -116,6 +144,17 @@ class LlavaGuard:
         verdict_stop=answers.VERDICT_STOP,
         max_rationale_tokens=320,
     )
+
+    def __init__(self, frame: Frame = ONEVISION):
+        self.frame = frame
+        self.image_token = frame.image_token
+        self.prompt_source = frame.prompt_source
+
+    def for_model_type(self, model_type: str | None) -> LlavaGuard:
+        """The family in the frame of ``model_type``'s checkpoints (QwenGuard: Qwen2.5-VL's template);
+        an architecture without a frame of its own keeps this one."""
+        frame = FRAMES.get(model_type or "", self.frame)
+        return self if frame == self.frame else LlavaGuard(frame)
 
     def default_categories(self) -> tuple[tuple[str, str], ...]:
         """(code, "Name\\nguidelines") per category: passed back as ``categories`` they render the default policy."""
@@ -167,10 +206,10 @@ class LlavaGuard:
 
     def render(self, request: GuardRequest, key: str = "") -> str:
         # Message text is refused by check(): the model rates the image against the policy only.
-        return PROMPT_HEAD + self.policy_text(request) + PROMPT_TAIL
+        return self.frame.head + self.policy_text(request) + self.frame.tail
 
     def template_inputs(self, request: GuardRequest) -> dict:
-        """What the model card passes the -hf chat template: the image, then the policy as the text."""
+        """What the model cards pass the chat template: the image, then the policy as the text."""
         content = [{"type": "image"}, {"type": "text", "text": self.policy_text(request)}]
         return {"messages": [{"role": "user", "content": content}], "add_generation_prompt": True}
 
