@@ -53,7 +53,7 @@ def test_reference_speedups_measure_what_each_side_costs(demo_dir, monkeypatch, 
         return {"slow": sleeper(0.06), "fast": sleeper(0.03)}
 
     fake = SimpleNamespace(cases=real.cases, snippets=snippets, REFERENCE="fast", LABELS={"slow": "60 ms", "fast": "30 ms"})
-    monkeypatch.setattr(reference, "side_for", lambda family: fake)
+    monkeypatch.setattr(reference, "side_for", lambda family, model_type=None: fake)
     report = reference.compare(str(demo_dir), rounds=2)
     assert report["speedup"]["fast"] == 1.0
     assert report["speedup"]["slow"] == pytest.approx(0.5, rel=0.15)
