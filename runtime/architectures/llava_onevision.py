@@ -93,6 +93,12 @@ class LlavaOneVision:
     def image_tokens(self, encoded_image: OneVisionImage) -> int:
         return encoded_image.tokens
 
+    def image_tokens_for(self, width: int, height: int) -> int:
+        # The processor's count needs only the size and the patch size (anyres grid from the size).
+        tile = self.patches.tile if self.patches is not None else self.image_processor.size["height"]
+        tile_w = self.patches.tile if self.patches is not None else self.image_processor.size["width"]
+        return self._tokens(height, width, tile, tile_w)
+
     def expand(self, ids: list[int], encoded_image: OneVisionImage) -> tuple[list[int], int]:
         pos = ids.index(self.image_token_id)
         return ids[:pos] + [self.image_token_id] * encoded_image.tokens + ids[pos + 1 :], pos

@@ -79,6 +79,9 @@ class Mllama:
     def image_tokens(self, encoded_image: MllamaImage) -> int:
         return 1  # the tiles reach the text through cross-attention, not through prompt tokens
 
+    def image_tokens_for(self, width: int, height: int) -> int:
+        return 1  # whatever the size: the one <|image|> token
+
     def expand(self, ids: list[int], encoded_image: MllamaImage) -> tuple[list[int], int]:
         return ids, ids.index(self.image_token_id)
 
