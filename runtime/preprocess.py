@@ -14,6 +14,7 @@ from functools import lru_cache
 from guardedge.runtime.architectures import Architecture, Batch, Encoded
 from guardedge.runtime.errors import invalid
 from guardedge.runtime.families import GuardFamily
+from guardedge.runtime.images import decode_image
 from guardedge.runtime.prompt_tokens import PromptEncoder
 from guardedge.runtime.types import GuardRequest
 
@@ -76,12 +77,19 @@ class Preprocessor:
         return ids
 
     def encode(self, request: GuardRequest, answer: str = "") -> Encoded:
+        """Prompt ids and the encoded image. The context check counts the image's tokens from its
+        size (``image_tokens_for``) before its pixels are decoded: a prompt too long for the model
+        is refused without decoding anything. The decoded pixels live only inside this call."""
         image = request.image
         if image is None:
             return Encoded(self.prompt_ids(request, answer), None, -1)
-        encoded = self.arch.encode_image(image.image)
-        cost = self.arch.image_tokens(encoded)
-        ids, pos = self.arch.expand(self.prompt_ids(request, answer, cost), encoded)
+        cost = self.arch.image_tokens_for(*image.size)
+        ids = self.prompt_ids(request, answer, cost)
+        encoded = self.arch.encode_image(decode_image(image).image)
+        if self.arch.image_tokens(encoded) != cost:  # a bug in an architecture's hook, never the caller's fault
+            raise RuntimeError(f"{type(self.arch).__name__}: image_tokens_for{image.size} = {cost}, the encoded image "
+                               f"costs {self.arch.image_tokens(encoded)}")
+        ids, pos = self.arch.expand(ids, encoded)
         return Encoded(ids, encoded, pos, cost)
 
     def collate(self, items: list[Encoded], pad_left: bool = True) -> Batch:
