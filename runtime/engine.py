@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 from guardedge.runtime.backends.fastpaths import FastPaths, apply_fast_paths
 from guardedge.runtime.decoding import FormatDrafter, argmax_rows
@@ -72,7 +72,11 @@ class Prepared:
     request: GuardRequest
     encoded: Encoded
     preprocess_s: float
-    queued_at: float
+    queued_at: float  # time.perf_counter() when the request arrived
+    preprocess_wait_s: float = 0.0  # waiting for a preprocessing worker (the server's)
+
+
+OnVerdict = Callable[[int, Verdict], None]  # (row of the batch, its verdict)
 
 
 class Engine:
@@ -132,10 +136,13 @@ class Engine:
             out.extend(self.run(prepared[i : i + size], threshold))
         return out
 
-    def run(self, batch: Sequence[Prepared], threshold: float | None = None) -> list[Verdict]:
+    def run(self, batch: Sequence[Prepared], threshold: float | None = None, on_verdict: OnVerdict | None = None) -> list[Verdict]:
         """One engine batch: one prefill, then a KV-cached decode for the rows that need it.
 
         A request's own threshold wins over ``threshold``, which wins over the engine's option.
+        ``on_verdict(row, verdict)`` is called for each row the moment its answer is complete (right
+        after the prefill for a row that needs no decoding) while the batch goes on decoding the
+        others; a row's ``inference`` time is the time to its own answer.
         """
         import torch
 
@@ -150,15 +157,24 @@ class Engine:
         forced = [self._first_token(f, pu, t) for f, pu, t in zip(first, p_unsafe, thresholds)]
         spec = self.family.scoring
         rows = [i for i, f in enumerate(forced) if f != self.safe_id or spec.decode_when_safe]
-        answers = {i: [self.safe_id] for i in range(len(batch))}
+        verdicts: dict[int, Verdict] = {}
+
+        def finish(i: int, tokens: list[int]) -> None:
+            verdicts[i] = self._verdict(batch[i], tokens, p_unsafe[i], p_safe[i], time.perf_counter() - started)
+            if on_verdict is not None:
+                on_verdict(i, verdicts[i])
+
+        for i in sorted(set(range(len(batch))) - set(rows)):
+            finish(i, [self.safe_id])
         if rows:
             requests = [batch[i].request for i in rows]
             limits = [self.pre.answer_budget(r) for r in requests]
-            decoded = self.backend.decode(state, rows, [forced[i] for i in rows], limits, self.stop_ids,
-                                          self.drafter, self._until(requests))
-            answers.update(zip(rows, decoded))
-        inference_s = time.perf_counter() - started
-        return [self._verdict(p, answers[i], p_unsafe[i], p_safe[i], inference_s) for i, p in enumerate(batch)]
+            watch = _RowWatch(self._until(requests), lambda j, tokens: finish(rows[j], tokens))
+            decoded = self.backend.decode(state, rows, [forced[i] for i in rows], limits, self.stop_ids, self.drafter, watch)
+            for i, tokens in zip(rows, decoded):
+                if i not in verdicts:  # a backend whose loop does not report finished rows
+                    finish(i, tokens)
+        return [verdicts[i] for i in range(len(batch))]
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -196,13 +212,25 @@ class Engine:
         parsed = self.family.parse(self.family.scoring.answer_prefix + text, p.request)
         now = time.perf_counter()
         timings = Timings(
-            queue=max(0.0, now - p.queued_at - p.preprocess_s - inference_s),
+            queue=max(0.0, now - p.queued_at - p.preprocess_wait_s - p.preprocess_s - inference_s),
             preprocess=p.preprocess_s,
             inference=inference_s,
             total=now - p.queued_at,
+            preprocess_wait=p.preprocess_wait_s,
         )
         return Verdict(parsed.verdict, parsed.categories, p_unsafe, p_safe, text, timings, parsed.error,
                        p.request.request_id, parsed.rationale)
+
+
+class _RowWatch:
+    """The ``until`` greedy_decode gets: the family's rule for a complete answer (may be None), and
+    ``finished(row, tokens)``, told once per row when it is complete (runtime/decoding.py)."""
+
+    def __init__(self, until, finished: Callable[[int, list[int]], None]):
+        self.until, self.finished = until, finished
+
+    def __call__(self, row: int, tokens: list[int]) -> bool:
+        return self.until is not None and self.until(row, tokens)
 
 
 def load_engine(model: str, options: EngineOptions | None = None) -> Engine:

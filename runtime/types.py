@@ -129,12 +129,18 @@ class GuardRequest:
 
 @dataclass(frozen=True)
 class Timings:
-    """Seconds spent per stage for one request (batch stages are shared by the batch)."""
+    """Seconds spent per stage for one request.
+
+    ``preprocess_wait``: waiting for a preprocessing worker (the server's workers are shared by its
+    models); ``queue``: waiting for a batch; ``inference``: from the batch's start to this request's
+    answer (a row is answered as soon as it is complete, runtime/engine.py).
+    """
 
     queue: float = 0.0
     preprocess: float = 0.0
     inference: float = 0.0
     total: float = 0.0
+    preprocess_wait: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -171,5 +177,6 @@ class Verdict:
                 "preprocess_s": self.timings.preprocess,
                 "inference_s": self.timings.inference,
                 "total_s": self.timings.total,
+                "preprocess_wait_s": self.timings.preprocess_wait,
             },
         }
