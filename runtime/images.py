@@ -100,6 +100,22 @@ def decode_bytes(image: ImageInput) -> int:
     return image.width * image.height * 4 * (4 if image.transparent else 2)
 
 
+def peek_decode_bytes(data: bytes) -> int:
+    """``decode_bytes`` from the first header bytes alone, for admission on arrival (microseconds: no
+    EXIF, frame count or scan count); 0 when the header cannot be read (``probe_image`` then refuses
+    the image, naming why)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as img:
+                width, height = img.size
+                return decode_bytes(ImageInput(width=width, height=height, transparent=_transparent(img)))
+    except Exception:  # noqa: BLE001 - any unreadable header costs nothing to admit; the probe says why
+        return 0
+
+
 def probe_image(data: bytes, field: str, source: str, limits: ImageLimits,
                 formats: tuple[str, ...] = ALLOWED_FORMATS) -> ImageInput:
     """Every check that needs no pixels, from the header; the ImageInput keeps the bytes, no pixels.
