@@ -318,6 +318,51 @@ def test_raw_callers_through_a_drain_get_only_ok_or_unavailable(demo_engine, bac
     assert codes.count(grpc.StatusCode.UNAVAILABLE) >= 8 * SCALE  # every caller saw the drain
 
 
+def test_callers_re_sending_after_the_grace_ran_out_get_unavailable_not_cancelled(demo_dir):
+    # `guardedge serve --grace-seconds 2`, the model busy with a ~48k-token prompt past the grace,
+    # 5 raw callers looping: the queued calls are abandoned (UNAVAILABLE) and their callers re-send
+    # at once; each got CANCELLED within ~20 ms, into the port's shutdown (issue 19, item 8). A real
+    # process: callers in the server's own process re-send too slowly to hit that window.
+    import signal
+
+    from guardedge.runtime.service.background import spawn_server
+
+    codes: list[str] = []
+
+    def caller(address: str, i: int) -> None:
+        with grpc.insecure_channel(address) as channel:
+            stub = channel.unary_unary("/guardedge.v1.GuardService/Classify", request_serializer=pb.ClassifyRequest.SerializeToString,
+                                       response_deserializer=pb.ClassifyResponse.FromString)
+            while True:
+                try:
+                    stub(text("hello", f"c{i}"), timeout=10)
+                    codes.append("OK")
+                except grpc.RpcError as error:
+                    codes.append(error.code().name)
+                    if error.code() != grpc.StatusCode.UNAVAILABLE or "shutting down" not in (error.details() or ""):
+                        return  # the listener is gone (or a wrong answer, recorded)
+
+    with spawn_server(str(demo_dir), "--grace-seconds", "2", "--metrics-port", "-1", "--log-level", "warning") as (process, port):
+        address = f"127.0.0.1:{port}"
+        with GuardClient(address, timeout=120) as client:
+            client.wait_until_serving()
+        with grpc.insecure_channel(address) as channel:
+            busy = channel.unary_unary("/guardedge.v1.GuardService/Classify", request_serializer=pb.ClassifyRequest.SerializeToString,
+                                       response_deserializer=pb.ClassifyResponse.FromString).future(text("hi " * 48_000, "busy"), timeout=120)
+            time.sleep(1.5)  # the model is on it
+            callers = [threading.Thread(target=caller, args=(address, i)) for i in range(5 * SCALE)]
+            for t in callers:
+                t.start()
+            time.sleep(1.0)  # every caller has a call queued behind the busy one
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30) == 0
+            for t in callers:
+                t.join(30)
+            with pytest.raises(grpc.RpcError):
+                busy.result(30)
+    assert set(codes) == {"UNAVAILABLE"}, {c: codes.count(c) for c in set(codes)}
+
+
 def test_a_call_parked_while_the_port_closes_is_answered_before_its_deadline():
     import asyncio
 

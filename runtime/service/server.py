@@ -78,6 +78,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         except Failure as failure:
             code, status = failure.code, failure.status
         finally:
+            self.gate.answered()
             self.metrics.requests.labels("Classify", _ended(code, deadline).name).inc()
         # gRPC keeps the exception abort() raises in a reference cycle with the call until the garbage
         # collector runs. So it is raised outside the except block (no chain back to the Failure and
@@ -104,6 +105,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             code = failure.code
             await context.abort(code, failure.status.message, trailing_metadata=details(failure.status))
         finally:
+            self.gate.answered()
             self.streams.discard(call)
             self.metrics.requests.labels("ClassifyStream", code.name).inc()
 
@@ -128,11 +130,14 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         for call in self.streams:
             call.drain()
 
-    def abandon(self) -> None:
-        """The grace ran out: every request still being answered gets UNAVAILABLE now."""
+    async def abandon(self) -> None:
+        """The grace ran out: every request still being answered gets UNAVAILABLE now (at most 1 s)."""
         self.abandoning = True
-        for task in list(self.calls):
+        tasks = list(self.calls)
+        for task in tasks:
             task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
 
     # -- one request ----------------------------------------------------------------------------
 
@@ -359,7 +364,8 @@ class GuardServer:
         self.servicer.end_streams()
         if self.servicer.in_flight:
             log.warning("grace period over; abandoning requests", extra={"fields": {"in_flight": self.servicer.in_flight}})
-            self.servicer.abandon()
+            self.servicer.gate.park()  # callers of abandoned calls send again at once: park those calls
+            await self.servicer.abandon()
         for name in self.servicer.slots:
             self.metrics.model_ready.labels(name).set(0)
         if self._server is not None:
