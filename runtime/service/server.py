@@ -161,7 +161,8 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         try:
             response = await self._run(request, deadline, start)
         except Failure as failure:
-            log.info("request failed", extra={"fields": {**fields, "code": failure.code.name, "error": failure.status.message[:500]}})
+            log.info("request failed", extra={"fields": {**fields, "code": failure.code.name, "error": failure.status.message[:500],
+                                                         "total_ms": round((time.perf_counter() - start) * 1e3, 3)}})
             raise
         except asyncio.CancelledError:
             if self.abandoning:  # the drain's grace ran out: a retryable answer, not a reset
