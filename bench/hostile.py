@@ -38,9 +38,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=int, default=8192, help="max_batch_tokens to probe")
     parser.add_argument("--batch", type=int, default=8, help="max_batch_size")
     parser.add_argument("--cases", default="memory,refusals",
-                        help="comma-separated: memory, refusals, flood, invalid, two-model, aspect, mixed (bench/hostile_load.py)")
+                        help="comma-separated: memory, refusals, flood, invalid, two-model, aspect, images, probes, mixed (bench/hostile_load.py)")
     parser.add_argument("--calls", type=int, default=200, help="concurrent calls of the flood and invalid cases")
     parser.add_argument("--rounds", type=int, default=10, help="rounds of the mixed case")
+    parser.add_argument("--baseline-pythonpath", default="",
+                        help="also run each server case against the guardedge package found on this PYTHONPATH entry (bench/hostile_load.py)")
 
 
 def _peak_extra_mb(fn) -> tuple[float, float]:
@@ -160,7 +162,7 @@ def main(args: argparse.Namespace) -> int:
     if load:
         from guardedge.bench import hostile_load
 
-        rows = hostile_load.run(load, args.calls, args.rounds, args.batch)
+        rows = hostile_load.run(load, args.calls, args.rounds, args.batch, args.baseline_pythonpath)
         print(f"(machine: {psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB)")
         print(json.dumps({"bench": "hostile", "cpus": psutil.cpu_count(), "load": rows}))
     if {"memory", "refusals"} & set(cases):
@@ -168,7 +170,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-LOAD_CASES = ("flood", "invalid", "two-model", "aspect", "mixed")
+LOAD_CASES = ("flood", "invalid", "two-model", "aspect", "images", "probes", "mixed")
 
 
 def _engine_cases(args: argparse.Namespace, memory_cases: bool, refusal_cases: bool) -> int:

@@ -13,8 +13,22 @@ client retries) from this process:
   (the same JPEG plus a text part, what a Llama Guard-style client sends): the RSS 2 s after each
   burst, above the RSS before the first.
 - **two-model**: ``demo-llavaguard`` and ``demo`` served together; 32 large images to LlavaGuard
-  while a Llama Guard text call is sent every 0.1 s: its latency against the same call idle.
+  while a Llama Guard text call is sent every 0.1 s: its latency against the same call idle. Run
+  twice: with the default ``max_decoded_bytes`` (most images are refused at once), and with 8 GiB
+  (every image admitted, as before issue 19: what the preprocessing threads' turns alone buy).
 - **aspect**: a 36,000,000 x 1 PNG (4 KB): the time to its answer and the RSS it costs.
+- **images**: the worst images the limits admit (36 Mpx: 6000 x 6000, 84800 x 424 and 424 x 84800,
+  the 200:1 aspect ratio) decoded and encoded by each demo guard's architecture in this process:
+  seconds and peak RSS above the level before (freed memory given back first).
+- **probes**: 16, then 256 silent connections held open to the metrics port (and 16 that drip a
+  byte every 0.5 s): the latency of 20 ``GET /healthz`` and 5 ``GET /metrics`` meanwhile.
+
+``--baseline-pythonpath DIR`` runs every server case twice, alternating in one run: first with the
+servers started on ``PYTHONPATH=DIR`` (a ``guardedge`` package of another commit), then with this
+code. A tree of commit C, for instance::
+
+    git archive C runtime proto | tar -x -C /tmp/old && mkdir -p /tmp/oldpkg/guardedge
+    ln -s /tmp/old/runtime /tmp/oldpkg/guardedge/runtime && ln -s /tmp/old/proto/guardedge/v1 /tmp/oldpkg/guardedge/v1
 
 Latencies are seconds, p50 / p99 / max: on the client's clock (``codes``, from sending to the
 answer, so they include moving the message over loopback) and on the server's (``server_ms``, from
@@ -253,6 +267,91 @@ def aspect(extra: tuple[str, ...] = ()) -> dict:
             "seconds": round(seconds, 3), "peak_extra_mb": mb(peak - base)}
 
 
+def _get(port: int, path: str, timeout: float = 30.0) -> float | None:
+    """Seconds to a complete answer; None when the connection was refused, closed or timed out."""
+    import urllib.request
+
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as reply:
+            reply.read()
+    except OSError:  # connection reset or closed unanswered, timeouts (http.client's errors are OSErrors)
+        return None
+    return time.perf_counter() - started
+
+
+def probes(extra: tuple[str, ...] = ()) -> dict:
+    import socket
+
+    from guardedge.runtime.service.background import spawn_server
+    from guardedge.runtime.service.client import GuardClient
+
+    out = {"case": "probes: /healthz and /metrics with idle and dripping connections held open to the metrics port"}
+    with spawn_server("demo", "--metrics-port", "0", "--log-level", "error", *extra, start_timeout=600) as (process, port):
+        with GuardClient(f"127.0.0.1:{port}", timeout=120) as client:
+            client.wait_until_serving(timeout=600)
+        metrics_port = _metrics_port(process.pid, port)
+        for idle in (16, 256):
+            held = [socket.create_connection(("127.0.0.1", metrics_port)) for _ in range(idle)]
+            drippers = [socket.create_connection(("127.0.0.1", metrics_port)) for _ in range(16)]
+            health, scrape = [], []
+            try:
+                for i in range(20):
+                    for s in drippers:
+                        try:
+                            s.sendall(b"G")
+                        except OSError:
+                            pass
+                    health.append(_get(metrics_port, "/healthz"))
+                    if i % 4 == 0:
+                        scrape.append(_get(metrics_port, "/metrics"))
+                    time.sleep(0.5)
+            finally:
+                for s in held + drippers:
+                    s.close()
+            out[f"idle_{idle}"] = {"healthz": latency([s for s in health if s is not None]),
+                                   "healthz_unanswered": sum(s is None for s in health),
+                                   "metrics": latency([s for s in scrape if s is not None]),
+                                   "metrics_unanswered": sum(s is None for s in scrape)}
+    return out
+
+
+def _metrics_port(pid: int, grpc_port: int) -> int:
+    """The port a serve process listens on besides gRPC's: its metrics port (from /proc)."""
+    [port] = {c.laddr.port for c in psutil.Process(pid).net_connections("tcp")
+              if c.status == psutil.CONN_LISTEN and c.laddr.port != grpc_port}
+    return port
+
+
+def images() -> dict:
+    import gc
+
+    from PIL import Image
+
+    from guardedge.bench.hostile import _peak_extra_mb
+    from guardedge.runtime.engine import EngineOptions, load_engine
+    from guardedge.runtime.images import ImageLimits, decode_image, probe_image
+    from guardedge.runtime.service.memory import trim
+
+    def png(size: tuple[int, int]) -> bytes:
+        out = io.BytesIO()
+        Image.new("RGB", size, (90, 30, 200)).save(out, "PNG", compress_level=1)
+        return out.getvalue()
+
+    rows = []
+    datas = {size: png(size) for size in ((6000, 6000), (84800, 424), (424, 84800))}
+    for model in ("demo-llavaguard", "demo"):
+        arch = load_engine(model, EngineOptions(progress=False)).pre.arch
+        for size, data in datas.items():
+            probed = probe_image(data, "image", "bench", ImageLimits())
+            gc.collect()
+            trim()  # memory freed earlier would hide the allocation otherwise
+            extra, seconds = _peak_extra_mb(lambda: arch.encode_image(decode_image(probed).image))
+            rows.append({"model": model, "image": f"{size[0]}x{size[1]} PNG ({len(data) // 1024} KB)",
+                         "seconds": round(seconds, 2), "peak_extra_mb": round(extra)})
+    return {"case": "images: the worst images the limits admit, decoded and encoded", "rows": rows}
+
+
 def mixed(rounds: int = 10, batch: int = 8) -> dict:
     """The verdict-only row's time to its answer, in a batch with rationale rows and in a pure batch."""
     import base64
@@ -290,17 +389,38 @@ def mixed(rounds: int = 10, batch: int = 8) -> dict:
             "before_mixed_batch_over_pure_batch": round(p50["mixed_batch"] / p50["pure_batch"], 2)}
 
 
-CASES = {"flood": flood, "invalid": invalid, "two-model": two_model, "aspect": aspect, "mixed": mixed}
+CASES = {"flood": flood, "invalid": invalid, "two-model": two_model, "aspect": aspect, "images": images, "probes": probes,
+         "mixed": mixed}
 
 
-def run(names: list[str], calls: int, rounds: int = 10, batch: int = 8) -> list[dict]:
+SERVER_CASES = ("flood", "invalid", "two-model", "aspect", "probes")
+
+
+def run(names: list[str], calls: int, rounds: int = 10, batch: int = 8, baseline: str = "") -> list[dict]:
+    import os
+
     rows = []
     for name in names:
-        if name in ("flood", "invalid"):
-            rows.append(CASES[name](calls))
-        elif name == "mixed":
-            rows.append(mixed(rounds, batch))
-        else:
-            rows.append(CASES[name]())
-        print(json.dumps(rows[-1]), flush=True)
+        if baseline and name in SERVER_CASES:
+            os.environ["PYTHONPATH"] = baseline  # the servers this case starts run the baseline's code
+            try:
+                rows += [{**row, "side": f"baseline {baseline}"} for row in _one(name, calls, rounds, batch, True)]
+            finally:
+                os.environ.pop("PYTHONPATH", None)
+        rows += _one(name, calls, rounds, batch, False)
+    return rows
+
+
+def _one(name: str, calls: int, rounds: int, batch: int, baseline: bool) -> list[dict]:
+    if name in ("flood", "invalid"):
+        rows = [CASES[name](calls)]
+    elif name == "mixed":
+        rows = [mixed(rounds, batch)]
+    elif name == "two-model" and not baseline:  # a baseline before issue 19 has no max_decoded_bytes
+        every = two_model(extra=("--max-decoded-bytes", str(8 * 2**30)))
+        rows = [two_model(), {**every, "max_decoded_bytes": 8 * 2**30}]
+    else:
+        rows = [CASES[name]()]
+    for row in rows:
+        print(json.dumps(row), flush=True)
     return rows

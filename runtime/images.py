@@ -199,7 +199,7 @@ def _check_size(width: int, height: int, field: str, limits: ImageLimits) -> Non
         raise invalid(field, f"image is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels}")
     ratio = max(width, height) / min(width, height)
     if ratio > limits.max_aspect_ratio:
-        raise invalid(field, f"image is {width}x{height}, an aspect ratio of {ratio:.0f}:1; the limit is "
+        raise invalid(field, f"image is {width}x{height}, an aspect ratio of {ratio:.1f}:1; the limit is "
                       f"{limits.max_aspect_ratio:g}:1 (resizing costs work in proportion to the longest side)")
 
 

@@ -6,12 +6,13 @@ are freed, but glibc keeps freed heap memory in its arenas: after three bursts o
 4.6 MB requests the server's RSS stayed 0.6-1.0 GB above its level before them although nothing
 was alive any more (``malloc_trim(0)`` gave all of it back, to below the level before). So the
 server trims: at most every ``period`` seconds, when at least ``threshold`` bytes of requests have
-been answered since the last trim, ``malloc_trim(0)`` runs on a worker thread (it walks the arenas
-and returns their free pages; the event loop is not blocked).
+arrived since the last trim, ``malloc_trim(0)`` runs on a worker thread (it walks the arenas and
+returns their free pages: 2-17 ms with little to free, 170 ms for 0.5 GB of fragments, measured on
+the 2-core CI machine; the event loop is not blocked).
 
     trimmer = Trimmer()
     trimmer.start()            # on the running loop
-    trimmer.note(request_bytes)
+    trimmer.note(len(message)) # the wire deserializer, for every classify message
     await trimmer.stop()
 
 Where the C library has no ``malloc_trim`` (musl, macOS) this does nothing.
@@ -52,7 +53,7 @@ def trim() -> bool:
 class Trimmer:
     def __init__(self, threshold: int = THRESHOLD, period: float = PERIOD):
         self.threshold, self.period = threshold, period
-        self.pending = 0  # bytes answered since the last trim
+        self.pending = 0  # bytes arrived since the last trim
         self.trims = 0
         self._task: asyncio.Task | None = None
 

@@ -153,7 +153,6 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         finally:
             self.in_flight -= 1
             self.calls.discard(asyncio.current_task())
-            self.trimmer.note(request.ByteSize())
 
     async def _classify_logged(self, request: pb.ClassifyRequest, deadline: float | None) -> pb.ClassifyResponse:
         start = time.perf_counter()
@@ -276,7 +275,8 @@ class GuardServer:
             interceptors=interceptors,
             options=[("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size), ("grpc.so_reuseport", 0)],
         )
-        register(self.servicer, self._server, WireLimits(max_messages=engine_options(self.config).limits.max_messages))
+        register(self.servicer, self._server, WireLimits(max_messages=engine_options(self.config).limits.max_messages),
+                 received=self.servicer.trimmer.note)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), self._server)
         for service in HEALTH_SERVICES:
