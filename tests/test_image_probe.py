@@ -71,6 +71,20 @@ def test_an_aspect_ratio_at_the_limit_is_accepted():
     assert decode_image(image).image.size == (2000, 10)
 
 
+def test_a_gif_of_many_frames_is_counted_only_so_far():
+    # Counting every frame of a 20 MiB GIF of 1-pixel frames (1.2 M of them) took seconds of a thread.
+    from guardedge.runtime.images import MAX_FRAMES_COUNTED
+
+    frames = [Image.new("P", (1, 1), i % 256) for i in range(3 * MAX_FRAMES_COUNTED)]
+    data = encoded(frames[0], "GIF", save_all=True, append_images=frames[1:], optimize=False, disposal=0)
+    image = probe_image(data, "f", "data", ImageLimits())
+    assert image.frames == MAX_FRAMES_COUNTED + 1 and f"more than {MAX_FRAMES_COUNTED} frames" in image.source
+    two = probe_image(encoded(frames[0], "GIF", save_all=True, append_images=frames[1:2], optimize=False, disposal=0),
+                      "f", "data", ImageLimits())
+    assert two.frames == 2 and "2 frames (first classified)" in two.source
+    assert decode_image(image).image.size == (1, 1)
+
+
 def test_decode_bytes_bounds_what_decoding_holds():
     opaque = probe_image(encoded(Image.new("RGB", (100, 50))), "f", "data", ImageLimits())
     clear = probe_image(encoded(Image.new("RGBA", (100, 50))), "f", "data", ImageLimits())
