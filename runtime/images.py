@@ -44,7 +44,7 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from guardedge.runtime.errors import InvalidRequest, invalid
+from guardedge.runtime.errors import invalid
 from guardedge.runtime.types import ImageInput
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
