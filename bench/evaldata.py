@@ -105,13 +105,16 @@ def load_jsonl(path: Path, limit: int | None = None, family: str = FAMILY) -> Ev
 def _digest(raw: bytes, limit: int | None, examples: list[Example]) -> str:
     """The file, the limit and the pixels of every image it names by path: replacing an image file
     under the same name changes what is evaluated, so it must change the identity too (the
-    decoded pixels, already in memory, are exactly what the model sees)."""
+    decoded pixels are exactly what the model sees)."""
+    from guardedge.runtime.images import decode_image
+
     digest = hashlib.sha256(raw + f"\nlimit={limit}".encode())
     for example in examples:
         image = example.request.image
         if image is not None and image.source.startswith("path:"):
-            digest.update(f"\n{example.id}:{image.image.mode}:{image.image.size}:".encode())
-            digest.update(image.image.tobytes())
+            pixels = decode_image(image).image
+            digest.update(f"\n{example.id}:{pixels.mode}:{pixels.size}:".encode())
+            digest.update(pixels.tobytes())
     return digest.hexdigest()
 
 

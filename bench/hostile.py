@@ -1,6 +1,11 @@
 """``guardedge bench hostile``: what the service's limits cost, for docs/service.md "What the limits cost".
 
     guardedge bench hostile [--model demo] [--tokens 16384,32768,max] [--budget 8192]
+    guardedge bench hostile --cases flood,invalid,two-model,aspect,mixed [--calls 200] [--rounds 10]
+
+The cases ``memory`` and ``refusals`` (the default) are below; the server under mixed load (large-image
+floods, bursts of refused calls, two models, extreme aspect ratios, mixed batches) is in
+bench/hostile_load.py.
 
 Measures, on this machine, with the engine in this process:
 - extra resident memory of one long prompt run alone, per length (memory that grows with length);
@@ -32,6 +37,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokens", default="16384,32768", help="prompt lengths to run alone (comma-separated; 'max': the longest accepted)")
     parser.add_argument("--budget", type=int, default=8192, help="max_batch_tokens to probe")
     parser.add_argument("--batch", type=int, default=8, help="max_batch_size")
+    parser.add_argument("--cases", default="memory,refusals",
+                        help="comma-separated: memory, refusals, flood, invalid, two-model, aspect, images, probes, mixed (bench/hostile_load.py)")
+    parser.add_argument("--calls", type=int, default=200, help="concurrent calls of the flood and invalid cases")
+    parser.add_argument("--rounds", type=int, default=10, help="rounds of the mixed case")
+    parser.add_argument("--baseline-pythonpath", default="",
+                        help="also run each server case against the guardedge package found on this PYTHONPATH entry (bench/hostile_load.py)")
 
 
 def _peak_extra_mb(fn) -> tuple[float, float]:
@@ -143,14 +154,34 @@ def _refusal_cases() -> list[dict]:
 
 
 def main(args: argparse.Namespace) -> int:
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = sorted(set(cases) - {"memory", "refusals", *LOAD_CASES})
+    if unknown:
+        raise SystemExit(f"guardedge bench hostile: unknown cases {unknown}; known: memory, refusals, {', '.join(LOAD_CASES)}")
+    load = [c for c in cases if c in LOAD_CASES]
+    if load:
+        from guardedge.bench import hostile_load
+
+        rows = hostile_load.run(load, args.calls, args.rounds, args.batch, args.baseline_pythonpath)
+        print(f"(machine: {psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB)")
+        print(json.dumps({"bench": "hostile", "cpus": psutil.cpu_count(), "load": rows}))
+    if {"memory", "refusals"} & set(cases):
+        return _engine_cases(args, "memory" in cases, "refusals" in cases)
+    return 0
+
+
+LOAD_CASES = ("flood", "invalid", "two-model", "aspect", "images", "probes", "mixed")
+
+
+def _engine_cases(args: argparse.Namespace, memory_cases: bool, refusal_cases: bool) -> int:
     from guardedge.runtime.engine import EngineOptions, load_engine
 
     engine = load_engine(args.model, EngineOptions(max_batch_size=args.batch, progress=False))
     engine.run([_prompt(engine, 256)])  # warm-up: one-time allocations are not counted against a case
     base_mb = psutil.Process().memory_info().rss / 2**20
     lengths = [0 if n.strip() == "max" else int(n) for n in args.tokens.split(",")]  # 0: the longest accepted
-    memory = _memory_cases(engine, lengths, args.budget, args.batch)
-    refusals = _refusal_cases()
+    memory = _memory_cases(engine, lengths, args.budget, args.batch) if memory_cases else []
+    refusals = _refusal_cases() if refusal_cases else []
     print(f"{'case':<48} {'tokens':>14} {'extra MB':>9} {'seconds':>8}")
     for row in memory + refusals:
         tokens = "+".join(str(n) for n in row.get("tokens", []))

@@ -29,6 +29,8 @@ import platform
 import statistics
 import time
 
+from guardedge.runtime.images import decode_image
+
 
 def load_snippet(model_dir: str, dtype=None):
     """The card's processor and model; ``dtype`` defaults to the card's bfloat16."""
@@ -73,7 +75,7 @@ def snippet_verdicts(engine, snippet, cases: list[dict], requests: list) -> list
     processor, model = snippet
     out = []
     for case, request in zip(cases, requests):
-        answer = snippet_answer(processor, model, case, request.image.image if request.image else None)
+        answer = snippet_answer(processor, model, case, decode_image(request.image).image if request.image else None)
         out.append(verdict_key(engine.family.parse(answer, request)))
     return out
 
@@ -119,7 +121,7 @@ def snippets(path: str, engine) -> dict:
     loaded = {"snippet_bf16": load_snippet(path, torch.bfloat16), "snippet_fp32": load_snippet(path, torch.float32)}
 
     def side(snippet):
-        return lambda case, request: snippet_answer(*snippet, case, request.image.image if request.image else None)
+        return lambda case, request: snippet_answer(*snippet, case, decode_image(request.image).image if request.image else None)
 
     return {name: side(snippet) for name, snippet in loaded.items()}
 

@@ -24,6 +24,8 @@ LlavaGuard repository builds them).
 
 from __future__ import annotations
 
+from guardedge.runtime.images import decode_image
+
 MAX_NEW_TOKENS = 200  # the card's
 REFERENCE = "snippet_fp32"  # the speedups' reference: the card's code (its default dtype, fp32)
 LABELS = {"snippet_fp32": "model card generate (fp32, greedy, full JSON)"}
@@ -91,6 +93,6 @@ def snippets(path: str, engine) -> dict:
     snippet = load_snippet(path)
 
     def answer(case: dict, request) -> str:
-        return snippet_answer(*snippet, engine.family.policy_text(request), request.image.image)
+        return snippet_answer(*snippet, engine.family.policy_text(request), decode_image(request.image).image)
 
     return {"snippet_fp32": answer}

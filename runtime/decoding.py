@@ -52,7 +52,11 @@ Until = Callable[[int, list[int]], bool]  # (row, tokens so far) -> the answer i
 def greedy_decode(stepper: Stepper, first: Sequence[int], max_new: int | Sequence[int], stop_ids: set[int],
                   drafter: Drafter | None = None, until: Until | None = None) -> list[list[int]]:
     """Greedy token ids for each row, ``first`` included, up to a stop id, ``max_new`` tokens (one
-    bound, or one per row) or ``until(row, tokens)`` saying the row's answer is complete."""
+    bound, or one per row) or ``until(row, tokens)`` saying the row's answer is complete.
+
+    An ``until`` with a ``finished(row, tokens)`` method is told once per row, the moment that row is
+    complete, with its final tokens, while the other rows go on decoding: the engine answers that
+    row's caller then (iteration-level batching), not when the slowest row of the batch ends."""
     limits = [max_new] * len(first) if isinstance(max_new, int) else list(max_new)
     stop = _Stop(stop_ids, limits, until)
     out = [[t] for t in first]
@@ -78,10 +82,16 @@ class _Stop:
 
     def __init__(self, stop_ids: set[int], limits: list[int], until: Until | None):
         self.ids, self.limits, self.until = stop_ids, limits, until
+        self.finished = getattr(until, "finished", None)
+        self.told: set[int] = set()
 
     def __call__(self, row: int, tokens: list[int]) -> bool:
-        return (tokens[-1] in self.ids or len(tokens) >= self.limits[row]
+        done = (tokens[-1] in self.ids or len(tokens) >= self.limits[row]
                 or (self.until is not None and self.until(row, tokens)))
+        if done and self.finished is not None and row not in self.told:
+            self.told.add(row)
+            self.finished(row, tokens)
+        return done
 
 
 def _take_pending(stepper: Stepper, out: list[list[int]], done: list[bool], stop: _Stop) -> None:

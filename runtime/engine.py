@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 from guardedge.runtime.backends.fastpaths import FastPaths, apply_fast_paths
 from guardedge.runtime.decoding import FormatDrafter, argmax_rows
@@ -82,13 +82,17 @@ class Prepared:
     request: GuardRequest
     rows: list[tuple[str, Encoded]]
     preprocess_s: float
-    queued_at: float
+    queued_at: float  # time.perf_counter() when the request arrived
     paths: CategoryPaths | None = None  # how to read this request's per-category scores (generative families)
+    preprocess_wait_s: float = 0.0  # waiting for a preprocessing worker (the server's)
 
     @property
     def encoded(self) -> Encoded:
         """The first (for most families the only) prompt."""
         return self.rows[0][1]
+
+
+OnVerdict = Callable[[int, Verdict], None]  # (row of the batch, its verdict)
 
 
 class Engine:
@@ -167,19 +171,27 @@ class Engine:
             out.extend(self.run(prepared[i : i + size], threshold))
         return out
 
-    def run(self, batch: Sequence[Prepared], threshold: float | None = None) -> list[Verdict]:
+    def run(self, batch: Sequence[Prepared], threshold: float | None = None, on_verdict: OnVerdict | None = None) -> list[Verdict]:
         """One engine batch: one prefill, then a KV-cached decode for the rows that need it
         (a label-scoring family: one pass over every prompt of the batch, shared prefixes once).
 
         A request's own threshold wins over ``threshold``, which wins over the engine's option.
+        ``on_verdict(row, verdict)`` is called for each row the moment its answer is complete (right
+        after the prefill for a row that needs no decoding) while the batch goes on decoding the
+        others; a row's ``inference`` time is the time to its own answer.
         """
         default = self.options.threshold if threshold is None else threshold
         thresholds = [default if p.request.threshold is None else p.request.threshold for p in batch]
         if self.family.scoring.mode == "labels":
-            return self._run_labels(batch, thresholds)
-        return self._run_generate(batch, thresholds)
+            verdicts = self._run_labels(batch, thresholds)
+            if on_verdict is not None:  # one pass answers every row at once
+                for i, verdict in enumerate(verdicts):
+                    on_verdict(i, verdict)
+            return verdicts
+        return self._run_generate(batch, thresholds, on_verdict)
 
-    def _run_generate(self, batch: Sequence[Prepared], thresholds: list[float | None]) -> list[Verdict]:
+    def _run_generate(self, batch: Sequence[Prepared], thresholds: list[float | None],
+                      on_verdict: OnVerdict | None) -> list[Verdict]:
         import torch
 
         started = time.perf_counter()
@@ -192,15 +204,24 @@ class Engine:
         forced = [self._first_token(f, pu, t) for f, pu, t in zip(first, p_unsafe, thresholds)]
         spec = self.family.scoring
         rows = [i for i, f in enumerate(forced) if f != self.safe_id or spec.decode_when_safe]
-        answers = {i: [self.safe_id] for i in range(len(batch))}
+        verdicts: dict[int, Verdict] = {}
+
+        def finish(i: int, tokens: list[int]) -> None:
+            verdicts[i] = self._verdict(batch[i], tokens, p_unsafe[i], p_safe[i], scores[i], time.perf_counter() - started)
+            if on_verdict is not None:
+                on_verdict(i, verdicts[i])
+
+        for i in sorted(set(range(len(batch))) - set(rows)):
+            finish(i, [self.safe_id])
         if rows:
             requests = [batch[i].request for i in rows]
             limits = [self.pre.answer_budget(r) for r in requests]
-            decoded = self.backend.decode(state, rows, [forced[i] for i in rows], limits, self.stop_ids,
-                                          self.drafter, self._until(requests))
-            answers.update(zip(rows, decoded))
-        inference_s = time.perf_counter() - started
-        return [self._verdict(p, answers[i], p_unsafe[i], p_safe[i], scores[i], inference_s) for i, p in enumerate(batch)]
+            watch = _RowWatch(self._until(requests), lambda j, tokens: finish(rows[j], tokens))
+            decoded = self.backend.decode(state, rows, [forced[i] for i in rows], limits, self.stop_ids, self.drafter, watch)
+            for i, tokens in zip(rows, decoded):
+                if i not in verdicts:  # a backend whose loop does not report finished rows
+                    finish(i, tokens)
+        return [verdicts[i] for i in range(len(batch))]
 
     def _category_scores(self, batch: Sequence[Prepared], state, p_unsafe: list[float]) -> list[tuple]:
         """Each row's (code, score) pairs, read along the prefill's draft (runtime/scores.py)."""
@@ -284,11 +305,23 @@ class Engine:
     def _timings(self, p: Prepared, inference_s: float) -> Timings:
         now = time.perf_counter()
         return Timings(
-            queue=max(0.0, now - p.queued_at - p.preprocess_s - inference_s),
+            queue=max(0.0, now - p.queued_at - p.preprocess_wait_s - p.preprocess_s - inference_s),
             preprocess=p.preprocess_s,
             inference=inference_s,
             total=now - p.queued_at,
+            preprocess_wait=p.preprocess_wait_s,
         )
+
+
+class _RowWatch:
+    """The ``until`` greedy_decode gets: the family's rule for a complete answer (may be None), and
+    ``finished(row, tokens)``, told once per row when it is complete (runtime/decoding.py)."""
+
+    def __init__(self, until, finished: Callable[[int, list[int]], None]):
+        self.until, self.finished = until, finished
+
+    def __call__(self, row: int, tokens: list[int]) -> bool:
+        return self.until is not None and self.until(row, tokens)
 
 
 def load_engine(model: str, options: EngineOptions | None = None) -> Engine:

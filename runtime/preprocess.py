@@ -14,6 +14,7 @@ from functools import lru_cache
 from guardedge.runtime.architectures import Architecture, Batch, Encoded
 from guardedge.runtime.errors import invalid
 from guardedge.runtime.families import GuardFamily
+from guardedge.runtime.images import decode_image
 from guardedge.runtime.prompt_tokens import PromptEncoder
 from guardedge.runtime.scores import CategoryPaths, category_paths
 from guardedge.runtime.types import GuardRequest
@@ -88,20 +89,38 @@ class Preprocessor:
         index = self.family.prompt_keys(request).index(key)
         return lambda r: self.family.render(r, key=self.family.prompt_keys(r)[index])
 
-    def encode(self, request: GuardRequest, answer: str = "", key: str = "", images: list | None = None) -> Encoded:
-        """One prompt's inputs; ``images`` (already encoded by the architecture) are reused when given."""
-        if images is None:
-            images = [self.arch.encode_image(image.image) for image in request.images]
-        if not images:
-            return Encoded(self.prompt_ids(request, answer, key=key))
-        lengths = [self.arch.image_tokens(e) for e in images]
-        ids, positions = self.arch.expand(self.prompt_ids(request, answer, sum(lengths), key), images)
-        return Encoded(ids, list(images), positions, sum(lengths), lengths)
+    def encode(self, request: GuardRequest, answer: str = "", key: str = "") -> Encoded:
+        """One prompt's ids and encoded images. The context check counts each image's tokens from
+        its size (``image_tokens_for``) before any pixel is decoded: a prompt too long for the model
+        is refused without decoding anything. Decoded pixels live only inside this call."""
+        costs = self._image_costs(request)
+        ids = self.prompt_ids(request, answer, sum(costs), key)
+        return self._encoded(ids, self._encode_images(request, costs), costs)
 
     def encode_rows(self, request: GuardRequest) -> list[tuple[str, Encoded]]:
-        """Every prompt the family renders for the request (one per key; the images encoded once)."""
-        images = [self.arch.encode_image(image.image) for image in request.images]
-        return [(key, self.encode(request, key=key, images=images)) for key in self.family.prompt_keys(request)]
+        """Every prompt the family renders for the request (one per key): each is checked against
+        the context before the images are decoded, and the images are encoded once for all."""
+        costs = self._image_costs(request)
+        prompts = [(key, self.prompt_ids(request, "", sum(costs), key)) for key in self.family.prompt_keys(request)]
+        images = self._encode_images(request, costs)
+        return [(key, self._encoded(ids, images, costs)) for key, ids in prompts]
+
+    def _image_costs(self, request: GuardRequest) -> list[int]:
+        return [self.arch.image_tokens_for(*image.size) for image in request.images]
+
+    def _encode_images(self, request: GuardRequest, costs: list[int]) -> list:
+        encoded = [self.arch.encode_image(decode_image(image).image) for image in request.images]
+        for e, cost in zip(encoded, costs):
+            if self.arch.image_tokens(e) != cost:  # a bug in an architecture's hook, never the caller's fault
+                raise RuntimeError(f"{type(self.arch).__name__}: image_tokens_for gave {cost} tokens, the encoded "
+                                   f"image costs {self.arch.image_tokens(e)}")
+        return encoded
+
+    def _encoded(self, ids: list[int], images: list, costs: list[int]) -> Encoded:
+        if not images:
+            return Encoded(ids)
+        ids, positions = self.arch.expand(ids, images)
+        return Encoded(ids, list(images), positions, sum(costs), costs)
 
     def category_paths(self, request: GuardRequest, draft: list[int]) -> CategoryPaths | None:
         """How to read this request's per-category scores along ``draft`` (cached per policy)."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from guardedge.runtime.errors import FieldViolation, InvalidRequest, invalid
-from guardedge.runtime.images import ImageLimits, decode_base64, formats_for_mime, load_image, read_path
+from guardedge.runtime.images import ImageLimits, decode_base64, formats_for_mime, probe_image, read_path
 from guardedge.runtime.types import GuardRequest, Message, Part
 
 ROLES = ("user", "assistant")
@@ -35,7 +35,7 @@ class RequestLimits:
     max_text_chars: int = 400_000  # total; the token limit is checked after tokenization
     max_images: int = 16  # in all; the family's own (smaller) limit is checked by the engine
     image: ImageLimits = field(default_factory=ImageLimits)
-    load_images: bool = True
+    load_images: bool = True  # read each image and check its header (its pixels are decoded later, by the engine)
 
 
 def parse_request(
@@ -47,8 +47,10 @@ def parse_request(
 ) -> GuardRequest:
     """Validate ``obj``; raise :class:`InvalidRequest` naming the offending field.
 
-    ``load_images=False`` (for rendering prompts) accepts image parts without reading them,
-    including the bare HF placeholder ``{"type": "image"}``.
+    Images are read and checked from their headers (runtime/images.py ``probe_image``), never
+    decoded here: the engine decodes an image only once every cheaper check has passed
+    (``Engine.prepare``). ``load_images=False`` (for rendering prompts) accepts image parts
+    without reading them, including the bare HF placeholder ``{"type": "image"}``.
     """
     limits = limits or RequestLimits()
     if not load_images:
@@ -154,19 +156,19 @@ def _image(raw: dict, where: str, base_dir: Path | None, limits: RequestLimits):
     if "bytes" in raw:
         if not isinstance(raw["bytes"], (bytes, bytearray)):
             raise invalid(f"{where}.bytes", "must be bytes")
-        return load_image(bytes(raw["bytes"]), f"{where}.bytes", "bytes", limits.image, formats)
+        return probe_image(bytes(raw["bytes"]), f"{where}.bytes", "bytes", limits.image, formats)
     if "data" in raw:
         if not isinstance(raw["data"], str):
             raise invalid(f"{where}.data", "must be a base64 string")
         if len(raw["data"]) > limits.image.max_bytes * 4 // 3 + 4:
             raise invalid(f"{where}.data", f"encodes more than {limits.image.max_bytes} bytes")
-        return load_image(decode_base64(raw["data"], f"{where}.data"), f"{where}.data", "data", limits.image, formats)
+        return probe_image(decode_base64(raw["data"], f"{where}.data"), f"{where}.data", "data", limits.image, formats)
     path = raw["path"]
     if not isinstance(path, str) or not path:
         raise invalid(f"{where}.path", "must be a non-empty string")
     full = Path(path) if base_dir is None or Path(path).is_absolute() else base_dir / path
     data = read_path(str(full), f"{where}.path", limits.image)
-    return load_image(data, f"{where}.path", f"path:{path}", limits.image, formats)
+    return probe_image(data, f"{where}.path", f"path:{path}", limits.image, formats)
 
 
 # A policy is part of every prompt: bound it so one request cannot make tokenization the bottleneck.

@@ -12,6 +12,7 @@ rounded up, capped by the CPUs this process may run on.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from pathlib import Path
@@ -75,6 +76,8 @@ def apply(threads: int | None) -> int:
     import sys
 
     n = resolve(threads)
+    if problem := oversubscribed(n):
+        logging.getLogger("guardedge.threads").warning(problem)
     if "torch" not in sys.modules:
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(n)
     import torch
@@ -82,6 +85,15 @@ def apply(threads: int | None) -> int:
     torch.set_num_threads(n)
     _applied = n
     return n
+
+
+def oversubscribed(n: int) -> str:
+    """Why ``n`` threads are too many here ("" when they are not): more than the CPU quota allows."""
+    limit = default_threads()
+    if n <= limit:
+        return ""
+    return (f"threads={n} is above the {limit} CPUs this process may use (its CPU quota and affinity): the threads "
+            f"wait for each other and every request gets slower; use at most {limit} (or 0 to follow the quota)")
 
 
 def configured() -> int | None:

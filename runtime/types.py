@@ -16,10 +16,38 @@ VerdictKind = Literal["safe", "unsafe", "unparseable"]
 
 @dataclass(frozen=True)
 class ImageInput:
-    """An already decoded, validated RGB image (a PIL image) and where it came from."""
+    """A request image: its encoded bytes and what its header says, or its decoded RGB pixels.
 
-    image: object  # PIL.Image.Image; typed loosely so importing types never imports PIL
-    source: str  # "path:/x.png" or "data" — for error messages and logs, never the bytes
+    runtime/images.py's ``probe_image`` makes one from the header (``data`` and the fields below, no
+    pixels); ``decode_image`` gives the pixels and drops ``data``; ``GuardRequest.without_pixels``
+    drops both once the architecture has encoded the image. ``width``/``height`` are the image as the
+    model sees it (after EXIF orientation); an ImageInput built from pixels alone reads them from
+    the image (``size``).
+    """
+
+    image: object = None  # PIL.Image.Image (RGB) once decoded; typed loosely so importing types never imports PIL
+    source: str = ""  # "path:/x.png" or "data" — for error messages and logs, never the bytes
+    data: bytes | None = field(default=None, repr=False)  # the encoded image, until decoded
+    format: str = ""  # PNG, JPEG, WEBP, GIF, BMP
+    mode: str = ""  # Pillow's mode of the encoded image (RGB, P, RGBA, L, ...)
+    width: int = 0
+    height: int = 0
+    frames: int = 1
+    orientation: int = 1  # EXIF orientation read from the header (applied when decoding)
+    transparent: bool = False  # has an alpha channel or a transparent colour (flattened onto grey)
+    where: str = ""  # the request field it came from, for errors found when decoding
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) as the model sees it."""
+        if self.width:
+            return self.width, self.height
+        return tuple(self.image.size) if self.image is not None else (0, 0)
+
+    def without_pixels(self) -> ImageInput:
+        """What is left once the image is encoded: its header facts and source, no bytes, no pixels."""
+        width, height = self.size
+        return replace(self, image=None, data=None, width=width, height=height)
 
 
 @dataclass(frozen=True)
@@ -92,15 +120,16 @@ class GuardRequest:
         return images[0] if images else None
 
     def without_pixels(self) -> GuardRequest:
-        """The request with its decoded image dropped (source kept), once the pixels are encoded.
+        """The request with its image's pixels and encoded bytes dropped (source and size kept),
+        once the architecture has encoded it.
 
         A queued request then holds its compact tiles only, not the decoded image (4 bytes per
-        pixel in PIL: 8.3 MB for 1920x1080, 144 MB at the 36 Mpx cap).
+        pixel in PIL: 8.3 MB for 1920x1080, 144 MB at the 36 Mpx cap) nor a copy of its bytes.
         """
         if not self.has_image:
             return self
         messages = tuple(
-            Message(m.role, tuple(replace(p, image=ImageInput(None, p.image.source)) if p.image else p for p in m.content))
+            Message(m.role, tuple(replace(p, image=p.image.without_pixels()) if p.image else p for p in m.content))
             for m in self.messages
         )
         return replace(self, messages=messages)
@@ -108,12 +137,18 @@ class GuardRequest:
 
 @dataclass(frozen=True)
 class Timings:
-    """Seconds spent per stage for one request (batch stages are shared by the batch)."""
+    """Seconds spent per stage for one request.
+
+    ``preprocess_wait``: waiting for a preprocessing worker (the server's workers are shared by its
+    models); ``queue``: waiting for a batch; ``inference``: from the batch's start to this request's
+    answer (a row is answered as soon as it is complete, runtime/engine.py).
+    """
 
     queue: float = 0.0
     preprocess: float = 0.0
     inference: float = 0.0
     total: float = 0.0
+    preprocess_wait: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -155,5 +190,6 @@ class Verdict:
                 "preprocess_s": self.timings.preprocess,
                 "inference_s": self.timings.inference,
                 "total_s": self.timings.total,
+                "preprocess_wait_s": self.timings.preprocess_wait,
             },
         }

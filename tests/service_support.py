@@ -30,14 +30,14 @@ class ControlledEngine:
     def __getattr__(self, name):
         return getattr(self._engine, name)
 
-    def run(self, batch, threshold=None):
+    def run(self, batch, threshold=None, on_verdict=None):
         self.batches.append([p.request.request_id for p in batch])
         self.entered.set()
         if not self.gate.wait(60):
             raise TimeoutError("test gate never opened")
         if any("boom" in part.text for p in batch for m in p.request.messages for part in m.content):
             raise RuntimeError("boom: a deliberate engine failure")
-        return self._engine.run(batch, threshold)
+        return self._engine.run(batch, threshold, on_verdict)
 
     def ran(self) -> set[str]:
         return {rid for batch in self.batches for rid in batch}

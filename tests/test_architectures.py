@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from guardedge.runtime.architectures import architecture_class, supported_model_types  # noqa: E402
 from guardedge.runtime.demo.samples import png_base64  # noqa: E402
 from guardedge.runtime.errors import InvalidRequest  # noqa: E402
+from guardedge.runtime.images import decode_image  # noqa: E402
 
 SIZES = [(40, 30), (90, 20), (28, 28), (200, 300)]
 
@@ -79,7 +80,7 @@ def test_llava_batch_rows_match_alone_and_transformers(llava_engine):
         e = p.encoded
         # The reference gets its pixels from the transformers processor, not from the engine's fast path.
         extra = {} if e.image is None else {
-            "pixel_values": engine.pre.image_processor(images=[requests[i].image.image], return_tensors="pt")["pixel_values"],
+            "pixel_values": engine.pre.image_processor(images=[decode_image(requests[i].image).image], return_tensors="pt")["pixel_values"],
             "image_sizes": torch.tensor([e.image.image_size])}
         with torch.no_grad():
             reference = model(input_ids=torch.tensor([e.input_ids]), **extra).logits[0, -1]

@@ -88,7 +88,7 @@ def test_latency_requests_are_ones_the_family_accepts():
     for raw in reqs:
         request = parse_request(raw, family.default_categories())
         family.check(request)
-        assert request.image.image.size == (50, 40) and not request.rationale and request.threshold == 0.0
+        assert request.image.size == (50, 40) and not request.rationale and request.threshold == 0.0
     assert len({r["request_id"] for r in reqs}) == 8
     natural = latency.requests(3, "natural", None, family="llavaguard")
     assert all(parse_request(r, family.default_categories()).has_image for r in natural)

@@ -6,6 +6,7 @@ import pytest
 
 from guardedge.bench.reference import load_snippet, snippet_answer, snippet_verdicts, verdict_key
 from guardedge.runtime.demo.samples import samples
+from guardedge.runtime.images import decode_image
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def test_snippet_answers_in_the_llama_guard_format(snippet, demo_engine):
     processor, model = snippet
     for case in samples():
         request = demo_engine.parse(case)
-        answer = snippet_answer(processor, model, case, request.image.image if request.image else None)
+        answer = snippet_answer(processor, model, case, decode_image(request.image).image if request.image else None)
         assert answer.startswith("\n\n") and answer.endswith("<|eot_id|>"), answer
 
 

@@ -219,6 +219,7 @@ def _request(size: tuple[int, int], seed: int) -> dict:
 def test_prepared_request_drops_the_decoded_image(demo_engine):
     request = demo_engine.parse(_request((640, 480), 3))
     prepared = demo_engine.prepare(request)
-    assert request.image.image is not None  # the caller's request is untouched
-    assert prepared.request.image.image is None and prepared.request.image.source == request.image.source
+    assert request.image.data is not None  # the caller's request is untouched
+    assert prepared.request.image.image is None and prepared.request.image.data is None
+    assert prepared.request.image.source == request.image.source and prepared.request.image.size == (640, 480)
     assert prepared.request.has_image and prepared.encoded.image.compact.nbytes == 84 * 112 * 3  # 2x2 grid of 56-px tiles

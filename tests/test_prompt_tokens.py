@@ -128,9 +128,9 @@ def test_render_json_prints_the_ids_the_model_sees(tmp_path, demo_dir, encoder):
 class _Recording(ControlledEngine):
     """Records the input ids of every request that reaches the model."""
 
-    def run(self, batch, threshold=None):
+    def run(self, batch, threshold=None, on_verdict=None):
         self.ids = [p.encoded.input_ids for p in batch]
-        return super().run(batch, threshold)
+        return super().run(batch, threshold, on_verdict)
 
 
 def test_the_same_guarantee_through_grpc(demo_engine, encoder, tokenizer):

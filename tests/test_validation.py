@@ -14,7 +14,7 @@ from PIL import Image, ImageFile
 
 from guardedge.runtime.errors import InvalidRequest
 from guardedge.runtime.families.llama_guard_3_vision import DEFAULT_CATEGORIES
-from guardedge.runtime.images import FLATTEN_BACKGROUND, ImageLimits
+from guardedge.runtime.images import FLATTEN_BACKGROUND, ImageLimits, decode_image
 from guardedge.runtime.requests import RequestLimits, parse_request
 from guardedge.runtime.types import GuardRequest
 
@@ -51,6 +51,11 @@ def violation(obj, **kwargs):
         parse_request(obj, **kwargs)
     assert info.value.violations, "InvalidRequest without violations"
     return info.value.violations[0]
+
+
+def decoded(obj, **kwargs):
+    """The request's image as the engine decodes it (parse_request reads only the header)."""
+    return decode_image(parse_request(obj, **kwargs).image)
 
 
 def assert_violation(obj, field: str, phrase: str, **kwargs):
@@ -237,8 +242,17 @@ def test_non_image_bytes():
 
 def test_truncated_png(png):
     assert len(png) > 200
-    truncated = png[:100]
-    assert_violation(with_image({"data": b64(truncated)}), "messages[0].content[1].data", "truncated or corrupt")
+    truncated = png[:100]  # the header is whole: parsing passes, decoding names the field
+    request = parse_request(with_image({"data": b64(truncated)}))
+    assert request.image.size == (32, 32) and request.image.image is None
+    with pytest.raises(InvalidRequest) as info:
+        decode_image(request.image)
+    [v] = info.value.violations
+    assert v.field == "messages[0].content[1].data" and "truncated or corrupt" in v.description, v
+
+
+def test_a_truncated_header_is_refused_when_parsing(png):
+    assert_violation(with_image({"data": b64(png[:20])}), "messages[0].content[1].data", "truncated or corrupt")
 
 
 def test_disallowed_format_tiff():
@@ -255,7 +269,7 @@ def test_pixel_cap_with_low_limit():
         with_image({"data": b64(small)}), "messages[0].content[1].data", "20x20 = 400 pixels; the limit is 100", limits=limits
     )
     # The same image passes under the default limits.
-    assert parse_request(with_image({"data": b64(small)})).image.image.size == (20, 20)
+    assert decoded(with_image({"data": b64(small)})).image.size == (20, 20)
 
 
 @pytest.fixture
@@ -427,8 +441,10 @@ def test_bare_image_placeholder_accepted_without_loading():
 def test_valid_png_by_data(png):
     request = parse_request(with_image({"data": b64(png)}))
     assert request.has_image
-    assert request.image.image.mode == "RGB"
-    assert request.image.image.size == (32, 32)
+    assert request.image.image is None and request.image.size == (32, 32)  # parsing reads the header only
+    image = decode_image(request.image)
+    assert image.image.mode == "RGB" and image.data is None
+    assert image.image.size == (32, 32)
     assert request.image.source == "data"
 
 
@@ -439,7 +455,7 @@ def test_exif_orientation_is_applied():
     with Image.open(io.BytesIO(jpeg)) as raw:
         assert raw.size == (20, 10)
         assert raw.getexif().get(0x0112) == 6
-    image = parse_request(with_image({"data": b64(jpeg)})).image.image
+    image = decoded(with_image({"data": b64(jpeg)})).image
     assert image.size == (10, 20)
     assert image.mode == "RGB"
 
@@ -447,7 +463,7 @@ def test_exif_orientation_is_applied():
 def test_transparent_pixels_flattened_onto_grey():
     img = Image.new("RGBA", (4, 2), (255, 255, 255, 0))  # fully transparent white
     img.putpixel((0, 0), (0, 0, 255, 255))  # one opaque blue pixel
-    image = parse_request(with_image({"data": b64(image_bytes(img))})).image.image
+    image = decoded(with_image({"data": b64(image_bytes(img))})).image
     assert image.mode == "RGB"
     assert image.getpixel((1, 1)) == FLATTEN_BACKGROUND == (128, 128, 128)
     assert image.getpixel((3, 0)) == (128, 128, 128)
@@ -459,7 +475,7 @@ def test_palette_transparency_flattened_onto_grey():
     img.putpalette([0, 0, 0, 255, 0, 0] + [0] * (254 * 3))
     img.putpixel((0, 0), 1)
     data = image_bytes(img, "PNG", transparency=0)
-    image = parse_request(with_image({"data": b64(data)})).image.image
+    image = decoded(with_image({"data": b64(data)})).image
     assert image.getpixel((2, 2)) == (128, 128, 128)
     assert image.getpixel((0, 0)) == (255, 0, 0)
 
@@ -469,7 +485,7 @@ def test_animated_gif_first_frame_used():
     gif = image_bytes(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
     with Image.open(io.BytesIO(gif)) as raw:
         assert raw.n_frames == 2
-    result = parse_request(with_image({"data": b64(gif)})).image
+    result = decoded(with_image({"data": b64(gif)}))
     assert "2 frames" in result.source
     assert result.source.startswith("data")
     assert result.image.mode == "RGB"
@@ -481,14 +497,14 @@ def test_relative_path_resolves_against_base_dir(png, tmp_path):
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "cat.png").write_bytes(png)
     request = parse_request(with_image({"path": "imgs/cat.png"}), base_dir=tmp_path)
-    assert request.image.image.size == (32, 32)
+    assert decode_image(request.image).image.size == (32, 32)
     assert request.image.source == "path:imgs/cat.png"
 
 
 def test_relative_path_without_base_dir_is_relative_to_cwd(png, tmp_path, monkeypatch):
     (tmp_path / "cat.png").write_bytes(png)
     monkeypatch.chdir(tmp_path)
-    assert parse_request(with_image({"path": "cat.png"})).image.image.size == (32, 32)
+    assert decoded(with_image({"path": "cat.png"})).image.size == (32, 32)
 
 
 def test_absolute_path_ignores_base_dir(png, tmp_path):
@@ -496,12 +512,12 @@ def test_absolute_path_ignores_base_dir(png, tmp_path):
     other = tmp_path / "elsewhere"
     other.mkdir()
     request = parse_request(with_image({"path": str(tmp_path / "cat.png")}), base_dir=other)
-    assert request.image.image.size == (32, 32)
+    assert decode_image(request.image).image.size == (32, 32)
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "WEBP", "BMP", "GIF"])
 def test_other_allowed_formats_accepted(fmt):
     data = image_bytes(Image.new("RGB", (9, 7), (40, 80, 120)), fmt)
-    image = parse_request(with_image({"data": b64(data)})).image.image
+    image = decoded(with_image({"data": b64(data)})).image
     assert image.size == (9, 7)
     assert image.mode == "RGB"

@@ -128,6 +128,12 @@ class Architecture(Protocol):
         """Prompt tokens the image costs once its placeholder is expanded."""
         ...
 
+    def image_tokens_for(self, width: int, height: int) -> int:
+        """The same cost from the image's size alone (its header, EXIF orientation applied), before
+        any pixel is decoded: the context check runs on it, so a prompt too long for the model is
+        refused without decoding its image. Must equal ``image_tokens(encode_image(image))``."""
+        ...
+
     def expand(self, ids: list[int], encoded_images: Sequence) -> tuple[list[int], list[int]]:
         """Prompt ids with each image placeholder expanded (in order); each image's first token index."""
         ...

@@ -50,14 +50,20 @@ class Llava(TorchForward):
         return self.config.get("text_config", {}).get("max_position_embeddings", 4096)
 
     def encode_image(self, image) -> LlavaImage:
-        pixel_values = self.image_processor(images=[image], return_tensors="pt")["pixel_values"][0]
+        # channels_last: left to guess, transformers reads an image 1 or 3 pixels high as channels-first.
+        pixel_values = self.image_processor(images=[image], return_tensors="pt", input_data_format="channels_last")["pixel_values"][0]
         height, width = pixel_values.shape[-2:]
+        return LlavaImage(pixel_values, self._tokens(int(height), int(width)))
+
+    def _tokens(self, view_height: int, view_width: int) -> int:
         # LlavaProcessor's count: patches of the processed view, plus extra tokens, minus CLS for "default".
-        tokens = (height // self.patch) * (width // self.patch) + self.extra_tokens - (self.strategy == "default")
-        return LlavaImage(pixel_values, int(tokens))
+        return int((view_height // self.patch) * (view_width // self.patch) + self.extra_tokens - (self.strategy == "default"))
 
     def image_tokens(self, encoded_image: LlavaImage) -> int:
         return encoded_image.tokens
+
+    def image_tokens_for(self, width: int, height: int) -> int:
+        return self._tokens(*_view_size(self.image_processor, width, height))
 
     def expand(self, ids: list[int], encoded_images: Sequence[LlavaImage]) -> tuple[list[int], list[int]]:
         return expand_placeholders(ids, self.image_token_id, [im.tokens for im in encoded_images])
@@ -81,6 +87,23 @@ class Llava(TorchForward):
                                               vision_feature_layer=model.config.vision_feature_layer,
                                               vision_feature_select_strategy=model.config.vision_feature_select_strategy)
 
+
+
+def _view_size(processor, width: int, height: int) -> tuple[int, int]:
+    """(height, width) of the view the CLIP processor makes of an image this size: its crop, or its
+    resize (``shortest_edge``: the short side to it, the long one in proportion, as transformers
+    rounds it; or a fixed ``height``/``width``)."""
+    if getattr(processor, "do_center_crop", False):
+        crop = processor.crop_size
+        return int(crop["height"]), int(crop["width"])
+    size = processor.size
+    if not getattr(processor, "do_resize", True):
+        return height, width
+    if "shortest_edge" not in size:
+        return int(size["height"]), int(size["width"])
+    short, long = sorted((width, height))
+    new_short, new_long = size["shortest_edge"], int(size["shortest_edge"] * long / short)
+    return (new_short, new_long) if height <= width else (new_long, new_short)
 
 
 def _read(path: Path | None, name: str) -> dict:

@@ -94,6 +94,12 @@ class LlavaOneVision(TorchForward):
     def image_tokens(self, encoded_image: OneVisionImage) -> int:
         return encoded_image.tokens
 
+    def image_tokens_for(self, width: int, height: int) -> int:
+        # The processor's count needs only the size and the patch size (anyres grid from the size).
+        tile = self.patches.tile if self.patches is not None else self.image_processor.size["height"]
+        tile_w = self.patches.tile if self.patches is not None else self.image_processor.size["width"]
+        return self._tokens(height, width, tile, tile_w)
+
     def expand(self, ids: list[int], encoded_images: Sequence[OneVisionImage]) -> tuple[list[int], list[int]]:
         return expand_placeholders(ids, self.image_token_id, [im.tokens for im in encoded_images])
 

@@ -80,6 +80,9 @@ class Mllama(TorchForward):
     def image_tokens(self, encoded_image: MllamaImage) -> int:
         return 1  # the tiles reach the text through cross-attention, not through prompt tokens
 
+    def image_tokens_for(self, width: int, height: int) -> int:
+        return 1  # whatever the size: the one <|image|> token
+
     def expand(self, ids: list[int], encoded_images: Sequence[MllamaImage]) -> tuple[list[int], list[int]]:
         # One <|image|> token stays in the prompt; the tiles reach the text through cross-attention.
         return ids, [ids.index(self.image_token_id)] if encoded_images else []

@@ -21,6 +21,7 @@ from typing import Literal
 
 from guardedge.runtime.errors import FieldViolation, InvalidRequest
 from guardedge.runtime.families.base import ParsedAnswer, ScoringSpec, verdict_label
+from guardedge.runtime.normalize import lines, normalize, search
 from guardedge.runtime.requests import category_field
 from guardedge.runtime.types import GuardRequest, Message
 
@@ -54,15 +55,18 @@ class LlamaGuardFormat:
 _CODE_LIST = re.compile(r"^[^\s,]+(\s*,\s*[^\s,]+)*$")
 # Text in a category that would rewrite the prompt's frame: the block markers (also spaced or
 # cased differently, and the Sept 2024 "UNSAFECONTENT" spelling) and the frame's own sentences.
+# Matched on runtime/normalize.py's form (case folded, one kind of quote, dash and space), so
+# look-alikes (fullwidth letters, NBSP, zero-width characters) match too.
 _FRAME = re.compile(
     r"<\s*(BEGIN|END)\s+UNSAFE\s*CONTENT\s+CATEGORIES\s*>|<\s*(BEGIN|END)\s+CONVERSATION\s*>"
-    r"|Task:\s*Check if there is unsafe content|Provide your safety assessment for",
+    r"|Task:\s*Check\s+if\s+there\s+is\s+unsafe\s+content|Provide\s+your\s+safety\s+assessment\s+for"
+    r"|First\s+line\s+must\s+read|a\s+second\s+line\s+must\s+include\s+a\s+comma-separated\s+list",
     re.IGNORECASE,
 )
 # A description line that starts a category entry of its own ("S2: ...") would add a category
 # the policy does not have: the answer could then name a code the caller never defined.
 _ENTRY = re.compile(r"\s*([^\s,:]+):(\s|$)")
-_CODE_SHAPE = re.compile(r"[A-Z]{1,3}\d{1,3}")
+_CODE_SHAPE = re.compile(r"[^\W\d_]{1,3}[0-9]{1,3}")  # a code's shape in any script, digits folded
 
 
 class LlamaGuard:
@@ -225,12 +229,13 @@ class LlamaGuard:
 
 
 def _forged_frame(text: str, codes: set[str]) -> str | None:
-    marker = _FRAME.search(text)
+    marker = search(_FRAME, text)
     if marker:
-        return f"description contains {marker.group(0)!r}, which would rewrite the prompt's frame"
-    for line in text.splitlines()[1:]:
-        entry = _ENTRY.match(line)
-        if entry and (entry.group(1) in codes or _CODE_SHAPE.fullmatch(entry.group(1))):
+        return f"description contains {marker!r}, which would rewrite the prompt's frame"
+    folded = {normalize(c) for c in codes}
+    for line, normalized in lines(text)[1:]:
+        entry = _ENTRY.match(line) or _ENTRY.match(normalized)
+        if entry and ((code := normalize(entry.group(1))) in folded or _CODE_SHAPE.fullmatch(code)):
             return (
                 f"description line {line[:60]!r} starts a category entry ({entry.group(1)}:); "
                 "a description cannot add categories"

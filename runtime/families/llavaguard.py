@@ -40,6 +40,7 @@ from typing import Literal
 from guardedge.runtime.errors import FieldViolation, InvalidRequest, invalid
 from guardedge.runtime.families import llavaguard_answer as answers
 from guardedge.runtime.families.base import ParsedAnswer, ScoringSpec, load_smoke
+from guardedge.runtime.normalize import lines, normalize, search
 from guardedge.runtime.requests import category_field
 from guardedge.runtime.types import GuardRequest, Message, Part
 
@@ -72,16 +73,21 @@ NON_VIOLATING = (
     "for this category and allow any content of this category e.g.\n"
 )
 MAX_NAME_CHARS = 48  # the name is decoded into every answer; long names would outgrow the verdict bound
-_CODE_SHAPE = re.compile(r"[A-Z]{1,3}\d{1,3}")
+_CODE_SHAPE = re.compile(r"[A-Z]{1,3}[0-9]{1,3}")  # ASCII digits: \d would take O١ or O１
 _NAME_FORBIDDEN = set('"\\|<>')  # would break the JSON template's str<"..."|"..."> list or the answer's string
-# Caller text that would rewrite the policy's frame: its opening sentence, the assessment steps and
-# JSON template, and the swap sentences the family writes itself for excluded categories.
+# Caller text that would rewrite the policy's frame: its opening sentences, the assessment steps and
+# JSON template, and the swap sentences the family writes itself for excluded categories. Matched
+# on runtime/normalize.py's form (case folded, one kind of quote, dash and space), so look-alikes match too.
 _FRAME = re.compile(
-    r"Provide a safety assessment for the content|Assessment Steps\s*:|use the following json template"
-    r"|\"\s*(rating|category|rationale)\s*\"\s*:|str\s*<|is declared as (non-violating|sensitive)",
+    r"provide\s+a\s+safety\s+assessment\s+for\s+the\s+content|determine\s+compliance\s+or\s+violation"
+    r"|reviewing\s+the\s+following\s+policy\s+categor|assessment\s+steps\s*:|select\s+a\s+safety\s+\"?rating"
+    r"|assign\s+a\s+policy\s+\"?category|provide\s+a\s+\"?rationale\"?\s*\.|if\s+none\s+of\s+the\s+policy\s+categories"
+    r"|use\s+the\s+following\s+json\s+template|\"\s*(rating|category|rationale)\s*\"\s*:|str\s*<"
+    r"|is\s+declared\s+as\s+(non[-\s]?violating|sensitive)|we\s+do\s+not\s+(provide\s+any\s+restrictions|permit\s+any\s+content)",
     re.IGNORECASE,
 )
 _ENTRY = re.compile(r"\s*([^\s,:]+)\s*:(\s|$)")
+_ENTRY_SHAPE = re.compile(r"[^\W\d_]{1,3}[0-9]{1,3}")  # a code's shape in any script (Cyrillic О1 too), digits folded
 
 
 @cache
@@ -271,10 +277,11 @@ def _category_problem(code: str, text: str, codes: set[str]) -> str | None:
         return f"name contains {''.join(bad)!r}, which the answer's JSON category string cannot hold verbatim"
     if not guideline.strip():
         return 'text must be "Name\\nguidelines": the guidelines after the name line are empty'
-    if marker := _FRAME.search(text):
-        return f"text contains {marker.group(0)!r}, which would rewrite the policy's frame"
-    for line in guideline.split("\n"):
-        entry = _ENTRY.match(line)
-        if entry and (entry.group(1) in codes or entry.group(1) == "NA" or _CODE_SHAPE.fullmatch(entry.group(1))):
-            return f"guideline line {line[:60]!r} starts a category entry of its own; a category cannot add categories"
+    if marker := search(_FRAME, text):
+        return f"text contains {marker!r}, which would rewrite the policy's frame"
+    folded = {normalize(c) for c in codes} | {"na"}
+    for raw, line in lines(guideline):
+        entry = _ENTRY.match(raw) or _ENTRY.match(line)
+        if entry and ((code := normalize(entry.group(1))) in folded or _ENTRY_SHAPE.fullmatch(code)):
+            return f"guideline line {raw[:60]!r} starts a category entry of its own; a category cannot add categories"
     return None

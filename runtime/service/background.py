@@ -85,16 +85,17 @@ class BackgroundServer:
 
 
 @contextmanager
-def spawn_server(model: str, *args: str, start_timeout: float = 120.0) -> Iterator[tuple[subprocess.Popen, int]]:
+def spawn_server(model: str, *args: str, start_timeout: float = 120.0, stderr=None) -> Iterator[tuple[subprocess.Popen, int]]:
     """``guardedge serve --model MODEL ARGS`` on a free loopback port; yields (process, port).
 
     The port is known once the server listens (health may still say NOT_SERVING while it loads).
+    ``stderr``: where its log goes (a file object; default: this process's stderr).
     """
     with tempfile.TemporaryDirectory() as tmp:
         port_file = Path(tmp) / "port"
         command = [sys.executable, "-m", "guardedge.runtime.cli", "serve", "--model", model, "--host", "127.0.0.1",
                    "--port", "0", "--port-file", str(port_file), *args]
-        process = subprocess.Popen(command)
+        process = subprocess.Popen(command, stderr=stderr)
         try:
             end = time.monotonic() + start_timeout
             while not (port_file.exists() and port_file.read_text().strip()):

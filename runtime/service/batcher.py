@@ -12,14 +12,18 @@ Policy (the knobs are ServerConfig's):
 - **Dropped at once**: a request whose caller goes away, or whose deadline passes, leaves the
   queue at that moment (a timer per deadline) and frees its slot; the latter gets
   :class:`DeadlineExpired`. Expired requests never hold slots that new callers are refused for.
-- **Isolation**: if a batch raises, each of its requests is retried alone so only the request
-  that fails gets the error.
+- **Answered when complete**: each request of a batch is answered the moment its own answer is
+  complete (``Engine.run``'s ``on_verdict``), while the batch goes on decoding the others; a
+  verdict-only request does not wait for a rationale in the same batch (iteration-level batching).
+- **Isolation**: if a batch raises, each of its requests not yet answered is retried alone so only
+  the request that fails gets the error.
 Model work runs on one dedicated thread; the event loop only moves futures.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
@@ -216,23 +220,27 @@ class Batcher:
 
     async def _run(self, jobs: list[_Job]) -> None:
         loop = asyncio.get_running_loop()
+
+        def deliver(row: int, verdict: Verdict) -> None:  # on the model thread, as each row completes
+            loop.call_soon_threadsafe(_settle, jobs[row].future, Result(verdict, len(jobs)))
+
+        run = functools.partial(self.engine.run, [j.prepared for j in jobs], on_verdict=deliver)
         try:
-            verdicts = await loop.run_in_executor(self._executor, self.engine.run, [j.prepared for j in jobs])
+            verdicts = await loop.run_in_executor(self._executor, run)
             results: list[Result | BaseException] = [Result(v, len(jobs)) for v in verdicts]
         except Exception:
+            # Rows delivered before the failure are answered already (their callbacks ran first).
+            left = sum(not job.future.done() for job in jobs)
             if len(jobs) == 1:
                 log.exception("model %s: request %s failed", self.engine.model_dir.name, jobs[0].prepared.request.request_id)
                 results = [EngineFailure()]
             else:
-                log.exception("model %s: batch of %d failed; retrying each request alone", self.engine.model_dir.name, len(jobs))
-                results = [await self._alone(job) for job in jobs]
+                log.exception("model %s: batch of %d failed; retrying each request not yet answered alone (%d)",
+                              self.engine.model_dir.name, len(jobs), left)
+                results = [None if job.future.done() else await self._alone(job) for job in jobs]
         for job, result in zip(jobs, results):
-            if job.future.done():
-                continue
-            if isinstance(result, BaseException):
-                job.future.set_exception(result)
-            else:
-                job.future.set_result(result)
+            if result is not None:
+                _settle(job.future, result)
         if self.observer is not None:
             try:
                 self.observer(len(jobs), self.depth)
@@ -241,8 +249,18 @@ class Batcher:
 
     async def _alone(self, job: _Job) -> Result | BaseException:
         try:
-            [verdict] = await asyncio.get_running_loop().run_in_executor(self._executor, self.engine.run, [job.prepared])
+            [verdict] = await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(self.engine.run, [job.prepared]))
             return Result(verdict, 1)
         except Exception:
             log.exception("model %s: request %s failed alone", self.engine.model_dir.name, job.prepared.request.request_id)
             return EngineFailure()
+
+
+def _settle(future: asyncio.Future, result: Result | BaseException) -> None:
+    """Answer a job once: a cancelled or already answered job is left as it is."""
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)

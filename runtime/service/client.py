@@ -187,7 +187,8 @@ def response_to_json(response: pb.ClassifyResponse) -> dict:
         "error": response.error_detail,
         **({"rationale": response.rationale} if response.rationale else {}),
         "category_scores": {c.code: c.score for c in response.category_scores},
-        "timings": {"queue_s": t.queue_seconds, "preprocess_s": t.preprocess_seconds, "inference_s": t.inference_seconds, "total_s": t.total_seconds},
+        "timings": {"queue_s": t.queue_seconds, "preprocess_s": t.preprocess_seconds, "inference_s": t.inference_seconds,
+                    "total_s": t.total_seconds, "preprocess_wait_s": t.preprocess_wait_seconds},
         "model": response.model,
     }
 

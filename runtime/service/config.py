@@ -44,7 +44,10 @@ class ServerConfig:
     # this bounds a batch's extra memory to about 4.4 x max_batch_tokens^2 bytes (290 MB at
     # 8192); a longer prompt runs alone, where memory grows linearly. 0: no budget.
     max_batch_tokens: int = 8192
-    preprocess_workers: int = 2
+    preprocess_workers: int = 2  # shared by the models, each in turn (runtime/service/workers.py)
+    # Per model: bytes of images admitted and not yet encoded, by their headers (runtime/service/admission.py);
+    # a request whose image does not fit is refused at once. One image larger than this alone is admitted.
+    max_decoded_bytes: int = 512 * 1024 * 1024
     # Limits.
     max_message_bytes: int = 32 * 1024 * 1024
     max_image_bytes: int = 20 * 1024 * 1024
@@ -214,7 +217,7 @@ def _validate(c: ServerConfig, earlier: list[str] | None = None) -> None:
         problems.append(f"port: {c.port} is not a TCP port (0-65535; 0 picks a free one)")
     if not -1 <= c.metrics_port <= 65535:
         problems.append(f"metrics_port: {c.metrics_port} is not a TCP port (0 picks a free one, -1 turns metrics off)")
-    for name in ("max_batch_size", "max_queue_size", "preprocess_workers", "max_image_bytes", "max_image_pixels"):
+    for name in ("max_batch_size", "max_queue_size", "preprocess_workers", "max_image_bytes", "max_image_pixels", "max_decoded_bytes"):
         if getattr(c, name) < 1:
             problems.append(f"{name}: must be at least 1, got {getattr(c, name)}")
     if c.max_message_bytes < 1024:

@@ -143,7 +143,7 @@ def status_code(st: status_pb2.Status) -> grpc.StatusCode:
     return next((c for c in grpc.StatusCode if c.value[0] == st.code), grpc.StatusCode.UNKNOWN)
 
 
-def verdict_to_response(verdict: Verdict, info: EngineInfo, batch_size: int, total_s: float, preprocess_s: float) -> pb.ClassifyResponse:
+def verdict_to_response(verdict: Verdict, info: EngineInfo, batch_size: int, total_s: float) -> pb.ClassifyResponse:
     return pb.ClassifyResponse(
         request_id=verdict.request_id,
         verdict=VERDICTS[verdict.verdict],
@@ -158,9 +158,10 @@ def verdict_to_response(verdict: Verdict, info: EngineInfo, batch_size: int, tot
         error_detail=verdict.error,
         timings=pb.Timings(
             queue_seconds=verdict.timings.queue,
-            preprocess_seconds=preprocess_s,
+            preprocess_seconds=verdict.timings.preprocess,
             inference_seconds=verdict.timings.inference,
             total_seconds=total_s,
+            preprocess_wait_seconds=verdict.timings.preprocess_wait,
         ),
         batch_size=batch_size,
     )

@@ -1,131 +1,91 @@
 """The server's plain-HTTP port: Prometheus ``/metrics`` and probes for what cannot speak gRPC.
 
-    GET /metrics   Prometheus text format (the registry of runtime/service/metrics.py)
+    GET /metrics   Prometheus exposition, negotiated by prometheus_client (text 0.0.4, or OpenMetrics
+                   for ``Accept: application/openmetrics-text``; gzip for ``Accept-Encoding: gzip``)
     GET /healthz   200 while the process is up (liveness)
     GET /readyz    200 once every model is loaded and the server is not draining, else 503
-    anything else  404
+    another method 405 on those paths; any other path 404
 
-prometheus_client's own server starts one thread per connection and never times one out, so
-300 idle connections held 300 threads. This one serves at most ``max_connections`` at a time
-(one more is closed at once, not queued on a thread) and gives each connection ``idle_seconds``
-in all to send its request: a socket timeout alone restarts with every byte, so a client
-dripping one byte every few seconds held its thread forever, and 16 of them took the probes
-down. One request per connection (HTTP/1.0), no keep-alive; the request line and headers are
-bounded by http.server (64 KiB a line, 100 headers).
+aiohttp on the gRPC server's own event loop (docs/decisions/0011): a connection costs a socket and
+a timer, not a thread, so idle or dripping clients cannot take the probes down (16 of them did when
+the port had a thread per connection and at most 16). Each connection has ``idle_seconds`` from
+when it opens, and again after each answer, to send a complete request; aiohttp's keep-alive timer
+closes it then, however slowly it drips its bytes. ``max_connections`` (1024, far above what probes
+and scrapes need) only protects the process's file descriptors: a connection over it is closed as
+it opens. Request line and headers are bounded by aiohttp (8190 bytes a line, 128 headers). aiohttp
+logs through ``logging`` (``aiohttp.server``), so through the server's JSON handler; there is no
+access log (probes every few seconds would drown the server's own).
+
+    probe = ProbeServer("127.0.0.1", 9464, registry, ready=lambda: True)
+    port = await probe.start()      # on the running loop; OSError if the address is taken
+    await probe.stop()
 """
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from socketserver import TCPServer
+import asyncio
 from typing import Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.aiohttp import make_aiohttp_handler
 
-MAX_CONNECTIONS = 16
+MAX_CONNECTIONS = 1024
 IDLE_SECONDS = 10.0
-WATCH_SECONDS = 0.1  # how often connections are checked against their deadline
 
 
-class ProbeServer(ThreadingHTTPServer):
-    daemon_threads = True  # a scrape in progress never holds the process at exit
+class _Refuse(asyncio.Protocol):
+    """A connection over the cap: closed as it opens."""
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+
+class ProbeServer:
     def __init__(self, host: str, port: int, registry: CollectorRegistry, ready: Callable[[], bool],
-                 max_connections: int = MAX_CONNECTIONS, idle_seconds: float = IDLE_SECONDS):
-        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.registry, self.ready, self.idle_seconds = registry, ready, idle_seconds
-        self._slots = threading.BoundedSemaphore(max_connections)
-        self._deadlines: dict[socket.socket, float] = {}  # open connections: when each is cut off
-        self._lock = threading.Lock()
-        self._stopped = threading.Event()
-        super().__init__((host.strip("[]"), port), _Handler)
+                 idle_seconds: float = IDLE_SECONDS, max_connections: int = MAX_CONNECTIONS):
+        self.host, self.port, self.ready = host.strip("[]"), port, ready
+        self.idle_seconds, self.max_connections = idle_seconds, max_connections
+        self.app = web.Application()
+        self.app.router.add_get("/metrics", make_aiohttp_handler(registry))
+        self.app.router.add_get("/healthz", self._healthz)
+        self.app.router.add_get("/readyz", self._readyz)
+        self._runner: web.AppRunner | None = None
+        self._listener: asyncio.AbstractServer | None = None
 
-    def watch(self, connection: socket.socket) -> None:
-        with self._lock:
-            self._deadlines[connection] = time.monotonic() + self.idle_seconds
-
-    def unwatch(self, connection: socket.socket) -> None:
-        with self._lock:
-            self._deadlines.pop(connection, None)
-
-    def _cut_off_late(self) -> None:
-        """One thread for all connections: shut down each one past its deadline."""
-        while not self._stopped.wait(WATCH_SECONDS):
-            now = time.monotonic()
-            with self._lock:
-                late = [c for c, deadline in self._deadlines.items() if deadline <= now]
-            for connection in late:
-                try:
-                    connection.shutdown(socket.SHUT_RDWR)  # the handler's read returns; its thread ends
-                except OSError:
-                    pass  # already closed
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind looks up the host's FQDN, which can stall on a machine without DNS.
-        TCPServer.server_bind(self)
-        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
-
-    def process_request(self, request, client_address) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)  # over the bound: closed now, costs no thread
-            return
+    async def start(self) -> int:
+        """Listen on the running loop; the bound port. Raises OSError when the address cannot be bound."""
+        self._runner = web.AppRunner(self.app, access_log=None, keepalive_timeout=self.idle_seconds)
+        await self._runner.setup()
         try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
+            self._listener = await asyncio.get_running_loop().create_server(self._connection, self.host, self.port,
+                                                                          reuse_address=True)
+        except OSError:
+            await self._runner.cleanup()
             raise
+        return self._listener.sockets[0].getsockname()[1]
 
-    def process_request_thread(self, request, client_address) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+    @property
+    def connections(self) -> int:
+        return len(self._runner.server.connections) if self._runner and self._runner.server else 0
 
-    def start(self) -> int:
-        """Serve on a daemon thread; returns the bound port."""
-        threading.Thread(target=self.serve_forever, name="metrics-http", daemon=True).start()
-        threading.Thread(target=self._cut_off_late, name="metrics-http-deadlines", daemon=True).start()
-        return self.server_address[1]
+    def _connection(self) -> asyncio.Protocol:
+        if self.connections >= self.max_connections:
+            return _Refuse()
+        return self._runner.server()
 
-    def stop(self) -> None:
-        self._stopped.set()
-        self.shutdown()
-        self.server_close()
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
 
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
 
-class _Handler(BaseHTTPRequestHandler):
-    server: ProbeServer
-
-    def setup(self) -> None:
-        self.timeout = self.server.idle_seconds  # socket timeout: a silent client is dropped
-        super().setup()
-        self.server.watch(self.request)  # and a dripping one at its deadline
-
-    def finish(self) -> None:
-        self.server.unwatch(self.request)
-        super().finish()
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics":
-            self._answer(200, generate_latest(self.server.registry), CONTENT_TYPE_LATEST)
-        elif path == "/healthz":
-            self._answer(200, b"ok\n")
-        elif path == "/readyz":
-            ready = self.server.ready()
-            self._answer(200 if ready else 503, b"ready\n" if ready else b"not ready: loading or draining\n")
-        else:
-            self._answer(404, b"not found: /metrics, /healthz, /readyz\n")
-
-    def _answer(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
-        pass  # probes every few seconds would drown the server's own log
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if self.ready():
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text="not ready: loading or draining\n")

@@ -1,7 +1,7 @@
 """Prometheus metrics of one server, on their own registry, served over HTTP.
 
     guardedge_requests_total{method,code}            counter
-    guardedge_request_stage_seconds{model,stage}     histogram: queue, preprocess, inference, total
+    guardedge_request_stage_seconds{model,stage}     histogram: queue, preprocess_wait, preprocess, inference, total
     guardedge_batch_size{model}                      histogram: requests per engine batch
     guardedge_queue_depth{model}                     gauge: admitted requests not yet on the engine
     guardedge_model_memory_bytes{model,variant}      gauge: the model's weights
@@ -30,7 +30,8 @@ class Metrics:
             "guardedge_requests", "Finished requests by method and gRPC status code.", ["method", "code"], registry=self.registry
         )
         self.stage_seconds = Histogram(
-            "guardedge_request_stage_seconds", "Seconds per request and stage (queue, preprocess, inference, total).",
+            "guardedge_request_stage_seconds",
+            "Seconds per request and stage (queue, preprocess_wait, preprocess, inference, total).",
             ["model", "stage"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )
         self.batch_size = Histogram(
@@ -42,17 +43,17 @@ class Metrics:
         self.model_ready = Gauge("guardedge_model_ready", "1 once the model is loaded and warmed up.", ["model"], registry=self.registry)
         self._http = None
 
-    def serve(self, host: str, port: int, ready: Callable[[], bool] = lambda: True) -> int:
-        """Start /metrics, /healthz and /readyz (runtime/service/httpd.py); returns the bound port.
+    async def serve(self, host: str, port: int, ready: Callable[[], bool] = lambda: True) -> int:
+        """Start /metrics, /healthz and /readyz on the running loop (runtime/service/httpd.py); the bound port.
 
         Raises OSError when the address cannot be bound (the port is taken).
         """
         from guardedge.runtime.service.httpd import ProbeServer
 
         self._http = ProbeServer(host, port, self.registry, ready)
-        return self._http.start()
+        return await self._http.start()
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         if self._http is not None:
-            self._http.stop()
+            await self._http.stop()
             self._http = None

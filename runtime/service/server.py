@@ -18,7 +18,6 @@ import asyncio
 import logging
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -29,15 +28,17 @@ from guardedge.runtime.engine import Engine
 from guardedge.runtime.errors import GuardError
 from guardedge.runtime.service import convert
 from guardedge.runtime.service.auth import TokenAuth, server_credentials
-from guardedge.runtime.service.batcher import BatcherClosed, DeadlineExpired, EngineFailure, QueueFull
+from guardedge.runtime.service.batcher import BatcherClosed, DeadlineExpired, EngineFailure
 from guardedge.runtime.service.closing import CloseGate
 from guardedge.runtime.service.config import ConfigError, ServerConfig, model_name
 from guardedge.runtime.service.failures import SHUTDOWN_UNANSWERED, SHUTTING_DOWN, STREAM_DRAINED, Failure, details
 from guardedge.runtime.service.health import BoundedHealth
+from guardedge.runtime.service.memory import Trimmer
 from guardedge.runtime.service.metrics import Metrics
 from guardedge.runtime.service.slots import ModelSlot, engine_options, load_slot
 from guardedge.runtime.service.stream import Drained, StreamCall
 from guardedge.runtime.service.wire import Rejected, WireLimits, register
+from guardedge.runtime.service.workers import FairPool
 from guardedge.v1 import guard_pb2 as pb
 from guardedge.v1 import guard_pb2_grpc as pb_grpc
 
@@ -59,24 +60,31 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         self.calls: set[asyncio.Task] = set()  # the tasks answering them, abandoned when the grace runs out
         self.abandoning = False
         self.gate = CloseGate()  # parks calls that arrive while the port closes
+        self.trimmer = Trimmer()  # gives the memory of answered requests back to the OS (memory.py)
         self.streams: set[StreamCall] = set()  # open ClassifyStream calls, ended on a drain
-        self.pool = ThreadPoolExecutor(max_workers=config.preprocess_workers, thread_name_prefix="preprocess")
+        self.pool = FairPool(config.preprocess_workers)  # shared by the models, each in turn
 
     # -- RPCs -----------------------------------------------------------------------------------
 
     async def Classify(self, request: pb.ClassifyRequest | Rejected, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
         self.gate.arrived()
-        code = grpc.StatusCode.CANCELLED  # if the caller goes away mid-call
+        deadline = _deadline(context)
+        code = grpc.StatusCode.CANCELLED  # if the caller goes away mid-call (or its deadline passes: _ended)
         try:
-            await self.gate.hold(_deadline(context))
-            response = await self._classify(request, _deadline(context))
+            await self.gate.hold(deadline)
+            response = await self._classify(request, deadline)
             code = grpc.StatusCode.OK
             return response
         except Failure as failure:
-            code = failure.code
-            await context.abort(code, failure.status.message, trailing_metadata=details(failure.status))
+            code, status = failure.code, failure.status
         finally:
-            self.metrics.requests.labels("Classify", code.name).inc()
+            self.gate.answered()
+            self.metrics.requests.labels("Classify", _ended(code, deadline).name).inc()
+        # gRPC keeps the exception abort() raises in a reference cycle with the call until the garbage
+        # collector runs. So it is raised outside the except block (no chain back to the Failure and
+        # its frames) and without the request on this frame: nothing of the request hangs on it.
+        del request
+        await context.abort(code, status.message, trailing_metadata=details(status))
 
     async def ClassifyStream(self, request_iterator, context: grpc.aio.ServicerContext):
         self.gate.arrived()
@@ -97,6 +105,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             code = failure.code
             await context.abort(code, failure.status.message, trailing_metadata=details(failure.status))
         finally:
+            self.gate.answered()
             self.streams.discard(call)
             self.metrics.requests.labels("ClassifyStream", code.name).inc()
 
@@ -121,11 +130,14 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         for call in self.streams:
             call.drain()
 
-    def abandon(self) -> None:
-        """The grace ran out: every request still being answered gets UNAVAILABLE now."""
+    async def abandon(self) -> None:
+        """The grace ran out: every request still being answered gets UNAVAILABLE now (at most 1 s)."""
         self.abandoning = True
-        for task in list(self.calls):
+        tasks = list(self.calls)
+        for task in tasks:
             task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
 
     # -- one request ----------------------------------------------------------------------------
 
@@ -134,12 +146,13 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             log.info("request refused", extra={"fields": {"code": "INVALID_ARGUMENT", "error": request.status.message}})
             raise Failure(request.status)
         self.in_flight += 1
-        self.calls.add(task := asyncio.current_task())
+        # Not kept in a local: a traceback through this frame would hold the task, and the task the traceback.
+        self.calls.add(asyncio.current_task())
         try:
             return await self._classify_logged(request, deadline)
         finally:
             self.in_flight -= 1
-            self.calls.discard(task)
+            self.calls.discard(asyncio.current_task())
 
     async def _classify_logged(self, request: pb.ClassifyRequest, deadline: float | None) -> pb.ClassifyResponse:
         start = time.perf_counter()
@@ -147,7 +160,8 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         try:
             response = await self._run(request, deadline, start)
         except Failure as failure:
-            log.info("request failed", extra={"fields": {**fields, "code": failure.code.name, "error": failure.status.message[:500]}})
+            log.info("request failed", extra={"fields": {**fields, "code": failure.code.name, "error": failure.status.message[:500],
+                                                         "total_ms": round((time.perf_counter() - start) * 1e3, 3)}})
             raise
         except asyncio.CancelledError:
             if self.abandoning:  # the drain's grace ran out: a retryable answer, not a reset
@@ -156,7 +170,8 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
                     task.uncancel()  # this cancellation is answered; the call goes on to send its status
                 log.info("request abandoned", extra={"fields": {**fields, "code": "UNAVAILABLE"}})
                 raise Failure.of(grpc.StatusCode.UNAVAILABLE, SHUTDOWN_UNANSWERED) from None
-            log.info("request cancelled", extra={"fields": {**fields, "code": "CANCELLED"}})
+            code = _ended(grpc.StatusCode.CANCELLED, deadline).name
+            log.info("request cancelled" if code == "CANCELLED" else "request expired", extra={"fields": {**fields, "code": code}})
             raise
         except Exception:
             log.exception("request failed: internal error", extra={"fields": {**fields, "code": "INTERNAL"}})
@@ -164,35 +179,28 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         t = response.timings
         log.info("classified", extra={"fields": {
             **fields, "code": "OK", "verdict": pb.Verdict.Name(response.verdict), "batch_size": response.batch_size,
-            "queue_ms": round(t.queue_seconds * 1e3, 3), "preprocess_ms": round(t.preprocess_seconds * 1e3, 3),
-            "inference_ms": round(t.inference_seconds * 1e3, 3), "total_ms": round(t.total_seconds * 1e3, 3),
-            "request_bytes": request.ByteSize(),
+            "queue_ms": round(t.queue_seconds * 1e3, 3), "preprocess_wait_ms": round(t.preprocess_wait_seconds * 1e3, 3),
+            "preprocess_ms": round(t.preprocess_seconds * 1e3, 3), "inference_ms": round(t.inference_seconds * 1e3, 3),
+            "total_ms": round(t.total_seconds * 1e3, 3), "request_bytes": request.ByteSize(),
         }})
         return response
 
     async def _run(self, request: pb.ClassifyRequest, deadline: float | None, start: float) -> pb.ClassifyResponse:
         slot = self._slot(request.model)
-        try:
-            slot.batcher.admit()
-        except QueueFull:
-            raise Failure.of(grpc.StatusCode.RESOURCE_EXHAUSTED, f"model {slot.info.name!r} has {slot.batcher.max_queue_size} requests queued (max_queue_size); retry with backoff") from None
-        except BatcherClosed:
-            raise Failure.of(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN) from None
-        try:
-            prepared = await asyncio.get_running_loop().run_in_executor(self.pool, slot.prepare, request)
-        except BaseException:
-            slot.batcher.release()
-            raise
+        cost = slot.admit(request)  # on arrival: refused at once, before anything is parsed or decoded
+        prepared = await slot.preprocess(request, self.pool, start, cost)
+        outcome = None
         try:
             result = await slot.batcher.submit(prepared, deadline)
         except DeadlineExpired:
-            raise Failure.of(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed while the request was queued") from None
+            outcome = (grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed while the request was queued")
         except BatcherClosed:
-            raise Failure.of(grpc.StatusCode.UNAVAILABLE, SHUTDOWN_UNANSWERED) from None
+            outcome = (grpc.StatusCode.UNAVAILABLE, SHUTDOWN_UNANSWERED)
         except EngineFailure:
-            raise Failure.of(grpc.StatusCode.INTERNAL, f"the model failed on this request (request_id={request.request_id!r}); the server log has details") from None
-        total = time.perf_counter() - start
-        response = convert.verdict_to_response(result.verdict, slot.info, result.batch_size, total, prepared.preprocess_s)
+            outcome = (grpc.StatusCode.INTERNAL, f"the model failed on this request (request_id={request.request_id!r}); the server log has details")
+        if outcome is not None:
+            raise Failure.of(*outcome)
+        response = convert.verdict_to_response(result.verdict, slot.info, result.batch_size, time.perf_counter() - start)
         self._observe(slot.info.name, response.timings)
         return response
 
@@ -210,8 +218,9 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         return SHUTTING_DOWN if self.draining else "models are still loading"
 
     def _observe(self, model: str, t: pb.Timings) -> None:
-        for stage, seconds in (("queue", t.queue_seconds), ("preprocess", t.preprocess_seconds),
-                               ("inference", t.inference_seconds), ("total", t.total_seconds)):
+        for stage, seconds in (("queue", t.queue_seconds), ("preprocess_wait", t.preprocess_wait_seconds),
+                               ("preprocess", t.preprocess_seconds), ("inference", t.inference_seconds),
+                               ("total", t.total_seconds)):
             self.metrics.stage_seconds.labels(model, stage).observe(seconds)
 
     def on_batch(self, model: str):
@@ -229,6 +238,17 @@ def host_port(host: str, port: int) -> str:
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
+
+
+def _ended(code: grpc.StatusCode, deadline: float | None) -> grpc.StatusCode:
+    """How a call ended, for the counters and logs: gRPC cancels a call whose deadline passed, and
+    that is DEADLINE_EXCEEDED, not a caller who went away (CANCELLED)."""
+    # gRPC's clock and ours differ by the moments between its deadline and the handler's start.
+    if code == grpc.StatusCode.CANCELLED and deadline is not None and time.monotonic() >= deadline - 0.05:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return code
+
+
 
 
 class GuardServer:
@@ -255,7 +275,8 @@ class GuardServer:
             interceptors=interceptors,
             options=[("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size), ("grpc.so_reuseport", 0)],
         )
-        register(self.servicer, self._server, WireLimits(max_messages=engine_options(self.config).limits.max_messages))
+        register(self.servicer, self._server, WireLimits(max_messages=engine_options(self.config).limits.max_messages),
+                 received=self.servicer.trimmer.note)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), self._server)
         for service in HEALTH_SERVICES:
@@ -270,7 +291,7 @@ class GuardServer:
         except RuntimeError as exc:  # grpc's "Failed to bind": the port is taken or the host is not local
             raise ConfigError(f"cannot listen on {address} (host/port): the port is in use or the address is not on this machine ({exc})") from None
         if self.config.metrics_port >= 0:  # before serving: a taken metrics port fails the start cleanly
-            self.metrics_port = self._serve_metrics()
+            self.metrics_port = await self._serve_metrics()
         await self._server.start()
         if self.config.port_file:
             Path(self.config.port_file).write_text(f"{self.port}\n")
@@ -278,13 +299,14 @@ class GuardServer:
             "address": host_port(self.config.host, self.port), "tls": self.config.tls_enabled, "mtls": bool(self.config.tls_client_ca),
             "auth": self.config.auth_enabled, "metrics_port": self.metrics_port if self.config.metrics_port >= 0 else None,
         }})
+        self.servicer.trimmer.start()
         asyncio.get_running_loop().create_task(self._load_all(), name="load-models")
         return self.port
 
-    def _serve_metrics(self) -> int:
+    async def _serve_metrics(self) -> int:
         try:
-            return self.metrics.serve(self.config.metrics_host, self.config.metrics_port,
-                                      ready=lambda: self.ready.is_set() and not self.servicer.draining)
+            return await self.metrics.serve(self.config.metrics_host, self.config.metrics_port,
+                                            ready=lambda: self.ready.is_set() and not self.servicer.draining)
         except OSError as exc:
             address = host_port(self.config.metrics_host, self.config.metrics_port)
             raise ConfigError(f"cannot serve metrics on {address} (metrics_host/metrics_port): {exc.strerror or exc}") from None
@@ -344,15 +366,17 @@ class GuardServer:
         self.servicer.end_streams()
         if self.servicer.in_flight:
             log.warning("grace period over; abandoning requests", extra={"fields": {"in_flight": self.servicer.in_flight}})
-            self.servicer.abandon()
+            self.servicer.gate.park()  # callers of abandoned calls send again at once: park those calls
+            await self.servicer.abandon()
         for name in self.servicer.slots:
             self.metrics.model_ready.labels(name).set(0)
         if self._server is not None:
             await self.servicer.gate.close(self._server)
         for slot in self.servicer.slots.values():
             slot.batcher.abandon()
-        self.servicer.pool.shutdown(wait=False, cancel_futures=True)
-        self.metrics.stop()
+        self.servicer.pool.shutdown()
+        await self.servicer.trimmer.stop()
+        await self.metrics.stop()
         log.info("stopped")
 
 

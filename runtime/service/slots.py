@@ -1,7 +1,8 @@
-"""The models a server holds: one ModelSlot per model (engine, batcher, the limits served), and loading.
+"""The models a server holds: one ModelSlot per model (engine, batcher, admission, the limits served), and loading.
 
     slot = await load_slot(spec, name, config, on_batch)   # load on a daemon thread, warm up, ready
-    prepared = slot.prepare(request)                        # on a preprocessing thread
+    cost = slot.admit(request)                              # on arrival: a queue slot and the image's decoded bytes
+    prepared = await slot.preprocess(request, pool, arrived, cost)   # the model's turn on the shared workers
 
 A model loads on a daemon thread, so a process asked to stop while a model is still loading
 exits rather than waiting for it. The served limits are the server's (``max_text_tokens`` may be
@@ -17,35 +18,84 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import grpc
+
 from guardedge.runtime.engine import Engine, EngineInfo, EngineOptions, Prepared, load_engine
 from guardedge.runtime.errors import InvalidRequest, invalid
 from guardedge.runtime.images import ImageLimits
 from guardedge.runtime.requests import RequestLimits
 from guardedge.runtime.service import convert, logs
-from guardedge.runtime.service.batcher import Batcher
+from guardedge.runtime.service.admission import ByteBudget, image_cost
+from guardedge.runtime.service.batcher import Batcher, BatcherClosed, QueueFull
 from guardedge.runtime.service.config import ServerConfig
-from guardedge.runtime.service.failures import Failure
+from guardedge.runtime.service.failures import SHUTTING_DOWN, Failure
+from guardedge.runtime.service.workers import FairPool
 from guardedge.v1 import guard_pb2 as pb
-
 
 
 @dataclass
 class ModelSlot:
-    """One loaded model, its batcher, and the limits this server enforces on it."""
+    """One loaded model, its batcher and admission, and the limits this server enforces on it."""
 
     engine: Engine
     info: EngineInfo  # with the server's name and limits
     batcher: Batcher
+    decoding: ByteBudget  # decoded image bytes admitted and not yet encoded (max_decoded_bytes)
+
+    def admit(self, request: pb.ClassifyRequest) -> int:
+        """Admit on arrival, before anything is parsed or decoded: a queue slot, and the decoded bytes
+        of the request's image read from its header; Failure (RESOURCE_EXHAUSTED) at once otherwise.
+        Returns the bytes reserved: give them and the slot back through :meth:`preprocess`, or
+        :meth:`cancel` when the request goes no further."""
+        name = self.info.name
+        try:
+            self.batcher.admit()
+        except QueueFull:
+            raise Failure.of(grpc.StatusCode.RESOURCE_EXHAUSTED, f"model {name!r} has {self.batcher.max_queue_size} "
+                             "requests queued (max_queue_size); retry with backoff") from None
+        except BatcherClosed:
+            raise Failure.of(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN) from None
+        cost = image_cost(request)
+        if not self.decoding.reserve(cost):
+            self.batcher.release()
+            raise Failure.of(grpc.StatusCode.RESOURCE_EXHAUSTED, f"model {name!r} has {self.decoding.in_flight} bytes of "
+                             f"images to decode; this one needs {cost} more than max_decoded_bytes "
+                             f"({self.decoding.limit}) allows; retry with backoff")
+        return cost
+
+    def cancel(self, cost: int) -> None:
+        """Give back what :meth:`admit` reserved, for a request that is not preprocessed."""
+        self.decoding.release(cost)
+        self.batcher.release()
+
+    async def preprocess(self, request: pb.ClassifyRequest, pool: FairPool, arrived: float, cost: int) -> Prepared:
+        """Validate, decode and tokenize in this model's turn on the shared workers; the decoded bytes
+        are given back when that is done, the queue slot if it fails (else the batcher takes it)."""
+        try:
+            prepared, waited = await pool.run(self.info.name, self.prepare, request)
+        except BaseException:
+            self.batcher.release()
+            raise
+        finally:
+            self.decoding.release(cost)
+        prepared.queued_at, prepared.preprocess_wait_s = arrived, waited
+        return prepared
 
     def prepare(self, request: pb.ClassifyRequest) -> Prepared:
-        """Validate, decode and tokenize (on a preprocessing thread); the timing covers all of it."""
+        """Validate, decode and tokenize (on a preprocessing thread); the timing covers all of it.
+
+        A refusal raises a Failure with no context chain: the InvalidRequest, its traceback and the
+        frames holding the request (its image bytes) are gone once it is raised."""
         start = time.perf_counter()
+        problem = None
         try:
             prepared = self.engine.prepare(self.engine.parse(convert.request_to_dict(request), limits=self.info.limits))
             self._check_tokens(len(prepared.encoded.input_ids))
         except InvalidRequest as exc:
-            raise Failure(convert.bad_request(exc, request)) from None
-        prepared.queued_at, prepared.preprocess_s = start, time.perf_counter() - start
+            problem = convert.bad_request(exc, request)
+        if problem is not None:
+            raise Failure(problem)
+        prepared.preprocess_s = time.perf_counter() - start
         return prepared
 
     def _check_tokens(self, count: int) -> None:
@@ -79,7 +129,7 @@ async def load_slot(spec: str, name: str, config: ServerConfig, on_batch: Callab
     batcher.admit()
     # A request the family accepts (LlavaGuard needs an image).
     await batcher.submit(engine.prepare(engine.parse(engine.family.warmup_request())), None)
-    return ModelSlot(engine, served_info(engine.info(), name, config), batcher)
+    return ModelSlot(engine, served_info(engine.info(), name, config), batcher, ByteBudget(config.max_decoded_bytes))
 
 
 def served_info(info: EngineInfo, name: str, config: ServerConfig) -> EngineInfo:

@@ -68,9 +68,16 @@ def classify_deserializer(limits: WireLimits) -> Callable[[bytes], pb.ClassifyRe
     return deserialize
 
 
-def register(servicer, server: grpc.aio.Server, limits: WireLimits) -> None:
-    """Add GuardService to ``server`` as the generated code does, with these deserializers."""
-    classify = classify_deserializer(limits)
+def register(servicer, server: grpc.aio.Server, limits: WireLimits, received: Callable[[int], None] | None = None) -> None:
+    """Add GuardService to ``server`` as the generated code does, with these deserializers;
+    ``received(n)`` is told the size of every classify message (runtime/service/memory.py)."""
+    checked = classify_deserializer(limits)
+
+    def classify(data: bytes) -> pb.ClassifyRequest | Rejected:
+        if received is not None:
+            received(len(data))
+        return checked(data)
+
     handlers = {
         "Classify": grpc.unary_unary_rpc_method_handler(
             servicer.Classify, request_deserializer=classify, response_serializer=pb.ClassifyResponse.SerializeToString),

@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18guardedge/v1/guard.proto\x12\x0cguardedge.v1\x1a\x17google/rpc/status.proto\"(\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\"K\n\x0b\x43ontentPart\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12$\n\x05image\x18\x02 \x01(\x0b\x32\x13.guardedge.v1.ImageH\x00\x42\x06\n\x04part\"W\n\x07Message\x12 \n\x04role\x18\x01 \x01(\x0e\x32\x12.guardedge.v1.Role\x12*\n\x07\x63ontent\x18\x02 \x03(\x0b\x32\x19.guardedge.v1.ContentPart\"-\n\x08\x43\x61tegory\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"Q\n\x06Policy\x12*\n\ncategories\x18\x01 \x03(\x0b\x32\x16.guardedge.v1.Category\x12\x1b\n\x13\x65xcluded_categories\x18\x02 \x03(\t\"J\n\x0f\x43lassifyOptions\x12\x16\n\tthreshold\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\trationale\x18\x02 \x01(\x08\x42\x0c\n\n_threshold\"\xb3\x01\n\x0f\x43lassifyRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\'\n\x08messages\x18\x03 \x03(\x0b\x32\x15.guardedge.v1.Message\x12$\n\x06policy\x18\x04 \x01(\x0b\x32\x14.guardedge.v1.Policy\x12.\n\x07options\x18\x05 \x01(\x0b\x32\x1d.guardedge.v1.ClassifyOptions\"n\n\x07Timings\x12\x15\n\rqueue_seconds\x18\x01 \x01(\x01\x12\x1a\n\x12preprocess_seconds\x18\x02 \x01(\x01\x12\x19\n\x11inference_seconds\x18\x03 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x04 \x01(\x01\"\x93\x03\n\x10\x43lassifyResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12&\n\x07verdict\x18\x02 \x01(\x0e\x32\x15.guardedge.v1.Verdict\x12\x1b\n\x13violated_categories\x18\x03 \x03(\t\x12\x1a\n\x12unsafe_probability\x18\x04 \x01(\x02\x12\x18\n\x10safe_probability\x18\x0c \x01(\x02\x12\r\n\x05model\x18\x05 \x01(\t\x12\x0f\n\x07variant\x18\x06 \x01(\t\x12\x12\n\nraw_output\x18\x07 \x01(\t\x12\x14\n\x0c\x65rror_detail\x18\x08 \x01(\t\x12&\n\x07timings\x18\t \x01(\x0b\x32\x15.guardedge.v1.Timings\x12\x12\n\nbatch_size\x18\n \x01(\r\x12!\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x12.google.rpc.Status\x12\x11\n\trationale\x18\r \x01(\t\x12\x34\n\x0f\x63\x61tegory_scores\x18\x0e \x03(\x0b\x32\x1b.guardedge.v1.CategoryScore\",\n\rCategoryScore\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\x13\n\x11ListModelsRequest\"\x83\x01\n\x0bModelLimits\x12\x17\n\x0fmax_image_bytes\x18\x01 \x01(\x04\x12\x18\n\x10max_image_pixels\x18\x02 \x01(\x04\x12\x17\n\x0fmax_text_tokens\x18\x03 \x01(\r\x12\x14\n\x0cmax_messages\x18\x04 \x01(\r\x12\x12\n\nmax_images\x18\x05 \x01(\r\"\xf1\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x02 \x01(\t\x12\x0f\n\x07variant\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x11\n\tprecision\x18\x05 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12*\n\ncategories\x18\x07 \x03(\x0b\x32\x16.guardedge.v1.Category\x12)\n\x06limits\x18\x08 \x01(\x0b\x32\x19.guardedge.v1.ModelLimits\x12\x12\n\nis_default\x18\t \x01(\x08\x12\x16\n\x0emax_batch_size\x18\n \x01(\r\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.guardedge.v1.ModelInfo*?\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x12\n\x0eROLE_ASSISTANT\x10\x02*a\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x10\n\x0cVERDICT_SAFE\x10\x01\x12\x12\n\x0eVERDICT_UNSAFE\x10\x02\x12\x17\n\x13VERDICT_UNPARSEABLE\x10\x03\x32\xff\x01\n\x0cGuardService\x12I\n\x08\x43lassify\x12\x1d.guardedge.v1.ClassifyRequest\x1a\x1e.guardedge.v1.ClassifyResponse\x12S\n\x0e\x43lassifyStream\x12\x1d.guardedge.v1.ClassifyRequest\x1a\x1e.guardedge.v1.ClassifyResponse(\x01\x30\x01\x12O\n\nListModels\x12\x1f.guardedge.v1.ListModelsRequest\x1a .guardedge.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18guardedge/v1/guard.proto\x12\x0cguardedge.v1\x1a\x17google/rpc/status.proto\"(\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\"K\n\x0b\x43ontentPart\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12$\n\x05image\x18\x02 \x01(\x0b\x32\x13.guardedge.v1.ImageH\x00\x42\x06\n\x04part\"W\n\x07Message\x12 \n\x04role\x18\x01 \x01(\x0e\x32\x12.guardedge.v1.Role\x12*\n\x07\x63ontent\x18\x02 \x03(\x0b\x32\x19.guardedge.v1.ContentPart\"-\n\x08\x43\x61tegory\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"Q\n\x06Policy\x12*\n\ncategories\x18\x01 \x03(\x0b\x32\x16.guardedge.v1.Category\x12\x1b\n\x13\x65xcluded_categories\x18\x02 \x03(\t\"J\n\x0f\x43lassifyOptions\x12\x16\n\tthreshold\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\trationale\x18\x02 \x01(\x08\x42\x0c\n\n_threshold\"\xb3\x01\n\x0f\x43lassifyRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\'\n\x08messages\x18\x03 \x03(\x0b\x32\x15.guardedge.v1.Message\x12$\n\x06policy\x18\x04 \x01(\x0b\x32\x14.guardedge.v1.Policy\x12.\n\x07options\x18\x05 \x01(\x0b\x32\x1d.guardedge.v1.ClassifyOptions\"\x8f\x01\n\x07Timings\x12\x15\n\rqueue_seconds\x18\x01 \x01(\x01\x12\x1a\n\x12preprocess_seconds\x18\x02 \x01(\x01\x12\x19\n\x11inference_seconds\x18\x03 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x04 \x01(\x01\x12\x1f\n\x17preprocess_wait_seconds\x18\x05 \x01(\x01\"\x93\x03\n\x10\x43lassifyResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12&\n\x07verdict\x18\x02 \x01(\x0e\x32\x15.guardedge.v1.Verdict\x12\x1b\n\x13violated_categories\x18\x03 \x03(\t\x12\x1a\n\x12unsafe_probability\x18\x04 \x01(\x02\x12\x18\n\x10safe_probability\x18\x0c \x01(\x02\x12\r\n\x05model\x18\x05 \x01(\t\x12\x0f\n\x07variant\x18\x06 \x01(\t\x12\x12\n\nraw_output\x18\x07 \x01(\t\x12\x14\n\x0c\x65rror_detail\x18\x08 \x01(\t\x12&\n\x07timings\x18\t \x01(\x0b\x32\x15.guardedge.v1.Timings\x12\x12\n\nbatch_size\x18\n \x01(\r\x12!\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x12.google.rpc.Status\x12\x11\n\trationale\x18\r \x01(\t\x12\x34\n\x0f\x63\x61tegory_scores\x18\x0e \x03(\x0b\x32\x1b.guardedge.v1.CategoryScore\",\n\rCategoryScore\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\x13\n\x11ListModelsRequest\"\x83\x01\n\x0bModelLimits\x12\x17\n\x0fmax_image_bytes\x18\x01 \x01(\x04\x12\x18\n\x10max_image_pixels\x18\x02 \x01(\x04\x12\x17\n\x0fmax_text_tokens\x18\x03 \x01(\r\x12\x14\n\x0cmax_messages\x18\x04 \x01(\r\x12\x12\n\nmax_images\x18\x05 \x01(\r\"\xf1\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x02 \x01(\t\x12\x0f\n\x07variant\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x11\n\tprecision\x18\x05 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12*\n\ncategories\x18\x07 \x03(\x0b\x32\x16.guardedge.v1.Category\x12)\n\x06limits\x18\x08 \x01(\x0b\x32\x19.guardedge.v1.ModelLimits\x12\x12\n\nis_default\x18\t \x01(\x08\x12\x16\n\x0emax_batch_size\x18\n \x01(\r\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.guardedge.v1.ModelInfo*?\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x12\n\x0eROLE_ASSISTANT\x10\x02*a\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x10\n\x0cVERDICT_SAFE\x10\x01\x12\x12\n\x0eVERDICT_UNSAFE\x10\x02\x12\x17\n\x13VERDICT_UNPARSEABLE\x10\x03\x32\xff\x01\n\x0cGuardService\x12I\n\x08\x43lassify\x12\x1d.guardedge.v1.ClassifyRequest\x1a\x1e.guardedge.v1.ClassifyResponse\x12S\n\x0e\x43lassifyStream\x12\x1d.guardedge.v1.ClassifyRequest\x1a\x1e.guardedge.v1.ClassifyResponse(\x01\x30\x01\x12O\n\nListModels\x12\x1f.guardedge.v1.ListModelsRequest\x1a .guardedge.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'guardedge.v1.guard_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=1689
-  _globals['_ROLE']._serialized_end=1752
-  _globals['_VERDICT']._serialized_start=1754
-  _globals['_VERDICT']._serialized_end=1851
+  _globals['_ROLE']._serialized_start=1723
+  _globals['_ROLE']._serialized_end=1786
+  _globals['_VERDICT']._serialized_start=1788
+  _globals['_VERDICT']._serialized_end=1885
   _globals['_IMAGE']._serialized_start=67
   _globals['_IMAGE']._serialized_end=107
   _globals['_CONTENTPART']._serialized_start=109
@@ -50,20 +50,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLASSIFYOPTIONS']._serialized_end=479
   _globals['_CLASSIFYREQUEST']._serialized_start=482
   _globals['_CLASSIFYREQUEST']._serialized_end=661
-  _globals['_TIMINGS']._serialized_start=663
-  _globals['_TIMINGS']._serialized_end=773
-  _globals['_CLASSIFYRESPONSE']._serialized_start=776
-  _globals['_CLASSIFYRESPONSE']._serialized_end=1179
-  _globals['_CATEGORYSCORE']._serialized_start=1181
-  _globals['_CATEGORYSCORE']._serialized_end=1225
-  _globals['_LISTMODELSREQUEST']._serialized_start=1227
-  _globals['_LISTMODELSREQUEST']._serialized_end=1246
-  _globals['_MODELLIMITS']._serialized_start=1249
-  _globals['_MODELLIMITS']._serialized_end=1380
-  _globals['_MODELINFO']._serialized_start=1383
-  _globals['_MODELINFO']._serialized_end=1624
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1626
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1687
-  _globals['_GUARDSERVICE']._serialized_start=1854
-  _globals['_GUARDSERVICE']._serialized_end=2109
+  _globals['_TIMINGS']._serialized_start=664
+  _globals['_TIMINGS']._serialized_end=807
+  _globals['_CLASSIFYRESPONSE']._serialized_start=810
+  _globals['_CLASSIFYRESPONSE']._serialized_end=1213
+  _globals['_CATEGORYSCORE']._serialized_start=1215
+  _globals['_CATEGORYSCORE']._serialized_end=1259
+  _globals['_LISTMODELSREQUEST']._serialized_start=1261
+  _globals['_LISTMODELSREQUEST']._serialized_end=1280
+  _globals['_MODELLIMITS']._serialized_start=1283
+  _globals['_MODELLIMITS']._serialized_end=1414
+  _globals['_MODELINFO']._serialized_start=1417
+  _globals['_MODELINFO']._serialized_end=1658
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1660
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1721
+  _globals['_GUARDSERVICE']._serialized_start=1888
+  _globals['_GUARDSERVICE']._serialized_end=2143
 # @@protoc_insertion_point(module_scope)

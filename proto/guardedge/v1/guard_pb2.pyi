@@ -91,16 +91,18 @@ class ClassifyRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., options: _Optional[_Union[ClassifyOptions, _Mapping]] = ...) -> None: ...
 
 class Timings(_message.Message):
-    __slots__ = ("queue_seconds", "preprocess_seconds", "inference_seconds", "total_seconds")
+    __slots__ = ("queue_seconds", "preprocess_seconds", "inference_seconds", "total_seconds", "preprocess_wait_seconds")
     QUEUE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PREPROCESS_SECONDS_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PREPROCESS_WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     queue_seconds: float
     preprocess_seconds: float
     inference_seconds: float
     total_seconds: float
-    def __init__(self, queue_seconds: _Optional[float] = ..., preprocess_seconds: _Optional[float] = ..., inference_seconds: _Optional[float] = ..., total_seconds: _Optional[float] = ...) -> None: ...
+    preprocess_wait_seconds: float
+    def __init__(self, queue_seconds: _Optional[float] = ..., preprocess_seconds: _Optional[float] = ..., inference_seconds: _Optional[float] = ..., total_seconds: _Optional[float] = ..., preprocess_wait_seconds: _Optional[float] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
     __slots__ = ("request_id", "verdict", "violated_categories", "unsafe_probability", "safe_probability", "model", "variant", "raw_output", "error_detail", "timings", "batch_size", "error", "rationale", "category_scores")
