@@ -50,7 +50,7 @@ def test_registry_picks_by_model_type():
     with pytest.raises(ModelLoadError, match="whisper"):
         architecture_class({"model_type": "whisper"})
     assert architecture_class({"model_type": "llava"}).transformers_class == "LlavaForConditionalGeneration"
-    assert set(supported_model_types()) == {"mllama", "llava_onevision", "llava"}
+    assert set(supported_model_types()) == {"mllama", "llava_onevision", "llava", "llama4"}
 
 
 def test_real_configuration_token_counts():

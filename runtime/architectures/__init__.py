@@ -22,6 +22,7 @@ _MODULES: dict[str, str] = {
     "mllama": "guardedge.runtime.architectures.mllama",
     "llava_onevision": "guardedge.runtime.architectures.llava_onevision",
     "llava": "guardedge.runtime.architectures.llava",
+    "llama4": "guardedge.runtime.architectures.llama4",
 }
 
 
