@@ -45,7 +45,7 @@ realshape-check: $(STAMP)
 	GUARDEDGE_EXPLICIT_CHECK=realshape-check GUARDEDGE_REALSHAPE=1 $(PY) -m pytest -q -s -m slow tests/test_realshape.py
 
 slow-check: $(STAMP)
-	GUARDEDGE_EXPLICIT_CHECK=slow-check GUARDEDGE_SLOW=1 $(PY) -m pytest -q -s -m slow tests/test_fastpaths.py tests/test_gpu_check.py tests/test_bench_stages.py
+	GUARDEDGE_EXPLICIT_CHECK=slow-check GUARDEDGE_SLOW=1 $(PY) -m pytest -q -s -m slow tests/test_fastpaths.py tests/test_gpu_check.py tests/test_bench_stages.py tests/test_llama4_exports.py
 
 # What a CUDA machine must measure, in under 8 minutes (docs/bench.md "gpu-check"). Nothing is fetched:
 # the Python that has torch runs it (this .venv where it exists, else the machine's python3), with

@@ -81,7 +81,7 @@ def test_spec_is_chosen_by_model_type():
 
     assert tuple(spec_for({"model_type": "llava_onevision"}).components) == ("vision", "embed", "decoder")
     assert tuple(spec_for({"model_type": "mllama"}).components) == ("vision", "decoder")
-    assert set(supported_model_types()) == {"mllama", "llava_onevision"}
+    assert set(supported_model_types()) == {"mllama", "llava_onevision", "llama4"}
     with pytest.raises(GuardError, match="qwen2_5_vl"):
         spec_for({"model_type": "qwen2_5_vl"})
 
