@@ -178,3 +178,18 @@ def test_chunked_attention_follows_the_chunk_size(tmp_path):
         assert torch.allclose(together[i], expected, atol=1e-5, rtol=0), (i, float((together[i] - expected).abs().max()))
     unchunked = _reference_logits(_reference(path, NO_CHUNK), prepared[0].encoded)
     assert float((unchunked - together[0]).abs().max()) > 1e-4  # the chunk size really changes the answer
+
+
+def test_prompt_ids_equal_the_card_processors(tiny, engine):
+    """The engine's ids (before the answer prefix) are what the card's ``processor.apply_chat_template``
+    gives: transformers' Llama4Processor (placeholder expansion, tokenization) over the directory's
+    template, with the exact image processor the bench reference uses."""
+    from guardedge.bench import reference_llama_guard_4 as card
+
+    processor = card.load_processor(str(tiny))
+    for request in _requests(engine):
+        kwargs = {"excluded_category_keys": list(request.excluded_category_keys)}
+        inputs = processor.apply_chat_template(card.messages_for(request), tokenize=True, add_generation_prompt=True,
+                                               return_tensors="pt", return_dict=True, **kwargs)
+        ours = engine.prepare(request).encoded.input_ids
+        assert inputs["input_ids"][0].tolist() == ours[:-1] and ours[-1] == 368
