@@ -78,6 +78,34 @@ def evaluate(model_dir: Path | str, validation: bool = False, n: int = 400, batc
     return out
 
 
+def measured(progress: bool = False) -> dict:
+    """The committed demo's held-out figures as the current engine measures them, cached under
+    ``$GUARDEDGE_HOME/metrics`` keyed by the model directory (weights), the runtime's sources, the
+    held-out data and the library versions: an engine change re-measures."""
+    import hashlib
+    import os
+
+    from guardedge.runtime.artifact import engine_source_digest, library_versions
+    from guardedge.runtime.demo.build import home
+    from guardedge.runtime.demo.llama_guard_4.build import ensure_demo
+
+    model = ensure_demo(progress=progress)
+    here = Path(__file__).parent
+    data = hashlib.sha256()
+    for path in (here.parent / "heldout" / "heldout.json", here.parent / "data.py", here.parent / "natural.py", here / "data.py"):
+        data.update(path.read_bytes())
+    key = f"{model.name}:{engine_source_digest()}:{data.hexdigest()}:{json.dumps(library_versions(), sort_keys=True)}"
+    cache = home() / "metrics" / f"demo-llama-guard-4-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    figures = evaluate(model)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(figures, indent=2) + "\n")
+    tmp.rename(cache)
+    return figures
+
+
 def evaluate_pack(pack: Path, validation: bool, n: int) -> dict:
     from guardedge.runtime.demo.llama_guard_4.build import build
 
@@ -96,9 +124,12 @@ def main() -> None:
     if args.pack is not None:
         print(json.dumps(evaluate_pack(args.pack, args.validation, args.n)))
         return
-    from guardedge.runtime.demo.llama_guard_4.build import ensure_demo
+    if args.validation:
+        from guardedge.runtime.demo.llama_guard_4.build import ensure_demo
 
-    print(json.dumps(evaluate(ensure_demo(progress=False), args.validation, args.n)))
+        print(json.dumps(evaluate(ensure_demo(progress=False), True, args.n)))
+        return
+    print(json.dumps(measured()))
 
 
 if __name__ == "__main__":
