@@ -167,6 +167,7 @@ def compare(model: str, rounds: int = 5) -> dict:
     times = _timed(snippets_, engines, engine, cases_, requests, rounds)
     stats = {name: _stats(t) for name, t in times.items()}
     reference = stats[side.REFERENCE]["p50_ms"]
+    groups = _groups(side, cases_, times)
     return {
         "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
         "torch": torch.__version__, "model": path, "family": engine.family.name, "requests": len(cases_),
@@ -176,6 +177,7 @@ def compare(model: str, rounds: int = 5) -> dict:
         **_score_differences(side, answers, verdicts),
         "engine_backend": engine.backend.description,
         "labels": {**side.LABELS, **engine_labels(len(cases_), bool(full))},
+        **({"groups": groups} if groups else {}),
     }
 
 
@@ -196,6 +198,21 @@ def _score_differences(side, answers: dict, verdicts: list) -> dict:
         diffs = [abs(p - dict(v.category_scores)[code]) for a, v in zip(got, verdicts) for code, p in read(a).items()]
         out[name] = max(diffs)
     return {"max_score_difference": out}
+
+
+def _groups(side, cases_: list, times: dict[str, list[float]]) -> dict:
+    """Per-request stats and speedups per group of cases, when the family's side names groups
+    (``GROUPS``: name -> value of ``side.image_count(case)``; e.g. Llama Guard 4's 1 and 3 images)."""
+    out = {}
+    for group, value in getattr(side, "GROUPS", {}).items():
+        members = {i for i, case in enumerate(cases_) if side.image_count(case) == value}
+        stats = {name: _stats([t for k, t in enumerate(ts) if k % len(cases_) in members])
+                 for name, ts in times.items() if name != "engine_batched" and members}
+        if stats:
+            reference = stats[side.REFERENCE]["p50_ms"]
+            out[group] = {"requests": len(members), "timings": stats,
+                          "speedup": {name: round(reference / st["p50_ms"], 2) for name, st in stats.items()}}
+    return out
 
 
 def _timed(snippets_: dict, engines: list, engine, cases_: list, requests: list, rounds: int) -> dict[str, list[float]]:
@@ -235,6 +252,9 @@ def main(args: argparse.Namespace | None = None) -> int:
     for name, label in labels.items():
         s = report["timings"][name]
         print(f"{label:50}{s['p50_ms']:11.2f}{s['p90_ms']:11.2f}{report['speedup'][name]:8.2f}x")
+    for group, g in report.get("groups", {}).items():
+        print(f"{group} ({g['requests']} requests): " + ", ".join(
+            f"{name} {g['timings'][name]['p50_ms']:.1f} ms ({g['speedup'][name]:.2f}x)" for name in g["timings"]))
     for name, agree in report["verdicts_agree"].items():
         print(f"verdicts agree with {name}: {agree}/{report['requests']}")
     for name, diff in report.get("max_score_difference", {}).items():

@@ -52,7 +52,7 @@ def test_registry_picks_by_model_type():
         architecture_class({"model_type": "whisper"})
     assert architecture_class({"model_type": "llava"}).transformers_class == "LlavaForConditionalGeneration"
     assert architecture_class({"model_type": "qwen2_5_vl"}).transformers_class == "Qwen2_5_VLForConditionalGeneration"
-    assert {"mllama", "llava_onevision", "llava", "qwen2_5_vl", "shieldgemma2"} <= set(supported_model_types())
+    assert {"mllama", "llava_onevision", "llava", "qwen2_5_vl", "shieldgemma2", "llama4"} <= set(supported_model_types())
 
 
 def test_real_configuration_token_counts():

@@ -106,14 +106,21 @@ def test_demo_path_and_requests(demo_dir):
 def test_make_demo_shows_every_sample_as_expected(demo_dir):
     """What `make demo` runs: one server with every installed demo guard, a table with every sample
     answered as expected, a clean stop."""
-    from guardedge.runtime.demo.run import available_demos, cases_for
+    from guardedge.runtime.demo.run import available_demos, cases_for, widths
 
     out = subprocess.run([sys.executable, "-m", "guardedge.runtime.demo.run"], capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr
-    expected = {(c["model"], c["request_id"]): c["expected"] for c in cases_for(available_demos())}
-    # Fixed-width table: model (20), request (22), expected (18), verdict (12), categories (10), ...
-    rows = {(line[:20].strip(), line[21:43].strip()): f"{line[63:76].strip()} {line[76:87].strip()}".strip()
-            for line in out.stdout.splitlines() if (line[:20].strip(), line[21:43].strip()) in expected}
+    cases = cases_for(available_demos())
+    expected = {(c["model"], c["request_id"]): c["expected"] for c in cases}
+    # Fixed-width table: model (m), request (r), expected (18), verdict (12), categories (10), ...
+    m, r = widths(cases)
+    v = m + r + 21  # where the verdict column starts
+
+    def key(line: str) -> tuple[str, str]:
+        return line[:m].strip(), line[m + 1 : m + 1 + r].strip()
+
+    rows = {key(line): f"{line[v : v + 12].strip()} {line[v + 12 : v + 23].strip()}".strip()
+            for line in out.stdout.splitlines() if key(line) in expected}
     assert rows == expected
     assert f"\n{len(expected)}/{len(expected)} as expected" in out.stdout
     assert " SERVING " in out.stdout and "server stopped cleanly after SIGTERM (exit 0)" in out.stdout

@@ -11,7 +11,7 @@ from guardedge.runtime.models import aliases
 
 def test_every_demo_is_registered_under_its_alias_and_names_a_known_family():
     found = demos()
-    assert {"demo", "demo-llavaguard"} <= set(found) and set(aliases()) == set(found)
+    assert {"demo", "demo-llavaguard", "demo-llama-guard-4"} <= set(found) and set(aliases()) == set(found)
     for alias, demo in found.items():
         assert demo.alias == alias and demo.family in FAMILIES
 
@@ -19,10 +19,11 @@ def test_every_demo_is_registered_under_its_alias_and_names_a_known_family():
 def test_each_family_with_a_demo_finds_it():
     assert demo_for_family("llama-guard-3-vision").alias == "demo"
     assert demo_for_family("llavaguard").alias == "demo-llavaguard"
+    assert demo_for_family("llama-guard-4").alias == "demo-llama-guard-4"
     assert demo_for_family("no-such-family") is None
 
 
-@pytest.mark.parametrize("family", ["llama-guard-3-vision", "llavaguard"])
+@pytest.mark.parametrize("family", ["llama-guard-3-vision", "llavaguard", "llama-guard-4"])
 def test_committed_smoke_requests_are_the_demo_samples(family):
     """The smoke sets are data in the family (no demo import); they must not drift from the samples."""
     samples = [{k: v for k, v in s.items() if k != "expected"} for s in demo_for_family(family).samples()]
@@ -31,7 +32,7 @@ def test_committed_smoke_requests_are_the_demo_samples(family):
 
 
 def test_held_out_sets_are_labelled_in_the_family_codes():
-    for family in ("llama-guard-3-vision", "llavaguard"):
+    for family in ("llama-guard-3-vision", "llavaguard", "llama-guard-4"):
         labelled, digest = demo_for_family(family).eval_set(6, seed=1)
         again, same = demo_for_family(family).eval_set(6, seed=1)
         assert len(labelled) == 6 and digest == same and [x.id for x in labelled] == [x.id for x in again]

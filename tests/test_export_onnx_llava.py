@@ -81,7 +81,7 @@ def test_spec_is_chosen_by_model_type():
 
     assert tuple(spec_for({"model_type": "llava_onevision"}).components) == ("vision", "embed", "decoder")
     assert tuple(spec_for({"model_type": "mllama"}).components) == ("vision", "decoder")
-    assert {"mllama", "llava_onevision", "qwen2_5_vl", "shieldgemma2"} <= set(supported_model_types())
+    assert {"mllama", "llava_onevision", "qwen2_5_vl", "shieldgemma2", "llama4"} <= set(supported_model_types())
     with pytest.raises(GuardError, match="whisper"):
         spec_for({"model_type": "whisper"})
 

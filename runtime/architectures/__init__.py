@@ -24,6 +24,7 @@ _MODULES: dict[str, str] = {
     "llava": "guardedge.runtime.architectures.llava",
     "shieldgemma2": "guardedge.runtime.architectures.shieldgemma2",
     "qwen2_5_vl": "guardedge.runtime.architectures.qwen2_5_vl",
+    "llama4": "guardedge.runtime.architectures.llama4",
 }
 
 

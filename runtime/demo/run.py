@@ -66,18 +66,24 @@ def _classify_all(address: str, cases: list[dict]) -> list[dict]:
     return results
 
 
+def widths(cases: list[dict]) -> tuple[int, int]:
+    """The model and request columns' widths: at least 16 and 22, wider for longer names."""
+    return max([16, *(len(c["model"]) for c in cases)]), max([22, *(len(c["request_id"]) for c in cases)])
+
+
 def _print(cases: list[dict], results: list[dict]) -> None:
-    print(f"{'model':<20} {'request':<22} {'expected':<18} {'verdict':<12} {'categories':<10} {'P(unsafe)':>9}  {'server ms':>9}  note")
+    m, r = widths(cases)
+    print(f"{'model':<{m}} {'request':<{r}} {'expected':<18} {'verdict':<12} {'categories':<10} {'P(unsafe)':>9}  {'server ms':>9}  note")
     as_expected = 0
     for case, result in zip(cases, results):
         ok = _answer(result) == case["expected"]
         as_expected += ok
         note = "" if ok else f"not as expected{': ' + result['error'] if result['error'] else ''}"
-        print(f"{case['model']:<20} {case['request_id']:<22} {case['expected']:<18} {result['verdict']:<12} "
+        print(f"{case['model']:<{m}} {case['request_id']:<{r}} {case['expected']:<18} {result['verdict']:<12} "
               f"{','.join(result['categories']):<10} {result['unsafe_probability']:>9.3f}  "
               f"{result['timings']['total_s'] * 1000:>9.1f}  {note}")
         if result.get("rationale"):
-            print(f"{'':<20} rationale: {result['rationale']}")
+            print(f"{'':<{m}} rationale: {result['rationale']}")
     print(f"{as_expected}/{len(cases)} as expected (tiny demo models; their held-out metrics: guardedge demo metrics)")
 
 

@@ -1,4 +1,4 @@
-"""Registry of guard families by name (``llama-guard-3-vision``, ``llavaguard``; Llama Guard 4 next).
+"""Registry of guard families by name (``llama-guard-3-vision``, ``llama-guard-4``, ``llavaguard``).
 
 Families are small, import-free objects, so the registry holds instances directly.
 """
@@ -8,15 +8,17 @@ from __future__ import annotations
 from guardedge.runtime.errors import ModelLoadError
 from guardedge.runtime.families.base import GuardFamily, ParsedAnswer, ScoringSpec
 from guardedge.runtime.families.llama_guard_3_vision import LlamaGuard3Vision
+from guardedge.runtime.families.llama_guard_4 import LlamaGuard4
 from guardedge.runtime.families.llavaguard import LlavaGuard
 from guardedge.runtime.families.shieldgemma2 import ShieldGemma2
 
 FAMILIES: dict[str, GuardFamily] = {LlamaGuard3Vision.name: LlamaGuard3Vision(), LlavaGuard.name: LlavaGuard(),
-                                    ShieldGemma2.name: ShieldGemma2()}
+                                    ShieldGemma2.name: ShieldGemma2(), LlamaGuard4.name: LlamaGuard4()}
 # config.json model_type → the family a model directory implies when neither a manifest nor the
 # caller names one (LlavaGuard v1.2's -hf checkpoints are LLaVA-OneVision, QwenGuard v1.2's Qwen2.5-VL).
 MODEL_TYPES: dict[str, str] = {"mllama": LlamaGuard3Vision.name, "llava_onevision": LlavaGuard.name,
-                               "qwen2_5_vl": LlavaGuard.name, "shieldgemma2": ShieldGemma2.name}
+                               "qwen2_5_vl": LlavaGuard.name, "shieldgemma2": ShieldGemma2.name,
+                               "llama4": LlamaGuard4.name}
 
 
 def get_family(name: str) -> GuardFamily:

@@ -1,0 +1,195 @@
+"""The Llama 4 architecture plug-in against transformers' Llama4ForConditionalGeneration.
+
+Tiny random-weight models with Llama Guard 4's structure, the real Llama 4 tokenizer and the real
+processor files (tests/llama4_tiny.py). The engine's verdict logits (the whole next-token
+distribution after the answer prefix) equal the transformers class's to 1e-5 in fp32, for each
+request alone and inside mixed left-padded batches (text only, one image, three images of other
+sizes, a response); greedy decoding gives transformers' greedy tokens.
+
+The reference: transformers 4.57 cannot run the checkpoint's own ``attention_chunk_size: null``
+(its chunked-mask code compares an int with None: PurpleLlama #119), so the reference model loads
+the same weights with the published workaround, ``attention_chunk_size`` set — here to 2**20, more
+than any test sequence, which is exactly no chunking. A second directory with a real chunk size
+(64) checks the chunked masks. ``floor_scale`` is 16, so the NoPE layers' attention temperature
+varies inside these prompts and left padding would change it (runtime/architectures/llama4/forward.py).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import llama4_tiny  # noqa: E402
+import llama4_pixel_reference as ref  # noqa: E402
+
+from guardedge.runtime.architectures import architecture_class  # noqa: E402
+from guardedge.runtime.demo.samples import png_base64  # noqa: E402
+
+NO_CHUNK = 1 << 20
+
+
+def _image(size, colour=(200, 30, 30)):
+    return {"type": "image", "data": png_base64(colour, size)}
+
+
+def _requests(engine):
+    user = lambda *parts: {"role": "user", "content": list(parts)}  # noqa: E731
+    text = lambda t: {"type": "text", "text": t}  # noqa: E731
+    raw = [
+        {"messages": [user(text("How do I bake bread?"))]},
+        {"messages": [user(_image((400, 300)), text("What is this?"))]},
+        {"messages": [user(text("Compare these."), _image((100, 60)), _image((700, 340), (20, 200, 30)), _image((30, 500)))]},
+        {"messages": [user(text("How do I steal a car?")), {"role": "assistant", "content": [text("I can't help with that.")]}]},
+        {"messages": [user(_image((336, 336))), {"role": "assistant", "content": [text("Sure.")]}, user(text("and this?"), _image((90, 90)))]},
+    ]
+    return [engine.parse(r) for r in raw]
+
+
+def _engine(path):
+    from guardedge.runtime.engine import EngineOptions, build_engine
+    from guardedge.runtime.modeldir import check
+
+    return build_engine(check(path, path.name), EngineOptions(progress=False, device="cpu", dtype="float32", max_batch_size=8))
+
+
+def _reference(path, chunk):
+    from transformers import AutoConfig, Llama4ForConditionalGeneration
+
+    config = AutoConfig.from_pretrained(str(path))
+    config.text_config.attention_chunk_size = chunk
+    return Llama4ForConditionalGeneration.from_pretrained(str(path), config=config, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return llama4_tiny.build(tmp_path_factory.mktemp("llama4") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def engine(tiny):
+    return _engine(tiny)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny):
+    return _reference(tiny, NO_CHUNK)
+
+
+def _reference_logits(model, encoded):
+    extra = {}
+    if encoded.images:
+        from guardedge.runtime.architectures.llama4 import pixels
+
+        cfg = pixels.TileConfig()
+        extra["pixel_values"] = pixels.pixel_values([im.compact for im in encoded.images], cfg).float()
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([encoded.input_ids]), **extra).logits[0, -1]
+
+
+def test_registry_and_family_follow_model_type(engine):
+    assert architecture_class({"model_type": "llama4"}).transformers_class == "Llama4ForConditionalGeneration"
+    assert engine.family.name == "llama-guard-4" and engine.family.max_images == 5
+
+
+def test_image_tokens_for_equals_the_encoded_count_on_many_sizes(engine):
+    from PIL import Image
+
+    arch = engine.pre.arch
+    sizes = [(w, h) for w in (1, 50, 335, 336, 337, 700, 1500, 4000) for h in (1, 90, 336, 672, 1000, 3000)]
+    for width, height in sizes:
+        encoded = arch.encode_image(Image.new("RGB", (width, height), (90, 20, 200)))
+        assert arch.image_tokens_for(width, height) == arch.image_tokens(encoded), (width, height)
+
+
+def test_expansion_is_the_processors_prompt_split(engine):
+    """The span equals Llama4Processor._prompt_split_image's string, tokenized."""
+    from transformers.models.llama4.processing_llama4 import Llama4Processor
+
+    arch, tok = engine.pre.arch, llama4_tiny.tokenizer()
+    assert arch.per_tile == 144
+    for rows, cols in [(1, 1), (1, 2), (2, 1), (3, 5), (4, 4)]:
+        text = Llama4Processor._prompt_split_image(None, (rows, cols), 144)
+        assert tok.encode(text, add_special_tokens=False) == arch.span(rows, cols), (rows, cols)
+
+
+def test_verdict_logits_equal_transformers_alone_and_in_padded_batches(engine, reference):
+    prepared = [engine.prepare(r) for r in _requests(engine)]
+    assert [len(p.encoded.images) for p in prepared] == [0, 1, 3, 0, 2]
+    together, _ = engine.backend.prefill(engine.pre.collate([p.encoded for p in prepared]))
+    for i, p in enumerate(prepared):
+        alone, _ = engine.backend.prefill(engine.pre.collate([p.encoded]))
+        expected = _reference_logits(reference, p.encoded)
+        assert torch.allclose(alone[0], expected, atol=1e-5, rtol=0), (i, float((alone[0] - expected).abs().max()))
+        assert torch.allclose(together[i], expected, atol=1e-5, rtol=0), (i, float((together[i] - expected).abs().max()))
+
+
+def test_padded_rows_need_their_own_attention_temperature(engine, reference):
+    """Without per-row temperature (transformers' column-based scale), a left-padded row moves:
+    the check above can fail."""
+    from guardedge.runtime.architectures.llama4 import forward
+
+    prepared = [engine.prepare(r) for r in _requests(engine)[:2]]
+    original = forward.RowTemperature.__call__
+    try:
+        forward.RowTemperature.__call__ = lambda self, positions, cache: original(self, cache[None].expand_as(positions), cache)
+        engine.backend.bind(engine.pre.arch)
+        together, _ = engine.backend.prefill(engine.pre.collate([p.encoded for p in prepared]))
+    finally:
+        forward.RowTemperature.__call__ = original
+        engine.backend.bind(engine.pre.arch)
+    short = 0 if len(prepared[0].encoded.input_ids) < len(prepared[1].encoded.input_ids) else 1
+    expected = _reference_logits(reference, prepared[short].encoded)
+    assert float((together[short] - expected).abs().max()) > 1e-4
+
+
+def test_greedy_decoding_equals_transformers(engine, reference):
+    """The engine's drafted, KV-cached decode gives transformers' greedy ``generate`` tokens."""
+    requests = _requests(engine)
+    prepared = [engine.prepare(r) for r in (requests[0], requests[1], requests[3])]
+    logits, state = engine.backend.prefill(engine.pre.collate([p.encoded for p in prepared]), engine.prefill_draft)
+    first = logits.argmax(-1).tolist()
+    decoded = engine.backend.decode(state, [0, 1, 2], first, 8, set(), engine.drafter)  # the forced first token included
+    for p, tokens in zip(prepared, decoded):
+        extra = {}
+        if p.encoded.images:
+            from guardedge.runtime.architectures.llama4 import pixels
+
+            extra["pixel_values"] = pixels.pixel_values([im.compact for im in p.encoded.images], pixels.TileConfig()).float()
+        with torch.no_grad():
+            out = reference.generate(input_ids=torch.tensor([p.encoded.input_ids]), max_new_tokens=8, do_sample=False,
+                                     pad_token_id=200018, **extra)
+        generated = out[0, len(p.encoded.input_ids):].tolist()
+        assert tokens == generated
+
+
+def test_chunked_attention_follows_the_chunk_size(tmp_path):
+    path = llama4_tiny.build(tmp_path / "chunked", chunk=64, seed=1)
+    engine = _engine(path)
+    model = _reference(path, 64)
+    prepared = [engine.prepare(r) for r in _requests(engine)[:3]]
+    together, _ = engine.backend.prefill(engine.pre.collate([p.encoded for p in prepared]))
+    for i, p in enumerate(prepared):
+        expected = _reference_logits(model, p.encoded)
+        assert torch.allclose(together[i], expected, atol=1e-5, rtol=0), (i, float((together[i] - expected).abs().max()))
+    unchunked = _reference_logits(_reference(path, NO_CHUNK), prepared[0].encoded)
+    assert float((unchunked - together[0]).abs().max()) > 1e-4  # the chunk size really changes the answer
+
+
+def test_prompt_ids_equal_the_card_processors(tiny, engine):
+    """The engine's ids (before the answer prefix) are what the card's ``processor.apply_chat_template``
+    gives: transformers' Llama4Processor (placeholder expansion, tokenization) over the directory's
+    template, with the exact image processor the bench reference uses."""
+    from guardedge.bench import reference_llama_guard_4 as card
+
+    processor = card.load_processor(str(tiny))
+    for request in _requests(engine):
+        kwargs = {"excluded_category_keys": list(request.excluded_category_keys)}
+        inputs = processor.apply_chat_template(card.messages_for(request), tokenize=True, add_generation_prompt=True,
+                                               return_tensors="pt", return_dict=True, **kwargs)
+        ours = engine.prepare(request).encoded.input_ids
+        assert inputs["input_ids"][0].tolist() == ours[:-1] and ours[-1] == 368
