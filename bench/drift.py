@@ -9,7 +9,8 @@ baseline's and, when the data is labelled, scores each model against the labels.
 
 The data is read in the baseline's family (requests as classify checks them, labels in its codes:
 LlavaGuard's ``{"rating": "Unsafe", "category": "O2"}`` too); ``--data demo`` is that family's
-demo set (bench/evaldata.py).
+demo set, ``--data demo:calibration`` / ``demo:evaluation`` its two disjoint sets for checking a
+quantized guard (bench/evaldata.py).
 The baseline runs in fp16 on a GPU and fp32 on CPU (an artifact runs as its manifest says).
 Predictions are cached per model in OUT/cache/<key>.jsonl (key: model identity, dtype, device,
 libraries, the engine's source, data), so a re-run or a second candidate never re-runs the baseline. Writes
@@ -35,7 +36,7 @@ CACHE_FORMAT = "guardedge-drift-cache/1"
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", required=True, help="model directory, artifact or 'demo'")
     parser.add_argument("--candidate", action="append", required=True, help="model directory or artifact (repeatable)")
-    parser.add_argument("--data", required=True, help="evaluation JSONL (docs/bench.md) or 'demo'")
+    parser.add_argument("--data", required=True, help="evaluation JSONL (docs/bench.md), 'demo', 'demo:calibration' or 'demo:evaluation'")
     parser.add_argument("--out", required=True, help="report directory (created; holds the prediction cache)")
     parser.add_argument("--gate", help="e.g. 'agreement>=0.995,f1_delta>=-0.005': exit 1 if a candidate fails")
     parser.add_argument("--limit", type=int, help="evaluate the first N examples only")

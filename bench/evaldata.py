@@ -15,7 +15,8 @@ family of the model under evaluation (``family``: the baseline's): requests as c
 them (LlavaGuard: one image, no message text), labels by its ``parse_label`` (LlavaGuard also
 takes its own ``{"rating": "Unsafe", "category": "O2"}``). The loader reads every line, collects
 every problem (line number and reason) and raises one :class:`EvalDataError` listing them all.
-``demo`` names the family's labelled held-out demo set (:data:`DEMO_SETS`).
+``demo`` names the family's labelled held-out demo set (:data:`DEMO_SETS`); ``demo:calibration``
+and ``demo:evaluation`` its two disjoint sets for checking a quantized guard (:data:`CHECK_SETS`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ TASKS = ("prompt", "response")
 FAMILY = "llama-guard-3-vision"  # when the caller names none
 DEMO_SIZE = 400
 DEMO_SEED = 1
+# Names of the family's two sets for checking a quantized guard (``family.check_examples``).
+CHECK_SETS = {"demo:calibration": "calibration", "demo:evaluation": "evaluation"}
 # family -> "module:function(n) -> EvalData": the labelled set ``--data demo`` means for it.
 DEMO_SETS: dict[str, str] = {
     "llama-guard-3-vision": "guardedge.bench.evaldata:load_demo",
@@ -77,7 +80,11 @@ class EvalData:
 
 
 def load(source: str, limit: int | None = None, family: str = FAMILY) -> EvalData:
-    """``demo`` (the family's demo set) or a JSONL file; the first ``limit`` examples only when given."""
+    """``demo`` (the family's demo set), ``demo:calibration`` / ``demo:evaluation`` (the family's
+    sets for checking a quantized guard: ``check_examples``) or a JSONL file; the first ``limit``
+    examples only when given."""
+    if source in CHECK_SETS:
+        return load_check_set(source, limit or DEMO_SIZE, family)
     if source == "demo":
         if family not in DEMO_SETS:
             raise EvalDataError("demo", [(0, f"no demo set for family {family!r}; known: {', '.join(sorted(DEMO_SETS))}")])
@@ -191,6 +198,24 @@ def load_llavaguard_demo(n: int = DEMO_SIZE) -> EvalData:
                                                                  family.default_categories()),
                         Label(*family.parse_label(ex["label"]))) for ex in generated)
     return EvalData(out, "demo", hashlib.sha256(json.dumps(generated, sort_keys=True).encode()).hexdigest())
+
+
+def load_check_set(source: str, n: int, family: str = FAMILY) -> EvalData:
+    """The family's calibration or evaluation set (``family.check_examples``), parsed as a JSONL file's lines."""
+    from guardedge.runtime.families import get_family
+
+    split = CHECK_SETS[source]
+    lines = [json.dumps(example) for example in get_family(family).check_examples(split, n)]
+    examples, errors = [], []
+    for number, line in enumerate(lines, 1):
+        try:
+            examples.append(parse_line(line, number, Path("."), family))
+        except ValueError as exc:
+            errors.append((number, str(exc)))
+    if errors:  # a bug in the family's generator, said as the loader says it for a file
+        raise EvalDataError(source, errors)
+    digest = hashlib.sha256(f"{source}:{family}\n".encode() + "\n".join(lines).encode()).hexdigest()
+    return EvalData(tuple(examples), source, digest)
 
 
 def _demo_json(generated: list[dict]) -> str:

@@ -57,6 +57,7 @@ class ParsedAnswer:
 
 
 LabelVerdict = Literal["safe", "unsafe"]
+CheckSplit = Literal["calibration", "evaluation"]  # the two data sets that check a quantized guard
 
 
 class GuardFamily(Protocol):
@@ -85,6 +86,13 @@ class GuardFamily(Protocol):
     def smoke_requests(self) -> list[dict]:
         """A handful of request dicts covering the family's paths (default policy, an excluded
         category, a custom policy): what exports record and ``guardedge export verify`` re-runs."""
+        ...
+
+    def check_examples(self, split: CheckSplit, n: int) -> list[dict]:
+        """The first ``n`` labelled request dicts (``bench drift``'s JSONL shape: ``id``, ``task``,
+        ``label`` in this family's codes, the request) of the family's ``calibration`` or
+        ``evaluation`` set for checking a quantized guard (``--data demo:calibration``, ``export
+        ... --keep auto``): two disjoint sets that the recipes' design never saw (docs/export.md)."""
         ...
 
     def check(self, request: GuardRequest) -> None:

@@ -14,7 +14,7 @@ import re
 from typing import Literal
 
 from guardedge.runtime.errors import FieldViolation, InvalidRequest
-from guardedge.runtime.families.base import ParsedAnswer, ScoringSpec, verdict_label
+from guardedge.runtime.families.base import CheckSplit, ParsedAnswer, ScoringSpec, verdict_label
 from guardedge.runtime.requests import category_field
 from guardedge.runtime.types import GuardRequest
 
@@ -96,6 +96,11 @@ class LlamaGuard3Vision:
         from guardedge.runtime.demo.samples import samples  # lazy: generated images need PIL
 
         return [{k: v for k, v in case.items() if k != "expected"} for case in samples()]
+
+    def check_examples(self, split: CheckSplit, n: int) -> list[dict]:
+        from guardedge.runtime.demo.checksets import examples  # lazy: generated images need PIL
+
+        return examples(split, n)
 
     def parse_label(self, label: object) -> tuple[str, tuple[str, ...]]:
         # Custom policies name their own codes, so any code is accepted here; the metrics compare codes as given.

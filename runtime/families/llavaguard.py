@@ -29,7 +29,7 @@ from typing import Literal
 
 from guardedge.runtime.errors import FieldViolation, InvalidRequest, invalid
 from guardedge.runtime.families import llavaguard_answer as answers
-from guardedge.runtime.families.base import ParsedAnswer, ScoringSpec
+from guardedge.runtime.families.base import CheckSplit, ParsedAnswer, ScoringSpec
 from guardedge.runtime.requests import category_field, check_excluded
 from guardedge.runtime.types import GuardRequest, Message, Part
 
@@ -139,6 +139,11 @@ class LlavaGuard:
         from guardedge.runtime.demo.llavaguard_samples import smoke_requests  # lazy: generated images
 
         return smoke_requests()
+
+    def check_examples(self, split: CheckSplit, n: int) -> list[dict]:
+        from guardedge.runtime.demo.llavaguard_samples import check_examples  # lazy: generated images
+
+        return check_examples(split, n)
 
     def policy(self, request: GuardRequest) -> tuple[tuple[str, str, str], ...]:
         """(code, header, text) per category, in prompt order, excluded ones already swapped."""
