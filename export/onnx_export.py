@@ -158,7 +158,8 @@ def validate(src, out: Path, recipe: Recipe, device: str | None, components: tup
         _check_parity(result["parity"], out)
     log.info("[3/4] the same requests through the %s ONNX artifact", recipe.precision)
     got = agreement.answers(onnx_engine, requests)
-    result["agreement"] = {"reference": "fp32 PyTorch source", **agreement.agreement(_REFERENCE[key], got)}
+    ids = [r.request_id or str(i) for i, r in enumerate(requests)]
+    result["agreement"] = {"reference": "fp32 PyTorch source", **agreement.agreement(_REFERENCE[key], got, ids)}
     result["smoke"] = agreement.smoke_record(requests, got, family)
     result["footprint_bytes"] = onnx_engine.backend.memory_bytes()
     return result
@@ -292,8 +293,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"{args.out}: parity with PyTorch: max |Δlogit| {p['max_abs_delta_logit']:.2e} over {p['rows']} rows "
               f"in {p['batches']} batches; first tokens equal {p['first_tokens_equal']}/{p['rows']}, "
               f"decoded answers equal {p['decoded_equal']}/{p['decoded_rows']}")
-    print(f"{args.out}: {manifest['precision']}, {v['footprint_bytes'] / 1e6:.1f} MB; agreement with the fp32 source on "
-          f"{a['requests']} requests: verdicts {a['verdict_agreement']:.2%}, max |ΔP(unsafe)| {a['max_abs_delta_p_unsafe']:.4f}")
+    print(f"{args.out}: {manifest['precision']}, {v['footprint_bytes'] / 1e6:.1f} MB")
+    print(agreement.agreement_line(a))
     print(json.dumps({"out": str(args.out), "precision": manifest["precision"], "recipe": manifest["recipe"],
                       **{k: v[k] for k in ("parity", "agreement", "footprint_bytes") if k in v}}))
     return 0

@@ -186,7 +186,8 @@ def _validate(src, tmp: Path, recipe: Recipe, device: str | None, source_device:
         _REFERENCE[key] = answers(src.path, requests, source_device or device, "source")[0]
     log.info("[3/4] the same requests through the %s model", recipe.precision)
     quantized, memory = answers(tmp, requests, device, recipe.precision)
-    return {"agreement": agreement.agreement(_REFERENCE[key], quantized), "smoke": agreement.smoke_record(requests, quantized, family),
+    ids = [r.request_id or str(i) for i, r in enumerate(requests)]
+    return {"agreement": agreement.agreement(_REFERENCE[key], quantized, ids), "smoke": agreement.smoke_record(requests, quantized, family),
             **_footprints(tmp, recipe, memory)}
 
 
@@ -267,8 +268,7 @@ def main(args: argparse.Namespace) -> int:
     a = v["agreement"]
     full = f" (computed for the 11B model: {v['computed_11b_bytes'] / 1e9:.2f} GB)" if "computed_11b_bytes" in v else ""
     print(f"{args.out}: {manifest['precision']}, weights {v['footprint_bytes'] / 1e6:.1f} MB{full}")
-    print(f"agreement with the source on {a['requests']} requests: verdicts {a['verdict_agreement']:.2%}, "
-          f"max |ΔP(unsafe)| {a['max_abs_delta_p_unsafe']:.4f}, mean {a['mean_abs_delta_p_unsafe']:.4f}")
+    print(agreement.agreement_line(a))
     print(json.dumps({"out": str(args.out), "precision": manifest["precision"], "recipe": manifest["recipe"], **v,
                       "smoke": len(v["smoke"])}))
     return 0
