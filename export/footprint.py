@@ -2,9 +2,9 @@
 
 ``footprint`` counts every parameter of a weightless (meta-device) model: quantized Linear
 weights at their packed size plus quantization state, everything else in the storage dtype. It
-matches the demo artifact's files within 0.1% (tests check < 0.5%), and ``footprint_11b`` applies
-it to the real Llama Guard 3 11B Vision configuration — the computed figures in
-docs/decisions/0003 and in every Mllama bnb manifest. The model class and the modules kept in
+matches the demo artifact's files within 0.1% (tests check < 0.5%), and ``footprint_real`` applies
+it to the published configurations the architecture plug-in supplies (``real_configs``: Mllama's
+Llama Guard 3 11B Vision) — the computed figures in docs/decisions/0003 and in every bnb manifest. The model class and the modules kept in
 16-bit by default come from the architecture plug-in (runtime/architectures: ``transformers_class``,
 ``keep_16bit``), so the same code counts a LLaVA-OneVision (LlavaGuard) model.
 """
@@ -106,26 +106,25 @@ def _quantized_bytes(shape, recipe: Recipe) -> int:
     return -(-n // 2) + scales + 4 * 16 + QUANT_STATE_JSON  # packed nibbles, absmax, 16-entry code
 
 
+def real_configs(config) -> dict:
+    """name -> config of the published checkpoints of ``config``'s architecture (its plug-in's ``real_configs``)."""
+    return architecture(config).real_configs()
+
+
+def footprint_real(config, recipe: Recipe) -> dict[str, int]:
+    """``footprint`` bytes for each published checkpoint of ``config``'s architecture (none: {})."""
+    return {name: footprint(None, recipe, _meta_real(architecture(config).model_type, name))["bytes"]
+            for name in real_configs(config)}
+
+
 def footprint_11b(recipe: Recipe) -> dict:
-    """``footprint`` for the real Llama Guard 3 11B Vision configuration."""
-    return footprint(None, recipe, _meta_11b())
+    """``footprint`` for the real Llama Guard 3 11B Vision configuration (the Mllama plug-in's)."""
+    return footprint(None, recipe, _meta_real("mllama", "Llama Guard 3 11B Vision"))
 
 
-@functools.lru_cache(maxsize=1)
-def _meta_11b():
-    return meta_model(llama_guard_11b_config())  # ~6 s to build; no memory (meta tensors)
+@functools.lru_cache(maxsize=4)
+def _meta_real(model_type: str, name: str):
+    """The weightless model of a published configuration (~6 s to build at 11B; no memory: meta tensors)."""
+    from guardedge.runtime.architectures import architecture_class
 
-
-def llama_guard_11b_config():
-    """Llama Guard 3 11B Vision's configuration (REFERENCE.md §4), for footprints only."""
-    from transformers import MllamaConfig
-
-    vision = dict(hidden_size=1280, num_hidden_layers=32, num_global_layers=8, attention_heads=16,
-                  intermediate_size=5120, patch_size=14, image_size=560, max_num_tiles=4,
-                  intermediate_layers_indices=[3, 7, 15, 23, 30], vision_output_dim=7680)
-    text = dict(hidden_size=4096, num_hidden_layers=40, cross_attention_layers=[3, 8, 13, 18, 23, 28, 33, 38],
-                num_attention_heads=32, num_key_value_heads=8, intermediate_size=14336, vocab_size=128256,
-                rope_theta=500000.0, tie_word_embeddings=False,
-                rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                              "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})
-    return MllamaConfig(vision_config=vision, text_config=text, image_token_index=128256)
+    return meta_model(architecture_class({"model_type": model_type}).real_configs()[name])

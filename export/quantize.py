@@ -15,7 +15,7 @@ the modules kept in 16-bit by default.
 Steps, one model in memory at a time: quantize while loading and save; classify the agreement
 set (the family's smoke requests + N held-out requests in its shape, export/agreement.py) with
 the source, then with OUT; record verdict agreement, |ΔP(unsafe)| and the footprint (measured on
-OUT; for Mllama also computed for the real 11B configuration) in the manifest. Modules kept in 16-bit by default and why:
+OUT; also computed for the published checkpoints the architecture plug-in names, e.g. the 11B) in the manifest. Modules kept in 16-bit by default and why:
 docs/decisions/0003-quantization-skip-modules.md.
 """
 
@@ -32,8 +32,8 @@ from typing import Literal
 from guardedge.export import agreement
 from guardedge.export.agreement import held_out_requests, parsed_smoke_requests
 from guardedge.export.common import check_out, free, progress_logging
-from guardedge.export.footprint import (default_skip, footprint, footprint_11b, is_skipped, meta_model, resolve_skip,
-                                        transformers_class)
+from guardedge.export.footprint import (architecture, default_skip, footprint, footprint_real, is_skipped,
+                                        meta_model, resolve_skip, transformers_class)
 from guardedge.runtime.errors import GuardError
 
 log = logging.getLogger(__name__)
@@ -104,8 +104,7 @@ def quantize_to(src: Path, tmp: Path, recipe: Recipe, device: str | None) -> lis
     config = AutoConfig.from_pretrained(str(src), local_files_only=True)
     model = meta_model(config)
     skip = resolve_skip(model, recipe.skip_modules)
-    if config.model_type == "mllama":
-        _check_mllama_projector(model, skip, recipe)
+    check_int8_keep(model, skip, recipe)
     dev = choose_device(device)
     model = transformers_class(config).from_pretrained(
         str(src), local_files_only=True, use_safetensors=True, dtype=getattr(torch, recipe.storage_dtype),
@@ -120,12 +119,15 @@ def quantize_to(src: Path, tmp: Path, recipe: Recipe, device: str | None) -> lis
     return skip
 
 
-def _check_mllama_projector(model, skip: list[str], recipe: Recipe) -> None:
-    """Mllama only: its projector takes a 5-D input, which bitsandbytes' int8 matmul refuses."""
-    projector = [n for n, _ in model.named_modules() if n.endswith("multi_modal_projector")]
-    if recipe.bits == 8 and not all(is_skipped(n, skip) for n in projector):
-        raise GuardError("8-bit needs multi_modal_projector in --skip-modules: bitsandbytes' int8 matmul "
-                         "fails on its 5-D input (docs/decisions/0003)")
+def check_int8_keep(model, skip: list[str], recipe: Recipe) -> None:
+    """8-bit must keep what the architecture says bitsandbytes' int8 matmul cannot run (``int8_keep``:
+    Mllama's projector, whose 5-D input it refuses; docs/decisions/0003)."""
+    if recipe.bits != 8:
+        return
+    for pattern in architecture(model.config).int8_keep:
+        if not all(is_skipped(n, skip) for n in resolve_skip(model, (pattern,))):
+            raise GuardError(f"8-bit needs {pattern} in --skip-modules: bitsandbytes' int8 matmul cannot run it "
+                             "(docs/decisions/0003)")
 
 
 def agreement_requests(n: int, family: str = agreement.DEFAULT_FAMILY) -> list:
@@ -224,9 +226,9 @@ def _footprints(out: Path, recipe: Recipe, memory: int) -> dict:
     config = AutoConfig.from_pretrained(str(out), local_files_only=True)
     figures = {"footprint_bytes": sum(p.stat().st_size for p in out.glob("*.safetensors")),
                "loaded_memory_bytes": memory,  # at the load dtype: fp32 on CPU for the 16-bit parts
-               "computed_bytes": footprint(config, recipe)["bytes"]}
-    if config.model_type == "mllama":  # the real model this recipe is for: Llama Guard 3 11B Vision
-        figures["computed_11b_bytes"] = footprint_11b(recipe)["bytes"]
+               "computed_bytes": footprint(config, recipe)["bytes"],
+               # the published checkpoints of this architecture (its plug-in's real_configs), computed
+               "computed_real_bytes": footprint_real(config, recipe)}
     return figures
 
 
@@ -266,7 +268,8 @@ def main(args: argparse.Namespace) -> int:
     manifest = export(args.model, args.out, recipe_from_args(args), args.device, args.source_device, args.force)
     v = manifest["validation"]
     a = v["agreement"]
-    full = f" (computed for the 11B model: {v['computed_11b_bytes'] / 1e9:.2f} GB)" if "computed_11b_bytes" in v else ""
+    real = ", ".join(f"{name}: {size / 1e9:.2f} GB" for name, size in v["computed_real_bytes"].items())
+    full = f" (computed for {real})" if real else ""
     print(f"{args.out}: {manifest['precision']}, weights {v['footprint_bytes'] / 1e6:.1f} MB{full}")
     print(agreement.agreement_line(a))
     print(json.dumps({"out": str(args.out), "precision": manifest["precision"], "recipe": manifest["recipe"], **v,
