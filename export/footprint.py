@@ -72,10 +72,11 @@ def is_skipped(name: str, skip_names: list[str]) -> bool:
 
 # -- footprint -----------------------------------------------------------------------------------
 
-def footprint(config, recipe: Recipe, model=None) -> dict:
+def footprint(config, recipe: Recipe, model=None, head_rows: int = 0) -> dict:
     """Bytes of the weights this recipe produces for ``config``, counted per parameter
     (quantized Linear weights at their packed size plus quantization state; the rest in the
-    storage dtype). Checked against the demo artifact's files in tests."""
+    storage dtype; ``head_rows`` float output rows beside a quantized head). Checked against the
+    demo artifact's files in tests."""
     import torch
 
     model = model if model is not None else meta_model(config)
@@ -90,6 +91,8 @@ def footprint(config, recipe: Recipe, model=None) -> dict:
             quantized += module.weight.numel()
             total += _quantized_bytes(module.weight.shape, recipe)
             direct = [(n, p) for n, p in direct if n != "weight"]
+            if name == architecture(model.config).verdict_head:
+                total += head_rows * (module.weight.shape[1] * storage + 8)  # rows + their int64 ids
         kept += sum(p.numel() for _, p in direct)
         total += sum(p.numel() for _, p in direct) * storage
     return {"bytes": total, "quantized_params": quantized, "kept_params": kept,
@@ -111,9 +114,9 @@ def real_configs(config) -> dict:
     return architecture(config).real_configs()
 
 
-def footprint_real(config, recipe: Recipe) -> dict[str, int]:
+def footprint_real(config, recipe: Recipe, head_rows: int = 0) -> dict[str, int]:
     """``footprint`` bytes for each published checkpoint of ``config``'s architecture (none: {})."""
-    return {name: footprint(None, recipe, _meta_real(architecture(config).model_type, name))["bytes"]
+    return {name: footprint(None, recipe, _meta_real(architecture(config).model_type, name), head_rows)["bytes"]
             for name in real_configs(config)}
 
 
@@ -128,3 +131,48 @@ def _meta_real(model_type: str, name: str):
     from guardedge.runtime.architectures import architecture_class
 
     return meta_model(architecture_class({"model_type": model_type}).real_configs()[name])
+
+
+# -- what keeping module groups costs -------------------------------------------------------------
+
+def kept_cost(config, kept: list[str], saved) -> dict:
+    """Bytes kept groups cost over quantizing them: ``saved(weight_shape)`` per Linear weight, summed
+    over the groups' Linear layers, for this model (``"this model"``) and for each published
+    checkpoint of the architecture, where the same group names exist (``missing`` lists the rest)."""
+    out: dict = {"this model": _kept_bytes(meta_model(config), config.to_dict(), kept, saved)}
+    for name, real in real_configs(config).items():
+        groups = {g.name for g in architecture(config).quant_groups(real.to_dict())}
+        present = [k for k in kept if k in groups]
+        out[name] = {"bytes": _kept_bytes(_meta_real(architecture(config).model_type, name), real.to_dict(), present, saved),
+                     "missing": [k for k in kept if k not in groups]}
+    return out
+
+
+def _kept_bytes(model, config: dict, kept: list[str], saved) -> int:
+    import torch
+
+    groups = [g for g in architecture(model.config).quant_groups(config) if g.name in kept]
+    modules = [m for g in groups for m in g.modules]
+    return sum(saved(m.weight.shape) for n, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and is_skipped(n, modules))
+
+
+def bnb_saving(recipe: Recipe):
+    """Bytes a Linear weight takes in the storage dtype minus its bitsandbytes size."""
+    import torch
+
+    storage = torch.empty((), dtype=getattr(torch, recipe.storage_dtype)).element_size()
+    return lambda shape: shape[0] * shape[1] * storage - _quantized_bytes(shape, recipe)
+
+
+def onnx_saving(method: str, block_size: int):
+    """Bytes a float32 MatMul weight takes minus its quantized size (weight-only blocks: an fp32 scale
+    per block; dynamic int8: an fp32 scale per output channel)."""
+    def saved(shape) -> int:
+        out_features, in_features = shape
+        n = out_features * in_features
+        if method == "int8-dynamic":
+            return 4 * n - (n + 4 * out_features)
+        packed = n if method == "int8" else -(-n // 2)
+        return 4 * n - (packed + 4 * out_features * -(-in_features // block_size))
+    return saved

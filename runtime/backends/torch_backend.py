@@ -107,8 +107,11 @@ class TorchBackend:
 
     @classmethod
     def load(cls, model_dir: Path, device: str | None = None, dtype: str | None = None, arch: Architecture | None = None,
-             **load_kwargs) -> TorchBackend:
-        """The directory's model; its class comes from the architecture (``arch``, else config.json's model_type)."""
+             head_rows: str | None = None, **load_kwargs) -> TorchBackend:
+        """The directory's model; its class comes from the architecture (``arch``, else config.json's model_type).
+
+        ``head_rows``: a file of the directory (its manifest names it) holding float output rows
+        for the verdict and category tokens of a quantized head (runtime/backends/head_rows.py)."""
         import json
 
         import transformers
@@ -136,6 +139,10 @@ class TorchBackend:
         tied = model.lm_head.weight is model.get_input_embeddings().weight
         if dev.type == "cpu" and not tied and (parts := SplitHead.parts_for(model.lm_head)):
             model.lm_head = SplitHead(model.lm_head, parts)
+        if head_rows:
+            from guardedge.runtime.backends import head_rows as rows
+
+            rows.wrap(model, Path(model_dir) / head_rows, dt, arch.verdict_head if arch is not None else "lm_head")
         model.eval()
         return cls(model, dev, dt, quant, arch)
 

@@ -102,6 +102,12 @@ class LlamaGuard3Vision:
 
         return examples(split, n)
 
+    def head_answers(self) -> tuple[str, ...]:
+        codes = [code for code, _ in DEFAULT_CATEGORIES]
+        stop = self.scoring.stop_tokens[0]
+        # "safe", "unsafe" + each code alone and all of them in a list (the "," tokens between codes).
+        return ("safe" + stop, *(f"unsafe\n{code}{stop}" for code in codes), "unsafe\n" + ",".join(codes) + stop)
+
     def parse_label(self, label: object) -> tuple[str, tuple[str, ...]]:
         # Custom policies name their own codes, so any code is accepted here; the metrics compare codes as given.
         return verdict_label(label)

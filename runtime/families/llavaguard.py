@@ -140,6 +140,9 @@ class LlavaGuard:
 
         return smoke_requests()
 
+    def head_answers(self) -> tuple[str, ...]:
+        return answers.verdict_texts(default_headers())
+
     def check_examples(self, split: CheckSplit, n: int) -> list[dict]:
         from guardedge.runtime.demo.llavaguard_samples import check_examples  # lazy: generated images
 
