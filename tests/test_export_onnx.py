@@ -113,12 +113,14 @@ def test_quantized_agreement(quantized, demo_engine, method, goal):
     assert same / len(requests) >= goal, (same, len(requests))
 
 
-def test_int4_uses_matmulnbits(quantized):
+@pytest.mark.parametrize("method,bits", [("int4", 4), ("int8", 8)])
+def test_weight_only_recipes_use_matmulnbits(quantized, method, bits):
     import onnx
 
-    out = quantized["int4"]
-    ops = {n.op_type for n in onnx.load(str(out / "decoder.onnx"), load_external_data=False).graph.node}
-    assert "MatMulNBits" in ops
+    nodes = onnx.load(str(quantized[method] / "decoder.onnx"), load_external_data=False).graph.node
+    nbits = [n for n in nodes if n.op_type == "MatMulNBits"]
+    assert nbits and {a.i for n in nbits for a in n.attribute if a.name == "bits"} == {bits}
+    assert not any(n.op_type in ("MatMulInteger", "DynamicQuantizeLinear") for n in nodes)  # activations stay float
 
 
 def test_engine_end_to_end_with_early_exit(onnx_engine, demo_engine):

@@ -52,9 +52,9 @@ def fp32(tiny) -> Path:
 def quantized(tiny, fp32) -> dict[str, Path]:
     from guardedge.export.onnx_export import Recipe, export
 
-    for q in ("int8", "int4"):
+    for q in ("int8", "int8-dynamic", "int4"):
         export(str(tiny), tiny.parent / q, Recipe(quantize=q, agreement_n=0), from_onnx=fp32)
-    return {q: tiny.parent / q for q in ("int8", "int4")}
+    return {q: tiny.parent / q for q in ("int8", "int8-dynamic", "int4")}
 
 
 def _engine(path: Path):
@@ -138,7 +138,7 @@ def _png() -> str:
     return png_base64((10, 200, 10), (150, 90))
 
 
-@pytest.mark.parametrize("method,op", [("int8", "MatMulInteger"), ("int4", "MatMulNBits")])
+@pytest.mark.parametrize("method,op", [("int8", "MatMulNBits"), ("int8-dynamic", "MatMulInteger"), ("int4", "MatMulNBits")])
 def test_quantized_decoders_load_and_answer(quantized, engines, method, op):
     import onnx
 
