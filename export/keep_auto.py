@@ -45,6 +45,7 @@ class AutoSpec:
     target: str
     limit: int | None = None
     cache: Path | None = None
+    max_work: int = sensitivity.MAX_WORK
 
     def conditions(self) -> list:
         return parse_conditions(self.target, what="--target")
@@ -67,6 +68,8 @@ def load_sets(spec: AutoSpec, family):
 def search(trials, data, conditions: list, quiet: bool = False) -> dict:
     """Steps 1-3: {"kept": [...], "met": bool, "steps": [...], "order": [...], "reference": answers}."""
     reference, rows = sensitivity.sweep(trials, data, trials.candidates, quiet)
+    if not quiet:
+        log.info("  searching: at most %d more trials of %d examples", 2 * len(trials.candidates) + 1, len(data.examples))
     order = [r["group"] for r in sorted(rows, key=sensitivity.score, reverse=True)]
     steps: list[dict] = []
 
@@ -92,6 +95,12 @@ def search(trials, data, conditions: list, quiet: bool = False) -> dict:
             if meets(trial, "prune"):
                 kept = trial
     return {"kept": kept, "met": met, "steps": steps, "sensitivity": rows, "order": order, "reference": reference}
+
+
+def check_work(spec: AutoSpec, candidates: int, examples: int) -> None:
+    """The whole search's bound, before any model runs: the sweep (candidates + 1 trials), the greedy
+    steps (at most candidates + 1) and the prune (at most candidates), each over the calibration data."""
+    sensitivity.check_work(3 * candidates + 1, examples, spec.max_work, "--limit (fewer calibration examples)")
 
 
 def verify(answers_fn, data, reference: list[tuple], conditions: list) -> dict:
@@ -152,9 +161,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "'agreement>=0.995,p99_abs_delta_p<=0.05' (agreement_lower: its Wilson 95%% lower bound)")
     group.add_argument("--limit", type=int, help="the first N examples of --calib and --heldout only")
     group.add_argument("--cache", default=str(DEFAULT_CACHE), help="trial cache directory")
+    group.add_argument("--max-work", type=int, default=sensitivity.MAX_WORK,
+                       help="most classifications the search may take: (3 x candidate groups + 2) x calibration examples")
 
 
 def from_args(args: argparse.Namespace) -> AutoSpec | None:
     if args.keep != "auto":
         return None
-    return AutoSpec(args.calib, args.heldout, args.target, args.limit, Path(args.cache) if args.cache else None)
+    return AutoSpec(args.calib, args.heldout, args.target, args.limit, Path(args.cache) if args.cache else None,
+                    args.max_work)

@@ -37,8 +37,9 @@ from guardedge.runtime.errors import GuardError
 log = logging.getLogger(__name__)
 
 DEFAULT_QUANTIZED = ("decoder",)  # the vision tower stays float, as TGI/SGLang keep it (REFERENCE.md §5)
-# P(unsafe) is read from lm_head; Mllama's cross_attn.o_proj is the image's way in (matches nothing elsewhere).
-DEFAULT_KEEP = ("lm_head", "cross_attn.o_proj")
+# Mllama's cross_attn.o_proj is the image's way in (matches nothing elsewhere). The output layer is
+# quantized with the verdict and category rows kept float beside it (head_rows, decision 0012).
+DEFAULT_KEEP = ("cross_attn.o_proj",)
 DEFAULT_BLOCK = 32
 SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
               "preprocessor_config.json", "processor_config.json", "chat_template.json", "chat_template.jinja",
@@ -56,7 +57,7 @@ class Recipe:
     quantize_components: tuple[str, ...] = DEFAULT_QUANTIZED
     keep_float: tuple[str, ...] = DEFAULT_KEEP  # weight/node name parts kept float
     keep_groups: tuple[str, ...] = ()  # module groups kept float (architecture quant_groups; --keep)
-    head_rows: bool = False  # a quantized head keeps the verdict and category rows float
+    head_rows: bool = True  # a quantized head keeps the verdict and category rows float (decision 0012)
     opset: int = 18
     tolerance: float = 1e-3  # fp32: max |Δlogit| vs PyTorch
     agreement_n: int = 64  # held-out requests beyond the demo samples
@@ -269,6 +270,7 @@ def choose_kept(src, float_dir: Path, recipe: Recipe, auto: AutoSpec, device: st
     calib, heldout = keep_auto.load_sets(auto, family_for_config(src.config))
     trials = OnnxTrials(src, float_dir, recipe.quantize, recipe.block_size, recipe.quantize_components, recipe.keep_float,
                         recipe.head_rows, device, auto.cache)
+    keep_auto.check_work(auto, len(trials.candidates), len(calib.examples))
     log.info("[1/4] --keep auto: %d candidate groups, calibration %s (n=%d), target %s", len(trials.candidates),
              calib.source, len(calib.examples), auto.target)
     try:
@@ -350,8 +352,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="int8 / int4: weight-only blocks (MatMulNBits); int8-dynamic: per-channel int8 weights and "
                              "int8 activations scaled per call (quantize_dynamic)")
     parser.add_argument("--block-size", type=int, default=DEFAULT_BLOCK, help=f"int8/int4 block size (default {DEFAULT_BLOCK})")
-    parser.add_argument("--head-rows", action=argparse.BooleanOptionalAction, default=False,
-                        help="when the head is quantized, keep the verdict and category tokens' rows float")
+    parser.add_argument("--head-rows", action=argparse.BooleanOptionalAction, default=True,
+                        help="when the head is quantized, keep the verdict and category tokens' rows float (default on)")
     parser.add_argument("--keep", default="", help="comma-separated module groups kept float (names from "
                         "'guardedge export sensitivity'), or auto: the fewest that meet --target on --calib")
     parser.add_argument("--quantize-components", default=",".join(DEFAULT_QUANTIZED),

@@ -40,11 +40,12 @@ from guardedge.runtime.errors import GuardError
 log = logging.getLogger(__name__)
 
 # Kept in 16-bit by default: the architecture plug-in's ``keep_16bit`` (runtime/architectures).
-# Mllama's, measured on the demo guard (docs/decisions/0003): the output layer (P(unsafe) is read
-# from it; 4-bit there flipped 2% of verdicts), the projector (bitsandbytes 0.50's int8 matmul
-# fails on its 5-D input) and the cross-attention output projections; its vision tower is
-# quantized. LLaVA-OneVision's: the vision tower, the projector and the output layer. A pattern
-# names a module or a dotted suffix of its path.
+# Mllama's, measured on the demo guard (docs/decisions/0003, 0012): the projector (bitsandbytes
+# 0.50's int8 matmul fails on its 5-D input) and the cross-attention output projections; its vision
+# tower is quantized, and so is the output layer, with the rows P(unsafe) and the categories are read
+# from kept in 16-bit beside it (``head_rows``: quantizing those rows flipped 2% of verdicts at 4-bit).
+# LLaVA-OneVision's: the vision tower, the projector and the output layer (tied to the embedding).
+# A pattern names a module or a dotted suffix of its path.
 AGREEMENT_N = 200
 # Files copied from the source beside the weights and config (the licence travels with Llama weights).
 SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
@@ -61,7 +62,7 @@ class Recipe:
     quant_type: Literal["nf4", "fp4"] | None = None  # 4-bit only; default nf4
     double_quant: bool | None = None  # 4-bit: quantize the block scales too (0.37 bit/param); default on
     skip_modules: tuple[str, ...] | None = None  # None: the architecture's keep_16bit (set by export)
-    head_rows: bool = False  # a quantized head keeps the verdict and category rows in the storage dtype
+    head_rows: bool = True  # a quantized head keeps the verdict and category rows in the storage dtype (decision 0012)
     storage_dtype: str = "bfloat16"  # of everything not quantized, as the real checkpoint
     compute_dtype: str = "bfloat16"  # 4-bit compute in config.json (guardedge uses its own dtype)
     agreement_n: int = AGREEMENT_N
@@ -254,6 +255,7 @@ def choose_kept(src, recipe: Recipe, auto: AutoSpec, device: str | None) -> tupl
     calib, heldout = keep_auto.load_sets(auto, family_for_config(src.config))
     trials = BnbTrials(src, recipe.bits, recipe.head_rows, device, recipe.quant_type or "nf4", bool(recipe.double_quant),
                        auto.cache)
+    keep_auto.check_work(auto, len(trials.candidates), len(calib.examples))
     log.info("[0/4] --keep auto: %d candidate groups, calibration %s (n=%d), target %s", len(trials.candidates),
              calib.source, len(calib.examples), auto.target)
     try:
@@ -372,11 +374,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--double-quant", action=argparse.BooleanOptionalAction,
                         help="4-bit: quantize the block scales too (default on: 0.37 bit/param less)")
     parser.add_argument("--skip-modules", nargs="*", metavar="MODULE",
-                        help="modules kept in 16-bit (default: the architecture's; Mllama: multi_modal_projector lm_head "
-                             "cross_attn.o_proj; LLaVA-OneVision: vision_tower multi_modal_projector lm_head; "
-                             "none: give the flag alone)")
-    parser.add_argument("--head-rows", action=argparse.BooleanOptionalAction, default=False,
-                        help="when the head is quantized, keep the verdict and category tokens' rows in 16-bit")
+                        help="modules kept in 16-bit (default: the architecture's; Mllama: multi_modal_projector "
+                             "cross_attn.o_proj, the head quantized with its verdict rows kept (--head-rows); "
+                             "LLaVA-OneVision: vision_tower multi_modal_projector lm_head; none: give the flag alone)")
+    parser.add_argument("--head-rows", action=argparse.BooleanOptionalAction, default=True,
+                        help="when the head is quantized, keep the verdict and category tokens' rows in 16-bit (default on)")
     parser.add_argument("--keep", choices=["auto"], help="auto: choose the module groups kept in 16-bit on --calib to "
                         "meet --target (instead of --skip-modules)")
     parser.add_argument("--out", type=Path, required=True, help="the artifact directory to write")

@@ -59,11 +59,12 @@ def select(groups: list, pattern: str | None) -> list:
     return chosen
 
 
-def check_work(groups: int, examples: int, max_work: int) -> int:
+def check_work(groups: int, examples: int, max_work: int, narrow: str = "--groups (e.g. head,vision,mlp) or --limit") -> int:
+    """(groups + 1) x examples classifications, refused above ``max_work`` before any model loads."""
     work = (groups + 1) * examples
     if work > max_work:
-        raise GuardError(f"{groups} groups x {examples} examples = {work} classifications (+ the reference) is over "
-                         f"--max-work {max_work}; narrow it with --groups (e.g. head,vision,mlp) or --limit, or raise --max-work")
+        raise GuardError(f"{groups + 1} trials x {examples} examples = {work} classifications is over "
+                         f"--max-work {max_work}; narrow it with {narrow}, or raise --max-work")
     return work
 
 
@@ -97,9 +98,16 @@ def make_trials(args, src):
     cache = None if args.no_cache else Path(args.cache)
     if args.backend == "bnb":
         return BnbTrials(src, args.bits, head_rows=args.head_rows, device=args.device, cache_dir=cache)
+    from guardedge.export.onnx_export import _float_artifact
+    from guardedge.export.onnx_specs import spec_for
+
     method = args.method or ("int8" if args.bits == 8 else "int4")
-    float_dir = Path(args.from_onnx) if args.from_onnx else float_onnx(src, Path(args.cache))
-    return OnnxTrials(src, float_dir, method, args.block_size, tuple(args.components.split(",")),
+    components = tuple(c for c in args.components.split(",") if c)
+    unknown = set(components) - set(spec_for(src.config).components)
+    if unknown or not components:
+        raise GuardError(f"--components {args.components!r}: choose from {', '.join(spec_for(src.config).components)}")
+    float_dir = _float_artifact(Path(args.from_onnx), src) if args.from_onnx else float_onnx(src, Path(args.cache))
+    return OnnxTrials(src, float_dir, method, args.block_size, components,
                       tuple(k for k in args.keep_float.split(",") if k), args.head_rows, args.device, cache)
 
 
@@ -177,8 +185,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--components", default="decoder", help="onnx: components quantized (comma-separated)")
     parser.add_argument("--keep-float", default="", help="onnx: weight/node name parts always kept float")
     parser.add_argument("--block-size", type=int, default=32, help="onnx int8/int4 block size")
-    parser.add_argument("--head-rows", action=argparse.BooleanOptionalAction, default=False,
-                        help="quantizing the head keeps the verdict and category rows float")
+    parser.add_argument("--head-rows", action=argparse.BooleanOptionalAction, default=True,
+                        help="quantizing the head keeps the verdict and category rows float (the exports' default)")
     parser.add_argument("--groups", help="only these groups: names or kinds, comma-separated, globs allowed (e.g. head,text.*.mlp)")
     parser.add_argument("--limit", type=int, help="the first N examples of --data only")
     parser.add_argument("--max-work", type=int, default=MAX_WORK, help=f"most classifications allowed (default {MAX_WORK})")

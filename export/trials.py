@@ -109,13 +109,16 @@ class BnbTrials(Trials):
 
     backend = "bnb"
 
-    def __init__(self, src, bits: int, head_rows: bool = False, device: str | None = "cpu", quant_type: str = "nf4",
+    def __init__(self, src, bits: int, head_rows: bool = True, device: str | None = "cpu", quant_type: str = "nf4",
                  double_quant: bool = True, cache_dir: Path | None = DEFAULT_CACHE):
         super().__init__(src, cache_dir)
         from guardedge.export.groupquant import check_bits
 
+        from guardedge.runtime.backends.torch_backend import choose_device
+
         check_bits(bits)
-        self.bits, self.head_rows, self.device = bits, head_rows, device
+        # Resolved ("auto" -> cpu or cuda): the cache key must not depend on how the device was named.
+        self.bits, self.head_rows, self.device = bits, head_rows, choose_device(device).type
         self.quant_type, self.double_quant = (quant_type, double_quant) if bits == 4 else ("", False)
         self.engine = self.quantizer = None
         never = self.arch.int8_keep if bits == 8 else ()
@@ -168,7 +171,7 @@ class OnnxTrials(Trials):
     backend = "onnx"
 
     def __init__(self, src, float_dir: Path, method: str, block_size: int = 32, components: tuple[str, ...] = ("decoder",),
-                 keep_float: tuple[str, ...] = (), head_rows: bool = False, device: str | None = "cpu",
+                 keep_float: tuple[str, ...] = (), head_rows: bool = True, device: str | None = "cpu",
                  cache_dir: Path | None = DEFAULT_CACHE):
         super().__init__(src, cache_dir)
         from guardedge.export.onnx_groups import METHODS, group_patterns

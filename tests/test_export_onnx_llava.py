@@ -145,8 +145,10 @@ def test_quantized_decoders_load_and_answer(quantized, engines, method, op):
     out = quantized[method]
     m = _manifest(out)
     assert (m["precision"], m["architecture"]) == (method, "llava_onevision")
-    assert m["recipe"]["kept_float_nodes"]["decoder"]  # lm_head stays float: P(unsafe) is read there
-    assert op in {n.op_type for n in onnx.load(str(out / "decoder.onnx"), load_external_data=False).graph.node}
+    nodes = {n.name: n.op_type for n in onnx.load(str(out / "decoder.onnx"), load_external_data=False).graph.node}
+    assert op in nodes.values()
+    # The head is quantized; the verdict and category rows are float beside it (decision 0012).
+    assert m["recipe"]["head_rows"] and nodes["/head_rows/ScatterElements"] == "ScatterElements"
     from guardedge.export.agreement import smoke_requests
 
     assert m["validation"]["agreement"]["requests"] == len(smoke_requests("llavaguard"))  # + agreement_n 0
