@@ -9,7 +9,8 @@ baseline's and, when the data is labelled, scores each model against the labels.
 
 The data is read in the baseline's family (requests as classify checks them, labels in its codes:
 LlavaGuard's ``{"rating": "Unsafe", "category": "O2"}`` too); ``--data demo`` is that family's
-demo set (bench/evaldata.py).
+demo set, ``--data demo:calibration`` / ``demo:evaluation`` its two disjoint sets for checking a
+quantized guard (bench/evaldata.py).
 The baseline runs in fp16 on a GPU and fp32 on CPU (an artifact runs as its manifest says).
 Predictions are cached per model in OUT/cache/<key>.jsonl (key: model identity, dtype, device,
 libraries, the engine's source, data), so a re-run or a second candidate never re-runs the baseline. Writes
@@ -35,7 +36,7 @@ CACHE_FORMAT = "guardedge-drift-cache/1"
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", required=True, help="model directory, artifact or 'demo'")
     parser.add_argument("--candidate", action="append", required=True, help="model directory or artifact (repeatable)")
-    parser.add_argument("--data", required=True, help="evaluation JSONL (docs/bench.md) or 'demo'")
+    parser.add_argument("--data", required=True, help="evaluation JSONL (docs/bench.md), 'demo', 'demo:calibration' or 'demo:evaluation'")
     parser.add_argument("--out", required=True, help="report directory (created; holds the prediction cache)")
     parser.add_argument("--gate", help="e.g. 'agreement>=0.995,f1_delta>=-0.005': exit 1 if a candidate fails")
     parser.add_argument("--limit", type=int, help="evaluate the first N examples only")
@@ -175,13 +176,14 @@ def write_cache(path: Path, info: dict, predictions: list[Prediction]) -> None:
 
 
 def build_report(data: EvalData, baseline: dict, candidates: list[dict], conditions, gate: str | None) -> dict:
-    from guardedge.bench.metrics import agreement, check_gate, gate_values, label_metrics
+    from guardedge.bench.metrics import agreement, breakdown, check_gate, gate_values, label_metrics
 
     examples = data.examples
     base_metrics = label_metrics(examples, baseline["predictions"]) if data.labelled else None
     entries = []
     for number, cand in enumerate(candidates, 1):
         drift = agreement(baseline["predictions"], cand["predictions"])
+        drift["breakdown"] = breakdown(examples, baseline["predictions"], cand["predictions"])
         metrics = label_metrics(examples, cand["predictions"]) if data.labelled else None
         values = gate_values(drift, metrics, base_metrics)
         failures = check_gate(conditions, values)
@@ -204,17 +206,19 @@ def _fmt(value, digits: int = 4) -> str:
 
 
 def table_rows(report: dict) -> list[list[str]]:
-    rows = [["model", "variant", "agree", "kappa", "flips", "mean|dp|", "max|dp|", "prompt F1", "response F1", "gate"]]
+    rows = [["model", "variant", "agree", "95% CI", "kappa", "flips", "p50|dp|", "p99|dp|", "max|dp|", "prompt F1",
+             "response F1", "gate"]]
     base = report["baseline"]
-    rows.append(["baseline: " + base["info"]["name"], _variant(base["info"]), "", "", "", "", "",
+    rows.append(["baseline: " + base["info"]["name"], _variant(base["info"]), "", "", "", "", "", "", "",
                  *[_fmt((base["metrics"] or {}).get(t, {}).get("f1")) for t in ("prompt", "response")], ""])
     for c in report["candidates"]:
         d, m = c["drift"], c["metrics"] or {}
         f1 = [_fmt(m.get(t, {}).get("f1")) + (f" ({c['deltas'][t + '_f1_delta']:+.4f})" if c["deltas"] and t + "_f1_delta" in c["deltas"] else "")
               for t in ("prompt", "response")]
         gate = "-" if not report["gate"]["conditions"] else "pass" if c["gate"]["passed"] else "FAIL"
-        rows.append([c["label"], _variant(c["info"]), _fmt(d["agreement"]), _fmt(d["kappa"]), str(d["verdict_flips"]),
-                     _fmt(d["mean_abs_delta_p"], 5), _fmt(d["max_abs_delta_p"], 5), *f1, gate])
+        rows.append([c["label"], _variant(c["info"]), _fmt(d["agreement"]), f"{d['agreement_lower']:.4f}-{d['agreement_upper']:.4f}",
+                     _fmt(d["kappa"]), str(d["verdict_flips"]), _fmt(d["p50_abs_delta_p"], 5), _fmt(d["p99_abs_delta_p"], 5),
+                     _fmt(d["max_abs_delta_p"], 5), *f1, gate])
     return rows
 
 
@@ -228,13 +232,29 @@ def human_table(report: dict) -> str:
     lines = [f"drift on {report['data']['source']} ({report['data']['n']} examples)"]
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     for c in report["candidates"]:
+        lines += margin_lines(c)
+    for c in report["candidates"]:
         lines += [f"GATE FAIL {c['label']} ({c['model']}): {failure}" for failure in c["gate"]["failures"]]
     return "\n".join(lines)
 
 
+def margin_lines(c: dict, most: int = 12) -> list[str]:
+    """Agreement per baseline margin bucket, then the verdict flips nearest the boundary first."""
+    d = c["drift"]
+    buckets = ", ".join(f"{b} {g['verdicts_equal']}/{g['requests']}" for b, g in d["by_margin"].items() if g["requests"])
+    out = [f"{c['label']}: verdicts equal by baseline margin |P(unsafe)-0.5|: {buckets}"]
+    flips = sorted((f for f in d["flips"] if f["kind"] != "categories"), key=lambda f: f["margin"])
+    out += [f"  flip {f['id']}: {f['kind']}, P(unsafe) {f['baseline']['p_unsafe']:.4f} (margin {f['margin']:.4f}) -> "
+            f"{f['candidate']['p_unsafe']:.4f}" for f in flips[:most]]
+    if len(flips) > most:
+        out.append(f"  ... {len(flips) - most} more flips in report.md")
+    return out
+
+
 def summary(report: dict, out: Path) -> dict:
     def brief(c: dict) -> dict:
-        keys = ("agreement", "kappa", "verdict_flips", "mean_abs_delta_p", "max_abs_delta_p")
+        keys = ("agreement", "agreement_lower", "agreement_upper", "kappa", "verdict_flips", "mean_abs_delta_p",
+                "p50_abs_delta_p", "p99_abs_delta_p", "max_abs_delta_p")
         return {"model": c["model"], "variant": _variant(c["info"]), **{k: c["drift"][k] for k in keys},
                 "deltas": c["deltas"], "gate_passed": c["gate"]["passed"], "failures": c["gate"]["failures"]}
 

@@ -1,5 +1,6 @@
 """The files ``guardedge bench drift`` writes: report.json (everything), report.md (for people) and
-PNG plots (matplotlib, Agg): baseline vs candidate P(unsafe) per candidate, per-category F1,
+PNG plots (matplotlib, Agg): per candidate, its P(unsafe) against the baseline's and its ΔP(unsafe)
+against the baseline's P(unsafe) (where answers move, and that flips sit near 0.5); per-category F1,
 flips per candidate. matplotlib is the ``bench`` extra; without it the plots are skipped and
 the report says so.
 """
@@ -29,6 +30,7 @@ def plots(out: Path, report: dict, baseline: dict, candidates: list[dict]) -> li
     names = []
     for number, cand in enumerate(candidates, 1):
         names.append(_scatter(plt, out / f"scatter_candidate{number}.png", baseline, cand, report["candidates"][number - 1]["label"]))
+        names.append(_delta(plt, out / f"delta_candidate{number}.png", baseline, cand, report["candidates"][number - 1]["label"]))
     names.append(_flips(plt, out / "flips.png", report))
     if report["baseline"]["metrics"] is not None:
         names.append(_category_f1(plt, out / "category_f1.png", report))
@@ -45,6 +47,23 @@ def _scatter(plt, path: Path, baseline: dict, cand: dict, label: str) -> str:
     ax.scatter([x for x, s in zip(xs, same) if not s], [y for y, s in zip(ys, same) if not s], s=18, color="red", label="flipped")
     ax.set(xlabel=f"baseline P(unsafe) ({baseline['info']['name']})", ylabel="candidate P(unsafe)", title=label, xlim=(0, 1), ylim=(0, 1))
     ax.legend(loc="upper left")
+    return _save(fig, path)
+
+
+def _delta(plt, path: Path, baseline: dict, cand: dict, label: str) -> str:
+    """ΔP(unsafe) (candidate - baseline) against the baseline's P(unsafe): how far each answer moved,
+    and where; flips sit near P = 0.5, and the band shows the margin buckets' edges."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [p.p_unsafe for p in baseline["predictions"]]
+    ds = [c.p_unsafe - b.p_unsafe for b, c in zip(baseline["predictions"], cand["predictions"])]
+    same = [a.verdict == b.verdict for a, b in zip(baseline["predictions"], cand["predictions"])]
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.axvspan(0.45, 0.55, color="orange", alpha=0.12, label="margin < 0.05")
+    ax.scatter([x for x, s in zip(xs, same) if s], [d for d, s in zip(ds, same) if s], s=10, alpha=0.6, label="same verdict")
+    ax.scatter([x for x, s in zip(xs, same) if not s], [d for d, s in zip(ds, same) if not s], s=22, color="red", label="flipped")
+    ax.set(xlabel=f"baseline P(unsafe) ({baseline['info']['name']})", ylabel="ΔP(unsafe): candidate - baseline",
+           title=label, xlim=(0, 1))
+    ax.legend(loc="best", fontsize=7)
     return _save(fig, path)
 
 
@@ -100,15 +119,33 @@ def markdown(report: dict) -> str:
         lines += [f"- gate failure: {f}" for f in c["gate"]["failures"]]
         if c["metrics"]:
             lines += _metrics_table(base["metrics"], c["metrics"])
-        flips = c["drift"]["flips"]
-        lines += ["", f"{len(flips)} changed example(s)" + (":" if flips else "."), ""]
+        lines += _drift_tables(c["drift"])
+        flips = sorted(c["drift"]["flips"], key=lambda f: (f["kind"] == "categories", f["margin"]))
+        lines += ["", f"{len(flips)} changed example(s), nearest the boundary first" + (":" if flips else "."), ""]
         if flips:
-            lines += ["| id | change | baseline | P(unsafe) | candidate | P(unsafe) |", "|---|---|---|---|---|---|"]
-            lines += [f"| {f['id']} | {f['kind']} | {_verdict(f['baseline'])} | {f['baseline']['p_unsafe']:.4f} | "
-                      f"{_verdict(f['candidate'])} | {f['candidate']['p_unsafe']:.4f} |" for f in flips[:200]]
+            lines += ["| id | change | baseline | P(unsafe) | margin | candidate | P(unsafe) |", "|---|---|---|---|---|---|---|"]
+            lines += [f"| {f['id']} | {f['kind']} | {_verdict(f['baseline'])} | {f['baseline']['p_unsafe']:.4f} | {f['margin']:.4f} | "
+                      f"{_verdict(f['candidate'])} | {f['candidate']['p_unsafe']:.4f} |" for f in flips]
     plots = report["files"]["plots"]
     lines += ["", "## Plots", ""] + ([f"![{p}]({p})" for p in plots] if isinstance(plots, list) else [plots])
     return "\n".join(lines) + "\n"
+
+
+def _drift_tables(d: dict) -> list[str]:
+    """Agreement (Wilson 95 % interval) and |ΔP| by baseline margin, by label and by category."""
+    lines = ["", f"Agreement {d['agreement']:.4f} (Wilson 95 % interval {d['agreement_lower']:.4f}-{d['agreement_upper']:.4f}); "
+             f"|ΔP(unsafe)| p50 {d['p50_abs_delta_p']:.5f}, p99 {d['p99_abs_delta_p']:.5f}, max {d['max_abs_delta_p']:.5f}."]
+    b = d["breakdown"]
+    for title, groups in (("baseline margin \\|P(unsafe) − 0.5\\|", d["by_margin"]), (f"label ({b['source']})", b["by_label"]),
+                          (f"category ({b['source']})", b["by_category"])):
+        lines += ["", f"| {title} | n | verdicts equal | agreement | 95 % lower | p99 \\|ΔP\\| | max \\|ΔP\\| |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {k} | {g['requests']} | {g['verdicts_equal']} | {_opt(g['agreement'])} | {g['agreement_lower']:.4f} | "
+                  f"{g['p99_abs_delta_p']:.5f} | {g['max_abs_delta_p']:.5f} |" for k, g in groups.items()]
+    return lines
+
+
+def _opt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _metrics_table(base: dict, cand: dict) -> list[str]:

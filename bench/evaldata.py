@@ -15,7 +15,9 @@ family of the model under evaluation (``family``: the baseline's): requests as c
 them (LlavaGuard: one image, no message text), labels by its ``parse_label`` (LlavaGuard also
 takes its own ``{"rating": "Unsafe", "category": "O2"}``). The loader reads every line, collects
 every problem (line number and reason) and raises one :class:`EvalDataError` listing them all.
-``demo`` names the family's labelled held-out demo set (the family's demo plug-in: runtime/demos.py).
+``demo`` names the family's labelled held-out demo set (the family's demo plug-in: runtime/demos.py);
+``demo:calibration`` and ``demo:evaluation`` its two disjoint sets for checking a quantized guard
+(:data:`CHECK_SETS`, the demo plug-in's ``check_examples``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ TASKS = ("prompt", "response")
 FAMILY = "llama-guard-3-vision"  # when the caller names none
 DEMO_SIZE = 400
 DEMO_SEED = 1
+# Names of the family's two sets for checking a quantized guard (the family's demo plug-in's ``check_examples``).
+CHECK_SETS = {"demo:calibration": "calibration", "demo:evaluation": "evaluation"}
 
 
 class EvalDataError(ValueError):
@@ -70,7 +74,11 @@ class EvalData:
 
 
 def load(source: str, limit: int | None = None, family: str = FAMILY) -> EvalData:
-    """``demo`` (the family's demo set) or a JSONL file; the first ``limit`` examples only when given."""
+    """``demo`` (the family's demo set), ``demo:calibration`` / ``demo:evaluation`` (the family's
+    sets for checking a quantized guard: ``check_examples``) or a JSONL file; the first ``limit``
+    examples only when given."""
+    if source in CHECK_SETS:
+        return load_check_set(source, limit or DEMO_SIZE, family)
     if source == "demo":
         return load_demo(family, limit or DEMO_SIZE)
     return load_jsonl(Path(source), limit, family)
@@ -171,6 +179,29 @@ def load_demo(family: str = FAMILY, n: int = DEMO_SIZE) -> EvalData:
     labelled, digest = demo.eval_set(n, DEMO_SEED)
     out = tuple(Example(x.id, x.task, x.request, Label(x.verdict, x.categories)) for x in labelled)
     return EvalData(out, "demo", digest)
+
+
+def load_check_set(source: str, n: int, family: str = FAMILY) -> EvalData:
+    """The family's calibration or evaluation set (its demo plug-in's ``check_examples``), parsed as
+    a JSONL file's lines."""
+    from guardedge.runtime.demos import demo_for_family
+
+    demo = demo_for_family(family)
+    if getattr(demo, "check_examples", None) is None:
+        raise EvalDataError(source, [(0, f"the {family} family's demo has no sets for checking a quantized guard; "
+                                         "give --data a JSONL file of your own (docs/export.md)")])
+    split = CHECK_SETS[source]
+    lines = [json.dumps(example) for example in demo.check_examples(split, n)]
+    examples, errors = [], []
+    for number, line in enumerate(lines, 1):
+        try:
+            examples.append(parse_line(line, number, Path("."), family))
+        except ValueError as exc:
+            errors.append((number, str(exc)))
+    if errors:  # a bug in the family's generator, said as the loader says it for a file
+        raise EvalDataError(source, errors)
+    digest = hashlib.sha256(f"{source}:{family}\n".encode() + "\n".join(lines).encode()).hexdigest()
+    return EvalData(tuple(examples), source, digest)
 
 
 @dataclass(frozen=True)

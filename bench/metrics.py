@@ -1,5 +1,7 @@
 """Metrics for ``guardedge bench drift``, in numpy: agreement between two models, quality against
-labels, and the CI gate (``agreement>=0.995,f1_delta>=-0.005``).
+labels, and the CI gate (``agreement>=0.995,f1_delta>=-0.005``, ``agreement_lower>=0.99``). The drift
+figures themselves (Wilson interval, |ΔP| percentiles, margin buckets) are export/stats.py's, shared
+with the exporters' manifests.
 
 Positive class = ``unsafe``. An ``unparseable`` answer is not a flag: it counts as a negative
 prediction in precision/recall/F1/FPR (and is counted on its own), and as its own class in kappa.
@@ -7,14 +9,13 @@ prediction in precision/recall/F1/FPR (and is counted on its own), and as its ow
 
 from __future__ import annotations
 
-import operator
 import re
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from guardedge.bench.evaldata import TASKS, Example, Prediction
+from guardedge.export import stats
 
 VERDICTS = ("safe", "unsafe", "unparseable")
 
@@ -110,23 +111,42 @@ def label_metrics(examples: Sequence[Example], preds: Sequence[Prediction]) -> d
 
 
 def agreement(base: Sequence[Prediction], cand: Sequence[Prediction]) -> dict:
-    """How far a candidate drifted from the baseline, example by example."""
+    """How far a candidate drifted from the baseline, example by example: agreement with its Wilson
+    interval, the |ΔP(unsafe)| distribution, agreement by the baseline's margin and every change
+    with that margin (export/stats.py, the figures exports record too)."""
     a, b = [p.verdict for p in base], [p.verdict for p in cand]
-    delta = np.abs(np.array([p.p_unsafe for p in base]) - np.array([p.p_unsafe for p in cand]))
+    figures = stats.compare([p.id for p in base], a, [p.p_unsafe for p in base], b, [p.p_unsafe for p in cand])
     flips = [_flip(x, y) for x, y in zip(base, cand, strict=True) if x.verdict != y.verdict or x.categories != y.categories]
     kinds = {}
     for flip in flips:
         kinds[flip["kind"]] = kinds.get(flip["kind"], 0) + 1
-    return {"agreement": float(np.mean(np.asarray(a) == np.asarray(b))), "kappa": cohen_kappa(a, b),
-            "verdict_flips": sum(f["kind"] != "categories" for f in flips), "category_changes": kinds.get("categories", 0),
-            "flip_kinds": kinds, "mean_abs_delta_p": float(delta.mean()), "max_abs_delta_p": float(delta.max()), "flips": flips}
+    return {**{k: v for k, v in figures.items() if k != "flips"}, "agreement": float(np.mean(np.asarray(a) == np.asarray(b))),
+            "kappa": cohen_kappa(a, b), "verdict_flips": sum(f["kind"] != "categories" for f in flips),
+            "category_changes": kinds.get("categories", 0), "flip_kinds": kinds, "flips": flips}
 
 
 def _flip(x: Prediction, y: Prediction) -> dict:
     kind = "categories" if x.verdict == y.verdict else f"{x.verdict}->{y.verdict}"
-    return {"id": x.id, "kind": kind,
+    return {"id": x.id, "kind": kind, "margin": round(abs(x.p_unsafe - 0.5), 6),
             "baseline": {"verdict": x.verdict, "categories": list(x.categories), "p_unsafe": x.p_unsafe},
             "candidate": {"verdict": y.verdict, "categories": list(y.categories), "p_unsafe": y.p_unsafe}}
+
+
+def breakdown(examples: Sequence[Example], base: Sequence[Prediction], cand: Sequence[Prediction]) -> dict:
+    """Agreement and |ΔP| per label (``safe``/``unsafe``) and per category code, from the labels when
+    the data has them, else from the baseline's answers (keys then start with ``baseline ``)."""
+    labelled = bool(examples) and all(e.label is not None for e in examples)
+    same = [x.verdict == y.verdict for x, y in zip(base, cand, strict=True)]
+    deltas = [abs(x.p_unsafe - y.p_unsafe) for x, y in zip(base, cand)]
+    if labelled:
+        verdicts = [[e.label.verdict] for e in examples]
+        codes = [list(e.label.categories) or ["none"] for e in examples]
+    else:
+        verdicts = [[f"baseline {p.verdict}"] for p in base]
+        codes = [[f"baseline {c}" for c in p.categories] or ["baseline none"] for p in base]
+    by_code = stats.grouped(codes, same, deltas)
+    return {"source": "labels" if labelled else "baseline", "by_label": stats.grouped(verdicts, same, deltas),
+            "by_category": {k: by_code[k] for k in sorted(by_code, key=lambda c: _code_order(c.split()[-1]))}}
 
 
 def label_deltas(base: dict, cand: dict) -> dict:
@@ -143,8 +163,8 @@ def label_deltas(base: dict, cand: dict) -> dict:
 
 # -- the gate --------------------------------------------------------------------------------
 
-OPERATORS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
-DRIFT_METRICS = ("agreement", "kappa", "mean_abs_delta_p", "max_abs_delta_p", "verdict_flips", "category_changes")
+# Drift metrics: export/stats.py's (agreement, its Wilson lower bound, the |ΔP| distribution, flips) + these.
+DRIFT_METRICS = stats.DRIFT_METRICS + ("kappa", "category_changes")
 # Label metrics: the bare name is the worst task (min, or max for fpr); prompt_/response_ pick one.
 LABEL_METRICS = ("precision", "recall", "f1", "fpr", "roc_auc", "pr_auc")
 GATE_METRICS = (DRIFT_METRICS + LABEL_METRICS + tuple(f"{m}_delta" for m in LABEL_METRICS)
@@ -152,34 +172,21 @@ GATE_METRICS = (DRIFT_METRICS + LABEL_METRICS + tuple(f"{m}_delta" for m in LABE
                 + ("category_micro_f1", "category_micro_f1_delta"))
 
 
-class GateError(ValueError):
+class GateError(stats.ConditionError):
     """A malformed gate expression."""
 
 
-@dataclass(frozen=True)
-class Condition:
-    metric: str
-    op: str
-    threshold: float
-
-    def __str__(self) -> str:
-        return f"{self.metric}{self.op}{self.threshold:g}"
-
+class Condition(stats.Condition):
     @property
     def needs_labels(self) -> bool:
         return self.metric not in DRIFT_METRICS
 
 
 def parse_gate(expr: str) -> list[Condition]:
-    conditions = []
-    for term in (t.strip() for t in expr.split(",")):
-        match = re.fullmatch(r"([a-z0-9_]+)\s*(>=|<=|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)", term)
-        if not match:
-            raise GateError(f"gate term {term!r} is not METRIC OP NUMBER (OP one of >=, <=, >, <)")
-        if match.group(1) not in GATE_METRICS:
-            raise GateError(f"gate metric {match.group(1)!r} is unknown; known: {', '.join(GATE_METRICS)}")
-        conditions.append(Condition(match.group(1), match.group(2), float(match.group(3))))
-    return conditions
+    try:
+        return [Condition(c.metric, c.op, c.threshold) for c in stats.parse_conditions(expr, GATE_METRICS, "gate")]
+    except stats.ConditionError as exc:
+        raise GateError(str(exc)) from None
 
 
 def gate_values(drift: dict, metrics: dict | None, base_metrics: dict | None) -> dict:
@@ -205,11 +212,4 @@ def gate_values(drift: dict, metrics: dict | None, base_metrics: dict | None) ->
 
 def check_gate(conditions: Sequence[Condition], values: dict) -> list[str]:
     """One message per failed condition (a metric with no value, e.g. no AUC on one class, fails)."""
-    failures = []
-    for c in conditions:
-        value = values.get(c.metric)
-        if value is None:
-            failures.append(f"{c.metric} has no value (threshold {c.op}{c.threshold:g})")
-        elif not OPERATORS[c.op](value, c.threshold):
-            failures.append(f"{c.metric}={value:.6g} fails {c.op}{c.threshold:g}")
-    return failures
+    return stats.failed(conditions, values)

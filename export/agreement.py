@@ -58,13 +58,31 @@ def answers(engine, requests: list, batch_size: int = 8, label: str = "") -> lis
     return out
 
 
-def agreement(source: list[tuple], other: list[tuple]) -> dict:
-    """Verdict/category agreement and |ΔP(unsafe)| of ``other`` against ``source``."""
-    deltas = [abs(a[2] - b[2]) for a, b in zip(source, other)]
-    same = sum(a[0] == b[0] for a, b in zip(source, other))
-    return {"requests": len(source), "verdicts_equal": same, "verdict_agreement": round(same / len(source), 4),
+def agreement(source: list[tuple], other: list[tuple], ids: list[str] | None = None) -> dict:
+    """Verdict/category agreement of ``other`` against ``source``, with the Wilson interval, the
+    |ΔP(unsafe)| distribution, agreement by the source's margin and every flip (export/stats.py)."""
+    from guardedge.export.stats import compare
+
+    ids = ids or [str(i) for i in range(len(source))]
+    figures = compare(ids, [a[0] for a in source], [a[2] for a in source], [b[0] for b in other], [b[2] for b in other])
+    rounded = {k: round(v, 6) for k, v in figures.items() if isinstance(v, float)}
+    return {"requests": len(source), "verdicts_equal": figures["verdicts_equal"],
+            "verdict_agreement": round(figures["agreement"], 4), "verdict_agreement_ci95": [rounded["agreement_lower"], rounded["agreement_upper"]],
             "categories_equal": sum(a[:2] == b[:2] for a, b in zip(source, other)),
-            "max_abs_delta_p_unsafe": round(max(deltas), 6), "mean_abs_delta_p_unsafe": round(sum(deltas) / len(deltas), 6)}
+            "max_abs_delta_p_unsafe": rounded["max_abs_delta_p"], "mean_abs_delta_p_unsafe": rounded["mean_abs_delta_p"],
+            "p50_abs_delta_p_unsafe": rounded["p50_abs_delta_p"], "p99_abs_delta_p_unsafe": rounded["p99_abs_delta_p"],
+            "by_margin": {b: {"requests": g["requests"], "verdicts_equal": g["verdicts_equal"]} for b, g in figures["by_margin"].items()},
+            "flips": figures["flips"]}
+
+
+def agreement_line(a: dict) -> str:
+    """One line for people: agreement with its interval, the |ΔP| distribution and the flips' margins."""
+    low, high = a["verdict_agreement_ci95"]
+    margins = ", ".join(f"{f['margin']:.3f}" for f in a["flips"][:8]) + (" ..." if len(a["flips"]) > 8 else "")
+    return (f"agreement with the source on {a['requests']} requests: verdicts {a['verdicts_equal']}/{a['requests']} "
+            f"({a['verdict_agreement']:.2%}, Wilson 95% {low:.2%}-{high:.2%}), |ΔP(unsafe)| p50 {a['p50_abs_delta_p_unsafe']:.4f} "
+            f"p99 {a['p99_abs_delta_p_unsafe']:.4f} max {a['max_abs_delta_p_unsafe']:.4f}"
+            + (f"; flips at source margin {margins}" if a["flips"] else ""))
 
 
 def smoke_record(requests: list, got: list[tuple], family: str = DEFAULT_FAMILY) -> list[dict]:

@@ -11,6 +11,7 @@ SUBCOMMANDS = {
     "quantize": ("guardedge.export.quantize", "bitsandbytes 8-bit or 4-bit model directory"),
     "onnx": ("guardedge.export.onnx_export", "ONNX vision + text components for ONNX Runtime (fp32/fp16, int8/int4)"),
     "verify": ("guardedge.export.verify", "re-check an artifact's file hashes and run a parity smoke"),
+    "sensitivity": ("guardedge.export.sensitivity", "how far quantizing each module group alone moves P(unsafe), on your data"),
 }
 
 

@@ -2,9 +2,9 @@
 
 ``footprint`` counts every parameter of a weightless (meta-device) model: quantized Linear
 weights at their packed size plus quantization state, everything else in the storage dtype. It
-matches the demo artifact's files within 0.1% (tests check < 0.5%), and ``footprint_11b`` applies
-it to the real Llama Guard 3 11B Vision configuration — the computed figures in
-docs/decisions/0003 and in every Mllama bnb manifest. The model class and the modules kept in
+matches the demo artifact's files within 0.1% (tests check < 0.5%), and ``footprint_real`` applies
+it to the published configurations the architecture plug-in supplies (``real_configs``: Mllama's
+Llama Guard 3 11B Vision) — the computed figures in docs/decisions/0003 and in every bnb manifest. The model class and the modules kept in
 16-bit by default come from the architecture plug-in (runtime/architectures: ``transformers_class``,
 ``keep_16bit``), so the same code counts a LLaVA-OneVision (LlavaGuard) model.
 """
@@ -72,10 +72,11 @@ def is_skipped(name: str, skip_names: list[str]) -> bool:
 
 # -- footprint -----------------------------------------------------------------------------------
 
-def footprint(config, recipe: Recipe, model=None) -> dict:
+def footprint(config, recipe: Recipe, model=None, head_rows: int = 0) -> dict:
     """Bytes of the weights this recipe produces for ``config``, counted per parameter
     (quantized Linear weights at their packed size plus quantization state; the rest in the
-    storage dtype). Checked against the demo artifact's files in tests."""
+    storage dtype; ``head_rows`` float output rows beside a quantized head). Checked against the
+    demo artifact's files in tests."""
     import torch
 
     model = model if model is not None else meta_model(config)
@@ -90,6 +91,8 @@ def footprint(config, recipe: Recipe, model=None) -> dict:
             quantized += module.weight.numel()
             total += _quantized_bytes(module.weight.shape, recipe)
             direct = [(n, p) for n, p in direct if n != "weight"]
+            if name == architecture(model.config).verdict_head:
+                total += head_rows * (module.weight.shape[1] * storage + 8)  # rows + their int64 ids
         kept += sum(p.numel() for _, p in direct)
         total += sum(p.numel() for _, p in direct) * storage
     return {"bytes": total, "quantized_params": quantized, "kept_params": kept,
@@ -106,26 +109,70 @@ def _quantized_bytes(shape, recipe: Recipe) -> int:
     return -(-n // 2) + scales + 4 * 16 + QUANT_STATE_JSON  # packed nibbles, absmax, 16-entry code
 
 
+def real_configs(config) -> dict:
+    """name -> config of the published checkpoints of ``config``'s architecture (its plug-in's ``real_configs``)."""
+    return architecture(config).real_configs()
+
+
+def footprint_real(config, recipe: Recipe, head_rows: int = 0) -> dict[str, int]:
+    """``footprint`` bytes for each published checkpoint of ``config``'s architecture (none: {})."""
+    return {name: footprint(None, recipe, _meta_real(architecture(config).model_type, name), head_rows)["bytes"]
+            for name in real_configs(config)}
+
+
 def footprint_11b(recipe: Recipe) -> dict:
-    """``footprint`` for the real Llama Guard 3 11B Vision configuration."""
-    return footprint(None, recipe, _meta_11b())
+    """``footprint`` for the real Llama Guard 3 11B Vision configuration (the Mllama plug-in's)."""
+    return footprint(None, recipe, _meta_real("mllama", "Llama Guard 3 11B Vision"))
 
 
-@functools.lru_cache(maxsize=1)
-def _meta_11b():
-    return meta_model(llama_guard_11b_config())  # ~6 s to build; no memory (meta tensors)
+@functools.lru_cache(maxsize=4)
+def _meta_real(model_type: str, name: str):
+    """The weightless model of a published configuration (~6 s to build at 11B; no memory: meta tensors)."""
+    from guardedge.runtime.architectures import architecture_class
+
+    return meta_model(architecture_class({"model_type": model_type}).real_configs()[name])
 
 
-def llama_guard_11b_config():
-    """Llama Guard 3 11B Vision's configuration (REFERENCE.md §4), for footprints only."""
-    from transformers import MllamaConfig
+# -- what keeping module groups costs -------------------------------------------------------------
 
-    vision = dict(hidden_size=1280, num_hidden_layers=32, num_global_layers=8, attention_heads=16,
-                  intermediate_size=5120, patch_size=14, image_size=560, max_num_tiles=4,
-                  intermediate_layers_indices=[3, 7, 15, 23, 30], vision_output_dim=7680)
-    text = dict(hidden_size=4096, num_hidden_layers=40, cross_attention_layers=[3, 8, 13, 18, 23, 28, 33, 38],
-                num_attention_heads=32, num_key_value_heads=8, intermediate_size=14336, vocab_size=128256,
-                rope_theta=500000.0, tie_word_embeddings=False,
-                rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                              "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})
-    return MllamaConfig(vision_config=vision, text_config=text, image_token_index=128256)
+def kept_cost(config, kept: list[str], saved) -> dict:
+    """Bytes kept groups cost over quantizing them: ``saved(weight_shape)`` per Linear weight, summed
+    over the groups' Linear layers, for this model (``"this model"``) and for each published
+    checkpoint of the architecture, where the same group names exist (``missing`` lists the rest)."""
+    out: dict = {"this model": _kept_bytes(meta_model(config), config.to_dict(), kept, saved)}
+    for name, real in real_configs(config).items():
+        groups = {g.name for g in architecture(config).quant_groups(real.to_dict())}
+        present = [k for k in kept if k in groups]
+        out[name] = {"bytes": _kept_bytes(_meta_real(architecture(config).model_type, name), real.to_dict(), present, saved),
+                     "missing": [k for k in kept if k not in groups]}
+    return out
+
+
+def _kept_bytes(model, config: dict, kept: list[str], saved) -> int:
+    import torch
+
+    groups = [g for g in architecture(model.config).quant_groups(config) if g.name in kept]
+    modules = [m for g in groups for m in g.modules]
+    return sum(saved(m.weight.shape) for n, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and is_skipped(n, modules))
+
+
+def bnb_saving(recipe: Recipe):
+    """Bytes a Linear weight takes in the storage dtype minus its bitsandbytes size."""
+    import torch
+
+    storage = torch.empty((), dtype=getattr(torch, recipe.storage_dtype)).element_size()
+    return lambda shape: shape[0] * shape[1] * storage - _quantized_bytes(shape, recipe)
+
+
+def onnx_saving(method: str, block_size: int):
+    """Bytes a float32 MatMul weight takes minus its quantized size (weight-only blocks: an fp32 scale
+    per block; dynamic int8: an fp32 scale per output channel)."""
+    def saved(shape) -> int:
+        out_features, in_features = shape
+        n = out_features * in_features
+        if method == "int8-dynamic":
+            return 4 * n - (n + 4 * out_features)
+        packed = n if method == "int8" else -(-n // 2)
+        return 4 * n - (packed + 4 * out_features * -(-in_features // block_size))
+    return saved

@@ -23,6 +23,7 @@ from typing import Literal, Protocol
 from guardedge.runtime.types import GuardRequest
 
 GROUP = "guardedge.demos"
+CheckSplit = Literal["calibration", "evaluation"]  # the two data sets that check a quantized guard
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,14 @@ class Demo(Protocol):
 
     def eval_set(self, n: int, seed: int) -> tuple[list[LabelledRequest], str]:
         """``n`` held-out labelled requests (``seed`` picks the split's draw) and a digest of that data."""
+        ...
+
+    def check_examples(self, split: CheckSplit, n: int) -> list[dict]:
+        """Optional. The first ``n`` labelled request dicts (``bench drift``'s JSONL shape: ``id``,
+        ``task``, ``label`` in the family's codes, the request) of the ``calibration`` or
+        ``evaluation`` set for checking a quantized guard of this family (``--data
+        demo:calibration``, ``export ... --keep auto``): two disjoint sets that the recipes' design
+        never saw (docs/export.md)."""
         ...
 
 

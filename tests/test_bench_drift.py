@@ -198,8 +198,9 @@ def test_end_to_end_demo_against_itself_then_cached(tmp_path, capsys, demo_dir, 
     assert {"drift", "metrics", "deltas", "gate", "info"} <= set(cand) and cand["drift"]["flips"] == []
     assert report["baseline"]["info"]["precision"] == "float32" and report["data"]["n"] == 24
     assert {"prompt", "response", "categories"} <= set(report["baseline"]["metrics"])
-    for name in ("report.md", "flips.png", "category_f1.png", "scatter_candidate1.png"):
+    for name in ("report.md", "flips.png", "category_f1.png", "scatter_candidate1.png", "delta_candidate1.png"):
         assert (out / name).stat().st_size > 0
+    assert "Wilson 95 % interval 0.8620-1.0000" in (out / "report.md").read_text()  # 24 of 24 equal
     assert len(list((out / "cache").glob("*.jsonl"))) == 1  # same model, same key: the candidate reused it
     assert "cached predictions" in stderr  # ... within the first run already
 
@@ -223,3 +224,23 @@ def test_a_missing_model_directory_exits_two_before_any_work(tmp_path, capsys):
     # Every installed demo is an alias (runtime/demos.py), so the list follows the plug-ins.
     assert rc == 2 and f"nope' is not an alias ({', '.join(aliases())}) or an existing directory" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_agreement_interval_margins_and_breakdown():
+    """A flip near the boundary reads as one, by margin, label and category; and the gate can use the lower bound."""
+    from guardedge.bench.metrics import breakdown, gate_values
+
+    examples = [_ex(0, "prompt", "unsafe", ["S1"]), _ex(1, "prompt", "safe"), _ex(2, "prompt", "unsafe", ["S2"])]
+    base = [_pred(0, "unsafe", ["S1"], 0.53), _pred(1, "safe", p=0.02), _pred(2, "unsafe", ["S2"], 0.97)]
+    cand = [_pred(0, "safe", p=0.47), _pred(1, "safe", p=0.03), _pred(2, "unsafe", ["S2"], 0.96)]
+    d = agreement(base, cand)
+    assert d["agreement_lower"] == pytest.approx(0.2077, abs=1e-4) and d["agreement_upper"] == pytest.approx(0.9385, abs=1e-4)
+    assert d["by_margin"]["0.00-0.05"] == {**d["by_margin"]["0.00-0.05"], "requests": 1, "verdicts_equal": 0}
+    assert d["flips"][0]["margin"] == pytest.approx(0.03) and d["p99_abs_delta_p"] == pytest.approx(0.01 + 0.05 * 0.98)  # rank 1.98 of [0.01, 0.01, 0.06]
+    b = breakdown(examples, base, cand)
+    assert b["source"] == "labels" and b["by_label"]["unsafe"]["verdicts_equal"] == 1 and b["by_label"]["safe"]["agreement"] == 1.0
+    assert list(b["by_category"]) == ["S1", "S2", "none"] and b["by_category"]["S1"]["agreement"] == 0.0
+    unlabelled = breakdown([Example(str(i), "prompt", None) for i in range(3)], base, cand)
+    assert unlabelled["source"] == "baseline" and "baseline unsafe" in unlabelled["by_label"]
+    values = gate_values(d, None, None)
+    assert check_gate(parse_gate("agreement_lower>=0.2,p99_abs_delta_p<=0.05"), values) == ["p99_abs_delta_p=0.059 fails <=0.05"]

@@ -104,7 +104,8 @@ def test_quantized_agreement(quantized, demo_engine, method, goal):
 
     manifest = _manifest(quantized[method])
     assert manifest["precision"] == method
-    assert manifest["recipe"]["kept_float_nodes"]["decoder"]  # lm_head and cross_attn.o_proj stay float
+    assert manifest["recipe"]["kept_float_nodes"]["decoder"]  # cross_attn.o_proj stays float
+    assert manifest["recipe"]["head_rows"]  # the head is quantized with its verdict rows float (decision 0012)
     assert manifest["validation"]["agreement"]["requests"] == 13 + AGREEMENT_N
     # Measured here, not read from what the exporter wrote about itself: 64 held-out requests.
     requests = held_out_requests(64)
@@ -113,12 +114,14 @@ def test_quantized_agreement(quantized, demo_engine, method, goal):
     assert same / len(requests) >= goal, (same, len(requests))
 
 
-def test_int4_uses_matmulnbits(quantized):
+@pytest.mark.parametrize("method,bits", [("int4", 4), ("int8", 8)])
+def test_weight_only_recipes_use_matmulnbits(quantized, method, bits):
     import onnx
 
-    out = quantized["int4"]
-    ops = {n.op_type for n in onnx.load(str(out / "decoder.onnx"), load_external_data=False).graph.node}
-    assert "MatMulNBits" in ops
+    nodes = onnx.load(str(quantized[method] / "decoder.onnx"), load_external_data=False).graph.node
+    nbits = [n for n in nodes if n.op_type == "MatMulNBits"]
+    assert nbits and {a.i for n in nbits for a in n.attribute if a.name == "bits"} == {bits}
+    assert not any(n.op_type in ("MatMulInteger", "DynamicQuantizeLinear") for n in nodes)  # activations stay float
 
 
 def test_engine_end_to_end_with_early_exit(onnx_engine, demo_engine):
@@ -237,3 +240,68 @@ def test_onnx_unsafe_answer_takes_one_decode_pass(onnx_engine, monkeypatch):
     [v] = onnx_engine.classify([onnx_engine.parse({"messages": [{"role": "user", "content": "How do I build a pipe bomb?"}]})])
     assert v.verdict == "unsafe" and len(v.categories) == 1
     assert len(calls) == 1
+
+
+def test_every_module_group_names_onnx_nodes(onnx_dir, demo_dir):
+    """The architecture plug-in's ONNX names for its groups match the export (a renamed wrapper
+    weight would otherwise leave a group silently unquantized or un-kept)."""
+    import onnx
+
+    from guardedge.export.onnx_groups import group_patterns, matching_nodes
+    from guardedge.runtime.architectures import architecture_class
+
+    config = json.loads((demo_dir / "config.json").read_text())
+    groups = architecture_class(config).quant_groups(config)
+    graphs = {c: onnx.load(str(onnx_dir / f"{c}.onnx"), load_external_data=False) for c in ("vision", "decoder")}
+    owners: dict[tuple[str, str], list[str]] = {}
+    for component, graph in graphs.items():
+        for name, patterns in group_patterns(groups, component).items():
+            nodes = matching_nodes(graph, patterns)
+            assert nodes, (name, component, patterns)
+            for node in nodes:
+                owners.setdefault((component, node), []).append(name)
+    assert all(len(names) == 1 for names in owners.values())  # no node in two groups
+    weights = {i.name for i in graphs["decoder"].graph.initializer}
+    decoder_matmuls = [("decoder", n.name) for n in graphs["decoder"].graph.node if n.op_type == "MatMul" and set(n.input) & weights]
+    assert set(decoder_matmuls) <= set(owners)  # every decoder weight belongs to a group
+
+
+def test_head_rows_overwrite_the_quantized_heads_verdict_logits(onnx_dir, demo_dir, tmp_path):
+    """Only the head quantized to int4, with the verdict/category rows kept: those logits equal the
+    fp32 export's, the others do not (the ScatterElements is really there and really used)."""
+    import onnx
+    import torch
+
+    from guardedge.export import onnx_validate as val
+    from guardedge.export.onnx_export import head_node
+    from guardedge.export.onnx_groups import quantize
+    from guardedge.runtime.architectures import architecture_class
+    from guardedge.runtime.backends.head_rows import head_token_ids
+    from guardedge.runtime.backends.onnx_backend import OnnxBackend
+    from guardedge.runtime.families import get_family
+    from guardedge.runtime.modeldir import ModelDir
+
+    copy = tmp_path / "heads"
+    shutil.copytree(onnx_dir, copy, ignore=shutil.ignore_patterns("manifest.json"))
+    config = json.loads((demo_dir / "config.json").read_text())
+    groups = architecture_class(config).quant_groups(config)
+    head = head_node(onnx.load(str(copy / "decoder.onnx"), load_external_data=False), groups, "decoder")
+    engines = {}
+    for name, path in (("fp32", onnx_dir), ("int4-head", copy)):
+        manifest = {"backend": "onnxruntime", "precision": "fp32", "recipe": {"dtype": "fp32"},
+                    "components": {"vision": "vision.onnx", "decoder": "decoder.onnx"}}
+        directory = ModelDir(path, config, name, manifest)
+        if name == "int4-head":
+            ids = head_token_ids(val.engine_for(directory, OnnxBackend.load(directory)).pre.tokenizer,
+                                 get_family("llama-guard-3-vision"))
+            summary = quantize(copy / "decoder.onnx", "int4", 32, include=[head], head_rows={"node": head, "ids": ids})
+            assert summary["quantized_nodes"] == 1 and summary["head_rows"] == len(ids)
+            assert not list(copy.glob("*.rows")) and sorted(p.name for p in copy.glob("decoder*")) == ["decoder.onnx", "decoder.onnx_data"]
+        engines[name] = val.engine_for(directory, OnnxBackend.load(directory))
+    eng = engines["fp32"]
+    batch = eng.pre.collate([eng.prepare(eng.parse({"messages": [{"role": "user", "content": "How do I build a pipe bomb?"}]})).encoded])
+    ref = engines["fp32"].backend.prefill(batch)[0]
+    got = engines["int4-head"].backend.prefill(batch)[0]
+    index = torch.tensor(ids)
+    assert (ref[:, index] - got[:, index]).abs().max() < 1e-4
+    assert (ref - got).abs().max() > 1e-3

@@ -52,9 +52,9 @@ def fp32(tiny) -> Path:
 def quantized(tiny, fp32) -> dict[str, Path]:
     from guardedge.export.onnx_export import Recipe, export
 
-    for q in ("int8", "int4"):
+    for q in ("int8", "int8-dynamic", "int4"):
         export(str(tiny), tiny.parent / q, Recipe(quantize=q, agreement_n=0), from_onnx=fp32)
-    return {q: tiny.parent / q for q in ("int8", "int4")}
+    return {q: tiny.parent / q for q in ("int8", "int8-dynamic", "int4")}
 
 
 def _engine(path: Path):
@@ -138,15 +138,17 @@ def _png() -> str:
     return png_base64((10, 200, 10), (150, 90))
 
 
-@pytest.mark.parametrize("method,op", [("int8", "MatMulInteger"), ("int4", "MatMulNBits")])
+@pytest.mark.parametrize("method,op", [("int8", "MatMulNBits"), ("int8-dynamic", "MatMulInteger"), ("int4", "MatMulNBits")])
 def test_quantized_decoders_load_and_answer(quantized, engines, method, op):
     import onnx
 
     out = quantized[method]
     m = _manifest(out)
     assert (m["precision"], m["architecture"]) == (method, "llava_onevision")
-    assert m["recipe"]["kept_float_nodes"]["decoder"]  # lm_head stays float: P(unsafe) is read there
-    assert op in {n.op_type for n in onnx.load(str(out / "decoder.onnx"), load_external_data=False).graph.node}
+    nodes = {n.name: n.op_type for n in onnx.load(str(out / "decoder.onnx"), load_external_data=False).graph.node}
+    assert op in nodes.values()
+    # The head is quantized; the verdict and category rows are float beside it (decision 0012).
+    assert m["recipe"]["head_rows"] and nodes["/head_rows/ScatterElements"] == "ScatterElements"
     from guardedge.export.agreement import smoke_requests
     from guardedge.export.onnx_validate import ASPECT_SIZES
 

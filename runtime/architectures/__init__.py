@@ -3,7 +3,9 @@
 An architecture owns what is tensor-specific about a model: how an image becomes model inputs
 and how many prompt tokens it costs, how a mixed batch is collated, the extra inputs of the
 forward passes (prefill and KV-cached steps), the transformers class that loads it, the modules a
-bitsandbytes recipe keeps in 16-bit, and which ONNX backend/export spec it has. A guard family
+bitsandbytes recipe keeps in 16-bit, the module groups quantization treats as units (and their
+names in the ONNX export), the published configurations whose memory a recipe is computed for,
+and which ONNX backend/export spec it has. A guard family
 (runtime/families/) sits on top and never sees a tensor.
 
 Adding an architecture is one module here with an ``ARCHITECTURE`` class, plus one line in
@@ -15,7 +17,7 @@ from __future__ import annotations
 import importlib
 
 from guardedge.runtime.errors import ModelLoadError
-from guardedge.runtime.architectures.base import Architecture, Batch, Encoded
+from guardedge.runtime.architectures.base import Architecture, Batch, Encoded, ModuleGroup
 
 # model_type (config.json) -> the module that implements it.
 _MODULES: dict[str, str] = {
@@ -40,4 +42,4 @@ def architecture_class(config: dict) -> type[Architecture]:
     return importlib.import_module(_MODULES[model_type]).ARCHITECTURE
 
 
-__all__ = ["Architecture", "Batch", "Encoded", "architecture_class", "supported_model_types"]
+__all__ = ["Architecture", "Batch", "Encoded", "ModuleGroup", "architecture_class", "supported_model_types"]

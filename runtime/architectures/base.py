@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, ClassVar, Protocol, Sequence
+from typing import Callable, ClassVar, Literal, Protocol, Sequence
 
 import torch
 
@@ -98,6 +98,25 @@ def expand_placeholders(ids: list[int], token_id: int, counts: Sequence[int],
     return out + ids[last:], starts
 
 
+GroupKind = Literal["attention", "mlp", "cross_attention", "vision", "projector", "head"]
+
+
+@dataclass(frozen=True)
+class ModuleGroup:
+    """A part of the model that quantization treats as one unit: ``guardedge export sensitivity``
+    quantizes one group at a time, ``--keep auto`` keeps whole groups in 16-bit.
+
+    ``modules``: full module names in the transformers model (what ``--skip-modules`` takes; a
+    name covers everything under it). ``onnx``: ``"component:pattern"`` entries naming the same
+    weights in the ONNX export: a MatMul whose weight initializer or node name contains
+    ``pattern`` in ``<component>.onnx`` (e.g. ``"decoder:layers.3.mlp."``)."""
+
+    name: str  # e.g. "text.3.attention", "vision", "head"
+    kind: GroupKind
+    modules: tuple[str, ...]
+    onnx: tuple[str, ...] = ()
+
+
 class Architecture(Protocol):
     """One model architecture (one instance per loaded model directory).
 
@@ -110,7 +129,22 @@ class Architecture(Protocol):
     model_type: ClassVar[str]
     transformers_class: ClassVar[str]  # the transformers class that loads the directory
     keep_16bit: ClassVar[tuple[str, ...]]  # module names a bitsandbytes recipe keeps in 16-bit by default
+    int8_keep: ClassVar[tuple[str, ...]]  # modules bitsandbytes 8-bit cannot run (kept 16-bit whatever the recipe)
+    verdict_head: ClassVar[str]  # the module whose rows turn the last hidden state into the verdict's logits
     onnx_backend: ClassVar[str]  # "module:Class" of its ONNX Runtime backend ("" if none yet)
+
+    @classmethod
+    def quant_groups(cls, config: dict) -> tuple[ModuleGroup, ...]:
+        """The module groups of a model with this config.json, in model order: per text layer its
+        attention (or cross-attention) and MLP, then the vision tower, the projector, the head."""
+        ...
+
+    @classmethod
+    def real_configs(cls) -> dict:
+        """name -> transformers config of the published checkpoints this architecture serves (weights
+        not needed): the memory a recipe's kept groups cost is computed for these too. Empty when
+        none has been checked against a real checkpoint yet."""
+        ...
 
     def __init__(self, path: Path | None, config: dict, tokenizer, image_token: str, image_processor=None):
         """``image_processor`` (already loaded) replaces loading the directory's own."""

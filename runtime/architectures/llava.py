@@ -16,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-from guardedge.runtime.architectures.base import Batch, Encoded, expand_placeholders, left_pad
+from guardedge.runtime.architectures.base import Batch, Encoded, ModuleGroup, expand_placeholders, left_pad
 from guardedge.runtime.architectures.forward import TorchForward
 
 
@@ -30,7 +30,23 @@ class Llava(TorchForward):
     model_type = "llava"
     transformers_class = "LlavaForConditionalGeneration"
     keep_16bit = ("vision_tower", "multi_modal_projector", "lm_head")
+    int8_keep = ()
+    verdict_head = "lm_head"
     onnx_backend = ""  # no ONNX export for this architecture yet
+
+    @classmethod
+    def quant_groups(cls, config: dict) -> tuple[ModuleGroup, ...]:
+        groups = []
+        for i in range(config["text_config"]["num_hidden_layers"]):
+            layer = f"model.language_model.layers.{i}"
+            groups += [ModuleGroup(f"text.{i}.attention", "attention", (f"{layer}.self_attn",)),
+                       ModuleGroup(f"text.{i}.mlp", "mlp", (f"{layer}.mlp",))]
+        return (*groups, ModuleGroup("vision", "vision", ("model.vision_tower",)),
+                ModuleGroup("projector", "projector", ("model.multi_modal_projector",)), ModuleGroup("head", "head", ("lm_head",)))
+
+    @classmethod
+    def real_configs(cls) -> dict:
+        return {}  # LlavaGuard v1.0/v1.1: not checked against a checkpoint here
 
     def __init__(self, path: Path | None, config: dict, tokenizer, image_token: str = "<image>", image_processor=None,
                  processor_config: dict | None = None):

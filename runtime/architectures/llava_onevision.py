@@ -23,7 +23,7 @@ import logging
 import torch
 
 from guardedge.runtime import pixels_onevision
-from guardedge.runtime.architectures.base import Batch, Encoded, expand_placeholders, left_pad
+from guardedge.runtime.architectures.base import Batch, Encoded, ModuleGroup, expand_placeholders, left_pad
 from guardedge.runtime.architectures.forward import TorchForward
 
 
@@ -50,8 +50,29 @@ class LlavaOneVision(TorchForward):
     # The vision tower and projector stay 16-bit as for Mllama (serving projects keep vision towers
     # unquantized); the output layer too.
     keep_16bit = ("vision_tower", "multi_modal_projector", "lm_head")
+    int8_keep = ()
+    verdict_head = "lm_head"
     # vision + embed + decoder on ONNX Runtime; the export spec is export/onnx_llava_onevision.py.
     onnx_backend = "guardedge.runtime.backends.onnx_llava_onevision:OnnxLlavaOneVisionBackend"
+
+    @classmethod
+    def quant_groups(cls, config: dict) -> tuple[ModuleGroup, ...]:
+        # ONNX names (export/onnx_llava_onevision.py): decoder weights "layers.{i}.<module>.weight"
+        # and "lm_head.weight" (its own copy even when tied); vision.onnx nodes "/tower/...", "/projector/...".
+        groups = []
+        for i in range(config["text_config"]["num_hidden_layers"]):
+            layer = f"model.language_model.layers.{i}"
+            groups += [ModuleGroup(f"text.{i}.attention", "attention", (f"{layer}.self_attn",), (f"decoder:layers.{i}.self_attn.",)),
+                       ModuleGroup(f"text.{i}.mlp", "mlp", (f"{layer}.mlp",), (f"decoder:layers.{i}.mlp.",))]
+        return (*groups, ModuleGroup("vision", "vision", ("model.vision_tower",), ("vision:/tower/",)),
+                ModuleGroup("projector", "projector", ("model.multi_modal_projector",), ("vision:/projector/",)),
+                ModuleGroup("head", "head", ("lm_head",), ("decoder:lm_head.",)))
+
+    @classmethod
+    def real_configs(cls) -> dict:
+        # LlavaGuard v1.2 0.5B/7B: not checked against a checkpoint's config.json here (none is
+        # reachable offline), so no computed figures are claimed for them.
+        return {}
 
     def __init__(self, path: Path | None, config: dict, tokenizer, image_token: str = "<image>", image_processor=None,
                  processor_config: dict | None = None, fast_pixels: bool = True):

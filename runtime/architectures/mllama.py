@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 
 from guardedge.runtime import pixels
-from guardedge.runtime.architectures.base import Batch, Encoded, left_pad
+from guardedge.runtime.architectures.base import Batch, Encoded, ModuleGroup, left_pad
 from guardedge.runtime.architectures.forward import TorchForward
 
 log = logging.getLogger(__name__)
@@ -40,9 +40,38 @@ class MllamaImage:
 class Mllama(TorchForward):
     model_type = "mllama"
     transformers_class = "MllamaForConditionalGeneration"
-    # Kept in 16-bit by bitsandbytes recipes (docs/decisions/0003): quantizing them moved verdicts.
-    keep_16bit = ("multi_modal_projector", "lm_head", "cross_attn.o_proj")
+    # Kept in 16-bit by bitsandbytes recipes (docs/decisions/0003). The output layer is quantized
+    # with its verdict and category rows kept in 16-bit beside it (head_rows, docs/decisions/0012:
+    # the same answers as a 16-bit head on held-out data, 0.5-0.8 GB less at 11B).
+    keep_16bit = ("multi_modal_projector", "cross_attn.o_proj")
+    # bitsandbytes 0.50's int8 matmul flattens 3-D inputs only; the projector's is 5-D (decision 0003).
+    int8_keep = ("multi_modal_projector",)
+    verdict_head = "lm_head"
     onnx_backend = "guardedge.runtime.backends.onnx_backend:OnnxBackend"
+
+    @classmethod
+    def quant_groups(cls, config: dict) -> tuple[ModuleGroup, ...]:
+        # ONNX names (export/onnx_configs.py): decoder weights "layers.{i}.<module>.weight" and
+        # "lm_head.weight"; vision.onnx nodes "/vision/...", "/projector/..." and each cross layer's
+        # k/v weights "cross.{j}.k_proj/v_proj.weight" (computed once per image there).
+        text = config["text_config"]
+        cross = list(text.get("cross_attention_layers", ()))
+        groups = []
+        for i in range(text["num_hidden_layers"]):
+            layer = f"model.language_model.layers.{i}"
+            if i in cross:
+                groups.append(ModuleGroup(f"text.{i}.cross_attention", "cross_attention", (f"{layer}.cross_attn",),
+                                          (f"decoder:layers.{i}.cross_attn.", f"vision:cross.{cross.index(i)}.")))
+            else:
+                groups.append(ModuleGroup(f"text.{i}.attention", "attention", (f"{layer}.self_attn",), (f"decoder:layers.{i}.self_attn.",)))
+            groups.append(ModuleGroup(f"text.{i}.mlp", "mlp", (f"{layer}.mlp",), (f"decoder:layers.{i}.mlp.",)))
+        return (*groups, ModuleGroup("vision", "vision", ("model.vision_model",), ("vision:/vision/",)),
+                ModuleGroup("projector", "projector", ("model.multi_modal_projector",), ("vision:/projector/",)),
+                ModuleGroup("head", "head", ("lm_head",), ("decoder:lm_head.",)))
+
+    @classmethod
+    def real_configs(cls) -> dict:
+        return {"Llama Guard 3 11B Vision": llama_guard_11b_config()}
 
     def __init__(self, path: Path | None, config: dict, tokenizer, image_token: str = "<|image|>", image_processor=None,
                  fast_pixels: bool = True):
@@ -158,6 +187,23 @@ def cross_attention_states(model, batch: Batch, device: torch.device, dtype: tor
     full = states.new_zeros((batch.input_ids.shape[0], *states.shape[1:]))
     full[torch.tensor(batch.image_rows, device=device)] = states
     return full.reshape(-1, full.shape[-2], full.shape[-1])
+
+
+def llama_guard_11b_config():
+    """Llama Guard 3 11B Vision's configuration (the published Llama 3.2 11B Vision one: vision
+    1280 wide, 32 + 8 layers, 560 px tiles; text 4096 wide, 40 layers of which 8 cross-attention,
+    vocabulary 128256), for computed footprints only: no weights."""
+    from transformers import MllamaConfig
+
+    vision = dict(hidden_size=1280, num_hidden_layers=32, num_global_layers=8, attention_heads=16,
+                  intermediate_size=5120, patch_size=14, image_size=560, max_num_tiles=4,
+                  intermediate_layers_indices=[3, 7, 15, 23, 30], vision_output_dim=7680)
+    text = dict(hidden_size=4096, num_hidden_layers=40, cross_attention_layers=[3, 8, 13, 18, 23, 28, 33, 38],
+                num_attention_heads=32, num_key_value_heads=8, intermediate_size=14336, vocab_size=128256,
+                rope_theta=500000.0, tie_word_embeddings=False,
+                rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                              "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})
+    return MllamaConfig(vision_config=vision, text_config=text, image_token_index=128256)
 
 
 ARCHITECTURE = Mllama

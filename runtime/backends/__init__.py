@@ -63,4 +63,5 @@ def load_backend(model_dir: ModelDir, arch: Architecture, device: str | None, dt
         raise ModelLoadError(f"{model_dir.path}: backend {model_dir.backend!r} in its manifest is not one this guardedge has")
     from guardedge.runtime.backends.torch_backend import TorchBackend
 
-    return TorchBackend.load(model_dir.path, device=device, dtype=dtype, arch=arch)
+    components = (model_dir.manifest or {}).get("components", {})
+    return TorchBackend.load(model_dir.path, device=device, dtype=dtype, arch=arch, head_rows=components.get("head_rows"))

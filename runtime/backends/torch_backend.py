@@ -122,15 +122,19 @@ class TorchBackend:
 
     @classmethod
     def load(cls, model_dir: Path, device: str | None = None, dtype: str | None = None, arch: Architecture | None = None,
-             **load_kwargs) -> TorchBackend:
-        """The directory's model; its class comes from the architecture (``arch``, else config.json's model_type)."""
+             head_rows: str | None = None, **load_kwargs) -> TorchBackend:
+        """The directory's model; its class comes from the architecture (``arch``, else config.json's model_type).
+
+        ``head_rows``: a file of the directory (its manifest names it) holding float output rows
+        for the verdict and category tokens of a quantized head (runtime/backends/head_rows.py)."""
         import json
 
         import transformers
 
         from guardedge.runtime.architectures import architecture_class
 
-        cls_name = (arch or architecture_class(json.loads((Path(model_dir) / "config.json").read_text()))).transformers_class
+        arch_cls = arch or architecture_class(json.loads((Path(model_dir) / "config.json").read_text()))
+        cls_name = arch_cls.transformers_class
 
         dev = choose_device(device)
         dt = choose_dtype(dtype, dev)
@@ -148,6 +152,10 @@ class TorchBackend:
             set_bnb_compute_dtype(model, dt)
         else:
             model.to(dev)
+        if head_rows:
+            from guardedge.runtime.backends import head_rows as rows
+
+            rows.wrap(model, Path(model_dir) / head_rows, dt, arch_cls.verdict_head)
         model.eval()
         return cls(model, dev, dt, quant, arch)
 
@@ -353,7 +361,18 @@ def _replace_module(model: torch.nn.Module, old: torch.nn.Module, new: torch.nn.
 
 
 def _head_rows(head: torch.nn.Module, token_ids: list[int]) -> torch.Tensor:
-    """[len(token_ids), hidden]: the output layer's rows for ``token_ids`` (plain or split)."""
+    """[len(token_ids), hidden]: the output layer's rows for ``token_ids`` (plain, split, or a
+    quantized head's float rows)."""
+    from guardedge.runtime.backends.head_rows import HeadRows
+
+    if isinstance(head, HeadRows):
+        kept = {t: i for i, t in enumerate(head.ids.tolist())}
+        if all(t in kept for t in token_ids):
+            return head.rows[[kept[t] for t in token_ids]]
+        head = head.head
+    if not head.weight.dtype.is_floating_point:  # a bitsandbytes head: its rows are not plain numbers
+        raise RuntimeError(f"tokens {token_ids} have no float rows in this quantized output layer "
+                           "(the family's head_answers() must cover them)")
     if isinstance(head, SplitHead):
         blocks = head.weight  # [parts, hidden, vocab/parts]
         width = blocks.shape[2]

@@ -14,6 +14,10 @@ scenes are safe by construction.
 - :func:`held_out_examples`: the demo LlavaGuard's held-out generator (eval split, seed 1: not
   the set its own metrics use), as labelled request dicts: exports' agreement sets and
   ``bench drift --data demo``.
+- :func:`check_examples`: two more sets from the same held-out generator for checking a quantized
+  guard (issue 21), ``calibration`` (seed 2) and ``evaluation`` (seed 3), each a quarter under
+  held-out custom policies: disjoint draws that neither the demo's training, its metrics (seed 0)
+  nor the quantization recipes' design (seed 1) saw.
 
     python -m guardedge.runtime.demo.llavaguard_samples   # print the samples as JSONL (images elided)
 """
@@ -65,6 +69,32 @@ def held_out_examples(n: int, seed: int = 1) -> list[dict]:
     for i, ex in enumerate(examples("eval", n, seed=seed)):
         policy = {"excluded_category_keys": list(ex["excluded"])} if ex["excluded"] else {}
         out.append({**image_request(f"held-out-{i}", ex["image"], **policy), "label": ex["label"]})
+    return out
+
+
+CHECK_SEEDS = {"calibration": 2, "evaluation": 3}
+CUSTOM_SHARE = 0.25  # of a check set: requests under a held-out custom policy
+
+
+def check_examples(split: str, n: int = 400) -> list[dict]:
+    """``n`` labelled request dicts of the ``calibration`` or ``evaluation`` set, default and custom
+    policies interleaved (every fourth request is a custom policy's)."""
+    from guardedge.runtime.demo.llavaguard.data import custom_examples
+
+    if split not in CHECK_SEEDS:
+        raise ValueError(f"split must be one of {', '.join(CHECK_SEEDS)}, not {split!r}")
+    seed = CHECK_SEEDS[split]
+    custom = round(n * CUSTOM_SHARE)
+    plain, policies = examples("eval", n - custom, seed=seed), custom_examples("eval", custom, seed=seed)
+    mixed = [policies.pop(0) if i % 4 == 3 and policies else plain.pop(0) if plain else policies.pop(0) for i in range(n)]
+    out = []
+    for i, ex in enumerate(mixed):
+        policy = {"excluded_category_keys": list(ex["excluded"])} if ex["excluded"] else {}
+        if ex.get("categories") is not None:
+            policy["categories"] = dict(ex["categories"])
+        # The label by code: a custom policy's header names its own category, not the default's.
+        label = {"rating": ex["label"]["rating"], "category": ex["label"]["category"].partition(":")[0]}
+        out.append({**image_request(f"{split}-{i}", ex["image"], **policy), "id": f"{split}-{i}", "label": label})
     return out
 
 

@@ -37,6 +37,13 @@ class LlamaGuardDemo:
                for ex in generated]
         return out, hashlib.sha256(_plain_json(generated).encode()).hexdigest()
 
+    def check_examples(self, split: str, n: int) -> list[dict]:
+        """The independently written held-out corpus halved by a fixed hash, with synthetic image
+        requests (runtime/demo/checksets.py)."""
+        from guardedge.runtime.demo.checksets import examples
+
+        return examples(split, n)
+
 
 def _plain_json(generated: list[dict]) -> str:
     def plain(ex: dict) -> dict:

@@ -106,6 +106,12 @@ class GuardFamily(Protocol):
         category, a custom policy): what exports record and ``guardedge export verify`` re-runs."""
         ...
 
+    def head_answers(self) -> tuple[str, ...]:
+        """Verdict-only answers (after the answer prefix) under the default policy: the output-layer
+        rows of their tokens are what reads the verdict and the categories, kept in float when a
+        quantized export quantizes the head (runtime/backends/head_rows.py)."""
+        ...
+
     def check(self, request: GuardRequest) -> None:
         """The family's own request rules (beyond the generic ones); raises InvalidRequest."""
         ...

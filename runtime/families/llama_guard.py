@@ -96,6 +96,14 @@ class LlamaGuard:
     def default_categories(self) -> tuple[tuple[str, str], ...]:
         return self.format.categories
 
+    def head_answers(self) -> tuple[str, ...]:
+        """The verdict-only answers under the default policy: their tokens' output rows stay float
+        in a quantized head (docs/decisions/0012)."""
+        codes = [code for code, _ in self.format.categories]
+        stop = self.scoring.stop_tokens[0]
+        # "safe", "unsafe" + each code alone and all of them in a list (the "," tokens between codes).
+        return ("safe" + stop, *(f"unsafe\n{code}{stop}" for code in codes), "unsafe\n" + ",".join(codes) + stop)
+
     @property
     def label_space(self) -> tuple[str, ...]:
         return tuple(code for code, _ in self.format.categories)

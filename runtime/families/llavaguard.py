@@ -185,6 +185,9 @@ class LlavaGuard:
         """Generated images under the default policy, an excluded category and a custom policy."""
         return load_smoke(self.name)
 
+    def head_answers(self) -> tuple[str, ...]:
+        return answers.verdict_texts(default_headers())
+
     def policy(self, request: GuardRequest) -> tuple[tuple[str, str, str], ...]:
         """(code, header, text) per category, in prompt order, excluded ones already swapped (the one
         the engine resolved at prepare when the request carries it)."""

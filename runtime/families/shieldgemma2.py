@@ -85,6 +85,11 @@ class ShieldGemma2:
         verdict, categories = verdict_label(label, set(self.label_space))
         return verdict, categories  # type: ignore[return-value]
 
+    def head_answers(self) -> tuple[str, ...]:
+        """The two label tokens P(Yes) is read from: their output rows stay float in a quantized
+        head (docs/decisions/0012)."""
+        return (self.scoring.unsafe_token, self.scoring.safe_token)
+
     def warmup_request(self) -> dict:
         from PIL import Image  # lazy: importing a family never imports PIL
 

@@ -42,5 +42,11 @@ class LlavaGuardDemo:
             out.append(LabelledRequest(ex["request_id"], "prompt", request, verdict, categories))
         return out, hashlib.sha256(json.dumps(generated, sort_keys=True).encode()).hexdigest()
 
+    def check_examples(self, split: str, n: int) -> list[dict]:
+        """The held-out generator at seeds 2 and 3, a quarter under held-out custom policies."""
+        from guardedge.runtime.demo.llavaguard_samples import check_examples
+
+        return check_examples(split, n)
+
 
 DEMO = LlavaGuardDemo()
