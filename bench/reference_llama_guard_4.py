@@ -28,6 +28,8 @@ timings by images per request (1 and 3).
 
 from __future__ import annotations
 
+from guardedge.runtime.images import decode_image
+
 MAX_NEW_TOKENS = 10  # the card's
 REFERENCE = "snippet_bf16"
 LABELS = {"snippet_bf16": "model card generate (bf16, as published)", "snippet_fp32": "model card generate (fp32)"}
@@ -94,7 +96,7 @@ def load_snippet(model_dir: str, dtype):
 
 def messages_for(request) -> list[dict]:
     """The request as the card's ``messages`` (images as PIL images, in their turns)."""
-    return [{"role": m.role, "content": [{"type": "image", "image": p.image.image} if p.type == "image"
+    return [{"role": m.role, "content": [{"type": "image", "image": decode_image(p.image).image} if p.type == "image"
                                          else {"type": "text", "text": p.text} for p in m.content]}
             for m in request.messages]
 

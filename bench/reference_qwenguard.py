@@ -26,6 +26,8 @@ torchvision for it, which is not a dependency). The model loads in its stored dt
 
 from __future__ import annotations
 
+from guardedge.runtime.images import decode_image
+
 MAX_NEW_TOKENS = 200  # the LlavaGuard card's (the full JSON with its rationale)
 REFERENCE = "snippet_auto"  # the card's code as published: the checkpoint's own dtype
 LABELS = {"snippet_auto": "card generate (stored dtype, greedy, JSON)",
@@ -83,6 +85,6 @@ def snippets(path: str, engine) -> dict:
     loaded = {"snippet_auto": load_snippet(path), "snippet_fp32": load_snippet(path, torch.float32)}
 
     def side(snippet):
-        return lambda case, request: snippet_answer(*snippet, engine.family.policy_text(request), request.image.image)
+        return lambda case, request: snippet_answer(*snippet, engine.family.policy_text(request), decode_image(request.image).image)
 
     return {name: side(snippet) for name, snippet in loaded.items()}

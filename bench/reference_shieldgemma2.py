@@ -20,6 +20,8 @@ difference between the two sides' P(Yes) over every policy of every request.
 
 from __future__ import annotations
 
+from guardedge.runtime.images import decode_image
+
 REFERENCE = "snippet_fp32"
 LABELS = {"snippet_fp32": "model card ShieldGemma2ForImageClassification (fp32)"}
 
@@ -55,7 +57,7 @@ def snippets(path: str, engine) -> dict:
 
     def answer(case: dict, request) -> dict[str, float]:
         custom = dict(request.categories) if request.categories is not None else None
-        return snippet_scores(*snippet, request.image.image, list(engine.family.prompt_keys(request)), custom)
+        return snippet_scores(*snippet, decode_image(request.image).image, list(engine.family.prompt_keys(request)), custom)
 
     return {"snippet_fp32": answer}
 

@@ -29,12 +29,13 @@ def fingerprints(data, family) -> dict[str, str]:
     a request share a fingerprint, whatever their ids or files say."""
     import hashlib
 
+    from guardedge.runtime.images import decode_image
+
     out = {}
     for example in data.examples:
         digest = hashlib.sha256(family.render(example.request).encode())
-        image = example.request.image
-        if image is not None and image.image is not None:
-            digest.update(image.image.tobytes())
+        for image in example.request.images:  # parsing keeps the encoded bytes: hash what the model sees
+            digest.update(decode_image(image).image.tobytes())
         out[digest.hexdigest()] = example.id
     return out
 

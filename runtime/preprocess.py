@@ -89,13 +89,15 @@ class Preprocessor:
         index = self.family.prompt_keys(request).index(key)
         return lambda r: self.family.render(r, key=self.family.prompt_keys(r)[index])
 
-    def encode(self, request: GuardRequest, answer: str = "", key: str = "") -> Encoded:
-        """One prompt's ids and encoded images. The context check counts each image's tokens from
-        its size (``image_tokens_for``) before any pixel is decoded: a prompt too long for the model
-        is refused without decoding anything. Decoded pixels live only inside this call."""
+    def encode(self, request: GuardRequest, answer: str = "", key: str = "", images: list | None = None) -> Encoded:
+        """One prompt's ids and encoded images (``images``, already encoded by the architecture, are
+        reused when given: training encodes a request's images once for prompt and answer). The
+        context check counts each image's tokens from its size (``image_tokens_for``) before any
+        pixel is decoded: a prompt too long for the model is refused without decoding anything.
+        Decoded pixels live only inside this call."""
         costs = self._image_costs(request)
         ids = self.prompt_ids(request, answer, sum(costs), key)
-        return self._encoded(ids, self._encode_images(request, costs), costs)
+        return self._encoded(ids, self._encode_images(request, costs) if images is None else images, costs)
 
     def encode_rows(self, request: GuardRequest) -> list[tuple[str, Encoded]]:
         """Every prompt the family renders for the request (one per key): each is checked against

@@ -42,15 +42,17 @@ def test_reference_times_qwenguards_card_generate(monkeypatch):
 def test_the_snippet_renders_the_engines_prompt_ids():
     """The card's apply_chat_template + processor give the ids the engine feeds (before its answer prefix)."""
     from guardedge.bench.reference_qwenguard import load_processor
+    from guardedge.runtime.images import decode_image
     from guardedge.runtime.engine import EngineOptions, load_engine
 
     engine = load_engine("demo-qwenguard", EngineOptions(progress=False))
     processor = load_processor(str(engine.model_dir.path))
     request = engine.parse(get_smoke()[1])
-    messages = [{"role": "user", "content": [{"type": "image", "image": request.image.image},
+    pixels = decode_image(request.image).image
+    messages = [{"role": "user", "content": [{"type": "image", "image": pixels},
                                              {"type": "text", "text": engine.family.policy_text(request)}]}]
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    ids = processor(text=[text], images=[request.image.image], return_tensors="pt")["input_ids"][0].tolist()
+    ids = processor(text=[text], images=[pixels], return_tensors="pt")["input_ids"][0].tolist()
     tail = engine.pre.tokenizer.encode(engine.family.scoring.answer_prefix, add_special_tokens=False) + engine.pre.shared_ids
     assert engine.prepare(request).encoded.input_ids == ids + tail
 

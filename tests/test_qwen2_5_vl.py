@@ -16,6 +16,7 @@ import io
 import pytest
 import torch
 
+from guardedge.runtime.images import decode_image
 from guardedge.runtime.architectures import architecture_class
 
 pytestmark = pytest.mark.timeout(600)
@@ -59,7 +60,7 @@ def _reference(engine, processor, request, extra_ids=()):
     image (the logits of the last prompt token and of every extra one: [1 + len(extra_ids), vocab])."""
     family, pre = engine.family, engine.pre
     text = family.render(request) + family.scoring.answer_prefix + pre.tokenizer.decode(pre.shared_ids)
-    inputs = processor(text=[text], images=[request.images[0].image], return_tensors="pt")
+    inputs = processor(text=[text], images=[decode_image(request.images[0]).image], return_tensors="pt")
     ids = torch.cat([inputs["input_ids"], torch.tensor([list(extra_ids)], dtype=torch.long)], dim=1)
     with torch.no_grad():
         logits = engine.backend.model(input_ids=ids, pixel_values=inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"],
@@ -129,7 +130,7 @@ def test_greedy_answers_equal_transformers_generate(qwen_engine, processor):
     for request, tokens in zip(requests, decoded):
         family, pre = engine.family, engine.pre
         text = family.render(request) + family.scoring.answer_prefix + pre.tokenizer.decode(pre.shared_ids)
-        inputs = processor(text=[text], images=[request.images[0].image], return_tensors="pt")
+        inputs = processor(text=[text], images=[decode_image(request.images[0]).image], return_tensors="pt")
         out = engine.backend.model.generate(**inputs, max_new_tokens=12, do_sample=False, num_beams=1)
         assert len(tokens) == 12 and tokens == out[0, inputs["input_ids"].shape[1]:].tolist()
 

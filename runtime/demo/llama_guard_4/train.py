@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
+from guardedge.runtime.images import decode_image
 from guardedge.runtime.demo.llama_guard_4 import layout
 from guardedge.runtime.demo.llama_guard_4.data import Generator
 from guardedge.runtime.demo.llama_guard_4.pack import TABLES, table_init, unpack
@@ -84,7 +85,7 @@ def batch(pre, examples: list[dict]):
     encoded, targets = [], []
     for ex in examples:
         request = to_request(ex)
-        images = [pre.arch.encode_image(image.image) for image in request.images]
+        images = [pre.arch.encode_image(decode_image(image).image) for image in request.images]
         prompt = pre.encode(request, images=images)
         full = pre.encode(request, answer_text(ex["label"]), images=images)
         start = len(prompt.input_ids) - 2  # the position that predicts the "\n\n" prefix
