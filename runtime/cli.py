@@ -280,6 +280,7 @@ def _read_json(path: str) -> object:
 
 def cmd_render(args) -> int:
     from guardedge.runtime.families import choose_family, for_model, get_family
+    from guardedge.runtime.families.base import key_renderer
     from guardedge.runtime.models import resolve_model
     from guardedge.runtime.requests import parse_request
 
@@ -297,11 +298,19 @@ def cmd_render(args) -> int:
     except InvalidRequest as exc:
         print(json.dumps(_error_json(exc)) if args.json else f"guardedge: invalid request: {exc}", file=sys.stderr)
         return 2
+    keys = family.prompt_keys(request)  # ShieldGemma 2: one prompt per policy; most families one ("")
     if not args.json:
-        print(family.render(request))
+        for key in keys:
+            if len(keys) > 1:
+                print(f"=== prompt for policy {key} ===")
+            print(family.render(request, key=key) if key else family.render(request))
         return 0
-    tokens = _prompt_encoder(model).encode(family.render, request)
-    print(json.dumps({"prompt": tokens.text, "input_ids": tokens.input_ids}))
+    encoder = _prompt_encoder(model)
+    prompts = [(key, encoder.encode(key_renderer(family, request, key), request)) for key in keys]
+    out: dict = {"prompt": prompts[0][1].text, "input_ids": prompts[0][1].input_ids}
+    if len(prompts) > 1:  # every prompt, by key; "prompt"/"input_ids" stay the first's
+        out["prompts"] = [{"key": key, "prompt": t.text, "input_ids": t.input_ids} for key, t in prompts]
+    print(json.dumps(out))
     return 0
 
 

@@ -14,6 +14,7 @@ from functools import lru_cache
 from guardedge.runtime.architectures import Architecture, Batch, Encoded
 from guardedge.runtime.errors import invalid
 from guardedge.runtime.families import GuardFamily
+from guardedge.runtime.families.base import key_renderer
 from guardedge.runtime.images import decode_image
 from guardedge.runtime.prompt_tokens import PromptEncoder
 from guardedge.runtime.scores import CategoryPaths, category_paths
@@ -81,13 +82,7 @@ class Preprocessor:
         return ids
 
     def _renderer(self, request: GuardRequest, key: str):
-        """The family's renderer of prompt ``key``. The prompt encoder also renders the request with
-        caller text mapped (runtime/prompt_tokens.py), keys included (a fanning-out family's keys may
-        be caller-written category codes): there the key is the one at the same place."""
-        if not key:
-            return self.family.render
-        index = self.family.prompt_keys(request).index(key)
-        return lambda r: self.family.render(r, key=self.family.prompt_keys(r)[index])
+        return key_renderer(self.family, request, key)
 
     def encode(self, request: GuardRequest, answer: str = "", key: str = "", images: list | None = None) -> Encoded:
         """One prompt's ids and encoded images (``images``, already encoded by the architecture, are

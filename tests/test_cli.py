@@ -36,6 +36,27 @@ def test_render_json_is_the_family_prompt(tmp_path):
     assert plain.stdout == expected + "\n"
 
 
+def test_render_shows_every_prompt_a_request_fans_out_to(tmp_path):
+    """ShieldGemma 2 renders one prompt per policy: render prints each (text) and lists each with its
+    key and ids (--json), not only the first."""
+    request = {"messages": [{"role": "user", "content": [{"type": "image"}]}]}
+    path = tmp_path / "req.json"
+    path.write_text(json.dumps(request))
+    family = get_family("shieldgemma-2")
+    parsed = parse_request(request, family.default_categories(), load_images=False)
+    keys = family.prompt_keys(parsed)
+    assert len(keys) == 3
+    out = run("render", "--family", "shieldgemma-2", "--input", str(path), "--json")
+    assert out.returncode == 0, out.stderr
+    printed = json.loads(out.stdout)
+    assert [p["key"] for p in printed["prompts"]] == list(keys)
+    assert [p["prompt"] for p in printed["prompts"]] == [family.render(parsed, key=k) for k in keys]
+    assert len({tuple(p["input_ids"]) for p in printed["prompts"]}) == 3
+    assert printed["prompt"] == printed["prompts"][0]["prompt"]
+    plain = run("render", "--family", "shieldgemma-2", "--input", str(path)).stdout
+    assert all(f"=== prompt for policy {k} ===" in plain and family.render(parsed, key=k) in plain for k in keys)
+
+
 def test_render_rejects_bad_roles_with_field(tmp_path):
     path = tmp_path / "req.json"
     path.write_text(json.dumps({"messages": [{"role": "assistant", "content": "hi"}]}))

@@ -171,3 +171,13 @@ def verdict_label(raw: object, codes: set[str] | None = None) -> tuple[str, tupl
     if unknown:
         raise ValueError(f"label categories {unknown} are not codes of this family ({', '.join(sorted(codes))})")
     return verdict, tuple(categories)
+
+
+def key_renderer(family: GuardFamily, request: GuardRequest, key: str):
+    """The renderer of prompt ``key`` of ``family`` for ``request``. The prompt encoder also renders
+    the request with caller text mapped (runtime/prompt_tokens.py), keys included (a fanning-out
+    family's keys may be caller-written category codes): there the key is the one at the same place."""
+    if not key:
+        return family.render
+    index = family.prompt_keys(request).index(key)
+    return lambda r: family.render(r, key=family.prompt_keys(r)[index])
