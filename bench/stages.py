@@ -223,9 +223,13 @@ def _threads() -> int:
 
 
 def _layers(config: dict) -> dict:
+    """The layer counts the config states, under either spelling (Qwen2.5-VL: the text model's at
+    the top level, the vision tower's as ``depth``); a count the config does not have is left out."""
     vision, text = config.get("vision_config", {}), config.get("text_config", {})
-    return {"vision": vision.get("num_hidden_layers"), "vision_global": vision.get("num_global_layers"),
-            "text": text.get("num_hidden_layers"), "cross_attention": len(text.get("cross_attention_layers", []))}
+    counts = {"vision": vision.get("num_hidden_layers", vision.get("depth")), "vision_global": vision.get("num_global_layers"),
+              "text": text.get("num_hidden_layers", config.get("num_hidden_layers")),
+              "cross_attention": len(text.get("cross_attention_layers") or [])}
+    return {k: v for k, v in counts.items() if v is not None}
 
 
 def main(args: argparse.Namespace) -> int:

@@ -61,3 +61,15 @@ def test_stages_on_llavaguards_real_width_architecture():
     assert report["stages"]["prefill_text"]["derived"] == "prefill p50 - vision p50"
     assert report["image_tokens"] > 729 and report["tiles"] >= 2  # the base view plus anyres patches
     assert report["stages"]["decode"]["answer_tokens"] <= 3  # capped at a real verdict-only answer's work
+
+
+def test_layer_counts_read_either_config_spelling():
+    """Qwen2.5-VL states its text layers at the top level and its vision depth as ``depth``: the
+    report gives their counts (it printed None for both before), and leaves out what a config lacks."""
+    from guardedge.bench.stages import _layers
+
+    qwen = {"num_hidden_layers": 36, "vision_config": {"depth": 32}}
+    assert _layers(qwen) == {"vision": 32, "text": 36, "cross_attention": 0}
+    mllama = {"vision_config": {"num_hidden_layers": 32, "num_global_layers": 8},
+              "text_config": {"num_hidden_layers": 40, "cross_attention_layers": [3, 8]}}
+    assert _layers(mllama) == {"vision": 32, "vision_global": 8, "text": 40, "cross_attention": 2}
