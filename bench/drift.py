@@ -26,6 +26,7 @@ import json
 import sys
 from pathlib import Path
 
+from guardedge.bench.drift_report import _variant, table_rows
 from guardedge.bench.evaldata import EvalData, EvalDataError, Prediction, load
 from guardedge.runtime.artifact import engine_source_digest, source_digest
 from guardedge.runtime.models import aliases
@@ -199,31 +200,6 @@ def build_report(data: EvalData, baseline: dict, candidates: list[dict], conditi
         "gate": {"expression": gate, "conditions": [str(c) for c in conditions]},
         "passed": all(e["gate"]["passed"] for e in entries),
     }
-
-
-def _fmt(value, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
-def table_rows(report: dict) -> list[list[str]]:
-    rows = [["model", "variant", "agree", "95% CI", "kappa", "flips", "p50|dp|", "p99|dp|", "max|dp|", "prompt F1",
-             "response F1", "gate"]]
-    base = report["baseline"]
-    rows.append(["baseline: " + base["info"]["name"], _variant(base["info"]), "", "", "", "", "", "", "",
-                 *[_fmt((base["metrics"] or {}).get(t, {}).get("f1")) for t in ("prompt", "response")], ""])
-    for c in report["candidates"]:
-        d, m = c["drift"], c["metrics"] or {}
-        f1 = [_fmt(m.get(t, {}).get("f1")) + (f" ({c['deltas'][t + '_f1_delta']:+.4f})" if c["deltas"] and t + "_f1_delta" in c["deltas"] else "")
-              for t in ("prompt", "response")]
-        gate = "-" if not report["gate"]["conditions"] else "pass" if c["gate"]["passed"] else "FAIL"
-        rows.append([c["label"], _variant(c["info"]), _fmt(d["agreement"]), f"{d['agreement_lower']:.4f}-{d['agreement_upper']:.4f}",
-                     _fmt(d["kappa"]), str(d["verdict_flips"]), _fmt(d["p50_abs_delta_p"], 5), _fmt(d["p99_abs_delta_p"], 5),
-                     _fmt(d["max_abs_delta_p"], 5), *f1, gate])
-    return rows
-
-
-def _variant(info: dict) -> str:
-    return f"{info['backend']}/{info['precision']}/{info['device']}"
 
 
 def human_table(report: dict) -> str:

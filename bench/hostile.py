@@ -26,10 +26,11 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import threading
 import time
 
 import psutil
+
+from guardedge.bench.peakmem import peak_extra_mb
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -43,47 +44,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=10, help="rounds of the mixed case")
     parser.add_argument("--baseline-pythonpath", default="",
                         help="also run each server case against the guardedge package found on this PYTHONPATH entry (bench/hostile_load.py)")
-
-
-def _peak_extra_mb(fn) -> tuple[float, float]:
-    """(peak RSS above the starting level in MB, seconds) while ``fn`` runs."""
-    proc, peak, done = psutil.Process(), [0], threading.Event()
-    exact = _reset_peak()
-    base = proc.memory_info().rss
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            time.sleep(0.002)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    started = time.perf_counter()
-    fn()
-    seconds = time.perf_counter() - started
-    done.set()
-    thread.join()
-    if exact:  # the kernel's high-water mark misses no short spike, unlike sampling
-        peak[0] = max(peak[0], _kernel_peak())
-    return max(0, peak[0] - base) / 2**20, seconds
-
-
-def _reset_peak() -> bool:
-    """Reset this process's VmHWM (Linux: writing 5 to clear_refs); False where not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _kernel_peak() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def _prompt(engine, tokens: int):
@@ -120,7 +80,7 @@ def _memory_cases(engine, lengths: list[int], budget: int, batch: int) -> list[d
     rows = []
     for name, shape in cases:
         prepared = [_prompt(engine, n) if n else _longest_prompt(engine) for n in shape]
-        mb, seconds = _peak_extra_mb(lambda: engine.run(prepared))
+        mb, seconds = peak_extra_mb(lambda: engine.run(prepared))
         rows.append({"case": name, "tokens": [len(p.encoded.input_ids) for p in prepared], "extra_mb": round(mb, 1), "seconds": round(seconds, 2)})
     return rows
 

@@ -19,7 +19,8 @@ import math
 import statistics
 import time
 
-from guardedge.bench.hostile_load import large_jpeg
+from guardedge.bench.hostile_images import large_jpeg
+from guardedge.bench.peakmem import peak_extra_mb
 
 
 def images() -> dict:
@@ -27,7 +28,6 @@ def images() -> dict:
 
     from PIL import Image
 
-    from guardedge.bench.hostile import _peak_extra_mb
     from guardedge.runtime.engine import EngineOptions, load_engine
     from guardedge.runtime.images import ImageLimits, decode_image, probe_image
     from guardedge.runtime.service.memory import trim
@@ -45,7 +45,7 @@ def images() -> dict:
             probed = probe_image(data, "image", "bench", ImageLimits())
             gc.collect()
             trim()  # memory freed earlier would hide the allocation otherwise
-            extra, seconds = _peak_extra_mb(lambda: arch.encode_image(decode_image(probed).image))
+            extra, seconds = peak_extra_mb(lambda: arch.encode_image(decode_image(probed).image))
             rows.append({"model": model, "image": f"{size[0]}x{size[1]} PNG ({len(data) // 1024} KB)",
                          "seconds": round(seconds, 2), "peak_extra_mb": round(extra)})
     return {"case": "images: the worst images the limits admit, decoded and encoded", "rows": rows}

@@ -47,7 +47,7 @@ from contextlib import contextmanager
 
 import psutil
 
-IMAGE_SIZE = (4000, 3000)
+from guardedge.bench.hostile_images import large_jpeg
 
 
 class RssSampler:
@@ -93,12 +93,6 @@ def latency(seconds: list[float]) -> dict:
     s = sorted(seconds)
     return {"n": len(s), "p50_s": round(statistics.median(s), 3), "p99_s": round(s[math.ceil(0.99 * len(s)) - 1], 3),
             "max_s": round(s[-1], 3)}
-
-
-def large_jpeg() -> bytes:
-    from guardedge.bench.preprocess import photo_like
-
-    return photo_like(*IMAGE_SIZE, "jpeg")
 
 
 def request_bytes(image: bytes, text: str = "", model: str = "", request_id: str = "") -> bytes:

@@ -27,7 +27,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from guardedge.export import sensitivity
+from guardedge.export import sweep
 from guardedge.export.stats import failed, parse_conditions
 from guardedge.runtime.errors import GuardError
 
@@ -45,7 +45,7 @@ class AutoSpec:
     target: str
     limit: int | None = None
     cache: Path | None = None
-    max_work: int = sensitivity.MAX_WORK
+    max_work: int = sweep.MAX_WORK
 
     def conditions(self) -> list:
         return parse_conditions(self.target, what="--target")
@@ -67,15 +67,15 @@ def load_sets(spec: AutoSpec, family):
 
 def search(trials, data, conditions: list, quiet: bool = False) -> dict:
     """Steps 1-3: {"kept": [...], "met": bool, "steps": [...], "order": [...], "reference": answers}."""
-    reference, rows = sensitivity.sweep(trials, data, trials.candidates, quiet)
+    reference, rows = sweep.sweep(trials, data, trials.candidates, quiet)
     if not quiet:
         log.info("  searching: at most %d more trials of %d examples", 2 * len(trials.candidates) + 1, len(data.examples))
-    order = [r["group"] for r in sorted(rows, key=sensitivity.score, reverse=True)]
+    order = [r["group"] for r in sorted(rows, key=sweep.score, reverse=True)]
     steps: list[dict] = []
 
     def meets(kept: list[str], stage: str) -> bool:
         quantized = [g for g in trials.candidates if g.name not in kept]
-        figures = sensitivity.figures(reference, trials.answers(quantized, data), data)
+        figures = sweep.figures(reference, trials.answers(quantized, data), data)
         problems = failed(conditions, figures)
         steps.append({"stage": stage, "kept": list(kept), "met": not problems, **brief(figures)})
         log.info("  %s keep [%s]: agreement %.4f (lower %.4f), p99 |ΔP| %.4f%s", stage, ", ".join(kept),
@@ -100,12 +100,12 @@ def search(trials, data, conditions: list, quiet: bool = False) -> dict:
 def check_work(spec: AutoSpec, candidates: int, examples: int) -> None:
     """The whole search's bound, before any model runs: the sweep (candidates + 1 trials), the greedy
     steps (at most candidates + 1) and the prune (at most candidates), each over the calibration data."""
-    sensitivity.check_work(3 * candidates + 1, examples, spec.max_work, "--limit (fewer calibration examples)")
+    sweep.check_work(3 * candidates + 1, examples, spec.max_work, "--limit (fewer calibration examples)")
 
 
 def verify(answers_fn, data, reference: list[tuple], conditions: list) -> dict:
     """The exported artifact's figures on ``data`` against the fp32 ``reference`` and the target."""
-    figures = sensitivity.figures(reference, answers_fn([e.request for e in data.examples]), data)
+    figures = sweep.figures(reference, answers_fn([e.request for e in data.examples]), data)
     return {"source": data.source, "n": len(data.examples), "sha256": data.sha256, **brief(figures),
             "flips": figures["flips"], "by_margin": figures["by_margin"], "target_failures": failed(conditions, figures)}
 
@@ -161,7 +161,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "'agreement>=0.995,p99_abs_delta_p<=0.05' (agreement_lower: its Wilson 95%% lower bound)")
     group.add_argument("--limit", type=int, help="the first N examples of --calib and --heldout only")
     group.add_argument("--cache", default=str(DEFAULT_CACHE), help="trial cache directory")
-    group.add_argument("--max-work", type=int, default=sensitivity.MAX_WORK,
+    group.add_argument("--max-work", type=int, default=sweep.MAX_WORK,
                        help="most classifications the search may take: (3 x candidate groups + 2) x calibration examples")
 
 

@@ -32,6 +32,7 @@ from typing import Literal
 from guardedge.export import agreement, keep_auto
 from guardedge.export.common import check_out, free, progress_logging
 from guardedge.export.keep_auto import AutoSpec
+from guardedge.export.onnx_specs import onnx_backend_class
 from guardedge.runtime.errors import GuardError
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,7 @@ def validate(src, out: Path, recipe: Recipe, device: str | None, components: tup
             _REFERENCE[key] = agreement.answers(torch_engine, requests)
         del torch_engine
         free()
-    onnx_engine = val.engine_for(provisional, _onnx_backend_class(src.config).load(provisional, device=device))
+    onnx_engine = val.engine_for(provisional, onnx_backend_class(src.config).load(provisional, device=device))
     if reference is not None:
         log.info("[3/4] parity of ONNX Runtime with the PyTorch reference")
         result["parity"] = val.parity(onnx_engine, requests[:n_fixed], batches, reference, stop_above=recipe.tolerance)
@@ -190,16 +191,6 @@ def validate(src, out: Path, recipe: Recipe, device: str | None, components: tup
     result["smoke"] = agreement.smoke_record(requests, got, family)
     result["footprint_bytes"] = onnx_engine.backend.memory_bytes()
     return result
-
-
-def _onnx_backend_class(config: dict):
-    """The runtime backend class the architecture plug-in names for its ONNX artifacts."""
-    import importlib
-
-    from guardedge.runtime.architectures import architecture_class
-
-    module, name = architecture_class(config).onnx_backend.split(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def _check_parity(parity: dict, out: Path) -> None:
@@ -293,7 +284,7 @@ def _verify_auto(src, tmp: Path, recipe: Recipe, auto: AutoSpec, chosen: dict, d
     log.info("[3/4] --keep auto: the artifact on the calibration and the held-out data")
     provisional = ModelDir(tmp, src.config, tmp.name, {"backend": "onnxruntime", "components": _components(names),
                                                        "precision": recipe.precision, "recipe": {"dtype": recipe.dtype}})
-    engine = val.engine_for(provisional, _onnx_backend_class(src.config).load(provisional, device=device))
+    engine = val.engine_for(provisional, onnx_backend_class(src.config).load(provisional, device=device))
     run = lambda requests: agreement.answers(engine, requests, batch_size=16)  # noqa: E731
     conditions = auto.conditions()
     calibration = keep_auto.verify(run, chosen["calib"], chosen["result"]["reference"], conditions)

@@ -46,3 +46,13 @@ def spec_for(config: dict) -> OnnxSpec:
         raise GuardError(f"export onnx has no spec for model_type {model_type!r}; "
                          f"it exports {', '.join(supported_model_types())}")
     return point.load()
+
+
+def onnx_backend_class(config: dict):
+    """The runtime backend class the architecture plug-in names for its ONNX artifacts."""
+    import importlib
+
+    from guardedge.runtime.architectures import architecture_class
+
+    module, name = architecture_class(config).onnx_backend.split(":")
+    return getattr(importlib.import_module(module), name)

@@ -209,7 +209,7 @@ class OnnxTrials(Trials):
     def _run(self, quantized: list, requests: list) -> list[tuple]:
         from guardedge.export import onnx_validate as val
         from guardedge.export.agreement import answers
-        from guardedge.export.onnx_export import _onnx_backend_class
+        from guardedge.export.onnx_specs import onnx_backend_class
         from guardedge.export.onnx_groups import quantize
         from guardedge.runtime.modeldir import ModelDir
 
@@ -224,7 +224,7 @@ class OnnxTrials(Trials):
         manifest = {"backend": "onnxruntime", "precision": self.method if quantized else "fp32", "recipe": {"dtype": "fp32"},
                     "components": {c: f"{c}.onnx" for c in _components(self.float_dir)}}
         model_dir = ModelDir(trial, self.src.config, trial.name, manifest)
-        engine = val.engine_for(model_dir, _onnx_backend_class(self.src.config).load(model_dir, device=self.device))
+        engine = val.engine_for(model_dir, onnx_backend_class(self.src.config).load(model_dir, device=self.device))
         try:
             return answers(engine, requests, batch_size=16)
         finally:

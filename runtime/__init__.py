@@ -13,6 +13,16 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 
+def installed_version() -> str:
+    """The installed distribution's version (what --version and annotate outputs record)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("guardedge")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return __version__
+
+
 def __getattr__(name: str):
     # Lazy re-exports keep `import guardedge.runtime` free of heavy imports.
     if name in {"load_engine", "Engine", "EngineOptions"}:

@@ -117,14 +117,9 @@ def _annotate_command(sub) -> None:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from guardedge.runtime import installed_version
 
-    try:
-        return version("guardedge")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        from guardedge.runtime import __version__
-
-        return __version__
+    return installed_version()
 
 
 def _read_bytes(path: str, what: str) -> bytes:

@@ -82,6 +82,7 @@ def main(args: argparse.Namespace) -> int:
 def run_local(args: argparse.Namespace, source, policy):
     from guardedge.runtime import threads
     from guardedge.runtime.annotate.runner import Annotator, LocalRun
+    from guardedge.runtime.annotate.sink import prepare_output
     from guardedge.runtime.engine import EngineOptions, build_engine
 
     model_dir, out = prepare_output(args, source, policy)  # refused before any weight loads
@@ -93,28 +94,6 @@ def run_local(args: argparse.Namespace, source, policy):
     run = LocalRun(annotator, out, args.batch_size, args.workers, args.flush_rows, args.flush_seconds,
                    progress=not args.no_progress)
     return out, run.run(source, _total(source))
-
-
-def prepare_output(args: argparse.Namespace, source, policy):
-    """The model directory and the checked output directory of a run, from the model's files and
-    family alone (no weights loaded): a wrong policy, or an output of another model or policy, is
-    refused in seconds, before a large model loads. The Ray driver uses the same."""
-    from guardedge.runtime.annotate.policy import model_digest, validate_policy
-    from guardedge.runtime.annotate.sink import OutputDir, RunIdentity
-    from guardedge.runtime.cli import _version
-    from guardedge.runtime.families import choose_family
-    from guardedge.runtime.models import resolve_model
-
-    model_dir = resolve_model(args.model, progress=not args.no_progress)
-    family = choose_family(model_dir, args.family)
-    defaults = family.default_categories()
-    validate_policy(policy, defaults)
-    identity = RunIdentity(model_dir.name, model_digest(model_dir), family.name, policy.digest(family.name, defaults),
-                           policy.rationale, args.output_format)
-    details = {"policy": policy.describe(), "source": source.describe(), "guardedge": _version()}
-    out = OutputDir(Path(args.out), identity, details)
-    out.check()
-    return model_dir, out
 
 
 def _total(source) -> int | None:

@@ -111,7 +111,7 @@ def run_ray(args: argparse.Namespace, source: Source, policy: Policy):
         import ray
     except ImportError:
         raise SystemExit("guardedge annotate --ray needs Ray: pip install 'guardedge[ray]'") from None
-    from guardedge.runtime.annotate.command import prepare_output
+    from guardedge.runtime.annotate.sink import prepare_output
 
     if source.format not in ("folder", "parquet", "webdataset"):
         raise SystemExit(f"guardedge annotate --ray reads folders, Parquet and WebDataset shards, not {source.format}: "

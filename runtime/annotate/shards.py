@@ -16,9 +16,12 @@ from __future__ import annotations
 import re
 import tarfile
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from guardedge.runtime.annotate.sources import Item, Source
+from guardedge.runtime.annotate.items import Item
+
+if TYPE_CHECKING:
+    from guardedge.runtime.annotate.sources import Source
 
 IMAGE_EXTENSIONS = ("bmp", "gif", "jpeg", "jpg", "png", "webp")
 _KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's (and Ray Data's) base_plus_ext

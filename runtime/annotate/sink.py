@@ -20,6 +20,7 @@ new ``--out`` for those results. The directory is a Parquet dataset (``pyarrow.d
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -209,3 +210,24 @@ def read_rows(out: Path, columns: list[str] | None = None) -> Iterator[dict]:
 def _short(value: object) -> str:
     """A sha256 shortened to 12 hex digits; anything else as it is."""
     return f"{value[:12]}…" if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) else repr(value)
+
+
+def prepare_output(args: argparse.Namespace, source, policy):
+    """The model directory and the checked output directory of a run, from the model's files and
+    family alone (no weights loaded): a wrong policy, or an output of another model or policy, is
+    refused in seconds, before a large model loads. The Ray driver uses the same."""
+    from guardedge.runtime.annotate.policy import model_digest, validate_policy
+    from guardedge.runtime import installed_version
+    from guardedge.runtime.families import choose_family
+    from guardedge.runtime.models import resolve_model
+
+    model_dir = resolve_model(args.model, progress=not args.no_progress)
+    family = choose_family(model_dir, args.family)
+    defaults = family.default_categories()
+    validate_policy(policy, defaults)
+    identity = RunIdentity(model_dir.name, model_digest(model_dir), family.name, policy.digest(family.name, defaults),
+                           policy.rationale, args.output_format)
+    details = {"policy": policy.describe(), "source": source.describe(), "guardedge": installed_version()}
+    out = OutputDir(Path(args.out), identity, details)
+    out.check()
+    return model_dir, out

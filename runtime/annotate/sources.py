@@ -25,34 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal
 
+from guardedge.runtime.annotate.items import Columns, Item, SourceError
+
+__all__ = ["Columns", "Format", "Item", "Source", "SourceError", "open_source"]
+
 Format = Literal["folder", "jsonl", "parquet", "csv", "webdataset"]
 FORMATS: tuple[str, ...] = ("folder", "jsonl", "parquet", "csv", "webdataset")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
 MAX_LINE_BYTES = 64 * 1024 * 1024  # a JSONL line: a 20 MiB image in base64 is 27 MiB
-
-
-class SourceError(ValueError):
-    """The input cannot be read as asked (missing path, unknown format, missing column)."""
-
-
-@dataclass(frozen=True)
-class Item:
-    """One thing to annotate: its key and the classify request for it, or why there is none."""
-
-    key: str
-    request: dict | None
-    base_dir: Path | None = None  # relative image paths resolve here
-    error: str = ""  # the source could not make a request of it (the row records this)
-
-
-@dataclass(frozen=True)
-class Columns:
-    """Which table columns (or WebDataset extensions) hold what; None picks the default."""
-
-    key: str | None = None
-    image: str | None = None
-    text: str | None = None  # opt-in: the user's text (LlavaGuard, for one, reads none)
-    response: str | None = None  # opt-in: the assistant's reply (response classification)
 
 
 @dataclass(frozen=True)
@@ -201,7 +181,8 @@ def _count_lines(source: Source, path: Path) -> int:
 
 
 def _functions(fmt: str):
-    """(reader, counter) of a format; tables and shards import this module, hence the late import."""
+    """(reader, counter) of a format (tables and shards imported when a source is read: pyarrow is
+    loaded only for Parquet)."""
     from guardedge.runtime.annotate import shards, tables
 
     return {"folder": (_folder, _count_folder), "jsonl": (_jsonl, _count_lines),

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from guardedge.runtime.annotate.sources import Columns, Item, Source, SourceError
+from guardedge.runtime.annotate.items import Columns, Item, SourceError
+
+if TYPE_CHECKING:
+    from guardedge.runtime.annotate.sources import Source
 
 IMAGE_COLUMNS = ("image", "image_path", "path", "file", "filename", "jpg", "png")
 KEY_COLUMNS = ("key", "id", "__key__")
