@@ -34,7 +34,7 @@ import grpc
 from aiohttp import web
 
 from guardedge.runtime.errors import InvalidRequest, invalid
-from guardedge.runtime.service import convert, moderation
+from guardedge.runtime.service import convert, http_body, moderation
 from guardedge.runtime.service.auth import TokenAuth
 from guardedge.runtime.service.client import response_to_json
 from guardedge.runtime.service.config import ServerConfig
@@ -131,7 +131,9 @@ class HttpApi:
     # -- the path every route shares ------------------------------------------------------------
 
     async def _body(self, request: web.Request, deadline: float | None) -> dict:
-        seconds = min(30.0, max(0.0, deadline - time.monotonic())) if deadline is not None else 30.0
+        seconds = http_body.BODY_SECONDS  # read here, not bound at import: tests shorten it
+        if deadline is not None:
+            seconds = min(seconds, max(0.0, deadline - time.monotonic()))
         body = await read_json(request, self.config.max_message_bytes, seconds)
         if not isinstance(body, dict):
             raise invalid("request", f"must be a JSON object, got {type(body).__name__}")
