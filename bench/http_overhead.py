@@ -9,7 +9,8 @@ custom policy), same run, one real ``guardedge serve --http-port`` process on lo
   inline as base64) on one keep-alive connection (``http.client``), the answer parsed as JSON;
 - **HTTP moderations**: ``POST /v1/moderations`` with the text samples as OpenAI ``input``.
 
-Every side is warmed up, then timed interleaved per request for ``--rounds`` rounds; a side's
+Every side is warmed up, then timed interleaved per request for ``--rounds`` rounds (gRPC and HTTP
+taking turns going first); a side's
 overhead is its per-request difference to the in-process call just before it, reported as p50 /
 p90, and ``http_minus_grpc`` is the HTTP overhead's p50 minus gRPC's (the goal: within 1 ms). On a
 shared CPU those differences carry the model's own jitter (tens of ms), so each call's time
@@ -93,11 +94,16 @@ def measure(model: str, rounds: int) -> dict:
         sides = {name: [] for name in ("in_process", "grpc", "http", "moderations_in_process", "moderations")}
         overhead = {name: [] for name in ("grpc", "http", "moderations")}
         wire = {name: [] for name in ("grpc", "http", "http_minus_grpc")}
-        for _ in range(rounds):
+        for round_ in range(rounds):
             for case, proto, body in zip(cases, protos, bodies):
                 local = _timed(lambda: engine.classify([engine.parse(case)]))
-                remote, response = _timed_answer(lambda: client.classify(proto))
-                over_http, answer = _timed_answer(lambda: caller.post("/v1/classify", body))
+                # The two server sides take turns going first: the second finds the server's caches warm.
+                if round_ % 2:
+                    over_http, answer = _timed_answer(lambda: caller.post("/v1/classify", body))
+                    remote, response = _timed_answer(lambda: client.classify(proto))
+                else:
+                    remote, response = _timed_answer(lambda: client.classify(proto))
+                    over_http, answer = _timed_answer(lambda: caller.post("/v1/classify", body))
                 sides["in_process"].append(local)
                 sides["grpc"].append(remote)
                 sides["http"].append(over_http)
