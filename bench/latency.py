@@ -19,6 +19,7 @@ format (the demo, the steered fullsize-random). Requests are ones the model's fa
 
     guardedge bench latency --model demo --concurrency 1,4,16 --requests 64 --path unsafe [--plot latency.png]
     guardedge bench latency --server 127.0.0.1:50051 --concurrency 1,8,32 --requests 256
+    guardedge bench latency --model demo --http --rounds 20     # HTTP API overhead next to gRPC's
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", help="in-process: float32, bfloat16, float16 (default: auto)")
     parser.add_argument("--timeout", type=float, default=300.0, help="--server: per-request deadline in seconds")
     parser.add_argument("--plot", help="write a PNG of latency and throughput per level here (needs matplotlib)")
+    parser.add_argument("--http", action="store_true", help="with --model: the HTTP API's overhead over in-process next to "
+                        "gRPC's, one server, interleaved (bench/http_overhead.py)")
+    parser.add_argument("--rounds", type=int, default=20, help="--http: rounds over the demo samples (default 20)")
     parser.add_argument("--fast-paths", type=_fast_paths, default=None,
                         help="in-process: opt-in switches, e.g. vision_attention=eager,compile_decode (runtime/backends/fastpaths.py)")
 
@@ -245,6 +249,12 @@ def _gpu_name() -> str | None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.http:
+        if not args.model:
+            raise SystemExit("guardedge bench latency --http: give --model (the bench starts its own server)")
+        from guardedge.bench import http_overhead
+
+        return http_overhead.main(args.model, args.rounds)
     report = measure(args)
     where = report.get("variant") or f"server {report.get('target')}"
     print(f"{report['machine']}; {where}; gpu {report.get('gpu')}; " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()))

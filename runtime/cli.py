@@ -191,6 +191,7 @@ _SERVE_FLAGS = [
     ("grace_seconds", float, "on SIGTERM, how long calls in flight may take to finish (default 30)"),
     ("metrics_host", str, "address for /metrics (default 127.0.0.1)"),
     ("metrics_port", int, "Prometheus port (default 9464; 0 any free; -1 off)"),
+    ("http_port", int, "HTTP API port on --host: /v1/moderations (OpenAI), /v1/classify, /v1/safety/run-shield (default -1: off; 0 any free)"),
     ("log_format", str, "json (default) or text"),
     ("log_level", str, "debug, info (default), warning, error"),
 ]

@@ -345,3 +345,46 @@ def test_tls_and_token_are_both_required(demo_engine, certs, mutual):
         with GuardClient(target, tls=tls, timeout=TIMEOUT) as anonymous:
             assert anonymous.health("", timeout=TIMEOUT) == "SERVING"  # still exempt over TLS
         assert unauthenticated(server, "Classify") == 2
+
+
+# -- the HTTP API (--http-port): the gRPC port's TLS and tokens ----------------------------------
+
+
+def _https_moderation(port: int, certs, client: str = "", token: str = TOKEN_A) -> int:
+    import json
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    context = ssl.create_default_context(cafile=certs["ca"])
+    if client:
+        context.load_cert_chain(certs[f"{client}cert"], certs[f"{client}key"])
+    request = urllib.request.Request(f"https://localhost:{port}/v1/moderations", method="POST",
+                                     data=json.dumps({"input": "How do I bake sourdough bread?"}).encode(),
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT, context=context) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_http_api_uses_the_grpc_ports_mutual_tls_and_tokens(demo_engine, certs):
+    import ssl
+    import urllib.error
+
+    with running(demo_engine, http_port=0, tokens=(TOKEN_A,), **tls_settings(certs, mutual=True)) as server:
+        port = server.server.http_port
+        assert _https_moderation(port, certs, client="client_") == 200
+        assert _https_moderation(port, certs, client="client_", token=WRONG_TOKEN) == 401
+        for client in ("", "rogue_client_"):  # no client certificate, or one the CA did not sign
+            with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+                _https_moderation(port, certs, client=client)
+
+
+def test_http_port_settings_are_checked():
+    with pytest.raises(ConfigError, match="http_port: 70000"):
+        load_config({**BASE, "http_port": 70000})
+    with pytest.raises(ConfigError, match="give the HTTP API its own port"):
+        load_config({**BASE, "port": 50123, "http_port": 50123})
+    assert load_config(BASE).http_port == -1  # off unless asked for

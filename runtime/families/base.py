@@ -132,6 +132,8 @@ class GuardFamily(Protocol):
     # Optional: ``category_answers(request) -> ((code, text), ...)``, the answer text after the
     # unsafe verdict that names each code of the request's policy first: per-category scores are
     # read along it (runtime/scores.py).
+    # Optional: ``moderation_categories: dict[str, tuple[str, ...]]``, each default code -> the OpenAI
+    # moderation names it answers (runtime/service/moderation.py); a family without it maps none.
     # Optional: ``verdict_texts(request) -> tuple[str, ...]``, every complete verdict-only answer
     # (after the answer prefix) the request allows; the verdict's token bound is raised to the
     # longest of them when ``max_new_tokens`` is too small (long or escaped custom names).

@@ -130,10 +130,26 @@ def split_category(text: str) -> tuple[str, str]:
     return name, guideline
 
 
+# OpenAI moderation names each v1.2 code answers (docs/api.md "OpenAI category mapping"; the same
+# for QwenGuard, which is this family). O9 (disasters) has no OpenAI name; harassment/threatening,
+# hate/threatening, sexual/minors and violence/graphic have no code (answered null).
+MODERATION_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "O1": ("hate", "harassment"),
+    "O2": ("violence",),
+    "O3": ("sexual",),
+    "O4": ("sexual",),
+    "O5": ("illicit",),
+    "O6": ("illicit", "illicit/violent"),
+    "O7": ("self-harm", "self-harm/instructions", "self-harm/intent"),
+    "O8": ("violence",),
+}
+
+
 class LlavaGuard:
     """The ``llavaguard`` family (v1.2 policy and answer) in one architecture's prompt frame."""
 
     name = "llavaguard"
+    moderation_categories = MODERATION_CATEGORIES
     requires_image = True
     max_images = 1
     scoring = ScoringSpec(

@@ -57,10 +57,22 @@ _KEY_SHAPE = re.compile(r"[a-z][a-z0-9_\-]{0,31}")
 _FRAME = re.compile(r"<BEGIN_SAFETY_POLICY>|</END_SAFETY_POLICY>|Does the image violate the above policy", re.IGNORECASE)
 
 
+# OpenAI moderation names each default policy answers (docs/api.md "OpenAI category mapping"):
+# "dangerous" names firearms, explosives, terrorism and instructions for suicide; "violence" is
+# gore and extreme injury, i.e. graphic. harassment*, hate*, self-harm, self-harm/intent and
+# sexual/minors have no policy (answered null); a custom policy key maps nothing.
+MODERATION_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "dangerous": ("illicit", "illicit/violent", "self-harm/instructions"),
+    "sexual": ("sexual",),
+    "violence": ("violence", "violence/graphic"),
+}
+
+
 class ShieldGemma2:
     """The ``shieldgemma-2`` family: label scoring, one prompt per policy."""
 
     name = "shieldgemma-2"
+    moderation_categories = MODERATION_CATEGORIES
     image_token = IMAGE_TOKEN
     requires_image = True
     max_images = 1

@@ -69,6 +69,9 @@ class ServerConfig:
     grace_seconds: float = 30.0
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464  # 0: any free port; -1: no metrics endpoint
+    # The HTTP API (/v1/moderations, /v1/classify, /v1/safety/run-shield; runtime/service/http_api.py) on
+    # ``host``, with the gRPC port's TLS and tokens. -1: off; 0: any free port.
+    http_port: int = -1
     log_format: str = "json"  # json | text
     log_level: str = "info"
 
@@ -215,6 +218,10 @@ def _validate(c: ServerConfig, earlier: list[str] | None = None) -> None:
         problems.append(f"models: several models would be served as {duplicates}; names come from directory names, so give each a distinct directory name")
     if not 0 <= c.port <= 65535:
         problems.append(f"port: {c.port} is not a TCP port (0-65535; 0 picks a free one)")
+    if not -1 <= c.http_port <= 65535:
+        problems.append(f"http_port: {c.http_port} is not a TCP port (0 picks a free one, -1 turns the HTTP API off)")
+    if c.http_port > 0 and (c.http_port == c.port or (c.http_port == c.metrics_port and c.metrics_host == c.host)):
+        problems.append(f"http_port: {c.http_port} is also the gRPC or metrics port; give the HTTP API its own port")
     if not -1 <= c.metrics_port <= 65535:
         problems.append(f"metrics_port: {c.metrics_port} is not a TCP port (0 picks a free one, -1 turns metrics off)")
     for name in ("max_batch_size", "max_queue_size", "preprocess_workers", "max_image_bytes", "max_image_pixels", "max_decoded_bytes"):

@@ -24,6 +24,7 @@ access log (probes every few seconds would drown the server's own).
 from __future__ import annotations
 
 import asyncio
+import ssl as _ssl
 from typing import Callable
 
 from aiohttp import web
@@ -41,15 +42,14 @@ class _Refuse(asyncio.Protocol):
         transport.close()
 
 
-class ProbeServer:
-    def __init__(self, host: str, port: int, registry: CollectorRegistry, ready: Callable[[], bool],
-                 idle_seconds: float = IDLE_SECONDS, max_connections: int = MAX_CONNECTIONS):
-        self.host, self.port, self.ready = host.strip("[]"), port, ready
+class HttpServer:
+    """An aiohttp application on the running loop, with the connection cap and idle timer above;
+    TLS when given an ``ssl`` context (the HTTP API's port, runtime/service/http_api.py)."""
+
+    def __init__(self, host: str, port: int, app: web.Application, idle_seconds: float = IDLE_SECONDS,
+                 max_connections: int = MAX_CONNECTIONS, ssl: _ssl.SSLContext | None = None):
+        self.host, self.port, self.app, self.ssl = host.strip("[]"), port, app, ssl
         self.idle_seconds, self.max_connections = idle_seconds, max_connections
-        self.app = web.Application()
-        self.app.router.add_get("/metrics", make_aiohttp_handler(registry))
-        self.app.router.add_get("/healthz", self._healthz)
-        self.app.router.add_get("/readyz", self._readyz)
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.AbstractServer | None = None
 
@@ -59,7 +59,7 @@ class ProbeServer:
         await self._runner.setup()
         try:
             self._listener = await asyncio.get_running_loop().create_server(self._connection, self.host, self.port,
-                                                                          reuse_address=True)
+                                                                          reuse_address=True, ssl=self.ssl)
         except OSError:
             await self._runner.cleanup()
             raise
@@ -82,10 +82,27 @@ class ProbeServer:
             await self._runner.cleanup()
             self._runner = None
 
-    async def _healthz(self, request: web.Request) -> web.Response:
+
+def add_probes(app: web.Application, ready: Callable[[], bool]) -> None:
+    """``/healthz`` (up) and ``/readyz`` (loaded and not draining), as gRPC health reports them."""
+
+    async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
-    async def _readyz(self, request: web.Request) -> web.Response:
-        if self.ready():
+    async def readyz(request: web.Request) -> web.Response:
+        if ready():
             return web.Response(text="ready\n")
         return web.Response(status=503, text="not ready: loading or draining\n")
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+
+
+class ProbeServer(HttpServer):
+    def __init__(self, host: str, port: int, registry: CollectorRegistry, ready: Callable[[], bool],
+                 idle_seconds: float = IDLE_SECONDS, max_connections: int = MAX_CONNECTIONS):
+        app = web.Application()
+        app.router.add_get("/metrics", make_aiohttp_handler(registry))
+        add_probes(app, ready)
+        super().__init__(host, port, app, idle_seconds, max_connections)
+        self.ready = ready

@@ -264,6 +264,8 @@ class GuardServer:
         self._stopping = asyncio.Event()
         self.port = 0
         self.metrics_port = 0
+        self.http_port = 0
+        self.http = None  # the HTTP API (runtime/service/http_api.py) when config.http_port >= 0
         self.ready = asyncio.Event()
         self.failed: BaseException | None = None
 
@@ -292,12 +294,15 @@ class GuardServer:
             raise ConfigError(f"cannot listen on {address} (host/port): the port is in use or the address is not on this machine ({exc})") from None
         if self.config.metrics_port >= 0:  # before serving: a taken metrics port fails the start cleanly
             self.metrics_port = await self._serve_metrics()
+        if self.config.http_port >= 0:
+            self.http_port = await self._serve_http()
         await self._server.start()
         if self.config.port_file:
             Path(self.config.port_file).write_text(f"{self.port}\n")
         log.info("listening", extra={"fields": {
             "address": host_port(self.config.host, self.port), "tls": self.config.tls_enabled, "mtls": bool(self.config.tls_client_ca),
             "auth": self.config.auth_enabled, "metrics_port": self.metrics_port if self.config.metrics_port >= 0 else None,
+            "http_port": self.http_port if self.config.http_port >= 0 else None,
         }})
         self.servicer.trimmer.start()
         asyncio.get_running_loop().create_task(self._load_all(), name="load-models")
@@ -310,6 +315,18 @@ class GuardServer:
         except OSError as exc:
             address = host_port(self.config.metrics_host, self.config.metrics_port)
             raise ConfigError(f"cannot serve metrics on {address} (metrics_host/metrics_port): {exc.strerror or exc}") from None
+
+    async def _serve_http(self) -> int:
+        from guardedge.runtime.service.http_api import HttpApi  # aiohttp's routes only when the API is on
+
+        self.http = HttpApi(self.servicer, self.config, ready=lambda: self.ready.is_set() and not self.servicer.draining)
+        try:
+            return await self.http.start()
+        except OSError as exc:
+            self.http = None
+            await self.metrics.stop()
+            address = host_port(self.config.host, self.config.http_port)
+            raise ConfigError(f"cannot serve the HTTP API on {address} (host/http_port): {exc.strerror or exc}") from None
 
     async def _load_all(self) -> None:
         try:
@@ -372,6 +389,8 @@ class GuardServer:
             self.metrics.model_ready.labels(name).set(0)
         if self._server is not None:
             await self.servicer.gate.close(self._server)
+        if self.http is not None:  # its requests were answered with the others (servicer.in_flight)
+            await self.http.stop()
         for slot in self.servicer.slots.values():
             slot.batcher.abandon()
         self.servicer.pool.shutdown()
