@@ -25,7 +25,7 @@ from guardedge.v1 import guard_pb2 as pb
 from service_support import config
 
 TOKEN = "http-api-test-token-0123456789"
-MODELS = ("demo", "demo-llavaguard", "demo-shieldgemma-2", "demo-qwenguard")
+MODELS = ("demo", "demo-llavaguard", "demo-shieldgemma-2", "demo-qwenguard", "demo-llama-guard-4")
 RED, GREY = (200, 20, 20), (128, 128, 128)  # the demos' violence colour; a colour far from every hazard
 
 
@@ -75,9 +75,11 @@ def _post(server, path: str, body, token: str | None = TOKEN, headers: dict | No
 
 
 @pytest.mark.parametrize("model, family", [("demo", "llama-guard-3-vision"), ("demo-llavaguard", "llavaguard"),
-                                           ("demo-shieldgemma-2", "shieldgemma-2"), ("demo-qwenguard", "llavaguard")])
+                                           ("demo-shieldgemma-2", "shieldgemma-2"), ("demo-qwenguard", "llavaguard"),
+                                           ("demo-llama-guard-4", "llama-guard-4")])
 def test_sdk_moderation_parses_for_every_family(client, server, model, family):
-    parts = [_image(RED)] if family != "llama-guard-3-vision" else [{"type": "text", "text": "What is shown here?"}, _image(RED)]
+    reads_text = family in ("llama-guard-3-vision", "llama-guard-4")
+    parts = [{"type": "text", "text": "What is shown here?"}, _image(RED)] if reads_text else [_image(RED)]
     response = client.moderations.create(model=model, input=parts)
     assert isinstance(response, ModerationCreateResponse) and response.model == model and response.id.startswith("modr-")
     [result] = response.results

@@ -69,12 +69,30 @@ _ENTRY = re.compile(r"\s*([^\s,:]+):(\s|$)")
 _CODE_SHAPE = re.compile(r"[^\W\d_]{1,3}[0-9]{1,3}")  # a code's shape in any script, digits folded
 
 
+# OpenAI moderation names each default code answers (docs/api.md "OpenAI category mapping"): a code
+# feeds a name where its definition (REFERENCE.md §1.6, the MLCommons hazards) covers that name's.
+# S5-S8 and S13 have no OpenAI name; harassment(/threatening), hate/threatening and violence/graphic
+# have no code, so the HTTP API answers them null. Llama Guard 4 adds S14 (no OpenAI name).
+MODERATION_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "S1": ("violence", "illicit", "illicit/violent"),
+    "S2": ("illicit",),
+    "S3": ("sexual", "illicit"),
+    "S4": ("sexual", "sexual/minors"),
+    "S9": ("illicit", "illicit/violent"),
+    "S10": ("hate",),
+    "S11": ("self-harm", "self-harm/instructions", "self-harm/intent"),
+    "S12": ("sexual",),
+}
+
+
 class LlamaGuard:
     """A Llama Guard family over one :class:`LlamaGuardFormat` (subclasses set ``name`` and ``FORMAT``)."""
 
     name: str = ""
     FORMAT: LlamaGuardFormat
     requires_image = False
+    # Llama Guard 3 and 4 share the MLCommons codes S1-S13 (LG4's S14 has no OpenAI name).
+    moderation_categories = MODERATION_CATEGORIES
 
     def __init__(self, fmt: LlamaGuardFormat | None = None):
         self.format = fmt or self.FORMAT

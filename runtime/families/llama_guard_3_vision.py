@@ -59,28 +59,11 @@ FORMAT = LlamaGuardFormat(
 )
 
 
-# OpenAI moderation names each default code answers (docs/api.md "OpenAI category mapping"): a code
-# feeds a name where its definition (REFERENCE.md §1.6, the MLCommons hazards) covers that name's.
-# S5-S8 and S13 have no OpenAI name; harassment(/threatening), hate/threatening and violence/graphic
-# have no code, so the HTTP API answers them null. Llama Guard 4 adds S14 (no OpenAI name).
-MODERATION_CATEGORIES: dict[str, tuple[str, ...]] = {
-    "S1": ("violence", "illicit", "illicit/violent"),
-    "S2": ("illicit",),
-    "S3": ("sexual", "illicit"),
-    "S4": ("sexual", "sexual/minors"),
-    "S9": ("illicit", "illicit/violent"),
-    "S10": ("hate",),
-    "S11": ("self-harm", "self-harm/instructions", "self-harm/intent"),
-    "S12": ("sexual",),
-}
-
-
 class LlamaGuard3Vision(LlamaGuard):
     """The ``llama-guard-3-vision`` family."""
 
     name = "llama-guard-3-vision"
     FORMAT = FORMAT
-    moderation_categories = MODERATION_CATEGORIES
 
     def warmup_request(self) -> dict:
         return {"messages": [{"role": "user", "content": "warm-up"}], "request_id": "warmup"}
