@@ -40,7 +40,7 @@ def missing(*modules: str) -> list[str]:
 def meta(budget_s: float, command: str) -> dict:
     import torch
 
-    from guardedge.bench.latency import versions
+    from guardedge.bench.machine import versions
 
     device = torch.cuda.get_device_name()
     return {"command": command, "device": device, "date": time.strftime("%Y-%m-%d"), "budget_s": budget_s,

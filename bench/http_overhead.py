@@ -29,7 +29,7 @@ import socket
 import time
 
 from guardedge.bench.grpc_overhead import percentiles
-from guardedge.bench.latency import machine, versions
+from guardedge.bench.machine import machine, versions
 
 
 def _free_port() -> int:

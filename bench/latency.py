@@ -27,8 +27,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import time
+
+from guardedge.bench.machine import machine, versions
 
 PATHS = {"safe": 1.0, "unsafe": 0.0, "natural": None}
 
@@ -182,24 +183,6 @@ def _level(level: int, n: int, wall: float, latencies: list[float], verdicts: li
     return {"concurrency": level, "requests": n, "errors": errors, **percentiles(latencies),
             "throughput_rps": round((n - errors) / wall, 3) if wall > 0 else None,
             "wall_s": round(wall, 3), "verdicts": counts}
-
-
-def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for package in ("torch", "transformers", "onnxruntime", "grpcio"):
-        try:
-            out[package] = version(package)
-        except PackageNotFoundError:
-            out[package] = None
-    return out
-
-
-def machine() -> str:
-    import os
-
-    return f"{platform.machine()} {platform.processor() or platform.system()} {os.cpu_count()} cpus".strip()
 
 
 def measure(args: argparse.Namespace) -> dict:

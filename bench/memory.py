@@ -90,7 +90,7 @@ def _mb(value: int | None) -> str:
 def main(args: argparse.Namespace) -> int:
     import platform
 
-    from guardedge.bench.latency import machine, versions
+    from guardedge.bench.machine import machine, versions
 
     rows = [measure(m, args.device, args.dtype, args.timeout) for m in args.model]
     report = {"machine": machine(), "python": platform.python_version(), "versions": versions(), "variants": rows}

@@ -29,7 +29,8 @@ import math
 import time
 from typing import Callable
 
-from guardedge.bench.latency import _size, machine, versions
+from guardedge.bench.latency import _size
+from guardedge.bench.machine import machine, versions
 
 Stage = Callable[[], object]
 

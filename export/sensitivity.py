@@ -153,7 +153,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from guardedge.export import checkdata
     from guardedge.runtime.families import choose_family
-    from guardedge.runtime.modeldir import resolve
+    from guardedge.runtime.models import resolve_model as resolve
 
     if not args.quiet:
         progress_logging()

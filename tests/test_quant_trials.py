@@ -144,7 +144,7 @@ def test_an_unreachable_target_is_reported_not_met():
 def test_trials_are_cached_by_model_data_groups_and_recipe(tmp_path, demo_dir, monkeypatch):
     from guardedge.bench.evaldata import load
     from guardedge.export.trials import BnbTrials
-    from guardedge.runtime.modeldir import resolve
+    from guardedge.runtime.models import resolve_model as resolve
 
     src = resolve(str(demo_dir), progress=False)
     data = load("demo:calibration", 4, "llama-guard-3-vision")

@@ -104,7 +104,6 @@ class TorchBackend:
         self.quantization = quantization  # "bnb-int8", "bnb-nf4", "bnb-fp4" or None
         # The dtype transformers gives its own masks: that of the token embeddings (the hidden states').
         self.mask_dtype = model.get_input_embeddings().weight.dtype
-        self.head: torch.nn.Module | None = None
         self.trunk = None
         if arch is not None:
             self.bind(arch)
@@ -117,8 +116,14 @@ class TorchBackend:
         head = arch.torch_head(self.model)
         tied = getattr(head, "weight", None) is self.model.get_input_embeddings().weight
         if self.device.type == "cpu" and not tied and (parts := SplitHead.parts_for(head)):
-            head = _replace_module(self.model, head, SplitHead(head, parts))
-        self.head = head
+            _replace_module(self.model, head, SplitHead(head, parts))
+
+    @property
+    def head(self) -> torch.nn.Module:
+        """The output layer where it sits in the model now: read on every use, so a module swapped
+        into the model (export/groupquant.py's in-process trials) is the one that answers."""
+        assert self.arch is not None, "bind an architecture first"
+        return self.arch.torch_head(self.model)
 
     @classmethod
     def load(cls, model_dir: Path, device: str | None = None, dtype: str | None = None, arch: Architecture | None = None,
@@ -243,8 +248,7 @@ class TorchBackend:
             **inputs,
         ).last_hidden_state[:, -1]
         if token_ids is not None:  # only the output rows read: 2 of Gemma 3's 262k
-            rows = _head_rows(self.head, list(token_ids))
-            return (hidden.to(rows.dtype) @ rows.t()).float()
+            return _row_logits(self.head, hidden, list(token_ids))
         return self.head(hidden).float()
 
     @torch.inference_mode()
@@ -257,8 +261,7 @@ class TorchBackend:
         hidden = state.draft_hidden[:, list(positions)]
         if log_softmax:
             return torch.log_softmax(self.head(hidden).float(), dim=-1)[..., list(token_ids)]
-        rows = _head_rows(self.head, list(token_ids))
-        return (hidden.to(rows.dtype) @ rows.t()).float()
+        return _row_logits(self.head, hidden, list(token_ids))
 
     def decode(self, state: PrefillState, rows: list[int], first: list[int], max_new: int | list[int],
                stop_ids: set[int], drafter: Drafter | None = None, until: Until | None = None) -> list[list[int]]:
@@ -360,9 +363,18 @@ def _replace_module(model: torch.nn.Module, old: torch.nn.Module, new: torch.nn.
     return new
 
 
-def _head_rows(head: torch.nn.Module, token_ids: list[int]) -> torch.Tensor:
-    """[len(token_ids), hidden]: the output layer's rows for ``token_ids`` (plain, split, or a
-    quantized head's float rows)."""
+def _row_logits(head: torch.nn.Module, hidden: torch.Tensor, token_ids: list[int]) -> torch.Tensor:
+    """fp32 logits of ``token_ids`` for ``hidden`` [..., H]: from those rows of the output layer
+    alone where they are plain numbers, else from the whole (quantized) layer."""
+    rows = _float_rows(head, token_ids)
+    if rows is None:
+        return head(hidden).float()[..., token_ids]
+    return (hidden.to(rows.dtype) @ rows.t()).float()
+
+
+def _float_rows(head: torch.nn.Module, token_ids: list[int]) -> torch.Tensor | None:
+    """[len(token_ids), hidden]: the output layer's rows for ``token_ids`` (plain, split, or the
+    float rows a quantized head keeps); None where they exist only quantized."""
     from guardedge.runtime.backends.head_rows import HeadRows
 
     if isinstance(head, HeadRows):
@@ -370,11 +382,10 @@ def _head_rows(head: torch.nn.Module, token_ids: list[int]) -> torch.Tensor:
         if all(t in kept for t in token_ids):
             return head.rows[[kept[t] for t in token_ids]]
         head = head.head
-    if not head.weight.dtype.is_floating_point:  # a bitsandbytes head: its rows are not plain numbers
-        raise RuntimeError(f"tokens {token_ids} have no float rows in this quantized output layer "
-                           "(the family's head_answers() must cover them)")
+    weight = getattr(head, "weight", None)
+    if weight is None or not weight.dtype.is_floating_point:  # bitsandbytes: rows are not plain numbers
+        return None
     if isinstance(head, SplitHead):
-        blocks = head.weight  # [parts, hidden, vocab/parts]
-        width = blocks.shape[2]
-        return torch.stack([blocks[t // width, :, t % width] for t in token_ids])
-    return head.weight[token_ids]
+        width = weight.shape[2]  # [parts, hidden, vocab/parts]
+        return torch.stack([weight[t // width, :, t % width] for t in token_ids])
+    return weight[token_ids]
