@@ -243,8 +243,7 @@ class TorchBackend:
             **inputs,
         ).last_hidden_state[:, -1]
         if token_ids is not None:  # only the output rows read: 2 of Gemma 3's 262k
-            rows = _head_rows(self.head, list(token_ids))
-            return (hidden.to(rows.dtype) @ rows.t()).float()
+            return _logits_of(self.head, hidden, list(token_ids))
         return self.head(hidden).float()
 
     @torch.inference_mode()
@@ -257,8 +256,7 @@ class TorchBackend:
         hidden = state.draft_hidden[:, list(positions)]
         if log_softmax:
             return torch.log_softmax(self.head(hidden).float(), dim=-1)[..., list(token_ids)]
-        rows = _head_rows(self.head, list(token_ids))
-        return (hidden.to(rows.dtype) @ rows.t()).float()
+        return _logits_of(self.head, hidden, list(token_ids))
 
     def decode(self, state: PrefillState, rows: list[int], first: list[int], max_new: int | list[int],
                stop_ids: set[int], drafter: Drafter | None = None, until: Until | None = None) -> list[list[int]]:
@@ -360,9 +358,20 @@ def _replace_module(model: torch.nn.Module, old: torch.nn.Module, new: torch.nn.
     return new
 
 
-def _head_rows(head: torch.nn.Module, token_ids: list[int]) -> torch.Tensor:
+def _logits_of(head: torch.nn.Module, hidden: torch.Tensor, token_ids: list[int]) -> torch.Tensor:
+    """fp32 [..., len(token_ids)]: the logits of ``token_ids`` alone, from their rows when the output
+    layer has them as numbers; a quantized head whose kept float rows do not cover them (a custom
+    policy's category codes, decision 0012) computes every logit and keeps those: the quantized
+    rows' logits, the kept rows' exact."""
+    rows = _head_rows(head, token_ids)
+    if rows is None:
+        return head(hidden)[..., token_ids].float()
+    return (hidden.to(rows.dtype) @ rows.t()).float()
+
+
+def _head_rows(head: torch.nn.Module, token_ids: list[int]) -> torch.Tensor | None:
     """[len(token_ids), hidden]: the output layer's rows for ``token_ids`` (plain, split, or a
-    quantized head's float rows)."""
+    quantized head's float rows); None when they are quantized (bitsandbytes rows are not numbers)."""
     from guardedge.runtime.backends.head_rows import HeadRows
 
     if isinstance(head, HeadRows):
@@ -371,8 +380,7 @@ def _head_rows(head: torch.nn.Module, token_ids: list[int]) -> torch.Tensor:
             return head.rows[[kept[t] for t in token_ids]]
         head = head.head
     if not head.weight.dtype.is_floating_point:  # a bitsandbytes head: its rows are not plain numbers
-        raise RuntimeError(f"tokens {token_ids} have no float rows in this quantized output layer "
-                           "(the family's head_answers() must cover them)")
+        return None
     if isinstance(head, SplitHead):
         blocks = head.weight  # [parts, hidden, vocab/parts]
         width = blocks.shape[2]
