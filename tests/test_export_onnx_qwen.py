@@ -165,3 +165,14 @@ def test_verify_passes_and_fails_on_a_tampered_file(fp32, tmp_path, capsys):
     capsys.readouterr()
     assert _cli(["export", "verify", str(copy)]) == 1
     assert "vision.onnx_data" in capsys.readouterr().err
+
+
+def test_module_groups_name_the_onnx_nodes(fp32):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from onnx_groups_check import assert_groups_name_nodes
+
+    config = json.loads((fp32 / "config.json").read_text())
+    owners = assert_groups_name_nodes(fp32, config, ("vision", "decoder"))
+    assert not [k for k in owners if k[0] == "vision"]  # its vision linears are Gemm nodes: nothing to quantize

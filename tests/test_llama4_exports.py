@@ -159,3 +159,11 @@ def test_bnb_quantize_round_trip_keeps_the_plug_ins_modules(tiny, tmp_path, bits
     assert agreement["requests"] == 11 and agreement["max_abs_delta_p_unsafe"] < 0.05
     verdicts = engine.classify(_requests(engine))
     assert len(verdicts) == 3
+
+
+def test_module_groups_name_the_onnx_nodes(tiny, fp32):
+    from onnx_groups_check import assert_groups_name_nodes
+
+    config = json.loads((tiny / "config.json").read_text())
+    owners = assert_groups_name_nodes(fp32, config, ("vision", "decoder"))
+    assert {v[0] for (c, _), v in owners.items() if c == "vision"} == {"vision", "projector"}

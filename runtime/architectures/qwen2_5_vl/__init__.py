@@ -80,7 +80,9 @@ class Qwen25VL(TorchForward):
     # unquantized; the output layer too: it is tied to the embedding (one tensor), so quantizing it
     # would add a copy rather than save one (as LLaVA-OneVision's, decision 0012).
     keep_16bit = ("visual", "lm_head")
-    int8_keep = ()  # bitsandbytes' int8 matmul ran every Linear of the demo (vision included) on CPU
+    # transformers 4.57 cannot load the tied output layer as bitsandbytes int8 ("lm_head.SCB is neither
+    # a parameter, buffer, nor extra state"); every other Linear of the demo, vision included, ran.
+    int8_keep = ("lm_head",)
     verdict_head = "lm_head"
     # vision + embed + decoder on ONNX Runtime; the export spec is export/onnx_qwen2_5_vl.py.
     onnx_backend = "guardedge.runtime.architectures.qwen2_5_vl.onnx:OnnxQwen25VLBackend"
