@@ -154,7 +154,9 @@ def test_bnb_quantize_round_trip_keeps_the_plug_ins_modules(tiny, tmp_path, bits
     expected = "Linear8bitLt" if bits == 8 else "Linear4bit"
     assert {kinds[n] for n in kinds if n.startswith("language_model.model.layers.") and n.endswith("_proj")} == {expected}
     assert all(kind not in ("Linear8bitLt", "Linear4bit") for n, kind in kinds.items()
-               if n.startswith(("vision_model", "multi_modal_projector", "language_model.lm_head")))
+               if n.startswith(("vision_model", "multi_modal_projector")))
+    # The output layer is quantized with its verdict and category rows kept beside it (decision 0012).
+    assert kinds["language_model.lm_head"] == "HeadRows" and kinds["language_model.lm_head.head"] == expected
     agreement = manifest["validation"]["agreement"]
     assert agreement["requests"] == 11 and agreement["max_abs_delta_p_unsafe"] < 0.05
     verdicts = engine.classify(_requests(engine))
