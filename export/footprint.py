@@ -85,8 +85,10 @@ def footprint(config, recipe: Recipe, model=None, head_rows: int = 0) -> dict:
     storage = torch.empty((), dtype=getattr(torch, recipe.storage_dtype)).element_size()
     quantized = kept = 0
     total = 0
+    seen: set[int] = set()  # a tied tensor (an output layer that is the embedding) is stored once
     for name, module in model.named_modules():
-        direct = list(module.named_parameters(recurse=False))
+        direct = [(n, p) for n, p in module.named_parameters(recurse=False) if id(p) not in seen]
+        seen.update(id(p) for _, p in direct)
         if isinstance(module, torch.nn.Linear) and not is_skipped(name, skip):
             quantized += module.weight.numel()
             total += _quantized_bytes(module.weight.shape, recipe)

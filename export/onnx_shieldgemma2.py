@@ -21,9 +21,23 @@ import torch
 from torch import nn
 from transformers.models.gemma3.modeling_gemma3 import apply_rotary_pos_emb
 
-from guardedge.export.onnx_configs import TupleOnnxConfig, _attention
+from guardedge.export.onnx_configs import TupleOnnxConfig, _attention, _mlp, _mm
 from guardedge.export.onnx_specs import OnnxSpec
 from guardedge.runtime.errors import GuardError
+
+
+def prepare(model) -> None:
+    """Store the text linears and the output layer as [in, out] (one MatMul initializer each, named
+    by its module path: ``layers.{i}.self_attn.q_proj.weight``, ``lm_head.weight``, which the
+    architecture's module groups name; and no folded transposed copy while exporting). The output
+    layer, tied to the embedding, gets its own copy; embed.onnx keeps the table."""
+    head = model.model.lm_head
+    if head.weight is model.get_input_embeddings().weight:
+        head.weight = nn.Parameter(head.weight.detach().clone(), requires_grad=False)
+    for module in [*model.model.model.language_model.layers.modules(), head]:
+        if isinstance(module, nn.Linear) and not getattr(module, "_guardedge_t", False):
+            module.weight.data = module.weight.data.t().contiguous()
+            module._guardedge_t = True
 
 
 class Gemma3Vision(nn.Module):
@@ -89,7 +103,7 @@ class Gemma3DecoderWithCache(nn.Module):
             local = layer.self_attn.is_sliding
             h, k, v = self._layer(layer, h, past_k, past_v, sliding if local else full, *rope[local])
             presents += [k, v]
-        logits = self.lm_head(self.norm(h.index_select(1, logits_positions))).float()
+        logits = _mm(self.norm(h.index_select(1, logits_positions)), self.lm_head).float()
         return (logits, *presents)
 
     @staticmethod
@@ -99,14 +113,14 @@ class Gemma3DecoderWithCache(nn.Module):
     def _layer(self, layer, h, past_k, past_v, bias, cos, sin):
         attn = layer.self_attn
         x = layer.input_layernorm(h)
-        q = attn.q_norm(self._heads(attn.q_proj(x), self.heads, attn.head_dim))
-        k = attn.k_norm(self._heads(attn.k_proj(x), self.kv_heads, attn.head_dim))
-        v = self._heads(attn.v_proj(x), self.kv_heads, attn.head_dim)
+        q = attn.q_norm(self._heads(_mm(x, attn.q_proj), self.heads, attn.head_dim))
+        k = attn.k_norm(self._heads(_mm(x, attn.k_proj), self.kv_heads, attn.head_dim))
+        v = self._heads(_mm(x, attn.v_proj), self.kv_heads, attn.head_dim)
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
-        h = h + layer.post_attention_layernorm(attn.o_proj(_attention(q, k, v, bias, attn.scaling)))
+        h = h + layer.post_attention_layernorm(_mm(_attention(q, k, v, bias, attn.scaling), attn.o_proj))
         x = layer.pre_feedforward_layernorm(h)
-        return h + layer.post_feedforward_layernorm(layer.mlp(x)), k, v
+        return h + layer.post_feedforward_layernorm(_mlp(layer.mlp, x)), k, v
 
 
 # -- optimum configs -------------------------------------------------------------------------------
@@ -185,5 +199,5 @@ SPEC = OnnxSpec(
     components={"vision": (Gemma3Vision, Gemma3VisionOnnxConfig),
                 "embed": (Gemma3Embed, Gemma3EmbedOnnxConfig),
                 "decoder": (Gemma3DecoderWithCache, Gemma3DecoderOnnxConfig)},
-    prepare=lambda model: None,  # modules run as they are (the tiny demo needs no export-memory savings)
+    prepare=prepare,
 )

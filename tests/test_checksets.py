@@ -9,7 +9,7 @@ from guardedge.bench.evaldata import load
 from guardedge.runtime.demos import demo_for_family
 from guardedge.runtime.families import get_family
 
-FAMILIES = ("llama-guard-3-vision", "llavaguard")
+FAMILIES = ("llama-guard-3-vision", "llavaguard", "llama-guard-4", "shieldgemma-2")
 
 
 def _first_texts(examples: list[dict]) -> set[str]:

@@ -141,15 +141,18 @@ def _one_image() -> dict:
     return {"messages": [{"role": "user", "content": [{"type": "image", "data": png_base64((10, 200, 10), (150, 90))}]}]}
 
 
-@pytest.mark.parametrize("method,op", [("int8", "MatMulInteger"), ("int4", "MatMulNBits")])
-def test_quantized_decoders_load_and_answer(quantized, engines, method, op):
+@pytest.mark.parametrize("method", ["int8", "int4"])
+def test_quantized_decoders_load_and_answer(quantized, engines, method):
     import onnx
 
     out = quantized[method]
     m = _manifest(out)
     assert (m["precision"], m["architecture"]) == (method, "qwen2_5_vl")
-    assert m["recipe"]["kept_float_nodes"]["decoder"]  # lm_head stays float: P(unsafe) is read there
-    assert op in {n.op_type for n in onnx.load(str(out / "decoder.onnx"), load_external_data=False).graph.node}
+    # Weight-only blocks for both; the output layer is quantized too, its verdict/category rows kept
+    # float beside it (decision 0012): nothing of the decoder stays a float MatMul but those rows.
+    assert m["recipe"]["kept_float_nodes"]["decoder"] == []
+    graph = onnx.load(str(out / "decoder.onnx"), load_external_data=False).graph
+    assert "MatMulNBits" in {n.op_type for n in graph.node} and "/head_rows/ScatterElements" in {n.name for n in graph.node}
     engine = _engine(str(out))
     verdicts = engine.classify(_requests(engine)[:2])
     assert len(verdicts) == 2 and all(v.raw_output for v in verdicts)
@@ -165,3 +168,14 @@ def test_verify_passes_and_fails_on_a_tampered_file(fp32, tmp_path, capsys):
     capsys.readouterr()
     assert _cli(["export", "verify", str(copy)]) == 1
     assert "vision.onnx_data" in capsys.readouterr().err
+
+
+def test_module_groups_name_the_onnx_nodes(fp32):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from onnx_groups_check import assert_groups_name_nodes
+
+    config = json.loads((fp32 / "config.json").read_text())
+    owners = assert_groups_name_nodes(fp32, config, ("vision", "decoder"))
+    assert not [k for k in owners if k[0] == "vision"]  # its vision linears are Gemm nodes: nothing to quantize

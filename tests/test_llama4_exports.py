@@ -110,8 +110,8 @@ def test_engine_verdicts_and_scores_equal_torch_engine(engines):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method,op", [("int8", "MatMulInteger"), ("int4", "MatMulNBits")])
-def test_quantized_decoders_load_and_answer(tiny, fp32, method, op):
+@pytest.mark.parametrize("method", ["int8", "int4"])
+def test_quantized_decoders_load_and_answer(tiny, fp32, method):
     require_env("GUARDEDGE_SLOW", "slow-check", SLOW)
     import onnx
 
@@ -120,8 +120,10 @@ def test_quantized_decoders_load_and_answer(tiny, fp32, method, op):
     out = tiny.parent / method
     export(str(tiny), out, Recipe(quantize=method, agreement_n=0), from_onnx=fp32)
     m = _manifest(out)
-    assert (m["precision"], m["architecture"]) == (method, "llama4") and m["recipe"]["kept_float_nodes"]["decoder"]
-    assert op in {n.op_type for n in onnx.load(str(out / "decoder.onnx"), load_external_data=False).graph.node}
+    # Weight-only blocks (decision 0012); the output layer quantized with its verdict/category rows kept float.
+    assert (m["precision"], m["architecture"]) == (method, "llama4") and m["recipe"]["kept_float_nodes"]["decoder"] == []
+    graph = onnx.load(str(out / "decoder.onnx"), load_external_data=False).graph
+    assert "MatMulNBits" in {n.op_type for n in graph.node} and "/head_rows/ScatterElements" in {n.name for n in graph.node}
     verdicts = _engine(out).classify(_requests(_engine(out))[:2])
     assert len(verdicts) == 2 and all(v.raw_output for v in verdicts)
 
@@ -154,8 +156,18 @@ def test_bnb_quantize_round_trip_keeps_the_plug_ins_modules(tiny, tmp_path, bits
     expected = "Linear8bitLt" if bits == 8 else "Linear4bit"
     assert {kinds[n] for n in kinds if n.startswith("language_model.model.layers.") and n.endswith("_proj")} == {expected}
     assert all(kind not in ("Linear8bitLt", "Linear4bit") for n, kind in kinds.items()
-               if n.startswith(("vision_model", "multi_modal_projector", "language_model.lm_head")))
+               if n.startswith(("vision_model", "multi_modal_projector")))
+    # The output layer is quantized with its verdict and category rows kept beside it (decision 0012).
+    assert kinds["language_model.lm_head"] == "HeadRows" and kinds["language_model.lm_head.head"] == expected
     agreement = manifest["validation"]["agreement"]
     assert agreement["requests"] == 11 and agreement["max_abs_delta_p_unsafe"] < 0.05
     verdicts = engine.classify(_requests(engine))
     assert len(verdicts) == 3
+
+
+def test_module_groups_name_the_onnx_nodes(tiny, fp32):
+    from onnx_groups_check import assert_groups_name_nodes
+
+    config = json.loads((tiny / "config.json").read_text())
+    owners = assert_groups_name_nodes(fp32, config, ("vision", "decoder"))
+    assert {v[0] for (c, _), v in owners.items() if c == "vision"} == {"vision", "projector"}

@@ -35,7 +35,9 @@ def test_round_trip_keeps_the_16bit_parts_and_p_yes(quantized, sg2_tiny_dir):
     engine = load_engine(str(out), EngineOptions(progress=False))
     source = load_engine(str(sg2_tiny_dir), EngineOptions(progress=False))
     head = engine.backend.head
-    assert type(head) is torch.nn.Linear or head.__class__.__name__ == "SplitHead"  # kept out of bitsandbytes
+    # The output layer is quantized, its Yes/No rows kept in 16-bit beside it (decision 0012): P(Yes) reads only those.
+    assert type(head).__name__ == "HeadRows" and type(head.head).__name__ in ("Linear8bitLt", "Linear4bit")
+    assert sorted(head.ids.tolist()) == sorted([10784, 3771]) and manifest["validation"]["head_rows"] == 2
     quantized_layers = [n for n, m in engine.backend.model.named_modules() if "Linear8bitLt" in type(m).__name__
                         or "Linear4bit" in type(m).__name__]
     assert quantized_layers and not any("vision_tower" in n or "projector" in n for n in quantized_layers)

@@ -59,3 +59,14 @@ def test_quantized_exports_agree_and_verify(fp32, sg2_tiny_dir, quantize):
     agreement = json.loads((out / "manifest.json").read_text())["validation"]["agreement"]
     assert agreement["verdict_agreement"] == 1.0 and agreement["max_abs_delta_p_unsafe"] < 0.05
     assert _cli(["export", "verify", str(out)]) == 0
+
+
+def test_module_groups_name_the_onnx_nodes(sg2_tiny_dir, fp32):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from onnx_groups_check import assert_groups_name_nodes
+
+    config = json.loads((sg2_tiny_dir / "config.json").read_text())
+    owners = assert_groups_name_nodes(fp32, config, ("vision", "decoder"))
+    assert {v[0] for (c, _), v in owners.items() if c == "vision"} == {"vision", "projector"}

@@ -48,14 +48,16 @@ def examples(split: Split, n: int = DEFAULT_N) -> list[dict]:
     """The first ``n`` labelled request dicts of ``split`` (a fixed order mixing every kind)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
-    texts = _held_out_half(split)
+    texts = held_out_half(split)
     images = _generated_images(split, round(len(texts) * IMAGE_SHARE / (1 - IMAGE_SHARE)))
     pool = texts + images
     random.Random(f"checksets:{split}").shuffle(pool)
     return pool[:n]
 
 
-def _held_out_half(split: Split) -> list[dict]:
+def held_out_half(split: Split) -> list[dict]:
+    """The held-out corpus conversations of ``split`` as labelled request dicts (a quarter of the
+    prompts with a harmless photo): shared with the demo Llama Guard 4's sets."""
     from guardedge.runtime.demo.data import SAFE_COLOURS, ImageSpec
     from guardedge.runtime.demo.natural import held_out_sets
 
@@ -71,7 +73,7 @@ def _held_out_half(split: Split) -> list[dict]:
                 example["excluded_category_keys"] = item["excluded_category_keys"]
             if example["task"] == "prompt" and rng.random() < PHOTO_SHARE:
                 spec = ImageSpec(rng.choice(SAFE_COLOURS), rng.choice(_PHOTO_SIZES), rng.randrange(2**31), "photo")
-                example["messages"][-1]["content"].insert(rng.randrange(2), _image_part(spec))
+                example["messages"][-1]["content"].insert(rng.randrange(2), image_part(spec))
                 example["id"] += "-photo"
             out.append(example)
     return out
@@ -92,12 +94,12 @@ def _generated_images(split: Split, n: int) -> list[dict]:
         spec = ex.pop("image_spec")
         ex.pop("kind")
         for message in ex["messages"]:
-            message["content"] = [_image_part(spec) if p["type"] == "image" else p for p in message["content"]]
+            message["content"] = [image_part(spec) if p["type"] == "image" else p for p in message["content"]]
         out.append({"id": f"{split}-image-{len(out)}", **ex})
     return out
 
 
-def _image_part(spec) -> dict:
+def image_part(spec) -> dict:
     buffer = io.BytesIO()
     spec.render().save(buffer, format="PNG")
     return {"type": "image", "data": base64.b64encode(buffer.getvalue()).decode("ascii")}

@@ -25,9 +25,9 @@ from typing import Sequence
 
 import torch
 
-from guardedge.runtime.architectures.base import Batch, Encoded, expand_placeholders, left_pad
+from guardedge.runtime.architectures.base import Batch, Encoded, ModuleGroup, expand_placeholders, left_pad
 from guardedge.runtime.architectures.forward import TorchForward
-from guardedge.runtime.architectures.llama4 import forward, pixels
+from guardedge.runtime.architectures.llama4 import forward, pixels, quant
 from guardedge.runtime.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -47,9 +47,20 @@ class Llama4(TorchForward):
     model_type = "llama4"
     transformers_class = "Llama4ForConditionalGeneration"
     # The vision tower and projector stay 16-bit like the other architectures' (serving projects keep
-    # vision towers unquantized); the output layer too (docs/decisions/0003).
-    keep_16bit = ("vision_model", "multi_modal_projector", "lm_head")
+    # vision towers unquantized). The output layer (untied, 202,048 rows) is quantized with its
+    # verdict and category rows kept in 16-bit beside it, as Mllama's (head_rows, decision 0012).
+    keep_16bit = ("vision_model", "multi_modal_projector")
+    int8_keep = ()  # bitsandbytes' int8 matmul ran every Linear of the demo (vision included) on CPU
+    verdict_head = "language_model.lm_head"  # no top-level lm_head: the text model is a Llama4ForCausalLM
     onnx_backend = "guardedge.runtime.architectures.llama4.onnx:OnnxLlama4Backend"
+
+    @classmethod
+    def quant_groups(cls, config: dict) -> tuple[ModuleGroup, ...]:
+        return quant.groups(config)
+
+    @classmethod
+    def real_configs(cls) -> dict:
+        return {"Llama Guard 4 12B": quant.llama_guard_4_12b_config()}
 
     def __init__(self, path: Path | None, config: dict, tokenizer, image_token: str = "<|image|>", image_processor=None,
                  processor_config: dict | None = None):

@@ -29,9 +29,9 @@ from typing import Sequence
 
 import torch
 
-from guardedge.runtime.architectures.base import Batch, Encoded, expand_placeholders, left_pad
+from guardedge.runtime.architectures.base import Batch, Encoded, ModuleGroup, expand_placeholders, left_pad
 from guardedge.runtime.architectures.forward import TorchForward
-from guardedge.runtime.architectures.qwen2_5_vl import pixels
+from guardedge.runtime.architectures.qwen2_5_vl import pixels, quant
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +77,23 @@ class Qwen25VL(TorchForward):
     model_type = "qwen2_5_vl"
     transformers_class = "Qwen2_5_VLForConditionalGeneration"
     # The vision tower (with its patch merger) stays 16-bit, as serving projects keep vision towers
-    # unquantized; the output layer too.
+    # unquantized; the output layer too: it is tied to the embedding (one tensor), so quantizing it
+    # would add a copy rather than save one (as LLaVA-OneVision's, decision 0012).
     keep_16bit = ("visual", "lm_head")
+    # transformers 4.57 cannot load the tied output layer as bitsandbytes int8 ("lm_head.SCB is neither
+    # a parameter, buffer, nor extra state"); every other Linear of the demo, vision included, ran.
+    int8_keep = ("lm_head",)
+    verdict_head = "lm_head"
     # vision + embed + decoder on ONNX Runtime; the export spec is export/onnx_qwen2_5_vl.py.
     onnx_backend = "guardedge.runtime.architectures.qwen2_5_vl.onnx:OnnxQwen25VLBackend"
+
+    @classmethod
+    def quant_groups(cls, config: dict) -> tuple[ModuleGroup, ...]:
+        return quant.groups(config)
+
+    @classmethod
+    def real_configs(cls) -> dict:
+        return {"QwenGuard v1.2 3B": quant.qwenguard_3b_config()}
 
     def __init__(self, path: Path | None, config: dict, tokenizer, image_token: str = "<|image_pad|>", image_processor=None,
                  fast_pixels: bool = True):

@@ -31,10 +31,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from guardedge.runtime.architectures.base import Batch, Encoded, left_pad
+from guardedge.runtime.architectures.base import Batch, Encoded, ModuleGroup, left_pad
 from guardedge.runtime.architectures.forward import TorchForward
 from guardedge.runtime.architectures.masks import additive, allowed
-from guardedge.runtime.architectures.shieldgemma2 import pixels
+from guardedge.runtime.architectures.shieldgemma2 import pixels, quant
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,23 @@ class Gemma3Image:
 class ShieldGemma2(TorchForward):
     model_type = "shieldgemma2"
     transformers_class = "ShieldGemma2ForImageClassification"
-    # The vision tower and projector stay 16-bit as for the other architectures; the output layer too.
-    keep_16bit = ("vision_tower", "multi_modal_projector", "lm_head")
+    # The vision tower and projector stay 16-bit as for the other architectures. The output layer is
+    # quantized with its Yes/No rows kept in 16-bit beside it (head_rows, decision 0012): label
+    # scoring reads only those two rows, so P(Yes) is the 16-bit head's, and transformers 4.57 loads
+    # the checkpoint's head as its own 262,208-row copy (not tied to the embedding: torch_head).
+    keep_16bit = ("vision_tower", "multi_modal_projector")
+    int8_keep = ()  # bitsandbytes' int8 matmul ran every Linear of the demo (vision included) on CPU
+    verdict_head = "model.lm_head"  # the Gemma 3 model's output layer, one level down
     # vision + embed + decoder on ONNX Runtime; the export spec is export/onnx_shieldgemma2.py.
     onnx_backend = "guardedge.runtime.architectures.shieldgemma2.onnx:OnnxShieldGemma2Backend"
+
+    @classmethod
+    def quant_groups(cls, config: dict) -> tuple[ModuleGroup, ...]:
+        return quant.groups(config)
+
+    @classmethod
+    def real_configs(cls) -> dict:
+        return {"ShieldGemma 2 4B": quant.shieldgemma_2_4b_config()}
 
     def __init__(self, path: Path | None, config: dict, tokenizer, image_token: str = BOI, image_processor=None,
                  fast_pixels: bool = True):

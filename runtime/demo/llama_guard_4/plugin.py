@@ -38,5 +38,11 @@ class LlamaGuard4Demo:
         plain = [{**ex, "image_specs": [[s.colour, s.size, s.seed, s.style] for s in ex["image_specs"]]} for ex in generated]
         return out, hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()
 
+    def check_examples(self, split: str, n: int) -> list[dict]:
+        """The held-out corpus halves and the held-out generator's multi-image requests at seeds 2 and 3."""
+        from guardedge.runtime.demo.llama_guard_4.checksets import examples
+
+        return examples(split, n)
+
 
 DEMO = LlamaGuard4Demo()

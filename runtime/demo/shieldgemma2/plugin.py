@@ -42,5 +42,11 @@ class ShieldGemma2Demo:
             out.append(LabelledRequest(ex["request_id"], "prompt", request, verdict, categories))
         return out, hashlib.sha256(json.dumps(generated, sort_keys=True).encode()).hexdigest()
 
+    def check_examples(self, split: str, n: int) -> list[dict]:
+        """The held-out generator at seeds 2 and 3, every fourth request with a policy excluded."""
+        from guardedge.runtime.demo.shieldgemma2.samples import check_examples
+
+        return check_examples(split, n)
+
 
 DEMO = ShieldGemma2Demo()

@@ -53,5 +53,26 @@ def held_out_examples(n: int, seed: int = 1) -> list[dict]:
     return out
 
 
+CHECK_SEEDS = {"calibration": 2, "evaluation": 3}  # seed 0: the demo's metrics; 1: exports' agreement, --data demo
+
+
+def check_examples(split: str, n: int = 400) -> list[dict]:
+    """``n`` labelled request dicts of the ``calibration`` or ``evaluation`` set for checking a
+    quantized guard (issue 21): disjoint draws of the held-out generator (other image sizes than
+    training) that neither the demo's training, its metrics nor the recipes' design (decision 0012,
+    on other families' sets) saw. Every fourth request excludes one default policy (not scored;
+    its label follows), rotating over the three."""
+    if split not in CHECK_SEEDS:
+        raise ValueError(f"split must be one of {', '.join(CHECK_SEEDS)}, not {split!r}")
+    out = []
+    for i, ex in enumerate(examples("eval", n, CHECK_SEEDS[split])):
+        excluded = [POLICIES[(i // 4) % len(POLICIES)]] if i % 4 == 3 else []
+        flagged = [p for p in POLICIES if ex["labels"][p] and p not in excluded]
+        policy = {"excluded_category_keys": excluded} if excluded else {}
+        request = image_request(f"sg2-{split}-{i}", ex["image"], **policy)
+        out.append({**request, "id": f"sg2-{split}-{i}", "label": {"verdict": "unsafe" if flagged else "safe", "categories": flagged}})
+    return out
+
+
 if __name__ == "__main__":
     print(json.dumps(smoke_requests(), indent=1))
