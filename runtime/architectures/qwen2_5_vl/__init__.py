@@ -190,7 +190,7 @@ class _RopeIndex:
 
     def __call__(self, input_ids: torch.Tensor, grid_thw: torch.Tensor | None, attention_mask: torch.Tensor) -> torch.Tensor:
         """[3, B, L] int64."""
-        positions, _ = self._index(self, input_ids, grid_thw, None, attention_mask=attention_mask)
+        positions, _ = self._index(self, input_ids, grid_thw, None, attention_mask=attention_mask)  # type: ignore[arg-type]  # a stand-in self (see the class docstring)
         return positions
 
 
