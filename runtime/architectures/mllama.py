@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 
 from guardedge.runtime import pixels
-from guardedge.runtime.architectures.base import Batch, Encoded, ModuleGroup, left_pad
+from guardedge.runtime.architectures.base import Batch, Encoded, ModuleGroup, left_pad, present
 from guardedge.runtime.architectures.forward import TorchForward
 
 log = logging.getLogger(__name__)
@@ -138,9 +138,9 @@ class Mllama(TorchForward):
 
     def _pixel_values(self, imgs: list[MllamaImage]) -> torch.Tensor:
         """[b_img, 1, T, 3, H, W] float32: written from the compact pixels in one pass, or stacked."""
-        if all(im.compact is not None for im in imgs):
-            return pixels.pixel_values([im.compact for im in imgs], self.tiles)
-        return torch.stack([im.pixel_values for im in imgs]).unsqueeze(1)
+        if all(im.compact is not None for im in imgs):  # compact pixels exist only with a known configuration
+            return pixels.pixel_values([present(im.compact) for im in imgs], present(self.tiles))
+        return torch.stack([present(im.pixel_values) for im in imgs]).unsqueeze(1)
 
     def extend_extra(self, extra: dict, k: int) -> dict:
         cross = extra.get("cross_attention_mask")

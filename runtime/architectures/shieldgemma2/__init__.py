@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from guardedge.runtime.architectures.base import Batch, Encoded, left_pad
+from guardedge.runtime.architectures.base import Batch, Encoded, left_pad, present
 from guardedge.runtime.architectures.forward import TorchForward
 from guardedge.runtime.architectures.masks import additive, allowed
 from guardedge.runtime.architectures.shieldgemma2 import pixels
@@ -144,10 +144,10 @@ class ShieldGemma2(TorchForward):
         return Batch(input_ids, attention_mask, position_ids, image_rows, extra)
 
     def _pixel_values(self, images: list[Gemma3Image]) -> torch.Tensor:
-        if all(im.compact is not None for im in images):
-            return pixels.pixel_values([im.compact for im in images], self.square)
-        return torch.stack([im.pixel_values if im.compact is None else
-                            pixels.pixel_values([im.compact], self.square)[0] for im in images])
+        if all(im.compact is not None for im in images):  # compact pixels exist only with a known configuration
+            return pixels.pixel_values([present(im.compact) for im in images], present(self.square))
+        return torch.stack([present(im.pixel_values) if im.compact is None else
+                            pixels.pixel_values([im.compact], present(self.square))[0] for im in images])
 
     def extend_extra(self, extra: dict, k: int) -> dict:
         types = extra["token_type_ids"]
