@@ -85,6 +85,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         # its frames) and without the request on this frame: nothing of the request hangs on it.
         del request
         await context.abort(code, status.message, trailing_metadata=details(status))
+        raise AssertionError("unreachable: context.abort() raises")  # grpc is untyped: abort's NoReturn is not known
 
     async def ClassifyStream(self, request_iterator, context: grpc.aio.ServicerContext):
         self.gate.arrived()
@@ -147,7 +148,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             raise Failure(request.status)
         self.in_flight += 1
         # Not kept in a local: a traceback through this frame would hold the task, and the task the traceback.
-        self.calls.add(asyncio.current_task())
+        self.calls.add(_current_task())
         try:
             return await self._classify_logged(request, deadline)
         finally:
@@ -392,3 +393,9 @@ async def serve(config: ServerConfig) -> int:
     if server.failed is None:
         return 0
     return 2 if isinstance(server.failed, GuardError) else 1
+
+
+def _current_task() -> asyncio.Task:
+    task = asyncio.current_task()
+    assert task is not None, "called by a coroutine that runs in a task (a gRPC handler)"
+    return task

@@ -185,7 +185,7 @@ class ShieldGemma2(TorchForward):
     def torch_vision(self, model, batch: Batch, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
         if not batch.image_rows:
             return None
-        return self.torch_trunk(model).get_image_features(batch.extra["pixel_values"].to(device, dtype))
+        return self.torch_trunk(model).get_image_features(batch.extra["pixel_values"].to(device, dtype))  # type: ignore[attr-defined]  # the trunk is Gemma3Model (torch_trunk)
 
     def torch_mask(self, attention_mask: torch.Tensor, first: int, dtype: torch.dtype, context: dict) -> dict:
         """Gemma 3's masks for a pass feeding columns ``first``..: causal over kept columns, or both
