@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch
 
@@ -38,16 +38,16 @@ class MllamaImage:
 
 
 class Mllama(TorchForward):
-    model_type = "mllama"
-    transformers_class = "MllamaForConditionalGeneration"
+    model_type: ClassVar[str] = "mllama"
+    transformers_class: ClassVar[str] = "MllamaForConditionalGeneration"
     # Kept in 16-bit by bitsandbytes recipes (docs/decisions/0003). The output layer is quantized
     # with its verdict and category rows kept in 16-bit beside it (head_rows, docs/decisions/0012:
     # the same answers as a 16-bit head on held-out data, 0.5-0.8 GB less at 11B).
-    keep_16bit = ("multi_modal_projector", "cross_attn.o_proj")
+    keep_16bit: ClassVar[tuple[str, ...]] = ("multi_modal_projector", "cross_attn.o_proj")
     # bitsandbytes 0.50's int8 matmul flattens 3-D inputs only; the projector's is 5-D (decision 0003).
-    int8_keep = ("multi_modal_projector",)
-    verdict_head = "lm_head"
-    onnx_backend = "guardedge.runtime.backends.onnx_backend:OnnxBackend"
+    int8_keep: ClassVar[tuple[str, ...]] = ("multi_modal_projector",)
+    verdict_head: ClassVar[str] = "lm_head"
+    onnx_backend: ClassVar[str] = "guardedge.runtime.backends.onnx_backend:OnnxBackend"
 
     @classmethod
     def quant_groups(cls, config: dict) -> tuple[ModuleGroup, ...]:
