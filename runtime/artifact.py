@@ -81,7 +81,9 @@ def source_digest(package: str = "guardedge.runtime") -> str:
     between releases, an edit) must not be reused, and the version number alone does not move."""
     import importlib
 
-    return tree_digest(Path(importlib.import_module(package).__file__).parent)
+    module = importlib.import_module(package)
+    assert module.__file__ is not None, f"{package} is a regular package (with an __init__.py)"
+    return tree_digest(Path(module.__file__).parent)
 
 
 def tree_digest(root: Path) -> str:

@@ -99,9 +99,10 @@ def _take_pending(stepper: Stepper, out: list[list[int]], done: list[bool], stop
     chunk = list(stepper.pending)
     rows = [i for i, tokens in enumerate(out) if not done[i] and tokens[0] == chunk[0]]
     kept = [0] * len(out)
-    greedy = stepper.pending_greedy() if rows else None
-    for i in rows:
-        kept[i] = _accept(out, done, i, chunk, greedy, stop)
+    if rows:  # the pending positions are computed only when some row reads them
+        greedy = stepper.pending_greedy()
+        for i in rows:
+            kept[i] = _accept(out, done, i, chunk, greedy, stop)
     stepper.commit(kept)
 
 

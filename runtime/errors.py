@@ -22,6 +22,8 @@ class GuardError(Exception):
 class InvalidRequest(GuardError, ValueError):
     """The request is malformed; ``violations`` says where and why."""
 
+    index: int | None = None  # which input of a batch of them (the HTTP moderation API's array)
+
     def __init__(self, violations: list[FieldViolation] | FieldViolation):
         if isinstance(violations, FieldViolation):
             violations = [violations]

@@ -133,6 +133,7 @@ def probe_image(data: bytes, field: str, source: str, limits: ImageLimits,
     header, problem = _read_header(data, formats)
     if problem:
         raise invalid(field, problem)
+    assert header is not None, "_read_header gives a header whenever it finds no problem"
     fmt, mode, (width, height), frames, orientation, transparent = header
     _check_size(width, height, field, limits)
     if fmt == "JPEG":
@@ -256,6 +257,7 @@ def _decode(image: ImageInput):
 def _pixels(image: ImageInput):
     from PIL import Image
 
+    assert image.data is not None, "decode_image() checked it"
     with Image.open(io.BytesIO(image.data), formats=(image.format,)) as img:
         img.load()
         oriented = _orient(img, image.orientation)

@@ -29,9 +29,25 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Protocol
 
 import numpy as np
 import torch
+
+
+class PixelMath(Protocol):
+    """What the float math (rescale, normalize) reads of any architecture's pixel configuration
+    (TileConfig here; those of pixels_onevision and the ShieldGemma 2 / Qwen2.5-VL pixel modules)."""
+
+    @property
+    def scale(self) -> float | None: ...
+    @property
+    def mean(self) -> tuple[float, float, float] | None: ...
+    @property
+    def std(self) -> tuple[float, float, float] | None: ...
+    @property
+    def table(self) -> np.ndarray: ...
+    def __hash__(self) -> int: ...  # _channels caches per configuration
 
 
 @dataclass(frozen=True)
@@ -83,12 +99,15 @@ def pixel_math(processor) -> tuple[tuple[float | None, tuple | None, tuple | Non
 
 def _three(values) -> tuple[float, float, float] | None:
     values = list(values) if isinstance(values, (list, tuple)) else [values] * 3
-    return tuple(float(v) for v in values) if len(values) == 3 else None
+    if len(values) != 3:
+        return None
+    a, b, c = (float(v) for v in values)
+    return a, b, c
 
 
 def _table(scale: float | None, mean, std) -> np.ndarray:
     """The processor's float output for each uint8 value, by its own operations in its order."""
-    x = np.broadcast_to(np.arange(256, dtype=np.uint8), (3, 256))
+    x: np.ndarray = np.broadcast_to(np.arange(256, dtype=np.uint8), (3, 256))
     # transformers' rescale: float64 multiply, then cast to float32; without it, normalize casts to float32.
     x = (x.astype(np.float64) * scale).astype(np.float32) if scale is not None else x.astype(np.float32)
     if mean is not None:
@@ -115,6 +134,7 @@ def plan(height: int, width: int, tile: int, max_tiles: int) -> tuple[tuple[int,
         key = (0, s, rows * cols) if s >= 1 else (1, -s, rows * cols)  # first match wins ties, as argmin
         if best is None or key < best[0]:
             best = (key, (rows, cols))
+    assert best is not None, f"max_tiles {max_tiles} allows no grid"  # any max_tiles >= 1 has the 1 x 1 grid
     rows, cols = best[1]
     return (rows, cols), _fit(height, width, rows * tile, cols * tile, tile)
 
@@ -193,8 +213,9 @@ def write_canvas(src: torch.Tensor, grid: tuple[int, int], config: TileConfig, o
     for r in range(rows):
         for c in range(cols):
             k = r * cols + c
-            _tile(src[r * t : (r + 1) * t, c * t : (c + 1) * t], config, out[k] if f32 else scratch)
-            if not f32:
+            # scratch is None exactly when out is float32
+            _tile(src[r * t : (r + 1) * t, c * t : (c + 1) * t], config, out[k] if scratch is None else scratch)
+            if scratch is not None:
                 out[k].copy_(scratch)
     out[rows * cols :].zero_()
 
@@ -219,12 +240,12 @@ def _tile(src: torch.Tensor, config: TileConfig, dst: torch.Tensor) -> None:
         for ch in range(3):
             np.take(table[ch], idx[:, :, ch], out=view[ch], mode="clip")
     else:
-        table = torch.from_numpy(config.table).to(dst.device)
+        lookup = torch.from_numpy(config.table).to(dst.device)
         for ch in range(3):
-            region[ch] = table[ch][src[:, :, ch].long()]
+            region[ch] = lookup[ch][src[:, :, ch].long()]
 
 
-def _affine_(x: torch.Tensor, config: TileConfig, rescale: tuple[str, float]) -> torch.Tensor:
+def _affine_(x: torch.Tensor, config: PixelMath, rescale: tuple[str, float]) -> torch.Tensor:
     """The processor's float math on float32 values of uint8 pixels, in place, in its order."""
     op, value = rescale
     if config.scale is not None:
@@ -236,7 +257,7 @@ def _affine_(x: torch.Tensor, config: TileConfig, rescale: tuple[str, float]) ->
 
 
 @lru_cache(maxsize=64)
-def _channels(config: TileConfig) -> tuple[None, torch.Tensor, torch.Tensor]:
+def _channels(config: PixelMath) -> tuple[None, torch.Tensor, torch.Tensor]:
     mean = torch.tensor(np.array(config.mean or (0.0,) * 3, np.float32)).view(3, 1, 1)
     std = torch.tensor(np.array(config.std or (1.0,) * 3, np.float32)).view(3, 1, 1)
     return None, mean, std
@@ -248,7 +269,7 @@ def _pad_column(config: TileConfig) -> torch.Tensor:
 
 
 @lru_cache(maxsize=64)
-def _exact_rescale(config: TileConfig) -> tuple[str, float] | None:
+def _exact_rescale(config: PixelMath) -> tuple[str, float] | None:
     """A float32 rescale step with which the arithmetic equals the table for all 256 values, if any.
 
     The processor multiplies in float64 by 1/255 and casts: a float32 multiply by 1/255 differs

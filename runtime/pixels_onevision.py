@@ -167,13 +167,13 @@ def write_patches(image: CompactPatches, config: PatchConfig, out: torch.Tensor)
     cols = image.canvas[1] // t
     src = torch.from_numpy(image.pixels)
     for k in range(image.num_patches):
-        dst = out[k] if f32 else scratch
+        dst = out[k] if scratch is None else scratch  # scratch is None exactly when out is float32
         if k == 0:
             _window(torch.from_numpy(image.base), 0, 0, config, dst)
         else:
             r, c = divmod(k - 1, cols)
             _window(src, r * t - image.offset[0], c * t - image.offset[1], config, dst)
-        if not f32:
+        if scratch is not None:
             out[k].copy_(scratch)
 
 

@@ -29,11 +29,11 @@ def cpu_quota(root: Path = CGROUP) -> float | None:
         pass
     for v1 in (root / "cpu", root / "cpu,cpuacct", root):
         try:
-            quota = int((v1 / "cpu.cfs_quota_us").read_text())
-            period = int((v1 / "cpu.cfs_period_us").read_text())
+            v1_quota = int((v1 / "cpu.cfs_quota_us").read_text())
+            v1_period = int((v1 / "cpu.cfs_period_us").read_text())
         except (OSError, ValueError):
             continue
-        return None if quota <= 0 or period <= 0 else quota / period
+        return None if v1_quota <= 0 or v1_period <= 0 else v1_quota / v1_period
     return None
 
 

@@ -8,7 +8,10 @@ families and the engine only ever see validated values.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
+
+if TYPE_CHECKING:
+    import PIL.Image
 
 Role = Literal["user", "assistant"]
 VerdictKind = Literal["safe", "unsafe", "unparseable"]
@@ -25,7 +28,7 @@ class ImageInput:
     the image (``size``).
     """
 
-    image: object = None  # PIL.Image.Image (RGB) once decoded; typed loosely so importing types never imports PIL
+    image: PIL.Image.Image | None = None  # RGB, once decoded (PIL is imported for type checking only)
     source: str = ""  # "path:/x.png" or "data" — for error messages and logs, never the bytes
     data: bytes | None = field(default=None, repr=False)  # the encoded image, until decoded
     format: str = ""  # PNG, JPEG, WEBP, GIF, BMP
@@ -42,7 +45,9 @@ class ImageInput:
         """(width, height) as the model sees it."""
         if self.width:
             return self.width, self.height
-        return tuple(self.image.size) if self.image is not None else (0, 0)
+        if self.image is None:
+            return 0, 0
+        return self.image.size
 
     def without_pixels(self) -> ImageInput:
         """What is left once the image is encoded: its header facts and source, no bytes, no pixels."""

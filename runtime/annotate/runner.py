@@ -31,7 +31,7 @@ import time
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable
 
 from guardedge.runtime.annotate.keys import KeyIndex
 from guardedge.runtime.annotate.policy import Policy, request_digest
@@ -134,7 +134,7 @@ class LocalRun:
         self.show_progress = progress
         self.stats = RunStats()
         self._stop = threading.Event()
-        self._bar = None
+        self._bar: Any = None  # the tqdm bar (untyped) while run() runs
 
     def run(self, items: Iterable[Item], total: int | None = None) -> RunStats:
         """Annotate ``items`` (``total``: how many the source holds, for the ETA, when known)."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import tarfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Mapping
 
 from guardedge.runtime.annotate.items import Item
 
@@ -32,15 +32,16 @@ def split_member(name: str) -> tuple[str, str] | None:
     return (match.group(1), match.group(2).lower()) if match else None
 
 
-def sample_item(shard: str, key: str, members: dict[str, bytes | str], text_ext: str | None) -> Item:
+def sample_item(shard: str, key: str, members: Mapping[str, bytes | str], text_ext: str | None) -> Item:
     """The item of one sample; ``members`` maps extension -> bytes (or an error string)."""
     item_key = f"{shard}/{key}"
     problems = [f"{ext}: {value}" for ext, value in members.items() if isinstance(value, str)]
     if problems:
         return Item(item_key, None, error="; ".join(problems))
-    content: list[dict] = [{"type": "image", "bytes": members[ext]} for ext in sorted(members) if ext in IMAGE_EXTENSIONS]
-    if text_ext is not None and text_ext in members:
-        content.append({"type": "text", "text": members[text_ext].decode("utf-8", "replace")})
+    data = {ext: value for ext, value in members.items() if isinstance(value, bytes)}  # all of them, now
+    content: list[dict] = [{"type": "image", "bytes": data[ext]} for ext in sorted(data) if ext in IMAGE_EXTENSIONS]
+    if text_ext is not None and text_ext in data:
+        content.append({"type": "text", "text": data[text_ext].decode("utf-8", "replace")})
     if not content:
         return Item(item_key, None, error=f"the sample has no image member ({', '.join(IMAGE_EXTENSIONS)}); "
                                           f"it has: {', '.join(sorted(members)) or 'nothing'}")
@@ -49,7 +50,8 @@ def sample_item(shard: str, key: str, members: dict[str, bytes | str], text_ext:
 
 def _samples(source: Source, path: Path) -> Iterator[tuple[str, dict[str, bytes | str]]]:
     wanted = set(IMAGE_EXTENSIONS) | ({source.columns.text} if source.columns.text else set())
-    key, members = None, {}
+    key: str | None = None
+    members: dict[str, bytes | str] = {}
     with tarfile.open(path, "r|*") as tar:
         for member in tar:
             parts = split_member(member.name) if member.isfile() else None
@@ -65,7 +67,9 @@ def _samples(source: Source, path: Path) -> Iterator[tuple[str, dict[str, bytes 
             elif member.size > source.max_image_bytes:
                 members[ext] = f"member is {member.size} bytes; the limit is {source.max_image_bytes}"
             else:
-                members[ext] = tar.extractfile(member).read()
+                file = tar.extractfile(member)
+                assert file is not None, "only regular files (member.isfile()) get this far"
+                members[ext] = file.read()
     if key is not None:
         yield key, members
 

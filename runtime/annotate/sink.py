@@ -27,7 +27,7 @@ import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator, Literal, TextIO
 
 from guardedge.runtime.annotate.keys import KeyIndex
 from guardedge.runtime.annotate.rows import from_arrow, to_table
@@ -60,6 +60,7 @@ class OutputDir:
         self.path = Path(path)
         self.identity = identity
         self.details = details or {}  # recorded in the header: the policy's text, the source, versions
+        self._lock_file: TextIO | None = None  # held from open() to close()
 
     def open(self) -> KeyIndex:
         """Create the directory (or check it is ours and of this run's identity), drop partial
@@ -75,7 +76,7 @@ class OutputDir:
 
     def close(self) -> None:
         """Release the lock (a process that ends releases it anyway)."""
-        lock = getattr(self, "_lock_file", None)
+        lock = self._lock_file
         if lock is not None:
             lock.close()
             self._lock_file = None
@@ -84,7 +85,7 @@ class OutputDir:
         return sorted((p for p in self.path.iterdir() if _PART.match(p.name)), key=lambda p: p.name)
 
     def writer(self, flush_rows: int = 1000, flush_seconds: float = 30.0) -> PartWriter:
-        numbers = [int(_PART.match(p.name).group(1)) for p in self.parts()]
+        numbers = [int(match.group(1)) for p in self.parts() if (match := _PART.match(p.name))]  # parts() matched all
         return PartWriter(self, max(numbers, default=-1) + 1, flush_rows, flush_seconds)
 
     def check(self) -> None:
@@ -107,9 +108,9 @@ class OutputDir:
         exit, SIGKILL included): two runs appending to one output would duplicate rows."""
         import fcntl
 
-        self._lock_file = open(self.path / ".lock", "w")
+        self._lock_file = lock = open(self.path / ".lock", "w")
         try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise OutputMismatch(f"--out {self.path}: another guardedge annotate is writing it") from None
 

@@ -30,7 +30,7 @@ from guardedge.runtime.annotate.items import Columns, Item, SourceError
 __all__ = ["Columns", "Format", "Item", "Source", "SourceError", "open_source"]
 
 Format = Literal["folder", "jsonl", "parquet", "csv", "webdataset"]
-FORMATS: tuple[str, ...] = ("folder", "jsonl", "parquet", "csv", "webdataset")
+FORMATS: tuple[Format, ...] = ("folder", "jsonl", "parquet", "csv", "webdataset")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
 MAX_LINE_BYTES = 64 * 1024 * 1024  # a JSONL line: a 20 MiB image in base64 is 27 MiB
 
@@ -59,9 +59,7 @@ def open_source(inputs: list[str], format: str = "auto", columns: Columns | None
                 max_image_bytes: int = 20 * 1024 * 1024) -> Source:
     """Expand globs, check the paths exist and decide the format (SourceError says what is wrong)."""
     paths = expand(inputs)
-    fmt = detect(paths) if format == "auto" else format
-    if fmt not in FORMATS:
-        raise SourceError(f"unknown --format {format!r}; choose one of {', '.join(FORMATS)}")
+    fmt = detect(paths) if format == "auto" else _format(format)
     if fmt == "webdataset":
         paths = _shards(paths)
     elif fmt in ("parquet", "csv"):
@@ -83,6 +81,13 @@ def expand(inputs: list[str]) -> list[Path]:
     return paths
 
 
+def _format(name: str) -> Format:
+    for fmt in FORMATS:
+        if fmt == name:
+            return fmt
+    raise SourceError(f"unknown --format {name!r}; choose one of {', '.join(FORMATS)}")
+
+
 def detect(paths: list[Path]) -> Format:
     """The format the paths' suffixes (or a directory's contents) say."""
     kinds = {_kind(p) for p in paths}
@@ -94,13 +99,16 @@ def detect(paths: list[Path]) -> Format:
 def _kind(path: Path) -> Format:
     if path.is_dir():
         entries = [p.name for p in path.iterdir()]
-        for suffix, fmt in ((".tar", "webdataset"), (".parquet", "parquet")):
+        containers: tuple[tuple[str, Format], ...] = ((".tar", "webdataset"), (".parquet", "parquet"))
+        for suffix, fmt in containers:
             if entries and all(e.endswith(suffix) or e.startswith((".", "_")) for e in entries):
                 return fmt  # a directory of shards, or a Parquet dataset
         return "folder"
     name = path.name.lower()
-    for suffixes, fmt in (((".jsonl", ".json", ".ndjson"), "jsonl"), ((".parquet",), "parquet"), ((".csv",), "csv"),
-                          ((".tar", ".tar.gz", ".tgz"), "webdataset")):
+    files: tuple[tuple[tuple[str, ...], Format], ...] = (
+        ((".jsonl", ".json", ".ndjson"), "jsonl"), ((".parquet",), "parquet"), ((".csv",), "csv"),
+        ((".tar", ".tar.gz", ".tgz"), "webdataset"))
+    for suffixes, fmt in files:
         if name.endswith(suffixes):
             return fmt
     raise SourceError(f"--input {path}: cannot tell the format from its name; give --format ({', '.join(FORMATS)})")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, ClassVar, Literal, Protocol, Sequence
+from typing import Any, Callable, ClassVar, Literal, Protocol, Sequence, TypeVar
 
 import torch
 
@@ -26,13 +26,25 @@ class Encoded:
     image_lengths: list[int] = field(default_factory=list)  # prompt tokens each image's span takes
 
     @property
-    def image(self) -> object | None:
-        """The first image (architectures that take one image per prompt read this)."""
+    def image(self) -> Any:
+        """The first image or None (architectures that take one image per prompt read this); its
+        type is the architecture's own encoded image."""
         return self.images[0] if self.images else None
 
     @property
     def image_pos(self) -> int:
         return self.image_positions[0] if self.image_positions else -1
+
+
+T = TypeVar("T")
+
+
+def present(value: T | None) -> T:
+    """``value``, which an invariant of the caller says is set (e.g. an image's compact pixels
+    exist only when the architecture knows its pixel configuration), narrowed for the type checker."""
+    if value is None:
+        raise AssertionError("a value the invariant says is set is None")
+    return value
 
 
 @dataclass

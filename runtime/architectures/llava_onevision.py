@@ -23,7 +23,7 @@ import logging
 import torch
 
 from guardedge.runtime import pixels_onevision
-from guardedge.runtime.architectures.base import Batch, Encoded, ModuleGroup, expand_placeholders, left_pad
+from guardedge.runtime.architectures.base import Batch, Encoded, ModuleGroup, expand_placeholders, left_pad, present
 from guardedge.runtime.architectures.forward import TorchForward
 
 
@@ -41,7 +41,7 @@ class OneVisionImage:
 
     @property
     def num_patches(self) -> int:
-        return self.compact.num_patches if self.compact is not None else self.pixel_values.shape[0]
+        return self.compact.num_patches if self.compact is not None else present(self.pixel_values).shape[0]
 
 
 class LlavaOneVision(TorchForward):
@@ -136,15 +136,15 @@ class LlavaOneVision(TorchForward):
     def _pixel_values(self, images: list[OneVisionImage]) -> torch.Tensor:
         """[b_img, most patches, 3, H, W] float32, zero past each image's own patches (the model
         reads each image's count from its size): written from compact pixels in one pass, or copied."""
-        if all(im.compact is not None for im in images):
-            return pixels_onevision.pixel_values([im.compact for im in images], self.patches)
+        if all(im.compact is not None for im in images):  # compact pixels exist only with a known configuration
+            return pixels_onevision.pixel_values([present(im.compact) for im in images], present(self.patches))
         shape = next(im.pixel_values.shape[1:] for im in images if im.pixel_values is not None)
         out = torch.zeros((len(images), max(im.num_patches for im in images), *shape), dtype=torch.float32)
         for j, im in enumerate(images):
             if im.compact is not None:
-                pixels_onevision.write_patches(im.compact, self.patches, out[j, : im.num_patches])
+                pixels_onevision.write_patches(im.compact, present(self.patches), out[j, : im.num_patches])
             else:
-                out[j, : im.num_patches] = im.pixel_values
+                out[j, : im.num_patches] = present(im.pixel_values)
         return out
 
     def extend_extra(self, extra: dict, k: int) -> dict:
@@ -188,7 +188,7 @@ class _TokenCounter:
         return self._unpadded(self, *args)
 
     def __call__(self, height: int, width: int, tile_height: int, tile_width: int) -> int:
-        return self._features(self, height, width, tile_height, tile_width)
+        return self._features(self, height, width, tile_height, tile_width)  # type: ignore[arg-type]  # a stand-in self (see the class docstring)
 
 
 def _processor_config(path: Path | None) -> dict:

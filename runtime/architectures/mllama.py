@@ -15,12 +15,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch
 
 from guardedge.runtime import pixels
-from guardedge.runtime.architectures.base import Batch, Encoded, ModuleGroup, left_pad
+from guardedge.runtime.architectures.base import Batch, Encoded, ModuleGroup, left_pad, present
 from guardedge.runtime.architectures.forward import TorchForward
 
 log = logging.getLogger(__name__)
@@ -38,16 +38,16 @@ class MllamaImage:
 
 
 class Mllama(TorchForward):
-    model_type = "mllama"
-    transformers_class = "MllamaForConditionalGeneration"
+    model_type: ClassVar[str] = "mllama"
+    transformers_class: ClassVar[str] = "MllamaForConditionalGeneration"
     # Kept in 16-bit by bitsandbytes recipes (docs/decisions/0003). The output layer is quantized
     # with its verdict and category rows kept in 16-bit beside it (head_rows, docs/decisions/0012:
     # the same answers as a 16-bit head on held-out data, 0.5-0.8 GB less at 11B).
-    keep_16bit = ("multi_modal_projector", "cross_attn.o_proj")
+    keep_16bit: ClassVar[tuple[str, ...]] = ("multi_modal_projector", "cross_attn.o_proj")
     # bitsandbytes 0.50's int8 matmul flattens 3-D inputs only; the projector's is 5-D (decision 0003).
-    int8_keep = ("multi_modal_projector",)
-    verdict_head = "lm_head"
-    onnx_backend = "guardedge.runtime.backends.onnx_backend:OnnxBackend"
+    int8_keep: ClassVar[tuple[str, ...]] = ("multi_modal_projector",)
+    verdict_head: ClassVar[str] = "lm_head"
+    onnx_backend: ClassVar[str] = "guardedge.runtime.backends.onnx_backend:OnnxBackend"
 
     @classmethod
     def quant_groups(cls, config: dict) -> tuple[ModuleGroup, ...]:
@@ -138,9 +138,9 @@ class Mllama(TorchForward):
 
     def _pixel_values(self, imgs: list[MllamaImage]) -> torch.Tensor:
         """[b_img, 1, T, 3, H, W] float32: written from the compact pixels in one pass, or stacked."""
-        if all(im.compact is not None for im in imgs):
-            return pixels.pixel_values([im.compact for im in imgs], self.tiles)
-        return torch.stack([im.pixel_values for im in imgs]).unsqueeze(1)
+        if all(im.compact is not None for im in imgs):  # compact pixels exist only with a known configuration
+            return pixels.pixel_values([present(im.compact) for im in imgs], present(self.tiles))
+        return torch.stack([present(im.pixel_values) for im in imgs]).unsqueeze(1)
 
     def extend_extra(self, extra: dict, k: int) -> dict:
         cross = extra.get("cross_attention_mask")

@@ -6,7 +6,7 @@ bitsandbytes) fails only for the user who asked for it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 if TYPE_CHECKING:
     import torch
@@ -19,9 +19,21 @@ if TYPE_CHECKING:
 
 class Backend(Protocol):
     name: str  # "torch", "onnxruntime", ...
-    description: str  # one line for people
-    precision: str  # "float32", "bfloat16", "int8", ...
-    device_name: str  # "cpu", "cuda"
+
+    @property
+    def description(self) -> str:
+        """One line for people."""
+        ...
+
+    @property
+    def precision(self) -> str:
+        """The weights' precision: float32, bfloat16, int8, ..."""
+        ...
+
+    @property
+    def device_name(self) -> str:
+        """The device type: cpu, cuda."""
+        ...
 
     def memory_bytes(self) -> int:
         """Bytes the loaded model's weights occupy."""
@@ -34,9 +46,9 @@ class Backend(Protocol):
         that cannot read logits there ignores it."""
         ...
 
-    def decode(self, state: object, rows: list[int], first: list[int], max_new: int | list[int], stop_ids: set[int],
+    def decode(self, state: Any, rows: list[int], first: list[int], max_new: int | list[int], stop_ids: set[int],
                drafter: Drafter | None = None, until: Until | None = None) -> list[list[int]]:
-        """Greedy token ids for ``rows`` (``first`` forced as the first token), stop token included;
+        """Greedy token ids for ``rows`` of ``state`` (what this backend's prefill returned) (``first`` forced as the first token), stop token included;
         ``max_new`` bounds each row, ``until(row, tokens)`` ends a row whose answer is complete.
 
         ``drafter`` proposes format tokens a backend may verify in one pass (runtime/decoding.py);

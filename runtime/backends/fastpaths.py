@@ -67,17 +67,20 @@ def apply_fast_paths(backend: object, paths: FastPaths) -> None:
     """Switch the backend's model to the requested paths; refuse backends they do not apply to."""
     if not paths.any:
         return
-    model = getattr(backend, "model", None)
-    if getattr(backend, "name", None) != "torch" or model is None:
+    from guardedge.runtime.backends.torch_backend import TorchBackend
+
+    if not isinstance(backend, TorchBackend):
         raise ValueError(f"fast paths ({paths.describe()}) apply to the PyTorch backend only, "
                          f"not {getattr(backend, 'name', type(backend).__name__)!r}")
-    vision = backend.arch.torch_vision_encoder(model)
+    model = backend.model
+    arch, _, _ = backend.bound()
+    vision = arch.torch_vision_encoder(model)
     if paths.vision_attention:
         set_vision_attention(vision, paths.vision_attention)
     if paths.compile_vision:
         vision.forward = _compile(vision.forward, paths)
     if paths.compile_decode:
-        text = backend.arch.torch_text_model(model)
+        text = arch.torch_text_model(model)
         text.forward = decode_only(text.forward, _compile(text.forward, paths))
 
 
@@ -106,5 +109,6 @@ def decode_only(eager: Callable, compiled: Callable) -> Callable:
     def forward(*args, **kwargs):
         return (compiled if not args and is_decode_step(kwargs) else eager)(*args, **kwargs)
 
-    forward.compiled = compiled  # for tests and gpu-check: what a decode step calls
+    # For tests and gpu-check: what a decode step calls (a function attribute, which mypy cannot declare).
+    forward.compiled = compiled  # type: ignore[attr-defined]
     return forward

@@ -22,6 +22,9 @@ FILE = "head_rows.safetensors"
 class HeadRows(torch.nn.Module):
     """``head(x)`` with the logits of ``ids`` replaced by ``x @ rows.T`` in float."""
 
+    ids: torch.Tensor  # buffers (register_buffer), declared for the type checker
+    rows: torch.Tensor
+
     def __init__(self, head: torch.nn.Module, ids: torch.Tensor, rows: torch.Tensor):
         super().__init__()
         self.head = head

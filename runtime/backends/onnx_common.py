@@ -80,8 +80,8 @@ class OnnxState:
     attention_mask: np.ndarray  # [B, L]
     next_position: np.ndarray  # [B]: position id of the token after the prompt
     prompt_columns: int  # cache columns of the prompt; the draft's follow
-    draft: tuple[int, ...] = ()  # tokens fed after every prompt at prefill
-    draft_logits: np.ndarray | None = None  # [B, len(draft), vocab]: the logits at their positions
+    draft: tuple[int, ...]  # tokens fed after every prompt at prefill (may be empty)
+    draft_logits: np.ndarray  # [B, len(draft), vocab]: the logits at their positions
     extra: dict = field(default_factory=dict)  # the architecture's per-row decode inputs ([B, ...] numpy)
 
 

@@ -115,7 +115,8 @@ class _Packer:
         with torch.inference_mode():
             # float32 on the host whatever the export's float: CPU bilinear resize in half precision is not what PyTorch runs.
             packed, _ = self._modeling.LlavaOnevisionModel.pack_image_features(
-                self, [torch.from_numpy(f.astype(np.float32)) for f in per_image], sizes,
+                self,  # type: ignore[arg-type]  # a stand-in self (see the class docstring)
+                [torch.from_numpy(f.astype(np.float32)) for f in per_image], sizes,
                 image_newline=torch.from_numpy(newline.astype(np.float32)),
                 vision_aspect_ratio=self.config.vision_aspect_ratio)
         return [p.numpy() for p in packed]

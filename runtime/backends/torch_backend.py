@@ -14,13 +14,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
 from guardedge.runtime.backends.bnb import bnb_precision, quant_state_bytes, saved_quantization, set_bnb_compute_dtype
 from guardedge.runtime.decoding import Drafter, GreedyAt, Until, argmax_rows, greedy_decode
 from guardedge.runtime.architectures import Architecture, Batch
+
+if TYPE_CHECKING:
+    from transformers import DynamicCache  # imported where a cache is made: transformers loads lazily
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -81,13 +84,13 @@ def device_map_target(dev: torch.device) -> str:
 
 @dataclass
 class PrefillState:
-    cache: object  # transformers DynamicCache
+    cache: DynamicCache
     attention_mask: torch.Tensor
     context: dict  # the architecture's decode context (e.g. Mllama's cross-attention mask)
     next_position: torch.Tensor  # [B] position id of the token after the prompt
     prompt_columns: int  # cache columns of the prompt; the draft's follow
-    draft: tuple[int, ...] = ()  # tokens fed after every prompt at prefill
-    draft_hidden: torch.Tensor | None = None  # [B, len(draft), hidden]: their last hidden states
+    draft: tuple[int, ...]  # tokens fed after every prompt at prefill (may be empty)
+    draft_hidden: torch.Tensor  # [B, len(draft), hidden]: their last hidden states
 
 
 class TorchBackend:
@@ -104,7 +107,7 @@ class TorchBackend:
         self.quantization = quantization  # "bnb-int8", "bnb-nf4", "bnb-fp4" or None
         # The dtype transformers gives its own masks: that of the token embeddings (the hidden states').
         self.mask_dtype = model.get_input_embeddings().weight.dtype
-        self.trunk = None
+        self.trunk: Callable | None = None
         if arch is not None:
             self.bind(arch)
 
@@ -115,15 +118,22 @@ class TorchBackend:
         self.trunk = arch.torch_trunk(self.model)
         head = arch.torch_head(self.model)
         tied = getattr(head, "weight", None) is self.model.get_input_embeddings().weight
-        if self.device.type == "cpu" and not tied and (parts := SplitHead.parts_for(head)):
+        if self.device.type == "cpu" and not tied and isinstance(head, torch.nn.Linear) and (parts := SplitHead.parts_for(head)):
             _replace_module(self.model, head, SplitHead(head, parts))
 
     @property
     def head(self) -> torch.nn.Module:
         """The output layer where it sits in the model now: read on every use, so a module swapped
         into the model (export/groupquant.py's in-process trials) is the one that answers."""
-        assert self.arch is not None, "bind an architecture first"
+        if self.arch is None:
+            raise RuntimeError("TorchBackend.bind(arch) was not called: the backend has no architecture")
         return self.arch.torch_head(self.model)
+
+    def bound(self) -> tuple[Architecture, Callable, torch.nn.Module]:
+        """The architecture, trunk and output layer :meth:`bind` set (build_engine binds every backend)."""
+        if self.arch is None or self.trunk is None:
+            raise RuntimeError("TorchBackend.bind(arch) was not called: the backend has no architecture")
+        return self.arch, self.trunk, self.head
 
     @classmethod
     def load(cls, model_dir: Path, device: str | None = None, dtype: str | None = None, arch: Architecture | None = None,
@@ -190,21 +200,22 @@ class TorchBackend:
         """
         from transformers import DynamicCache
 
+        arch, trunk, head = self.bound()
         prompt_columns = batch.input_ids.shape[1]
-        batch = batch.extended(draft, self.arch.extend_extra)
+        batch = batch.extended(draft, arch.extend_extra)
         cache = DynamicCache()
-        inputs, context = self.arch.torch_prefill(self.model, batch, self.device, self.dtype)
-        positions, text_positions = self.arch.torch_positions(batch)
+        inputs, context = arch.torch_prefill(self.model, batch, self.device, self.dtype)
+        positions, text_positions = arch.torch_positions(batch)
         attention_mask = batch.attention_mask.to(self.device)
-        hidden = self.trunk(
+        hidden = trunk(
             input_ids=batch.input_ids.to(self.device),
-            attention_mask=self.arch.torch_mask(attention_mask, 0, self.mask_dtype, context),
+            attention_mask=arch.torch_mask(attention_mask, 0, self.mask_dtype, context),
             position_ids=positions.to(self.device),
             past_key_values=cache,
             use_cache=True,
             **inputs,
         ).last_hidden_state[:, prompt_columns - 1 :]
-        logits = self.head(hidden[:, 0]).float()
+        logits = head(hidden[:, 0]).float()
         next_position = text_positions[:, prompt_columns - 1].to(self.device) + 1
         state = PrefillState(cache, attention_mask, context, next_position,
                              prompt_columns, tuple(draft), hidden[:, 1:])
@@ -223,33 +234,34 @@ class TorchBackend:
         """
         from transformers import DynamicCache
 
+        arch, trunk, head = self.bound()
         cache = DynamicCache()
-        inputs, context = self.arch.torch_prefill(self.model, prefix, self.device, self.dtype)
-        positions, text_positions = self.arch.torch_positions(prefix)
+        inputs, context = arch.torch_prefill(self.model, prefix, self.device, self.dtype)
+        positions, text_positions = arch.torch_positions(prefix)
         prefix_mask = prefix.attention_mask.to(self.device)
-        self.trunk(input_ids=prefix.input_ids.to(self.device),
-                   attention_mask=self.arch.torch_mask(prefix_mask, 0, self.mask_dtype, context),
-                   position_ids=positions.to(self.device), past_key_values=cache, use_cache=True, **inputs)
+        trunk(input_ids=prefix.input_ids.to(self.device),
+              attention_mask=arch.torch_mask(prefix_mask, 0, self.mask_dtype, context),
+              position_ids=positions.to(self.device), past_key_values=cache, use_cache=True, **inputs)
         index = torch.tensor(list(parents), device=self.device)
         cache.batch_select_indices(index)
-        context = self.arch.torch_select(context, index)
+        context = arch.torch_select(context, index)
         columns = prefix_mask.shape[1]
         attention_mask = torch.cat([prefix_mask[index], suffix.attention_mask.to(self.device)], dim=1)
         start = text_positions[:, -1].to(self.device)[index] + 1
         steps = (suffix.attention_mask.to(self.device).cumsum(-1) - 1).clamp(min=0)
-        inputs, context = self.arch.torch_step(context, suffix.input_ids.shape[1])
-        hidden = self.trunk(
+        inputs, context = arch.torch_step(context, suffix.input_ids.shape[1])
+        hidden = trunk(
             input_ids=suffix.input_ids.to(self.device),
-            attention_mask=self.arch.torch_mask(attention_mask, columns, self.mask_dtype, context),
-            position_ids=self.arch.torch_step_positions(start[:, None] + steps),
+            attention_mask=arch.torch_mask(attention_mask, columns, self.mask_dtype, context),
+            position_ids=arch.torch_step_positions(start[:, None] + steps),
             past_key_values=cache,
             use_cache=True,
             cache_position=columns + torch.arange(suffix.input_ids.shape[1], device=self.device),
             **inputs,
         ).last_hidden_state[:, -1]
         if token_ids is not None:  # only the output rows read: 2 of Gemma 3's 262k
-            return _row_logits(self.head, hidden, list(token_ids))
-        return self.head(hidden).float()
+            return _row_logits(head, hidden, list(token_ids))
+        return head(hidden).float()
 
     @torch.inference_mode()
     def draft_logits(self, state: PrefillState, positions: Sequence[int], token_ids: Sequence[int],
@@ -258,10 +270,11 @@ class TorchBackend:
         position p (0: after the draft's first token), or their log-probabilities over the whole
         vocabulary when ``log_softmax``. Only the rows of the output layer that are read are
         computed when the normaliser is not needed."""
+        _, _, head = self.bound()
         hidden = state.draft_hidden[:, list(positions)]
         if log_softmax:
-            return torch.log_softmax(self.head(hidden).float(), dim=-1)[..., list(token_ids)]
-        return _row_logits(self.head, hidden, list(token_ids))
+            return torch.log_softmax(head(hidden).float(), dim=-1)[..., list(token_ids)]
+        return _row_logits(head, hidden, list(token_ids))
 
     def decode(self, state: PrefillState, rows: list[int], first: list[int], max_new: int | list[int],
                stop_ids: set[int], drafter: Drafter | None = None, until: Until | None = None) -> list[list[int]]:
@@ -314,7 +327,8 @@ class _TorchSteps:
     max_chunk = 4  # "unsafe" + "\nS" + the category digit fit; the decode loop widens it to a family's longest draft
 
     def __init__(self, backend: TorchBackend, state: PrefillState, rows: list[int]):
-        self.trunk, self.head, self.device, self.arch = backend.trunk, backend.head, backend.device, backend.arch
+        self.arch, self.trunk, self.head = backend.bound()
+        self.device = backend.device
         self.mask_dtype = backend.mask_dtype
         index = torch.tensor(rows, device=self.device)
         self.cache = state.cache
@@ -328,9 +342,10 @@ class _TorchSteps:
         self._fed_from = state.prompt_columns  # first cache column of the last step (or of the prefill's draft)
 
     def pending_greedy(self) -> GreedyAt:
+        assert self._pending_hidden is not None, "decoding asks for it only when there is a pending draft"
         return _GreedyHead(self.head, self._pending_hidden)
 
-    def step(self, tokens: list[list[int]]) -> list[list[int]]:
+    def step(self, tokens: list[list[int]]) -> GreedyAt:
         ids = torch.tensor(tokens, device=self.device)
         rows, width = ids.shape
         self._fed_from = self.attn.shape[1]

@@ -86,7 +86,7 @@ def _generated_images(split: Split, n: int) -> list[dict]:
     """``n`` generator requests (eval templates, this split's seed) that carry an image."""
     from guardedge.runtime.demo.data import Generator
 
-    gen, out = Generator("eval", SEEDS[split]), []
+    gen, out = Generator("eval", SEEDS[split]), list[dict]()
     while len(out) < n:
         ex = gen.example()
         if ex.get("image_spec") is None:

@@ -133,7 +133,8 @@ def _shapes(img, rng: random.Random, count: int, colour) -> None:
 def safe_palette_colour(rng: random.Random) -> tuple[int, int, int]:
     """A random colour at least 110 away (Euclidean RGB) from every hazard colour."""
     while True:
-        c = tuple(rng.randint(0, 255) for _ in range(3))
+        r, g, b = (rng.randint(0, 255) for _ in range(3))
+        c = (r, g, b)
         if all(sum((x - y) ** 2 for x, y in zip(c, hz)) >= 110**2 for hz in IMAGE_COLOURS.values()):
             return c
 
@@ -227,7 +228,7 @@ class Generator:
 
     def _prompt_task(self, hazard: str, policy_kind: str):
         if self.rng.random() < self.image_decided_share:  # the image alone decides: neutral text
-            image_hazard = self.rng.choice(list(IMAGE_COLOURS) + ["safe", "safe"])
+            image_hazard: str | None = self.rng.choice(list(IMAGE_COLOURS) + ["safe", "safe"])
             text, kind, hazards = self.rng.choice(IMAGE_PROMPTS), "image", {image_hazard}
         else:  # the text decides; sometimes an image rides along, rarely a hazardous one too
             text, kind, hazards = self._phrase("p", PROMPT_TEMPLATES, hazard), policy_kind, {hazard}
@@ -247,6 +248,7 @@ class Generator:
     def _natural_example(self) -> dict:
         """A request in people's own words (runtime/demo/natural.py) under a drawn policy."""
         rng = self.rng
+        assert self.natural is not None, "example() draws natural examples only when the mix has them"
         task = "prompt" if rng.random() < 0.6 else "response"
         categories, excluded, policy_kind = self._policy()
         policy = {k: v for k, v in (categories or dict(DEFAULT_CATEGORIES)).items() if k not in excluded}
@@ -292,7 +294,7 @@ def _example(messages: list[dict], task: str, kind: str, policy: dict[str, str],
              excluded: list[str], image: ImageSpec | None) -> dict:
     """A labelled example: the policy's categories whose description is among ``hazards`` are violated."""
     violated = [k for k, d in policy.items() if d in hazards]
-    out = {"messages": messages, "task": task, "kind": kind,
+    out: dict = {"messages": messages, "task": task, "kind": kind,
            "label": {"verdict": "unsafe" if violated else "safe", "categories": violated}}
     if categories is not None:
         out["categories"] = categories

@@ -89,7 +89,7 @@ def check_examples(split: str, n: int = 400) -> list[dict]:
     mixed = [policies.pop(0) if i % 4 == 3 and policies else plain.pop(0) if plain else policies.pop(0) for i in range(n)]
     out = []
     for i, ex in enumerate(mixed):
-        policy = {"excluded_category_keys": list(ex["excluded"])} if ex["excluded"] else {}
+        policy: dict = {"excluded_category_keys": list(ex["excluded"])} if ex["excluded"] else {}
         if ex.get("categories") is not None:
             policy["categories"] = dict(ex["categories"])
         # The label by code: a custom policy's header names its own category, not the default's.

@@ -9,7 +9,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from guardedge.runtime.demos import LabelledRequest
+from guardedge.runtime.demos import CheckSplit, LabelledRequest
 
 
 class LlamaGuardDemo:
@@ -37,7 +37,7 @@ class LlamaGuardDemo:
                for ex in generated]
         return out, hashlib.sha256(_plain_json(generated).encode()).hexdigest()
 
-    def check_examples(self, split: str, n: int) -> list[dict]:
+    def check_examples(self, split: CheckSplit, n: int) -> list[dict]:
         """The independently written held-out corpus halved by a fixed hash, with synthetic image
         requests (runtime/demo/checksets.py)."""
         from guardedge.runtime.demo.checksets import examples

@@ -31,7 +31,7 @@ EVAL_SIZE = 400
 
 def to_request(example: dict) -> GuardRequest:
     """A generated example as a validated request (the synthetic image is rendered here)."""
-    spec = example.get("image_spec")
+    spec = example.get("image_spec")  # set whenever a message has an image part
     messages = []
     for m in example["messages"]:
         parts = []
@@ -39,6 +39,7 @@ def to_request(example: dict) -> GuardRequest:
             if p["type"] == "text":
                 parts.append(Part("text", text=p["text"]))
             else:
+                assert spec is not None, "an image part comes with the example's image_spec"
                 parts.append(Part("image", image=ImageInput(spec.render(), "synthetic")))
         messages.append(Message(m["role"], tuple(parts)))
     categories = example.get("categories")

@@ -17,7 +17,7 @@ TABLES = ("model.language_model.embed_tokens.weight", "lm_head.weight")
 INIT_STD = 0.02  # MllamaConfig.initializer_range
 
 
-def table_init(name: str, rows: int, dim: int, seed: int) -> torch.Tensor:
+def table_init(name: str, rows: int, dim: int, *, seed: int) -> torch.Tensor:
     """The untrained value of a table (same on every machine and library version)."""
     offset = TABLES.index(name)
     rng = np.random.Generator(np.random.PCG64([seed, offset]))
@@ -27,7 +27,7 @@ def table_init(name: str, rows: int, dim: int, seed: int) -> torch.Tensor:
 def init_tables(model, seed: int) -> None:
     state = model.state_dict()
     for name in TABLES:
-        state[name].copy_(table_init(name, *state[name].shape, seed))
+        state[name].copy_(table_init(name, *state[name].shape, seed=seed))
 
 
 def pack(model, seed: int, path: Path) -> dict:
@@ -41,7 +41,7 @@ def pack(model, seed: int, path: Path) -> dict:
             # Compared as stored (bf16): unpack restores bf16(init) for every row left out, so a
             # row equal to it there is equal after unpacking too (and a model that started from a
             # pack holds bf16(init) in its untrained rows, which never equal the fp32 init).
-            init = table_init(name, *value.shape, seed).to(torch.bfloat16)
+            init = table_init(name, *value.shape, seed=seed).to(torch.bfloat16)
             rows = torch.nonzero((value.to(torch.bfloat16) != init).any(dim=1)).flatten()
             out[f"{name}::rows"] = rows.to(torch.int32)
             out[f"{name}::values"] = value[rows].to(torch.bfloat16).contiguous()
@@ -60,7 +60,7 @@ def unpack(path: Path, shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]
         seed = int(f.metadata()["seed"])
         state = {k: f.get_tensor(k) for k in f.keys() if "::" not in k}
         for name in TABLES:
-            table = table_init(name, *shapes[name], seed).to(torch.bfloat16)
+            table = table_init(name, *shapes[name], seed=seed).to(torch.bfloat16)
             table[f.get_tensor(f"{name}::rows").long()] = f.get_tensor(f"{name}::values")
             state[name] = table
     return state

@@ -156,7 +156,7 @@ def load_smoke(family: str) -> list[dict]:
     return json.loads(resources.files("guardedge.runtime.families").joinpath(f"data/{family}.smoke.json").read_text("utf-8"))
 
 
-def verdict_label(raw: object, codes: set[str] | None = None) -> tuple[str, tuple[str, ...]]:
+def verdict_label(raw: object, codes: set[str] | None = None) -> tuple[LabelVerdict, tuple[str, ...]]:
     """An evaluation label ``{"verdict": "unsafe", "categories": ["S1"]}`` checked against ``codes``
     (None: any code) -> (verdict, categories); ValueError saying what is wrong."""
     if not isinstance(raw, dict):
@@ -171,7 +171,7 @@ def verdict_label(raw: object, codes: set[str] | None = None) -> tuple[str, tupl
         raise ValueError("a safe label cannot name categories")
     unknown = [c for c in categories if codes is not None and c not in codes]
     if unknown:
-        raise ValueError(f"label categories {unknown} are not codes of this family ({', '.join(sorted(codes))})")
+        raise ValueError(f"label categories {unknown} are not codes of this family ({', '.join(sorted(codes or ()))})")
     return verdict, tuple(categories)
 
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from guardedge.runtime.errors import FieldViolation, InvalidRequest
-from guardedge.runtime.families.base import ParsedAnswer, ScoringSpec, verdict_label
+from guardedge.runtime.families.base import LabelVerdict, ParsedAnswer, ScoringSpec, verdict_label
 from guardedge.runtime.normalize import lines, normalize, search
 from guardedge.runtime.requests import category_field
 from guardedge.runtime.types import GuardRequest, Message
@@ -126,7 +126,7 @@ class LlamaGuard:
     def label_space(self) -> tuple[str, ...]:
         return tuple(code for code, _ in self.format.categories)
 
-    def parse_label(self, label: object) -> tuple[str, tuple[str, ...]]:
+    def parse_label(self, label: object) -> tuple[LabelVerdict, tuple[str, ...]]:
         # Custom policies name their own codes, so any code is accepted here; the metrics compare codes as given.
         return verdict_label(label)
 
@@ -134,7 +134,7 @@ class LlamaGuard:
         """The categories that appear in the prompt, in prompt order (the engine resolves it once at
         prepare; a request carrying it is not resolved again)."""
         if request.policy is not None:
-            return request.policy
+            return cast("tuple[tuple[str, str], ...]", request.policy)  # what this method returned at prepare
         categories = request.categories if request.categories is not None else self.format.categories
         excluded = set(request.excluded_category_keys)
         return tuple((k, v) for k, v in categories if k not in excluded)

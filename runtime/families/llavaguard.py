@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Literal
+from typing import Literal, cast
 
 from guardedge.runtime.errors import FieldViolation, InvalidRequest, invalid
 from guardedge.runtime.families import llavaguard_answer as answers
@@ -208,7 +208,7 @@ class LlavaGuard:
         """(code, header, text) per category, in prompt order, excluded ones already swapped (the one
         the engine resolved at prepare when the request carries it)."""
         if request.policy is not None:
-            return request.policy
+            return cast("tuple[tuple[str, str, str], ...]", request.policy)  # what this method returned at prepare
         excluded = set(request.excluded_category_keys)
         if request.categories is None:
             return tuple(

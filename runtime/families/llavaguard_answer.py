@@ -31,7 +31,7 @@ from guardedge.runtime.families.base import ParsedAnswer
 from guardedge.runtime.types import GuardRequest
 
 KEYS = ("rating", "category", "rationale")
-RATINGS = {"Safe": "safe", "Unsafe": "unsafe"}
+RATINGS: dict[str, Literal["safe", "unsafe"]] = {"Safe": "safe", "Unsafe": "unsafe"}
 NONE_CODE = "NA"
 # The text that follows the category value in json.dumps(..., indent=4): once decoded, the verdict is known.
 VERDICT_STOP = '",\n    "rationale"'

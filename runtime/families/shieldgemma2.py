@@ -95,7 +95,7 @@ class ShieldGemma2:
 
     def parse_label(self, label: dict) -> tuple[Literal["safe", "unsafe"], tuple[str, ...]]:
         verdict, categories = verdict_label(label, set(self.label_space))
-        return verdict, categories  # type: ignore[return-value]
+        return verdict, categories
 
     def head_answers(self) -> tuple[str, ...]:
         """The two label tokens P(Yes) is read from: their output rows stay float in a quantized

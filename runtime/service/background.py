@@ -41,7 +41,12 @@ class BackgroundServer:
 
     @property
     def port(self) -> int:
-        return self.server.port
+        return self._started().port
+
+    def _started(self) -> GuardServer:
+        if self.server is None:
+            raise RuntimeError("BackgroundServer.start() was not called")
+        return self.server
 
     @property
     def address(self) -> str:
@@ -63,9 +68,10 @@ class BackgroundServer:
         return GuardServer(self.config, self.engines)  # built on the loop: its asyncio objects belong there
 
     async def _ready(self) -> None:
-        while not self.server.ready.is_set():
-            if self.server.failed is not None:
-                raise RuntimeError(f"server failed to start: {self.server.failed}")
+        server = self._started()
+        while not server.ready.is_set():
+            if server.failed is not None:
+                raise RuntimeError(f"server failed to start: {server.failed}")
             await asyncio.sleep(0.01)
 
     def stop(self) -> None:

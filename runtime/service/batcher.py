@@ -227,7 +227,7 @@ class Batcher:
         run = functools.partial(self.engine.run, [j.prepared for j in jobs], on_verdict=deliver)
         try:
             verdicts = await loop.run_in_executor(self._executor, run)
-            results: list[Result | BaseException] = [Result(v, len(jobs)) for v in verdicts]
+            results: list[Result | BaseException | None] = [Result(v, len(jobs)) for v in verdicts]  # None: answered already
         except Exception:
             # Rows delivered before the failure are answered already (their callbacks ran first).
             left = sum(not job.future.done() for job in jobs)

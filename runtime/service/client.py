@@ -137,6 +137,7 @@ def _channel_args(target: str, tls: Tls | None, attempts: int, max_message_bytes
 def request_from_dict(obj: object, base_dir: Path | None = None) -> pb.ClassifyRequest:
     """A ClassifyRequest from a request dict (CLI/JSONL shape); raises InvalidRequest on bad shape."""
     parse_request(obj, None, base_dir, load_images=False)  # the library's checks, minus image decoding
+    assert isinstance(obj, dict), "parse_request refuses anything but a JSON object"
     request = pb.ClassifyRequest(request_id=obj.get("request_id", ""), model=obj.get("model", "") or "")
     for i, message in enumerate(obj["messages"]):
         content = message["content"]

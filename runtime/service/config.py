@@ -15,7 +15,7 @@ import dataclasses
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -93,7 +93,7 @@ def load_config(
     file: str | Path | None = None,
 ) -> ServerConfig:
     """Merge the sources (flags win) and validate; raise :class:`ConfigError` naming what to fix."""
-    values: dict[str, object] = {}
+    values: dict[str, tuple[object, str]] = {}  # name -> (value, where it was set)
     if file:
         values.update(_from_file(Path(file)))
     values.update(_from_env(env or {}))
@@ -101,7 +101,7 @@ def load_config(
     # Every problem is reported at once: a value of the wrong type keeps its default, so the other
     # rules are still checked; only an unreadable or unknown-keyed file stops at once.
     problems: list[str] = []
-    converted = {}
+    converted: dict[str, Any] = {}  # each setting's value, of its own type
     for name, (value, source) in values.items():
         try:
             converted[name] = _convert(name, value, source)
@@ -134,7 +134,7 @@ def _from_file(path: Path) -> dict[str, tuple[object, str]]:
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, tuple[object, str]]:
-    out = {}
+    out: dict[str, tuple[object, str]] = {}
     for name in SETTINGS:
         key = ENV_PREFIX + name.upper()
         if key in env and env[key] != "":
@@ -142,11 +142,12 @@ def _from_env(env: Mapping[str, str]) -> dict[str, tuple[object, str]]:
     return out
 
 
-def _convert(name: str, value: object, source: str) -> object:
-    """Coerce strings (environment) and TOML values to the setting's type."""
+def _convert(name: str, value: Any, source: str) -> object:
+    """Coerce strings (environment) and TOML values (any type: checked here) to the setting's type."""
     if name not in SETTINGS:
         raise ConfigError(f"{source}: unknown setting {name!r}")
-    default = SETTINGS[name].default if SETTINGS[name].default is not dataclasses.MISSING else SETTINGS[name].default_factory()
+    spec = SETTINGS[name]  # every setting has a default or a default factory
+    default = spec.default_factory() if callable(spec.default_factory) else spec.default
     try:
         if isinstance(default, bool):
             return _bool(value)

@@ -24,6 +24,8 @@ STREAM_DRAINED = "the server is shutting down; requests it had read were answere
 class Failure(Exception):
     """A request ends with this status (code, message, details)."""
 
+    index: int | None = None  # which input of a batch of them (the HTTP moderation API's array)
+
     def __init__(self, status: status_pb2.Status):
         super().__init__(status.message)
         self.status = status

@@ -131,7 +131,9 @@ def _shield_message(message: object, where: str) -> dict | None:
 
 def _shield_part(part: object, where: str) -> dict:
     """OpenAI chat parts (text, image_url) and Llama Stack's (text, image {url: {uri}} or {data})."""
-    kind = part.get("type") if isinstance(part, dict) else None
+    if not isinstance(part, dict):
+        raise invalid(f"{where}.type", "must be 'text', 'image_url' or 'image', got None")
+    kind = part.get("type")
     if kind == "text":
         return {"type": "text", "text": part.get("text")}
     if kind == "image_url":

@@ -72,6 +72,7 @@ class HttpServer:
     def _connection(self) -> asyncio.Protocol:
         if self.connections >= self.max_connections:
             return _Refuse()
+        assert self._runner is not None and self._runner.server is not None, "listening only between start() and stop()"
         return self._runner.server()
 
     async def stop(self) -> None:

@@ -14,9 +14,12 @@ from sharing counters.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
+if TYPE_CHECKING:
+    from guardedge.runtime.service.httpd import ProbeServer  # imported by serve(): aiohttp loads only then
 
 # Seconds: from 0.5 ms (gRPC overhead on loopback) to 30 s (a long CPU batch of the 11B guard).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -41,7 +44,7 @@ class Metrics:
         self.queue_depth = Gauge("guardedge_queue_depth", "Requests admitted and not yet on the engine.", ["model"], registry=self.registry)
         self.model_memory = Gauge("guardedge_model_memory_bytes", "Bytes of the model's weights.", ["model", "variant"], registry=self.registry)
         self.model_ready = Gauge("guardedge_model_ready", "1 once the model is loaded and warmed up.", ["model"], registry=self.registry)
-        self._http = None
+        self._http: ProbeServer | None = None
 
     async def serve(self, host: str, port: int, ready: Callable[[], bool] = lambda: True) -> int:
         """Start /metrics, /healthz and /readyz on the running loop (runtime/service/httpd.py); the bound port.

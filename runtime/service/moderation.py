@@ -77,14 +77,14 @@ def _text_request(text: str, options: dict) -> dict:
 
 
 def _part(item: object, where: str) -> dict:
-    kind = item.get("type") if isinstance(item, dict) else None
-    if kind == "text":
-        return {"type": "text", "text": item.get("text")}
-    if kind == "image_url":
-        url = item.get("image_url")
-        return image_part(url.get("url") if isinstance(url, dict) else None, f"{where}.image_url.url")
     if isinstance(item, str):
         raise invalid(where, "mixes strings with parts: send an array of strings or an array of parts")
+    kind = item.get("type") if isinstance(item, dict) else None
+    if isinstance(item, dict) and kind == "text":
+        return {"type": "text", "text": item.get("text")}
+    if isinstance(item, dict) and kind == "image_url":
+        url = item.get("image_url")
+        return image_part(url.get("url") if isinstance(url, dict) else None, f"{where}.image_url.url")
     raise invalid(f"{where}.type", f"must be 'text' or 'image_url', got {kind!r}"[:160])
 
 
@@ -112,7 +112,10 @@ def result(answer: pb.ClassifyResponse, mapping: dict[str, tuple[str, ...]], kin
     """One Moderation object (module docstring)."""
     scores = {c.code: c.score for c in answer.category_scores}
     violated = set(answer.violated_categories)
-    categories, category_scores, applied, unanswered = {}, {}, {}, []
+    categories: dict[str, bool | None] = {}
+    category_scores: dict[str, float | None] = {}
+    applied: dict[str, list[str]] = {}
+    unanswered: list[str] = []
     for name, allowed in NAMES.items():
         codes = [code for code, names in mapping.items() if name in names and code in scores]
         if not codes:

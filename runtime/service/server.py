@@ -19,6 +19,7 @@ import logging
 import signal
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -35,6 +36,9 @@ from guardedge.runtime.service.failures import SHUTDOWN_UNANSWERED, SHUTTING_DOW
 from guardedge.runtime.service.health import BoundedHealth
 from guardedge.runtime.service.memory import Trimmer
 from guardedge.runtime.service.metrics import Metrics
+
+if TYPE_CHECKING:
+    from guardedge.runtime.service.http_api import HttpApi
 from guardedge.runtime.service.slots import ModelSlot, engine_options, load_slot
 from guardedge.runtime.service.stream import Drained, StreamCall
 from guardedge.runtime.service.wire import Rejected, WireLimits, register
@@ -85,6 +89,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
         # its frames) and without the request on this frame: nothing of the request hangs on it.
         del request
         await context.abort(code, status.message, trailing_metadata=details(status))
+        raise AssertionError("unreachable: context.abort() raises")  # grpc is untyped: abort's NoReturn is not known
 
     async def ClassifyStream(self, request_iterator, context: grpc.aio.ServicerContext):
         self.gate.arrived()
@@ -147,7 +152,7 @@ class GuardServicer(pb_grpc.GuardServiceServicer):
             raise Failure(request.status)
         self.in_flight += 1
         # Not kept in a local: a traceback through this frame would hold the task, and the task the traceback.
-        self.calls.add(asyncio.current_task())
+        self.calls.add(_current_task())
         try:
             return await self._classify_logged(request, deadline)
         finally:
@@ -265,7 +270,7 @@ class GuardServer:
         self.port = 0
         self.metrics_port = 0
         self.http_port = 0
-        self.http = None  # the HTTP API (runtime/service/http_api.py) when config.http_port >= 0
+        self.http: HttpApi | None = None  # the HTTP API (runtime/service/http_api.py) when config.http_port >= 0
         self.ready = asyncio.Event()
         self.failed: BaseException | None = None
 
@@ -411,3 +416,9 @@ async def serve(config: ServerConfig) -> int:
     if server.failed is None:
         return 0
     return 2 if isinstance(server.failed, GuardError) else 1
+
+
+def _current_task() -> asyncio.Task:
+    task = asyncio.current_task()
+    assert task is not None, "called by a coroutine that runs in a task (a gRPC handler)"
+    return task

@@ -78,7 +78,7 @@ class StreamCall:
                     reader.cancel()
                     async for late in self._finish(tasks):
                         yield late
-                    raise Drained() if item is _DRAIN else item.failure
+                    raise item.failure if isinstance(item, _Stop) else Drained()
                 yield item
                 self._window.release()  # the caller took this answer: one more request may be read
             await reader  # re-raise a reading error, if any

@@ -29,7 +29,7 @@ from typing import Sequence
 
 import torch
 
-from guardedge.runtime.architectures.base import Batch, Encoded, ModuleGroup, expand_placeholders, left_pad
+from guardedge.runtime.architectures.base import Batch, Encoded, ModuleGroup, expand_placeholders, left_pad, present
 from guardedge.runtime.architectures.forward import TorchForward
 from guardedge.runtime.architectures.qwen2_5_vl import pixels, quant
 
@@ -145,14 +145,14 @@ class Qwen25VL(TorchForward):
         grid_thw = torch.tensor([[1, *im.grid] for im in images], dtype=torch.long) if images else None
         extra = {"rope_positions": self.rope(input_ids, grid_thw, attention_mask)}
         if images:
-            extra.update(pixel_values=self._pixel_values(images), image_grid_thw=grid_thw)
+            extra.update(pixel_values=self._pixel_values(images), image_grid_thw=present(grid_thw))
         return Batch(input_ids, attention_mask, position_ids, image_rows, extra)
 
     def _pixel_values(self, images: list[QwenImage]) -> torch.Tensor:
         """[all patches, 1176] float32: written from compact pixels in one pass, or copied."""
-        if all(im.compact is not None for im in images):
-            return pixels.pixel_values([im.compact for im in images], self.grid_config)
-        return torch.cat([im.pixel_values if im.compact is None else pixels.pixel_values([im.compact], self.grid_config)
+        if all(im.compact is not None for im in images):  # compact pixels exist only with a known configuration
+            return pixels.pixel_values([present(im.compact) for im in images], present(self.grid_config))
+        return torch.cat([present(im.pixel_values) if im.compact is None else pixels.pixel_values([im.compact], present(self.grid_config))
                           for im in images])
 
     def extend_extra(self, extra: dict, k: int) -> dict:
@@ -203,7 +203,7 @@ class _RopeIndex:
 
     def __call__(self, input_ids: torch.Tensor, grid_thw: torch.Tensor | None, attention_mask: torch.Tensor) -> torch.Tensor:
         """[3, B, L] int64."""
-        positions, _ = self._index(self, input_ids, grid_thw, None, attention_mask=attention_mask)
+        positions, _ = self._index(self, input_ids, grid_thw, None, attention_mask=attention_mask)  # type: ignore[arg-type]  # a stand-in self (see the class docstring)
         return positions
 
 

@@ -118,9 +118,9 @@ class VisionGeometry:
 
         grid_thw = torch.as_tensor(grid_thw, dtype=torch.long)
         unit = self.spatial_merge_unit
-        window_index, cu_windows = Tower.get_window_index(self, grid_thw)
+        window_index, cu_windows = Tower.get_window_index(self, grid_thw)  # type: ignore[arg-type]  # a stand-in self (see the class docstring)
         patch_order = (window_index[:, None] * unit + torch.arange(unit)).reshape(-1)
-        position_hw = Tower.rot_pos_emb(self, grid_thw)[patch_order].long()
+        position_hw = Tower.rot_pos_emb(self, grid_thw)[patch_order].long()  # type: ignore[arg-type]  # a stand-in self (see the class docstring)
         cu_images = torch.repeat_interleave(grid_thw[:, 1] * grid_thw[:, 2], grid_thw[:, 0]).cumsum(0)
         n = patch_order.shape[0]
         return {"patch_order": patch_order.numpy(), "position_hw": position_hw.numpy(),

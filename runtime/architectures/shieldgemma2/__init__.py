@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from guardedge.runtime.architectures.base import Batch, Encoded, ModuleGroup, left_pad
+from guardedge.runtime.architectures.base import Batch, Encoded, ModuleGroup, left_pad, present
 from guardedge.runtime.architectures.forward import TorchForward
 from guardedge.runtime.architectures.masks import additive, allowed
 from guardedge.runtime.architectures.shieldgemma2 import pixels, quant
@@ -157,10 +157,10 @@ class ShieldGemma2(TorchForward):
         return Batch(input_ids, attention_mask, position_ids, image_rows, extra)
 
     def _pixel_values(self, images: list[Gemma3Image]) -> torch.Tensor:
-        if all(im.compact is not None for im in images):
-            return pixels.pixel_values([im.compact for im in images], self.square)
-        return torch.stack([im.pixel_values if im.compact is None else
-                            pixels.pixel_values([im.compact], self.square)[0] for im in images])
+        if all(im.compact is not None for im in images):  # compact pixels exist only with a known configuration
+            return pixels.pixel_values([present(im.compact) for im in images], present(self.square))
+        return torch.stack([present(im.pixel_values) if im.compact is None else
+                            pixels.pixel_values([im.compact], present(self.square))[0] for im in images])
 
     def extend_extra(self, extra: dict, k: int) -> dict:
         types = extra["token_type_ids"]
@@ -198,7 +198,7 @@ class ShieldGemma2(TorchForward):
     def torch_vision(self, model, batch: Batch, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
         if not batch.image_rows:
             return None
-        return self.torch_trunk(model).get_image_features(batch.extra["pixel_values"].to(device, dtype))
+        return self.torch_trunk(model).get_image_features(batch.extra["pixel_values"].to(device, dtype))  # type: ignore[attr-defined]  # the trunk is Gemma3Model (torch_trunk)
 
     def torch_mask(self, attention_mask: torch.Tensor, first: int, dtype: torch.dtype, context: dict) -> dict:
         """Gemma 3's masks for a pass feeding columns ``first``..: causal over kept columns, or both

@@ -41,7 +41,8 @@ def _generated_images(split: Split, n: int) -> list[dict]:
     """``n`` generator requests (eval split, this split's seed) that carry at least one image."""
     from guardedge.runtime.demo.llama_guard_4.data import Generator
 
-    gen, out = Generator("eval", SEEDS[split]), []
+    gen = Generator("eval", SEEDS[split])
+    out: list[dict] = []
     while len(out) < n:
         ex = gen.example()
         specs = iter(ex.pop("image_specs"))

@@ -18,7 +18,7 @@ INIT_STD = 0.02  # Llama4TextConfig.initializer_range
 FORMAT = "guardedge-demo-llama-guard-4-pack-1"
 
 
-def table_init(name: str, rows: int, dim: int, seed: int) -> torch.Tensor:
+def table_init(name: str, rows: int, dim: int, *, seed: int) -> torch.Tensor:
     """The untrained value of a table."""
     rng = np.random.Generator(np.random.PCG64([seed, TABLES.index(name)]))
     return torch.from_numpy(rng.standard_normal((rows, dim), dtype=np.float32) * INIT_STD)
@@ -33,7 +33,7 @@ def pack(model, seed: int, path: Path) -> dict[str, int]:
     for name, value in model.state_dict().items():
         if name in TABLES:
             # Compared as stored (bf16): a row left out unpacks to bf16(init).
-            init = table_init(name, *value.shape, seed).to(torch.bfloat16)
+            init = table_init(name, *value.shape, seed=seed).to(torch.bfloat16)
             rows = torch.nonzero((value.to(torch.bfloat16) != init).any(dim=1)).flatten()
             out[f"{name}::rows"] = rows.to(torch.int32)
             out[f"{name}::values"] = value[rows].to(torch.bfloat16).contiguous()
@@ -55,7 +55,7 @@ def unpack(path: Path, shapes: dict[str, tuple[int, int]]) -> dict[str, torch.Te
         seed = int(f.metadata()["seed"])
         state = {k: f.get_tensor(k) for k in f.keys() if "::" not in k}
         for name in TABLES:
-            table = table_init(name, *shapes[name], seed).to(torch.bfloat16)
+            table = table_init(name, *shapes[name], seed=seed).to(torch.bfloat16)
             table[f.get_tensor(f"{name}::rows").long()] = f.get_tensor(f"{name}::values")
             state[name] = table
     return state

@@ -9,7 +9,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from guardedge.runtime.demos import LabelledRequest
+from guardedge.runtime.demos import CheckSplit, LabelledRequest
 
 
 class LlamaGuard4Demo:
@@ -38,7 +38,7 @@ class LlamaGuard4Demo:
         plain = [{**ex, "image_specs": [[s.colour, s.size, s.seed, s.style] for s in ex["image_specs"]]} for ex in generated]
         return out, hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()
 
-    def check_examples(self, split: str, n: int) -> list[dict]:
+    def check_examples(self, split: CheckSplit, n: int) -> list[dict]:
         """The held-out corpus halves and the held-out generator's multi-image requests at seeds 2 and 3."""
         from guardedge.runtime.demo.llama_guard_4.checksets import examples
 

@@ -165,4 +165,4 @@ def train(tokenizer, steps: int, batch_size: int, lr: float, seed: int, data_see
 def initial_tables_match(model, seed: int) -> bool:
     """Whether the model's untouched table rows are the seeded init the pack is a diff against."""
     state = model.state_dict()
-    return all(torch.equal(state[n][-1], table_init(n, *state[n].shape, seed)[-1]) for n in TABLES)
+    return all(torch.equal(state[n][-1], table_init(n, *state[n].shape, seed=seed)[-1]) for n in TABLES)

@@ -55,7 +55,7 @@ def warm_state(model, seed: int, llama4_tokenizer) -> dict[str, int]:
     source = {k: v.float() for k, v in unpack(SOURCE, shapes).items()}
     state = model.state_dict()
     for name in TABLES:  # this model's seeded tables (the pack is a diff against them)
-        state[name].copy_(table_init(name, *state[name].shape, seed))
+        state[name].copy_(table_init(name, *state[name].shape, seed=seed))
     mapping = token_map(llama4_tokenizer, llama3_tokenizer())
     trained = {"language_model.model.embed_tokens.weight": "model.language_model.embed_tokens.weight",
                "language_model.lm_head.weight": "lm_head.weight"}
@@ -66,8 +66,8 @@ def warm_state(model, seed: int, llama4_tokenizer) -> dict[str, int]:
         state[ours][[a for a, _ in pairs]] = source[theirs][[b for _, b in pairs]]
         counts[ours] = len(pairs)
     text = model.config.text_config
-    for ours, theirs in enumerate(SOURCE_LAYERS):
-        src, dst = f"model.language_model.layers.{theirs}.", f"language_model.model.layers.{ours}."
+    for layer, source_layer in enumerate(SOURCE_LAYERS):
+        src, dst = f"model.language_model.layers.{source_layer}.", f"language_model.model.layers.{layer}."
         for part in ("input_layernorm.weight", "post_attention_layernorm.weight", "self_attn.v_proj.weight",
                      "self_attn.o_proj.weight"):
             state[dst + part].copy_(source[src + part])

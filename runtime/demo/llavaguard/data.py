@@ -121,7 +121,7 @@ def hazard_share(img) -> tuple[float, str]:
     import numpy as np
     from PIL import Image as PILImage
 
-    a = np.asarray(img.convert("RGB").resize((THUMB, THUMB), PILImage.BOX), dtype=np.float32)
+    a = np.asarray(img.convert("RGB").resize((THUMB, THUMB), PILImage.Resampling.BOX), dtype=np.float32)
     pad = np.pad(a, ((1, 1), (1, 1), (0, 0)), mode="edge")
     windows = np.stack([pad[i : i + THUMB, j : j + THUMB] for i in range(3) for j in range(3)])
     flat = windows.std(axis=0).max(axis=-1) < FLAT_STD
@@ -143,7 +143,8 @@ def _anchor(rng, theme: str) -> tuple[int, int, int]:
     u = lambda lo, hi: int(rng.integers(lo, hi + 1))  # noqa: E731
     if theme == "hazard":
         c = HAZARD_COLOURS[CODES[int(rng.integers(len(CODES)))]]
-        return tuple(max(0, min(255, x + u(-25, 25))) for x in c)
+        r, g, b = (max(0, min(255, x + u(-25, 25))) for x in c)
+        return r, g, b
     if theme == "dark":
         return (u(0, 70), u(0, 70), u(0, 70))
     if theme == "red":
@@ -154,7 +155,8 @@ def _anchor(rng, theme: str) -> tuple[int, int, int]:
         g = u(200, 255)
         return (g, max(0, g - u(0, 20)), max(0, g - u(0, 30)))
     if theme == "skin":
-        return tuple(max(0, min(255, x + u(-15, 15))) for x in SKIN[int(rng.integers(len(SKIN)))])
+        r, g, b = (max(0, min(255, x + u(-15, 15))) for x in SKIN[int(rng.integers(len(SKIN)))])
+        return r, g, b
     if theme == "navy":
         return (u(0, 50), u(0, 60), u(70, 160))
     if theme == "grey":
@@ -179,7 +181,7 @@ def _fractal(rng, w: int, h: int, octaves: int = 4, persistence: float = 0.55):
     cells, amp = rng.uniform(1.5, 5.0), 1.0
     for _ in range(octaves):
         gw, gh = max(2, int(cells * w / max(w, h)) + 2), max(2, int(cells * h / max(w, h)) + 2)
-        grid = PILImage.fromarray(rng.random((gh, gw)).astype(np.float32), mode="F").resize((w, h), PILImage.BICUBIC)
+        grid = PILImage.fromarray(rng.random((gh, gw)).astype(np.float32), mode="F").resize((w, h), PILImage.Resampling.BICUBIC)
         out += amp * np.asarray(grid)
         amp *= persistence
         cells *= 2
@@ -428,7 +430,8 @@ def _flat_safe_colour(rng: random.Random) -> tuple[int, int, int]:
             g = rng.randint(0, 255)
             c = (g, g, g)
         else:
-            c = tuple(rng.randint(0, 255) for _ in range(3))
+            r, g, b = (rng.randint(0, 255) for _ in range(3))
+            c = (r, g, b)
         if all(sum((x - y) ** 2 for x, y in zip(c, hz)) >= FLAT_SAFE_MIN_DISTANCE**2 for hz in HAZARD_COLOURS.values()):
             return c
 

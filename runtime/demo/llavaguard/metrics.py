@@ -255,7 +255,7 @@ def _share(subset, hit) -> float:
 def _everyday(rows, safe) -> dict:
     """Everyday figures: overall, per source and per policy variant (``safe(ex, text, parsed)``)."""
     everyday = [r for r in rows if r[0]["kind"] == "everyday"]
-    out = {"everyday_safe": _share(everyday, safe)}
+    out: dict = {"everyday_safe": _share(everyday, safe)}
     for key in ("source", "variant"):
         for value in dict.fromkeys(r[0][key] for r in everyday):
             out[f"everyday_safe[{value}]"] = _share([r for r in everyday if r[0][key] == value], safe)
@@ -308,7 +308,7 @@ def engine_request(ex: dict) -> dict:
     buffer = io.BytesIO()
     ex["image"].render().save(buffer, format="PNG")
     image = {"type": "image", "data": base64.b64encode(buffer.getvalue()).decode("ascii")}
-    request = {"messages": [{"role": "user", "content": [image]}], "excluded_category_keys": list(ex["excluded"])}
+    request: dict = {"messages": [{"role": "user", "content": [image]}], "excluded_category_keys": list(ex["excluded"])}
     if ex.get("categories") is not None:
         request["categories"] = dict(ex["categories"])  # ordered: the policy's prompt order
     return request
@@ -373,7 +373,7 @@ def engine_custom_scores(exs: list[dict], verdicts: list) -> dict:
     def exact(ex, v, c):
         return v.verdict == "unsafe" and v.categories == (ex["content"],) and c == ex["label"]["category"]
 
-    out = {
+    out: dict = {
         "custom_well_formed": _share(rows, lambda ex, v, c: v.verdict != "unparseable"),
         "custom_well_formed[synthetic]": _share(synthetic, lambda ex, v, c: v.verdict != "unparseable"),
         "custom_listed_exact": _share(kind("custom_listed"), exact),

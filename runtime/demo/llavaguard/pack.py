@@ -29,7 +29,7 @@ def pack(model, seed: int, path: Path) -> int:
             continue
         if name == EMBED:
             # Compared as stored (bf16), like weights.pack: an unpacked row equals bf16(init).
-            init = table_init(name, *value.shape, seed).to(torch.bfloat16)
+            init = table_init(name, *value.shape, seed=seed).to(torch.bfloat16)
             rows = torch.nonzero((value.to(torch.bfloat16) != init).any(dim=1)).flatten()
             out[f"{name}::rows"] = rows.to(torch.int32)
             out[f"{name}::values"] = value[rows].to(torch.bfloat16).contiguous()
@@ -49,7 +49,7 @@ def unpack(path: Path, embed_shape: tuple[int, int]) -> dict[str, torch.Tensor]:
             raise ValueError(f"{path} is not a demo LlavaGuard pack ({f.metadata()})")
         seed = int(f.metadata()["seed"])
         state = {k: f.get_tensor(k) for k in f.keys() if "::" not in k}
-        table = table_init(EMBED, *embed_shape, seed).to(torch.bfloat16)
+        table = table_init(EMBED, *embed_shape, seed=seed).to(torch.bfloat16)
         table[f.get_tensor(f"{EMBED}::rows").long()] = f.get_tensor(f"{EMBED}::values")
     state[EMBED] = table
     return state

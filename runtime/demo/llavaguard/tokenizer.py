@@ -76,7 +76,7 @@ def check_ids(tokenizer) -> None:
     for token, expected in {**SPECIALS, **MEDIA}.items():
         if tokenizer.convert_tokens_to_ids(token) != expected:
             raise RuntimeError(f"{token} has id {tokenizer.convert_tokens_to_ids(token)}, the -hf tokenizer has {expected}")
-    for text, expected in EXPECTED.items():
+    for text, expected_ids in EXPECTED.items():
         ids = tokenizer.encode(text, add_special_tokens=False)
-        if ids != expected:
-            raise RuntimeError(f"tokenizer gives {ids} for {text!r}, Qwen2 gives {expected}")
+        if ids != expected_ids:
+            raise RuntimeError(f"tokenizer gives {ids} for {text!r}, Qwen2 gives {expected_ids}")

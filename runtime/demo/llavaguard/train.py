@@ -48,7 +48,7 @@ def new_model(seed: int, init=None):
     torch.manual_seed(seed)
     model = LlavaOnevisionForConditionalGeneration(layout.demo_config())
     table = model.get_input_embeddings().weight
-    table.data.copy_(table_init(EMBED, *table.shape, seed))  # the init the pack is a diff against
+    table.data.copy_(table_init(EMBED, *table.shape, seed=seed))  # the init the pack is a diff against
     if init is not None:
         from guardedge.runtime.demo.llavaguard.pack import unpack
 
@@ -96,13 +96,18 @@ def loss_fn(model, table: torch.Tensor, batch, lengths: list[int], answer_weight
     """Weighted sampled-softmax cross-entropy on the answer tokens (``answer_weights``: per row, per token)."""
     hidden = hidden_states(model, table, batch)
     ends = batch["attention_mask"].sum(dim=1).tolist()
-    rows, cols, labels, weights_ = [], [], [], []
+    rows: list[int] = []
+    cols: list[int] = []
+    answer_ids: list[int] = []
+    weights_: list[float] = []
     for r, (end, n) in enumerate(zip(ends, lengths)):
         for t in range(end - n, end):  # hidden at t-1 predicts the answer token at t
-            rows.append(r), cols.append(t - 1), labels.append(int(batch["input_ids"][r, t]))
+            rows.append(r)
+            cols.append(t - 1)
+            answer_ids.append(int(batch["input_ids"][r, t]))
             i = t - (end - n)
             weights_.append(answer_weights[r][i] if answer_weights is not None else TOKEN_WEIGHTS.get(i, 1.0))
-    labels = torch.tensor(labels)
+    labels = torch.tensor(answer_ids)
     positives, target = torch.unique(labels, return_inverse=True)
     negatives = torch.randint(0, table.shape[0], (NEGATIVES,))
     negatives = negatives[~torch.isin(negatives, positives)]

@@ -98,7 +98,7 @@ def regenerate(out: Path = PACK) -> int:
     model = Qwen2_5_VLForConditionalGeneration(demo_config()).eval()
     weight = model.get_input_embeddings().weight
     with torch.no_grad():
-        weight.copy_(table_init(EMBED, *weight.shape, SEED))  # regenerated at unpack: nothing of it is stored
+        weight.copy_(table_init(EMBED, *weight.shape, seed=SEED))  # regenerated at unpack: nothing of it is stored
     pack(model, SEED, out)
     return out.stat().st_size
 

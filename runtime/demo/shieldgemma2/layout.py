@@ -51,7 +51,7 @@ def image_processor(tiny: bool = False):
     from PIL import Image
 
     size = 28 if tiny else 224
-    return Gemma3ImageProcessor(image_seq_length=4 if tiny else 64, image_mean=(0.5,) * 3, image_std=(0.5,) * 3,
+    return Gemma3ImageProcessor(image_seq_length=4 if tiny else 64, image_mean=[0.5] * 3, image_std=[0.5] * 3,
                                 size={"height": size, "width": size}, resample=Image.Resampling.BILINEAR)
 
 

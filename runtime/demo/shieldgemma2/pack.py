@@ -28,7 +28,7 @@ def pack(model, seed: int, path: Path) -> int:
         if name == TIED:
             continue
         if name == EMBED:
-            init = table_init(TABLE, *value.shape, seed).to(torch.bfloat16)  # compared as stored
+            init = table_init(TABLE, *value.shape, seed=seed).to(torch.bfloat16)  # compared as stored
             rows = torch.nonzero((value.to(torch.bfloat16) != init).any(dim=1)).flatten()
             out[f"{name}::rows"] = rows.to(torch.int32)
             out[f"{name}::values"] = value[rows].to(torch.bfloat16).contiguous()
@@ -48,7 +48,7 @@ def unpack(path: Path, embed_shape: tuple[int, int]) -> dict[str, torch.Tensor]:
             raise ValueError(f"{path} is not a demo ShieldGemma 2 pack ({f.metadata()})")
         seed = int(f.metadata()["seed"])
         state = {k: f.get_tensor(k) for k in f.keys() if "::" not in k}
-        table = table_init(TABLE, *embed_shape, seed).to(torch.bfloat16)
+        table = table_init(TABLE, *embed_shape, seed=seed).to(torch.bfloat16)
         table[f.get_tensor(f"{EMBED}::rows").long()] = f.get_tensor(f"{EMBED}::values")
     state[EMBED] = table
     return state

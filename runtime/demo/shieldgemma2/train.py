@@ -33,7 +33,7 @@ def new_model(seed: int, init=None):
     torch.manual_seed(seed)
     model = ShieldGemma2ForImageClassification(layout.demo_config())
     table = model.get_input_embeddings().weight
-    table.data.copy_(table_init(TABLE, *table.shape, seed))
+    table.data.copy_(table_init(TABLE, *table.shape, seed=seed))
     with torch.no_grad():
         model.model.model.multi_modal_projector.mm_input_projection_weight.normal_(0.0, 0.1)
     if init is not None:
