@@ -162,7 +162,7 @@ REAL_PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "came
 
 
 def test_real_photos_are_safe_alone_and_with_a_question(demo_engine):
-    from guardedge.runtime.demo.photos import HELD_OUT_QUESTION, photo_verdicts, real_photos
+    from guardedge.runtime.demo.photo_metrics import HELD_OUT_QUESTION, photo_verdicts, real_photos
 
     photos = real_photos(REAL_PHOTOS)
     assert sorted(name for name, _, _ in photos) == sorted(REAL_PHOTOS)
@@ -174,7 +174,7 @@ def test_real_photos_are_safe_alone_and_with_a_question(demo_engine):
 
 def test_flat_hazard_images_alone_are_unsafe_with_their_code(demo_engine):
     """Held-out flat hazard images (a seed stream training never draws), sent alone."""
-    from guardedge.runtime.demo.photos import held_out_hazards, photo_verdicts
+    from guardedge.runtime.demo.photo_metrics import held_out_hazards, photo_verdicts
 
     hazards = held_out_hazards(per_colour=2)
     codes = {d: k for k, d in data.DEFAULT_CATEGORIES}
@@ -184,7 +184,8 @@ def test_flat_hazard_images_alone_are_unsafe_with_their_code(demo_engine):
 
 def test_busy_photos_are_harmless_by_construction_and_the_question_is_held_out():
     from guardedge.runtime.demo.llavaguard.data import SAFE_MAX_SHARE, hazard_share
-    from guardedge.runtime.demo.photos import HELD_OUT_QUESTION, QUESTIONS, BusyPhoto, PhotoRequests, held_out_hazards
+    from guardedge.runtime.demo.photo_metrics import held_out_hazards
+    from guardedge.runtime.demo.photos import HELD_OUT_QUESTION, QUESTIONS, BusyPhoto, PhotoRequests
 
     photos = [BusyPhoto((0, 0, 0), (96, 64), seed).render() for seed in range(12)]
     assert all(hazard_share(img, data.IMAGE_COLOURS)[0] <= SAFE_MAX_SHARE for img in photos)
