@@ -27,7 +27,7 @@ from typing import Callable
 
 from guardedge.runtime.demo.data import TrainingMix
 
-DEMO_VERSION = "v2"
+DEMO_VERSION = "v3"
 # v2 continues from v1's committed weights (trained from scratch on the synthetic stream; 10000
 # steps, lr 4e-3, seed 1234) in phases mixing that stream with everyday and harmful requests in
 # people's own words (natural.py). docs/decisions/0007 says why and what each phase measured.
@@ -57,6 +57,13 @@ PHASES = (
     # Phase 2 caught more harm but flagged more everyday requests: rebalance towards them, gently.
     Phase(3000, 1e-3, 1237, TrainingMix(natural=0.6, excluded_hit=0.6, photo=0.5, natural_harmful=0.35,
                                         corpora=("corpus/train.json", "corpus/train_extra.json")), (0.40, 0.35, 0.25)),
+    # v3: v2 called every real photo unsafe (flat-colour hazards, harmless scenes only in far-from-
+    # hazard palettes). Requests about one image, alone or with a question: flat hazards, or busy
+    # photo-like images of any palette (photos.py), mixed with v2's last stream. It fixed the photos
+    # but moved the independent text sets just past their bars (docs/decisions/0007, v3 addendum).
+    Phase(1200, 1e-3, 1238, TrainingMix(natural=0.6, excluded_hit=0.6, photo=0.5, natural_harmful=0.35,
+                                        corpora=("corpus/train.json", "corpus/train_extra.json"),
+                                        photo_requests=0.35, image_only=0.5), (0.40, 0.35, 0.25)),
 )
 
 TILE = 56  # image_size of the demo's vision tower (the real model: 560)

@@ -146,7 +146,10 @@ class TrainingMix:
     ``natural``: share of examples drawn from the everyday/harmful corpora (natural.py), of
     which ``natural_harmful`` are harmful requests; ``excluded_hit``: with an excluded-category
     policy, how often the content is of an excluded category (then it is safe); ``photo``: how
-    often a harmless image is a busy photo-like scene; ``corpora``: the training corpus files.
+    often a harmless image is a busy photo-like scene; ``corpora``: the training corpus files;
+    ``photo_requests``: share of examples that are a request about one image (a flat hazard, or a
+    harmless busy photo of any palette: photos.py wraps the generator), of which ``image_only``
+    send the image alone.
     """
 
     natural: float
@@ -154,6 +157,8 @@ class TrainingMix:
     photo: float
     natural_harmful: float = 0.5
     corpora: tuple[str, ...] = ("corpus/train.json",)
+    photo_requests: float = 0.0
+    image_only: float = 0.0
 
 
 def _held_out(kind: str, template: int, topic: int) -> bool:

@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from guardedge.runtime.demo.data import Generator, TrainingMix, examples
+from guardedge.runtime.demo.photos import with_photos
 from guardedge.runtime.demo.weights import init_tables, unpack
 from guardedge.runtime.architectures.mllama import Mllama
 from guardedge.runtime.families import get_family
@@ -132,7 +133,7 @@ def train(config, tokenizer, image_processor, steps: int, batch_size: int, lr: f
     family = get_family(FAMILY)
     arch = Mllama(None, config.to_dict(), tokenizer, family.image_token, image_processor=image_processor)
     pre = Preprocessor(tokenizer, arch, family, max_text_tokens=4096)
-    gen = Generator("train", seed, image_decided_share, policy_mix, mix)
+    gen = with_photos(Generator("train", seed, image_decided_share, policy_mix, mix), mix, seed)
     params = [p for p in model.parameters() if p.requires_grad]
     dense = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
     sparse = torch.optim.SparseAdam([embedding, head], lr=lr * 3, betas=(0.9, 0.98))

@@ -116,8 +116,11 @@ class Image:
         return img if isinstance(img, PILImage.Image) else PILImage.fromarray(img)
 
 
-def hazard_share(img) -> tuple[float, str]:
-    """(largest share of the 32x32 thumbnail that is flat and within NEAR of one hazard colour, its code)."""
+def hazard_share(img, colours: dict[str, tuple[int, int, int]] | None = None) -> tuple[float, str]:
+    """(largest share of the 32x32 thumbnail that is flat and within NEAR of one hazard colour, its key).
+
+    ``colours``: the hazard colours to test (default ``HAZARD_COLOURS``; the Llama Guard demos
+    pass their own table, runtime/demo/photos.py)."""
     import numpy as np
     from PIL import Image as PILImage
 
@@ -126,7 +129,7 @@ def hazard_share(img) -> tuple[float, str]:
     windows = np.stack([pad[i : i + THUMB, j : j + THUMB] for i in range(3) for j in range(3)])
     flat = windows.std(axis=0).max(axis=-1) < FLAT_STD
     best = (0.0, "")
-    for code, colour in HAZARD_COLOURS.items():
+    for code, colour in (colours or HAZARD_COLOURS).items():
         near = np.linalg.norm(a - np.array(colour, dtype=np.float32), axis=-1) < NEAR
         best = max(best, (float((near & flat).mean()), code))
     return best
