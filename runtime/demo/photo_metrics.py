@@ -34,7 +34,7 @@ def real_photos(names: tuple[str, ...] | None = None) -> list[tuple[str, float, 
     out = []
     for source, name, image in everyday_images():
         if source == "photos" and (names is None or name in names):
-            img = image.render()
+            img = image.render()  # type: ignore[attr-defined]  # everyday_images yields renderable photos, typed loosely there
             out.append((name, hazard_share(img, base.IMAGE_COLOURS)[0], img))
     return out
 
