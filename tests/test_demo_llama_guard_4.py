@@ -75,10 +75,7 @@ def test_images_decide_alone_and_among_others(metrics):
     assert synthetic["unparseable"] <= 0.03 * synthetic["n"]
 
 
-# Samples the committed weights answer wrongly (measured; see MODEL_CARD.md). v1 answered all right;
-# v2 (the photo phase) answers the two three-image samples S5 (P(unsafe) 0.68 and 0.52) and the
-# custom Gambling policy safe (0.44).
-SAMPLES_MISSED: set[str] = {"three-images-one-unsafe", "three-images-safe", "custom-policy"}
+SAMPLES_MISSED: set[str] = set()  # samples the committed weights answer wrongly (measured; see MODEL_CARD.md)
 
 
 def test_samples_answer_as_expected(engine):
@@ -109,61 +106,5 @@ def test_multi_image_labels_are_the_union_of_hazards():
     multi = [ex for ex in (gen.example() for _ in range(400)) if ex["kind"] == "multi_image"]
     assert multi and all(2 <= len(ex["image_specs"]) <= 3 for ex in multi)
     for ex in multi:
-        images = sum(p["type"] == "image" for m in ex["messages"] for p in m["content"])
-        assert images == len(ex["image_specs"])
-
-
-# Real photos training never saw (scikit-image's and matplotlib's; runtime/demo/photo_metrics.py).
-# v1 called astronaut, chelsea, rocket and coffee unsafe alone and with a question (mostly S9);
-# v2 flags 7 of the 38 held-out photos, coffee among them (S9), 4 of them flat-black-heavy.
-REAL_PHOTOS = ("astronaut.png", "chelsea.png", "rocket.jpg", "camera.png", "horse.png", "motorcycle_left.png",
-               "grace_hopper.jpg")
-
-
-def _photo_verdicts(engine, names: tuple[str, ...]) -> dict:
-    from guardedge.runtime.demo.photo_metrics import HELD_OUT_QUESTION, photo_verdicts, real_photos
-
-    photos = real_photos(names)
-    assert sorted(name for name, _, _ in photos) == sorted(names)
-    out = {}
-    for question in (None, HELD_OUT_QUESTION):
-        verdicts = photo_verdicts(engine, [img for _, _, img in photos], question)
-        out |= {(name, question): v.verdict for (name, _, _), v in zip(photos, verdicts)}
-    return out
-
-
-def test_real_photos_are_safe_alone_and_with_a_question(engine):
-    got = _photo_verdicts(engine, REAL_PHOTOS)
-    assert set(got.values()) == {"safe"}, got
-
-
-@pytest.mark.xfail(strict=True, reason="measured: v2 still answers unsafe S9 for scikit-image's coffee photo "
-                                       "(brown and orange), alone and with a question (MODEL_CARD.md)")
-def test_the_coffee_photo_is_safe(engine):
-    assert set(_photo_verdicts(engine, ("coffee.png",)).values()) == {"safe"}
-
-
-def test_flat_hazard_images_alone_are_unsafe_with_their_code(engine):
-    """Held-out flat hazard images (a seed stream training never draws), sent alone."""
-    from guardedge.runtime.demo.data import DEFAULT_CATEGORIES
-    from guardedge.runtime.demo.photo_metrics import held_out_hazards, photo_verdicts
-
-    hazards = held_out_hazards(per_colour=2)
-    codes = {d: k for k, d in DEFAULT_CATEGORIES}
-    verdicts = photo_verdicts(engine, [img for _, img in hazards])
-    assert [list(v.categories) for v in verdicts] == [[codes[h]] for h, _ in hazards]
-
-
-def test_photo_phase_adds_busy_photos_alone_and_with_questions():
-    from guardedge.runtime.demo.data import TrainingMix
-    from guardedge.runtime.demo.photos import BusyPhoto
-
-    mix = TrainingMix(natural=0.0, excluded_hit=0.0, photo=0.5, corpora=data.CORPORA, photo_requests=0.5, image_only=0.5)
-    gen = data.Generator("train", 9, mix=mix)
-    exs = [ex for ex in (gen.example() for _ in range(300)) if ex["kind"] != "s14"]
-    busy = [ex for ex in exs if any(isinstance(s, BusyPhoto) for s in ex["image_specs"])]
-    alone = [ex for ex in busy if [p["type"] for p in ex["messages"][-1]["content"]] == ["image"]]
-    assert len(busy) > 40 and alone
-    for ex in exs:
         images = sum(p["type"] == "image" for m in ex["messages"] for p in m["content"])
         assert images == len(ex["image_specs"])

@@ -9,12 +9,9 @@ chat_template.json, generation_config.json, README.md) under ``$GUARDEDGE_HOME``
 
     python -m guardedge.runtime.demo.llama_guard_4.build             # assemble (cached)
     python -m guardedge.runtime.demo.llama_guard_4.build --retrain   # reproduce the committed pack
-    python -m guardedge.runtime.demo.llama_guard_4.build --retrain --phases 4 \
-        --init runtime/demo/llama_guard_4/weights/demo-llama-guard-4-v1.safetensors   # v2's phase only, from v1
 
 v1 starts from the demo Llama Guard 3 Vision's committed text weights (warm.py) and trains in
-``PHASES`` (docs/decisions/0014 says why and what each measured); v2 adds a fourth phase, on
-photo-like images (its addendum).
+``PHASES`` (docs/decisions/0014 says why and what each measured).
 """
 
 from __future__ import annotations
@@ -28,7 +25,7 @@ from pathlib import Path
 
 from guardedge.runtime.demo.build import assemble_once, home
 
-DEMO_VERSION = "v2"
+DEMO_VERSION = "v1"
 HERE = Path(__file__).parent
 PACK = HERE / "weights" / f"demo-llama-guard-4-{DEMO_VERSION}.safetensors"
 CARD = HERE / "MODEL_CARD.md"
@@ -47,12 +44,6 @@ PHASES = (
     {"steps": 800, "lr": 1e-3, "data_seed": SEED + 3, "image_decided_share": 0.6,
      "mix": {"natural": 0.5, "excluded_hit": 0.5, "photo": 0.5, "natural_harmful": 0.35}, "policy_mix": (0.5, 0.3, 0.2)},
     # A phase 4 was tried and dropped (docs/decisions/0014): 1500 more steps, 70 % people's requests.
-    # v2: v1 called most real photos unsafe (harmless scenes only in far-from-hazard palettes).
-    # Phase 3's stream plus requests about one image, alone or with a question: flat hazards, or
-    # busy photo-like images of any palette (runtime/demo/photos.py); gently.
-    {"steps": 900, "lr": 1e-3, "data_seed": SEED + 4, "image_decided_share": 0.6,
-     "mix": {"natural": 0.6, "excluded_hit": 0.5, "photo": 0.5, "natural_harmful": 0.3, "photo_requests": 0.3,
-             "image_only": 0.5}, "policy_mix": (0.5, 0.3, 0.2)},
 )
 
 
