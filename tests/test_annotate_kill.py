@@ -20,6 +20,7 @@ from collections import Counter
 
 import annotate_data
 import pytest
+from checks import require_env
 
 from guardedge.runtime.annotate.sink import read_rows
 from guardedge.runtime.annotate.sources import open_source
@@ -96,7 +97,9 @@ def wait_for_parts(proc, out, count: int) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_killed_anywhere_and_restarted_every_item_is_annotated_exactly_once(dataset, demo_dir, demo_engine, tmp_path):
+    require_env("GUARDEDGE_SLOW", "slow-check", "SIGKILLs annotate at several points and restarts it (a minute or two on 2 cores)")
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     out = tmp_path / "out"
