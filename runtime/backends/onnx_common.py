@@ -17,11 +17,15 @@ OrtValues with IO binding, so the cache never travels to the host between steps.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from guardedge.runtime.decoding import Drafter, Until, greedy_decode
 from guardedge.runtime.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from guardedge.runtime.architectures import Batch
 
 NP_FLOAT = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 _DTYPE_NAMES = {"float32": "fp32", "float16": "fp16"}  # the engine's names -> the export recipe's
@@ -171,6 +175,61 @@ class OnnxDecoderBackend:
 
     def on_device(self, value: np.ndarray):
         return self._cuda.upload(value) if self._cuda is not None else value
+
+
+class OnnxEmbedDecoderBackend(OnnxDecoderBackend):
+    """A ``vision`` + ``embed`` + ``decoder`` artifact (Llama 4, ShieldGemma 2): the embed component
+    turns ids into embeddings, the subclass's ``_write_images`` puts each image's features over its
+    placeholder rows, and the decoder runs with an empty cache; decode steps are embed + decoder.
+    ``prefill_feeds`` adds what a decoder needs besides embeddings, mask and positions."""
+
+    def __init__(self, vision, embed, decoder, precision: str, device: str, weight_bytes: int, arch=None):
+        super().__init__(decoder, precision, device, weight_bytes, arch)
+        self.vision, self.embed = vision, embed
+        first = {i.name: i for i in decoder.get_inputs()}[self.past_names[0]]
+        self.kv_heads, self.head_dim = first.shape[1], first.shape[3]
+        self.float = NP_FLOAT[first.type]
+        self.vision_float = NP_FLOAT[vision.get_inputs()[0].type]
+
+    @classmethod
+    def load(cls, model_dir, device: str | None = None, dtype: str | None = None, arch=None):
+        sessions, dev = open_sessions(model_dir, ("vision", "embed", "decoder"), device, dtype)
+        return cls(sessions["vision"], sessions["embed"], sessions["decoder"], model_dir.manifest["precision"], dev,
+                   weight_bytes(model_dir), arch)
+
+    def prefill(self, batch: Batch, draft: Sequence[int] = ()):
+        """Logits at the last prompt position and the cache; ``draft`` is fed after every prompt in
+        the same run (runtime/decoding.py)."""
+        import torch
+
+        draft = tuple(draft) if self.multi_position else ()
+        prompt_columns = batch.input_ids.shape[1]
+        batch = batch.extended(draft, self.arch.extend_extra if self.arch else None)
+        n, length = batch.input_ids.shape
+        ids = batch.input_ids.numpy()
+        embeds = self._embed(ids)
+        if batch.image_rows:
+            self._write_images(embeds, ids, batch)
+        empty = np.zeros((n, self.kv_heads, 0, self.head_dim), self.float)
+        feeds = {"inputs_embeds": embeds, "attention_mask": batch.attention_mask.numpy(),
+                 "position_ids": batch.position_ids.numpy(), **self.prefill_feeds(batch),
+                 **{name: empty for name in self.past_names}}
+        logits, past = self.run_decoder(feeds, np.arange(prompt_columns - 1, length))  # the verdict's position, then the draft's
+        state = OnnxState(past, feeds["attention_mask"], batch.position_ids[:, prompt_columns - 1].numpy() + 1,
+                          prompt_columns, draft, logits[:, 1:])
+        return torch.from_numpy(np.ascontiguousarray(logits[:, 0])), state
+
+    def prefill_feeds(self, batch: Batch) -> dict:
+        return {}
+
+    def token_feeds(self, ids: np.ndarray, extra: dict) -> dict:
+        return {"inputs_embeds": self._embed(ids)}
+
+    def _embed(self, ids: np.ndarray) -> np.ndarray:
+        return self.embed.run(["inputs_embeds"], {"input_ids": ids})[0]
+
+    def _write_images(self, embeds: np.ndarray, ids: np.ndarray, batch: Batch) -> None:
+        raise NotImplementedError
 
 
 class OnnxSteps:
