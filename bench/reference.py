@@ -150,6 +150,9 @@ def compare(model: str, rounds: int = 5) -> dict:
     unscored = load_engine(path, EngineOptions(max_batch_size=8, progress=False, category_scores=False))
     side = side_for(engine.family.name, engine.model_dir.config.get("model_type"))
     snippets_ = side.snippets(path, engine)
+    # A side may also time what bounds any one-pass answer (``floors``: e.g. the card's processor
+    # and a single forward of its model, no answer): timed with the rest, not compared.
+    floors = side.floors(path, engine) if hasattr(side, "floors") else {}
     cases_ = side.cases()
     requests = [engine.parse(c) for c in cases_]
     # A family whose answer carries a rationale: the engine writing it too (what the snippet writes).
@@ -164,7 +167,10 @@ def compare(model: str, rounds: int = 5) -> dict:
     engines = [("engine_no_drafts", plain, requests), ("engine_no_scores", unscored, requests), ("engine", engine, requests)] + ([("engine_rationale", engine, full)] if full else [])
     if full:
         engine.classify(full)
-    times = _timed(snippets_, engines, engine, cases_, requests, rounds)
+    for fn in floors.values():  # warm-up
+        for c, r in zip(cases_, requests):
+            fn(c, r)
+    times = _timed({**snippets_, **floors}, engines, engine, cases_, requests, rounds)
     stats = {name: _stats(t) for name, t in times.items()}
     reference = stats[side.REFERENCE]["p50_ms"]
     groups = _groups(side, cases_, times)

@@ -52,9 +52,15 @@ def test_reference_speedups_measure_what_each_side_costs(demo_dir, monkeypatch, 
             return answer
         return {"slow": sleeper(0.06), "fast": sleeper(0.03)}
 
-    fake = SimpleNamespace(cases=real.cases, snippets=snippets, REFERENCE="fast", LABELS={"slow": "60 ms", "fast": "30 ms"})
+    def floors(path, engine):  # timed with the rest, answers nothing, compared with nothing
+        return {"floor": lambda case, request: time.sleep(0.015)}
+
+    fake = SimpleNamespace(cases=real.cases, snippets=snippets, floors=floors, REFERENCE="fast",
+                           LABELS={"slow": "60 ms", "fast": "30 ms", "floor": "15 ms, no answer"})
     monkeypatch.setattr(reference, "side_for", lambda family, model_type=None: fake)
     report = reference.compare(str(demo_dir), rounds=2)
     assert report["speedup"]["fast"] == 1.0
     assert report["speedup"]["slow"] == pytest.approx(0.5, rel=0.15)
+    assert report["speedup"]["floor"] == pytest.approx(2.0, rel=0.3)
     assert report["timings"]["fast"]["p50_ms"] == pytest.approx(30, rel=0.3)
+    assert set(report["verdicts_agree"]) == {"slow", "fast"}

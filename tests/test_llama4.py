@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -187,9 +188,8 @@ def test_prompt_ids_equal_the_card_processors(tiny, engine):
     from guardedge.bench import reference_llama_guard_4 as card
 
     processor = card.load_processor(str(tiny))
+    model = SimpleNamespace(dtype=torch.float32)
     for request in _requests(engine):
-        kwargs = {"excluded_category_keys": list(request.excluded_category_keys)}
-        inputs = processor.apply_chat_template(card.messages_for(request), tokenize=True, add_generation_prompt=True,
-                                               return_tensors="pt", return_dict=True, **kwargs)
+        inputs = card.card_inputs(processor, model, request)
         ours = engine.prepare(request).encoded.input_ids
         assert inputs["input_ids"][0].tolist() == ours[:-1] and ours[-1] == 368
