@@ -9,9 +9,12 @@ chat_template.json, generation_config.json, README.md) under ``$GUARDEDGE_HOME``
 
     python -m guardedge.runtime.demo.llama_guard_4.build             # assemble (cached)
     python -m guardedge.runtime.demo.llama_guard_4.build --retrain   # reproduce the committed pack
+    python -m guardedge.runtime.demo.llama_guard_4.build --retrain --phases 4 \
+        --init runtime/demo/llama_guard_4/weights/demo-llama-guard-4-v1.safetensors   # v2's phase only, from v1
 
 v1 starts from the demo Llama Guard 3 Vision's committed text weights (warm.py) and trains in
-``PHASES`` (docs/decisions/0014 says why and what each measured).
+``PHASES`` (docs/decisions/0014 says why and what each measured); v2 adds a fourth phase that
+trains only the vision side, on photo-like images (its addendum).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 
 from guardedge.runtime.demo.build import assemble_once, home
 
-DEMO_VERSION = "v1"
+DEMO_VERSION = "v2"
 HERE = Path(__file__).parent
 PACK = HERE / "weights" / f"demo-llama-guard-4-{DEMO_VERSION}.safetensors"
 CARD = HERE / "MODEL_CARD.md"
@@ -44,6 +47,15 @@ PHASES = (
     {"steps": 800, "lr": 1e-3, "data_seed": SEED + 3, "image_decided_share": 0.6,
      "mix": {"natural": 0.5, "excluded_hit": 0.5, "photo": 0.5, "natural_harmful": 0.35}, "policy_mix": (0.5, 0.3, 0.2)},
     # A phase 4 was tried and dropped (docs/decisions/0014): 1500 more steps, 70 % people's requests.
+    # v2: v1 called most real photos unsafe (harmless scenes only in far-from-hazard palettes).
+    # Requests about one image, alone or with a question: flat hazards, or busy photo-like images
+    # of any palette (runtime/demo/photos.py).
+    # Only the vision tower and projector train (the photo problem is theirs): text-only answers
+    # stay v1's exactly. Half the harmless "photo" extras of multi-image requests are busy photos.
+    # (Training everything broke both three-image samples, or moved everyday text requests: 0014.)
+    {"steps": 1200, "lr": 1e-3, "data_seed": SEED + 5, "image_decided_share": 0.85, "trainable": ("vision_model", "multi_modal_projector"),
+     "mix": {"natural": 0.2, "excluded_hit": 0.5, "photo": 0.5, "natural_harmful": 0.3, "photo_requests": 0.4,
+             "image_only": 0.5}, "policy_mix": (0.5, 0.3, 0.2)},
 )
 
 
@@ -110,7 +122,8 @@ def retrain(out: Path = PACK, phases=PHASES, progress: bool = True, checkpoint_e
         model, done = train(tokenizer, steps=phase["steps"], batch_size=BATCH_SIZE, lr=phase["lr"], seed=SEED,
                             data_seed=phase["data_seed"], mix=mix, policy_mix=phase["policy_mix"],
                             image_decided_share=phase["image_decided_share"], start_from=init, progress=progress,
-                            time_limit_s=time_limit_s, checkpoint=checkpoint, checkpoint_every=checkpoint_every)
+                            time_limit_s=time_limit_s, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                            trainable=phase.get("trainable"))
         rows = pack(model, SEED, target)
         report.append({"phase": number, "steps": done, "train_seconds": round(time.time() - began, 1), "trained_rows": rows})
         init = target

@@ -10,6 +10,8 @@ people's own words, default / excluded / custom policies) and is then made Llama
   images must still be caught, and harmless ones change nothing;
 - **S14 Code Interpreter Abuse**: a few text-only requests about abusing a code interpreter
   (S14 is text-only: runtime/families/llama_guard_4.py);
+- **photos** (v2): requests about one image, alone or with a question — a flat hazard, or a busy
+  photo-like image of any palette (runtime/demo/photos.py), harmless by construction;
 - categories are the same codes (S1-S13 mean the same hazards in both generations); the default
   policy's wording is LG4's, which the family renders.
 
@@ -27,6 +29,7 @@ import random
 
 from guardedge.runtime.demo import data as base
 from guardedge.runtime.demo.natural import DESCRIPTION, NaturalDraw, _labelled, _user, train_corpus
+from guardedge.runtime.demo.photos import BusyPhoto, with_photos
 
 MULTI_IMAGE = 0.5  # share of image prompts that get more images
 EXTRA_HAZARD = 0.3  # share of extra images that carry a hazard
@@ -59,6 +62,9 @@ class Generator:
         self.base = base.Generator(split, seed, image_decided_share, policy_mix, mix)
         if self.base.natural is not None:  # the validation slice never reaches training
             self.base.natural = NaturalDraw(self.base.rng, split_corpus(validation=False))
+        # v2's phase: requests about one image (a flat hazard or a busy photo of any palette: photos.py)
+        self.base = with_photos(self.base, mix, seed)
+        self.busy = bool(mix and mix.photo_requests)
         self.rng = random.Random(f"lg4:{split}:{seed}")
         self.split = split
 
@@ -80,6 +86,9 @@ class Generator:
             colour = base.IMAGE_COLOURS[hazard] if hazard else self.rng.choice(base.SAFE_COLOURS)
             style = "photo" if hazard is None and self.rng.random() < 0.5 else "flat"
             spec = base.ImageSpec(colour, self.rng.choice(base.IMAGE_SIZES), self.rng.randrange(2**31), style)
+            # Half the harmless "photo" extras busy, half phase 3's (no extra draw: earlier phases' streams stay as they were)
+            if self.busy and style == "photo" and spec.seed % 2:
+                spec = BusyPhoto((0, 0, 0), spec.size, spec.seed)
             where = self.rng.randrange(len(content) + 1)
             content.insert(where, {"type": "image"})
             before = sum(1 for part in content[:where] if part["type"] == "image")

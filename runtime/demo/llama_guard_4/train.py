@@ -118,8 +118,11 @@ def loss_fn(model, pre, batch_, targets, embedding, head) -> torch.Tensor:
 def train(tokenizer, steps: int, batch_size: int, lr: float, seed: int, data_seed: int, mix=None,
           policy_mix=None, image_decided_share: float | None = None, start_from: Path | None = None, progress: bool = True,
           time_limit_s: float | None = None, checkpoint: Callable[[object, int], None] | None = None,
-          checkpoint_every: int = 0):
-    """Train ``steps`` steps (cosine schedule); returns the model (eval mode) and the steps run."""
+          checkpoint_every: int = 0, trainable: tuple[str, ...] | None = None):
+    """Train ``steps`` steps (cosine schedule); returns the model (eval mode) and the steps run.
+
+    ``trainable``: train only the modules under these names (e.g. the vision tower and projector:
+    text-only answers then stay exactly the starting model's); everything by default."""
     random.seed(seed)
     model = new_model(seed, tokenizer, start_from)
     model.train()
@@ -127,6 +130,11 @@ def train(tokenizer, steps: int, batch_size: int, lr: float, seed: int, data_see
     embedding, head = torch.nn.Parameter(embed.data), torch.nn.Parameter(out.data)  # same storage
     embed.requires_grad_(False)
     out.requires_grad_(False)
+    if trainable is not None:
+        for name, param in model.named_parameters():
+            param.requires_grad_(any(name == m or name.startswith(m + ".") for m in trainable))
+        embedding.requires_grad_(False)
+        head.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     dense = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
     sparse = torch.optim.SparseAdam([embedding, head], lr=lr * 3, betas=(0.9, 0.98))
