@@ -5,7 +5,10 @@ The fp32 export goes through the real CLI once; int8 and int4 quantize its compo
 features, prefill logits (with the draft), decoded tokens and verdicts must match for a batch
 whose rows differ in image size (patch count, windows, 3-D positions) and policy length.
 
-    .venv/bin/python -m pytest -q tests/test_export_onnx_qwen.py
+Slow (an export of the demo QwenGuard, ~1-2 min on 2 cores): it runs in ``make slow-check``
+(which CI runs after ``make test``).
+
+    GUARDEDGE_SLOW=1 .venv/bin/python -m pytest -q -m slow tests/test_export_onnx_qwen.py
 """
 
 from __future__ import annotations
@@ -19,7 +22,14 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("optimum.exporters.onnx")
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _slow_check():
+    from checks import require_env
+
+    require_env("GUARDEDGE_SLOW", "slow-check", "exports the demo QwenGuard to ONNX (a minute or two on 2 cores)")
 
 SIZES = [(96, 64), (300, 200), (20, 20), (64, 150)]  # 6, 64, 4, 15 image tokens at the demo's budget
 POLICIES = [{}, {"excluded_category_keys": ["O3"]}, {"categories": {"O1": "Gambling\nShould not:\n- Show dice."}}, {}]

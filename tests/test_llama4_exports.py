@@ -1,9 +1,9 @@
 """Exports of a Llama 4 (Llama Guard 4) model on the tiny random-weight directory (tests/llama4_tiny.py):
 ONNX fp32 (parity with PyTorch recorded by the exporter and checked here again on mixed batches of
-1-3 images), ``export verify``; and, in ``make slow-check``, int8/int4 from it and the
-bitsandbytes 8/4-bit export through the plug-in's ``keep_16bit``.
+1-3 images), ``export verify``, int8/int4 from it and the bitsandbytes 8/4-bit export through the
+plug-in's ``keep_16bit``. All of it runs in ``make slow-check`` (which CI runs after ``make test``):
+the fp32 export alone takes 1-2 minutes on 2 cores.
 
-    .venv/bin/python -m pytest -q tests/test_llama4_exports.py
     GUARDEDGE_SLOW=1 .venv/bin/python -m pytest -q -m slow tests/test_llama4_exports.py
 """
 
@@ -25,6 +25,12 @@ from checks import require_env  # noqa: E402
 from guardedge.runtime.demo.samples import png_base64  # noqa: E402
 
 SLOW = "quantizes the tiny model again (a minute or two a recipe on 2 cores)"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _slow_check():
+    require_env("GUARDEDGE_SLOW", "slow-check", "exports a tiny Llama 4 to ONNX (a minute or two on 2 cores)")
 
 
 def _cli(argv: list[str]) -> int:

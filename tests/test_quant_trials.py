@@ -184,7 +184,11 @@ def test_calibration_and_heldout_must_not_share_requests():
     assert len(calib.examples) == len(heldout.examples) == 40
 
 
+@pytest.mark.slow
 def test_keep_auto_export_records_both_figures_and_the_kept_cost(tmp_path, demo_dir, capsys):
+    from checks import require_env
+
+    require_env("GUARDEDGE_SLOW", "slow-check", "quantizes the demo guard once per trial (~1 min)")
     out = tmp_path / "auto"
     rc = _cli(["export", "quantize", "--model", str(demo_dir), "--bits", "8", "--keep", "auto", "--limit", "6",
                "--target", "agreement>=0.8", "--agreement-n", "0", "--cache", str(tmp_path / "c"), "--out", str(out), "--quiet"])

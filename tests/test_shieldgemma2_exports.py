@@ -52,9 +52,13 @@ def test_round_trip_keeps_the_16bit_parts_and_p_yes(quantized, sg2_tiny_dir):
         assert max(abs(p - q) for (_, p), (_, q) in zip(got.category_scores, want.category_scores)) < 0.05
 
 
+@pytest.mark.slow
 def test_bench_reference_compares_p_yes_with_the_model_cards_usage(sg2_tiny_dir):
     """``bench reference``'s ShieldGemma 2 side: the card's AutoProcessor + ShieldGemma2ForImageClassification
-    on the smoke requests; the engine's P(Yes) equal to 1e-4 and its verdicts the same."""
+    on the smoke requests; the engine's P(Yes) equal to 1e-4 and its verdicts the same (make slow-check)."""
+    from checks import require_env
+
+    require_env("GUARDEDGE_SLOW", "slow-check", "times the card's ShieldGemma 2 classifier against the engine (~1 min)")
     from guardedge.bench.reference import compare
 
     report = compare(str(sg2_tiny_dir), rounds=1)
