@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from guardedge.runtime.demo.llavaguard import layout
 from guardedge.runtime.demo.llavaguard.data import Generator, answer_text, prompt
-from guardedge.runtime.demo.weights import table_init
+from guardedge.runtime.demo.llavaguard.pack import FORMAT, unpack
 
 EMBED = "model.language_model.embed_tokens.weight"  # tied: lm_head.weight is the same tensor
 NEGATIVES = 256
@@ -48,10 +48,8 @@ def new_model(seed: int, init=None):
     torch.manual_seed(seed)
     model = LlavaOnevisionForConditionalGeneration(layout.demo_config())
     table = model.get_input_embeddings().weight
-    table.data.copy_(table_init(EMBED, *table.shape, seed=seed))  # the init the pack is a diff against
+    table.data.copy_(FORMAT.table_init(EMBED, *table.shape, seed=seed))  # the init the pack is a diff against
     if init is not None:
-        from guardedge.runtime.demo.llavaguard.pack import unpack
-
         state = {k: v.float() for k, v in unpack(init, tuple(table.shape)).items()}
         model.load_state_dict(state, strict=False)
         model.tie_weights()

@@ -3,7 +3,7 @@
 The demo QwenGuard is NOT trained: its weights are the seeded initialisation of the real
 Qwen2.5-VL classes at tiny widths (layout.py), committed packed
 (``weights/demo-qwenguard-<version>.safetensors``, the dense layers in bf16; the 151936 x 64 tied
-embedding is regenerated from its seed by runtime/demo/weights.py's ``table_init``, so it is not
+embedding is regenerated from its seed by runtime/demo/packing.py, so it is not
 stored). On first use they are unpacked into a directory laid out like a real QwenGuard v1.2
 repository under ``$GUARDEDGE_HOME`` (default ``~/.cache/guardedge``), keyed by a digest of the pack
 and of the code that writes the other files.
@@ -90,15 +90,14 @@ def regenerate(out: Path = PACK) -> int:
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from guardedge.runtime.demo.llavaguard.pack import EMBED, pack
+    from guardedge.runtime.demo.llavaguard.pack import EMBED, FORMAT, pack
     from guardedge.runtime.demo.qwenguard.layout import demo_config
-    from guardedge.runtime.demo.weights import table_init
 
     torch.manual_seed(SEED)
     model = Qwen2_5_VLForConditionalGeneration(demo_config()).eval()
     weight = model.get_input_embeddings().weight
     with torch.no_grad():
-        weight.copy_(table_init(EMBED, *weight.shape, seed=SEED))  # regenerated at unpack: nothing of it is stored
+        weight.copy_(FORMAT.table_init(EMBED, *weight.shape, seed=SEED))  # regenerated at unpack: nothing of it is stored
     pack(model, SEED, out)
     return out.stat().st_size
 

@@ -21,9 +21,7 @@ from tqdm import tqdm
 
 from guardedge.runtime.demo.shieldgemma2 import layout
 from guardedge.runtime.demo.shieldgemma2.data import POLICIES, Generator
-from guardedge.runtime.demo.weights import table_init
-
-TABLE = "model.language_model.embed_tokens.weight"  # the seed stream of the embedding's init (demo/weights.py)
+from guardedge.runtime.demo.shieldgemma2.pack import EMBED, FORMAT, unpack
 
 
 def new_model(seed: int, init=None):
@@ -33,12 +31,10 @@ def new_model(seed: int, init=None):
     torch.manual_seed(seed)
     model = ShieldGemma2ForImageClassification(layout.demo_config())
     table = model.get_input_embeddings().weight
-    table.data.copy_(table_init(TABLE, *table.shape, seed=seed))
+    table.data.copy_(FORMAT.table_init(EMBED, *table.shape, seed=seed))
     with torch.no_grad():
         model.model.model.multi_modal_projector.mm_input_projection_weight.normal_(0.0, 0.1)
     if init is not None:
-        from guardedge.runtime.demo.shieldgemma2.pack import unpack
-
         model.load_state_dict({k: v.float() for k, v in unpack(init, tuple(table.shape)).items()}, strict=False)
     return model
 
