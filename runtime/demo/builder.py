@@ -4,7 +4,7 @@ A demo's trained weights are committed as a small pack (runtime/demo/packing.py)
 names the pack, the files whose bytes key its cached directory (:func:`cache_dir`, under
 ``$GUARDEDGE_HOME``, default ``~/.cache/guardedge``), how it writes a model directory (run through
 :func:`assemble`, one builder at a time: :func:`assemble_once`) and, for a trained demo, its phases
-and how one phase trains (:func:`run_phases`). Each build.py is run as a module, e.g.
+and how one phase trains (:func:`run_phases`, :func:`phased_main`). Each build.py is run as a module, e.g.
 
     python -m guardedge.runtime.demo.llavaguard.build            # assemble (cached)
     python -m guardedge.runtime.demo.llavaguard.build --force    # re-assemble
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import time
@@ -135,6 +136,20 @@ def phased_parser(description: str, retrain_help: str, pack: Path, init: Path | 
 def chosen(phases: Sequence, numbers: str | None) -> tuple:
     """``--phases``: the 1-based comma-separated phases to run (all by default)."""
     return tuple(phases) if numbers is None else tuple(phases[int(i) - 1] for i in numbers.split(","))
+
+
+def phased_main(parser: argparse.ArgumentParser, phases: Sequence, retrain: Callable[..., dict],
+                directory: Callable[[], Path], ensure: Callable[[], Path]) -> None:
+    """Run a :func:`phased_parser` command line: ``--retrain`` prints ``retrain``'s report (called
+    with ``out``, the chosen phases, and ``init``, ``time_limit_s``, ``checkpoint_every`` where the
+    parser has it); otherwise assemble (cached unless ``--force``) and print the directory."""
+    args = parser.parse_args()
+    if args.retrain:
+        options = {"checkpoint_every": args.checkpoint_every} if "checkpoint_every" in vars(args) else {}
+        print(json.dumps(retrain(args.out, chosen(phases, args.phases), init=args.init, time_limit_s=args.time_limit,
+                                 **options)))
+        return
+    print(assembled(directory, ensure, args.force))
 
 
 def assembled(directory: Callable[[], Path], ensure: Callable[[], Path], force: bool) -> Path:

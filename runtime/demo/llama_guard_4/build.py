@@ -19,11 +19,9 @@ trains only the vision side, on photo-like images (its addendum).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from guardedge.runtime.demo.builder import (assemble, assemble_once, assembled, cache_dir, chosen, meta_model, phased_parser,
-                                            run_phases)
+from guardedge.runtime.demo.builder import assemble, assemble_once, cache_dir, meta_model, phased_main, phased_parser, run_phases
 
 DEMO_VERSION = "v2"
 HERE = Path(__file__).parent
@@ -109,13 +107,9 @@ def retrain(out: Path = PACK, phases=PHASES, progress: bool = True, checkpoint_e
 
 
 def main() -> None:
-    args = phased_parser("Assemble or retrain the guardedge demo Llama Guard 4", "train from the warm start and rewrite the pack",
-                         PACK, None, "the pack the first phase run starts from (default: warm start)").parse_args()
-    if args.retrain:
-        print(json.dumps(retrain(args.out, chosen(PHASES, args.phases), checkpoint_every=args.checkpoint_every,
-                                 time_limit_s=args.time_limit, init=args.init)))
-        return
-    print(assembled(demo_dir, ensure_demo, args.force))
+    parser = phased_parser("Assemble or retrain the guardedge demo Llama Guard 4", "train from the warm start and rewrite the pack",
+                           PACK, None, "the pack the first phase run starts from (default: warm start)")
+    phased_main(parser, PHASES, retrain, demo_dir, ensure_demo)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,10 @@ comparison, v2 as v3's start).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from guardedge.runtime.demo.builder import (assemble, assemble_once, assembled, cache_dir, chosen, load_tied, meta_model,
-                                            phased_parser, run_phases)
+from guardedge.runtime.demo.builder import (assemble, assemble_once, cache_dir, load_tied, meta_model, phased_main, phased_parser,
+                                            run_phases)
 
 DEMO_VERSION = "v3"
 HERE = Path(__file__).parent
@@ -100,13 +99,9 @@ def retrain(out: Path = PACK, phases=PHASES, progress: bool = True, checkpoint_e
 
 
 def main() -> None:
-    args = phased_parser("Assemble or retrain the guardedge demo LlavaGuard", "train from the seeded init and rewrite the pack",
-                         PACK, BASE, "the pack the first phase run starts from").parse_args()
-    if args.retrain:
-        print(json.dumps(retrain(args.out, chosen(PHASES, args.phases), checkpoint_every=args.checkpoint_every,
-                                 time_limit_s=args.time_limit, init=args.init)))
-        return
-    print(assembled(demo_dir, ensure_demo_llavaguard, args.force))
+    parser = phased_parser("Assemble or retrain the guardedge demo LlavaGuard", "train from the seeded init and rewrite the pack",
+                           PACK, BASE, "the pack the first phase run starts from")
+    phased_main(parser, PHASES, retrain, demo_dir, ensure_demo_llavaguard)
 
 
 if __name__ == "__main__":

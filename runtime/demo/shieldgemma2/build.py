@@ -15,10 +15,9 @@ Gemma 3 one, fetched by ``make install`` (fetch.py); without it the build says h
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from guardedge.runtime.demo.builder import assemble, assemble_once, assembled, cache_dir, chosen, meta_model, phased_parser, run_phases
+from guardedge.runtime.demo.builder import assemble, assemble_once, cache_dir, meta_model, phased_main, phased_parser, run_phases
 
 DEMO_VERSION = "v1"
 HERE = Path(__file__).parent
@@ -91,13 +90,9 @@ def retrain(out: Path = PACK, phases=PHASES, init: Path | None = None, progress:
 
 
 def main() -> None:
-    args = phased_parser("Assemble or retrain the guardedge demo ShieldGemma 2", "train from the seeded init and rewrite the pack",
-                         PACK, None, "the pack the first phase run starts from (default: the seeded init)",
-                         checkpoint_every=False).parse_args()
-    if args.retrain:
-        print(json.dumps(retrain(args.out, chosen(PHASES, args.phases), args.init, time_limit_s=args.time_limit)))
-        return
-    print(assembled(demo_dir, ensure_demo_shieldgemma2, args.force))
+    parser = phased_parser("Assemble or retrain the guardedge demo ShieldGemma 2", "train from the seeded init and rewrite the pack",
+                           PACK, None, "the pack the first phase run starts from (default: the seeded init)", checkpoint_every=False)
+    phased_main(parser, PHASES, retrain, demo_dir, ensure_demo_shieldgemma2)
 
 
 if __name__ == "__main__":
