@@ -46,7 +46,11 @@ class Optimizers:
             scheduler.step()
 
 
-def checkpoint_due(checkpoint: object, every: int, step: int, steps: int) -> bool:
-    """Whether a run that just finished ``step`` (0-based) of ``steps`` writes a checkpoint now
-    (every ``every`` steps, 0: never; never at the end, which the caller packs anyway)."""
-    return checkpoint is not None and bool(every) and (step + 1) % every == 0 and step + 1 < steps
+def checkpoint_when_due(model: torch.nn.Module, checkpoint: Callable[[torch.nn.Module, int], None] | None, every: int,
+                        step: int, steps: int) -> None:
+    """After ``step`` (0-based) of ``steps``: ``checkpoint(model, steps done)`` in eval mode, every
+    ``every`` steps (0: never), never at the end (the caller packs the final model anyway)."""
+    if checkpoint is not None and every and (step + 1) % every == 0 and step + 1 < steps:
+        model.eval()
+        checkpoint(model, step + 1)
+        model.train()

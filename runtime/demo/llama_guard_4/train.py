@@ -25,7 +25,7 @@ from guardedge.runtime.images import decode_image
 from guardedge.runtime.demo.llama_guard_4 import layout
 from guardedge.runtime.demo.llama_guard_4.data import Generator
 from guardedge.runtime.demo.llama_guard_4.pack import TABLES, table_init, unpack
-from guardedge.runtime.demo.optimizers import Optimizers, checkpoint_due
+from guardedge.runtime.demo.optimizers import Optimizers, checkpoint_when_due
 from guardedge.runtime.types import GuardRequest, ImageInput, Message, Part
 
 FAMILY = "llama-guard-4"
@@ -149,10 +149,7 @@ def train(tokenizer, steps: int, batch_size: int, lr: float, seed: int, data_see
         optimizers.step(loss)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        if checkpoint_due(checkpoint, checkpoint_every, step, steps):
-            model.eval()
-            checkpoint(model, step + 1)
-            model.train()
+        checkpoint_when_due(model, checkpoint, checkpoint_every, step, steps)
         if time_limit_s is not None and time.time() - started > time_limit_s:
             break
     model.eval()

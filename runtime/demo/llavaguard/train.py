@@ -29,7 +29,7 @@ from tqdm import tqdm
 from guardedge.runtime.demo.llavaguard import layout
 from guardedge.runtime.demo.llavaguard.data import Generator, answer_text, prompt
 from guardedge.runtime.demo.llavaguard.pack import FORMAT, unpack
-from guardedge.runtime.demo.optimizers import Optimizers, checkpoint_due
+from guardedge.runtime.demo.optimizers import Optimizers, checkpoint_when_due
 
 EMBED = "model.language_model.embed_tokens.weight"  # tied: lm_head.weight is the same tensor
 NEGATIVES = 256
@@ -150,10 +150,7 @@ def train(tokenizer, steps: int, batch_size: int, lr: float, seed: int, progress
         optimizers.step(loss)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        if checkpoint_due(checkpoint, checkpoint_every, step, steps):
-            model.eval()
-            checkpoint(model, step + 1)
-            model.train()
+        checkpoint_when_due(model, checkpoint, checkpoint_every, step, steps)
         if (time_limit_s is not None and time.time() - started > time_limit_s) or step + 1 == stop_after:
             break
     model.eval()
