@@ -32,10 +32,11 @@ def home() -> Path:
 
 
 def cache_dir(name: str, pack: Path, sources: Iterable[Path]) -> Path:
-    """``home()/<name>-<digest>``, keyed by the pack and by what writes the directory's other files
-    (``sources``), so changed code never reuses a stale cached directory."""
+    """``home()/<name>-<digest>``, keyed by the pack, by what writes the directory's other files
+    (``sources``) and by the shared code that unpacks and assembles every demo (this module,
+    packing.py), so changed code never reuses a stale cached directory."""
     digest = hashlib.sha256(pack.read_bytes())
-    for path in sources:
+    for path in (*sources, Path(__file__), Path(__file__).with_name("packing.py")):
         digest.update(path.read_bytes())
     return home() / f"{name}-{digest.hexdigest()[:12]}"
 
