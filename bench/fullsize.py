@@ -116,7 +116,8 @@ def _share_head_storage(model) -> None:
 def model_dir(scale: Scale):
     """A directory with config.json and the demo guard's tokenizer, processor (560 px) and template
     files; no weights (they live only on the device). Cached under $GUARDEDGE_HOME."""
-    from guardedge.runtime.demo.build import ensure_demo, home
+    from guardedge.runtime.demo.build import ensure_demo
+    from guardedge.runtime.demo.builder import home
     from guardedge.runtime.modeldir import ModelDir
 
     name = f"fullsize-random-{scale}"

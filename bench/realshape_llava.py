@@ -39,7 +39,7 @@ def config():
 
 def model_dir():
     """Config and the demo LlavaGuard's tokenizer/template files with the real 384-px processor; no weights."""
-    from guardedge.runtime.demo.build import home
+    from guardedge.runtime.demo.builder import home
     from guardedge.runtime.demo.llavaguard.build import ensure_demo_llavaguard
     from guardedge.runtime.modeldir import ModelDir
 

@@ -14,8 +14,6 @@ held-out set through the engine, and cached under ``$GUARDEDGE_HOME`` (default
 
 from __future__ import annotations
 
-import argparse
-import fcntl
 import hashlib
 import json
 import os
@@ -23,8 +21,8 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
+from guardedge.runtime.demo.builder import assemble, assemble_once, assembled, assembly_parser, cache_dir, home, meta_model
 from guardedge.runtime.demo.data import TrainingMix
 
 DEMO_VERSION = "v3"
@@ -72,18 +70,10 @@ CARD = Path(__file__).with_name("MODEL_CARD.md")
 PACK = Path(__file__).with_name("weights") / f"demo-guard-{DEMO_VERSION}.safetensors"
 
 
-def home() -> Path:
-    return Path(os.environ.get("GUARDEDGE_HOME", Path.home() / ".cache" / "guardedge"))
-
-
 def demo_dir() -> Path:
-    # Keyed by the pack and by what writes the directory's other files (tokenizer, processor and
-    # template files, model card), so changed code never reuses a stale cached directory.
     here = Path(__file__).parent
-    digest = hashlib.sha256(PACK.read_bytes())
-    for path in (here / "build.py", here / "tokenizer.py", CARD, here.parent / "families" / "templates" / "llama-guard-3-vision.jinja"):
-        digest.update(path.read_bytes())
-    return home() / f"demo-guard-{DEMO_VERSION}-{digest.hexdigest()[:12]}"
+    return cache_dir(f"demo-guard-{DEMO_VERSION}", PACK, (here / "build.py", here / "tokenizer.py", CARD,
+                                                          here.parent / "families" / "templates" / "llama-guard-3-vision.jinja"))
 
 
 def demo_config():
@@ -117,19 +107,6 @@ def image_processor():
 def ensure_demo(progress: bool = True) -> Path:
     """Return the demo guard directory, building it first if needed (one builder at a time)."""
     return assemble_once(demo_dir(), f".demo-{DEMO_VERSION}.lock", lambda target: build(target, progress=progress))
-
-
-def assemble_once(target: Path, lock_name: str, build_into: Callable[[Path], None]) -> Path:
-    """``target``, built by ``build_into`` unless it holds a model already; concurrent callers
-    (test workers, server replicas) wait on a file lock beside it instead of building twice."""
-    if (target / "model.safetensors").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / lock_name, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / "model.safetensors").is_file():
-            build_into(target)
-    return target
 
 
 def measured_metrics(progress: bool = True) -> dict:
@@ -171,34 +148,28 @@ def _store_metrics(model_name: str, metrics: dict) -> None:
 
 
 def build(target: Path, progress: bool = True) -> None:
-    """Unpack the committed weights into a full model directory at ``target``."""
-    import torch
+    """Unpack the committed weights into a full model directory at ``target``, measured (metrics.json)."""
     from transformers import MllamaForConditionalGeneration
 
     from guardedge.runtime.demo.tokenizer import build_tokenizer
     from guardedge.runtime.demo.train import evaluate
     from guardedge.runtime.demo.weights import unpack
 
-    started = time.time()
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    _write_processor_files(tmp, build_tokenizer(), image_processor())
-    config = demo_config()
-    config.dtype = "bfloat16"  # stored like the real checkpoint
-    with torch.device("meta"):
-        model = MllamaForConditionalGeneration(config)
-    shapes = {k: v.shape for k, v in model.state_dict().items()}
-    model.load_state_dict(unpack(PACK, shapes), strict=True, assign=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    _write_generation_config(tmp)
-    metrics = evaluate(tmp, progress=progress)
-    metrics["assemble_seconds"] = round(time.time() - started, 1)
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    _store_metrics(target.name, metrics)  # what measured_metrics would measure now
-    (tmp / "README.md").write_text(CARD.read_text().replace("{metrics}", json.dumps(metrics, indent=2)))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    def write(tmp: Path) -> None:
+        started = time.time()
+        _write_processor_files(tmp, build_tokenizer(), image_processor())
+        model = meta_model(MllamaForConditionalGeneration, demo_config())
+        shapes = {k: v.shape for k, v in model.state_dict().items()}
+        model.load_state_dict(unpack(PACK, shapes), strict=True, assign=True)
+        model.save_pretrained(tmp, safe_serialization=True)
+        _write_generation_config(tmp)
+        metrics = evaluate(tmp, progress=progress)
+        metrics["assemble_seconds"] = round(time.time() - started, 1)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        _store_metrics(target.name, metrics)  # what measured_metrics would measure now
+        (tmp / "README.md").write_text(CARD.read_text().replace("{metrics}", json.dumps(metrics, indent=2)))
+
+    assemble(target, write)
 
 
 def retrain(out: Path = PACK, phases: tuple[Phase, ...] = PHASES, progress: bool = True, checkpoints: bool = False,
@@ -262,8 +233,7 @@ def _transformers_version() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Assemble or retrain the guardedge demo guard")
-    parser.add_argument("--force", action="store_true", help="re-assemble even if cached")
+    parser = assembly_parser("Assemble or retrain the guardedge demo guard")
     parser.add_argument("--retrain", action="store_true", help="train from scratch and rewrite the committed pack")
     parser.add_argument("--out", type=Path, default=PACK)
     parser.add_argument("--checkpoints", action="store_true", help="with --retrain: also write OUT.phase<i>.step<N> every 1000 steps")
@@ -272,9 +242,7 @@ def main() -> None:
     if args.retrain:
         print(json.dumps(retrain(args.out, checkpoints=args.checkpoints, first_phase=args.first_phase)))
         return
-    if args.force:
-        shutil.rmtree(demo_dir(), ignore_errors=True)
-    print(ensure_demo())
+    print(assembled(demo_dir, ensure_demo, args.force))
 
 
 if __name__ == "__main__":

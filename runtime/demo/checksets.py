@@ -29,7 +29,7 @@ import hashlib
 import io
 import json
 import random
-from typing import Literal
+from typing import Callable, Literal
 
 Split = Literal["calibration", "evaluation"]
 SPLITS: tuple[Split, ...] = ("calibration", "evaluation")
@@ -105,13 +105,18 @@ def image_part(spec) -> dict:
     return {"type": "image", "data": base64.b64encode(buffer.getvalue()).decode("ascii")}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def print_sets(examples: Callable[[Split, int], list[dict]], description: str) -> None:
+    """A check-set module's command line (``--split``, ``--n``): one JSON line per example."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--split", choices=SPLITS, default="calibration")
     parser.add_argument("--n", type=int, default=DEFAULT_N)
     args = parser.parse_args()
     for example in examples(args.split, args.n):
         print(json.dumps(example))
+
+
+def main() -> None:
+    print_sets(examples, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

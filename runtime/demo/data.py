@@ -311,7 +311,11 @@ def _example(messages: list[dict], task: str, kind: str, policy: dict[str, str],
 
 
 def examples(split: str, n: int, seed: int = 0) -> list[dict]:
-    gen = Generator(split, seed)
+    return numbered(Generator(split, seed), split, n, seed)
+
+
+def numbered(gen, split: str, n: int, seed: int) -> list[dict]:
+    """``n`` examples of a generator (``example()``), each with the id ``<split>-<seed>-<i>``."""
     out = [gen.example() for _ in range(n)]
     for i, ex in enumerate(out):
         ex["id"] = f"{split}-{seed}-{i}"

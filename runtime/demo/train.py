@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from guardedge.runtime.demo.data import Generator, TrainingMix, examples
+from guardedge.runtime.demo.optimizers import Optimizers
 from guardedge.runtime.demo.photos import with_photos
 from guardedge.runtime.demo.weights import init_tables, unpack
 from guardedge.runtime.architectures.mllama import Mllama
@@ -134,25 +135,13 @@ def train(config, tokenizer, image_processor, steps: int, batch_size: int, lr: f
     arch = Mllama(None, config.to_dict(), tokenizer, family.image_token, image_processor=image_processor)
     pre = Preprocessor(tokenizer, arch, family, max_text_tokens=4096)
     gen = with_photos(Generator("train", seed, image_decided_share, policy_mix, mix), mix, seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    dense = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
-    sparse = torch.optim.SparseAdam([embedding, head], lr=lr * 3, betas=(0.9, 0.98))
-    warmup = max(1, steps // 20)
-    schedule = lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))  # noqa: E731
-    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in (dense, sparse)]
+    optimizers = Optimizers(model, [embedding, head], lr, lr * 3, steps)
     vocab = model.lm_head.weight.shape[0]
     bar = tqdm(range(steps), desc="training demo guard", disable=not progress, mininterval=2)
     for step in bar:
         batch, targets = _batch(pre, gen, batch_size)
         loss = _loss(model, batch, targets, embedding, head, torch.randint(0, vocab, (256,)))
-        dense.zero_grad(set_to_none=True)
-        sparse.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        dense.step()
-        sparse.step()
-        for sched in schedulers:
-            sched.step()
+        optimizers.step(loss)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < steps:

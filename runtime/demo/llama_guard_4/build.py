@@ -19,14 +19,9 @@ trains only the vision side, on photo-like images (its addendum).
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import json
-import shutil
-import time
 from pathlib import Path
 
-from guardedge.runtime.demo.build import assemble_once, home
+from guardedge.runtime.demo.builder import assemble, assemble_once, cache_dir, meta_model, phased_main, phased_parser, run_phases
 
 DEMO_VERSION = "v2"
 HERE = Path(__file__).parent
@@ -60,11 +55,9 @@ PHASES = (
 
 
 def demo_dir() -> Path:
-    digest = hashlib.sha256(PACK.read_bytes())
-    for name in ("build.py", "layout.py", "tokenizer.py", "pack.py", "MODEL_CARD.md"):
-        digest.update((HERE / name).read_bytes())
-    digest.update((HERE.parents[1] / "families" / "templates" / "llama-guard-4.jinja").read_bytes())
-    return home() / f"demo-llama-guard-4-{DEMO_VERSION}-{digest.hexdigest()[:12]}"
+    sources = [HERE / name for name in ("build.py", "layout.py", "tokenizer.py", "pack.py", "MODEL_CARD.md")]
+    return cache_dir(f"demo-llama-guard-4-{DEMO_VERSION}", PACK,
+                     [*sources, HERE.parents[1] / "families" / "templates" / "llama-guard-4.jinja"])
 
 
 def ensure_demo(progress: bool = True) -> Path:
@@ -74,30 +67,21 @@ def ensure_demo(progress: bool = True) -> Path:
 
 def build(target: Path, progress: bool = True, pack: Path = PACK) -> None:
     """Unpack ``pack`` into a full model directory at ``target``."""
-    import torch
     from transformers import Llama4ForConditionalGeneration
 
     from guardedge.runtime.demo.llama_guard_4.layout import demo_config, write_layout
     from guardedge.runtime.demo.llama_guard_4.pack import TABLES, unpack
     from guardedge.runtime.demo.llama_guard_4.tokenizer import build_tokenizer
 
-    started = time.time()
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    config = demo_config()
-    config.dtype = "bfloat16"  # stored like the real checkpoint
-    with torch.device("meta"):
-        model = Llama4ForConditionalGeneration(config)
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items() if k in TABLES}
-    model.load_state_dict(unpack(pack, shapes), strict=True, assign=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    write_layout(tmp, build_tokenizer())  # after the weights: save_pretrained writes its own generation_config.json
-    (tmp / "README.md").write_text(CARD.read_text())
-    if progress:
-        print(f"assembled demo Llama Guard 4 in {time.time() - started:.1f}s: {target}")
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    def write(tmp: Path) -> None:
+        model = meta_model(Llama4ForConditionalGeneration, demo_config())
+        shapes = {k: tuple(v.shape) for k, v in model.state_dict().items() if k in TABLES}
+        model.load_state_dict(unpack(pack, shapes), strict=True, assign=True)
+        model.save_pretrained(tmp, safe_serialization=True)
+        write_layout(tmp, build_tokenizer())  # after the weights: save_pretrained writes its own generation_config.json
+        (tmp / "README.md").write_text(CARD.read_text())
+
+    assemble(target, write, "demo Llama Guard 4", progress)
 
 
 def retrain(out: Path = PACK, phases=PHASES, progress: bool = True, checkpoint_every: int = 0,
@@ -110,44 +94,22 @@ def retrain(out: Path = PACK, phases=PHASES, progress: bool = True, checkpoint_e
     from guardedge.runtime.demo.llama_guard_4.tokenizer import build_tokenizer
     from guardedge.runtime.demo.llama_guard_4.train import train
 
-    tokenizer, report, started = build_tokenizer(), [], time.time()
-    for number, phase in enumerate(phases, 1):
-        target = out if number == len(phases) else out.with_name(f"{out.stem}-phase{number}{out.suffix}")
+    tokenizer = build_tokenizer()
 
-        def checkpoint(model, step: int, number=number) -> None:
-            pack(model, SEED, out.with_name(f"{out.stem}-phase{number}-step{step}{out.suffix}"))
+    def train_phase(phase: dict, start: Path | None, checkpoint):
+        return train(tokenizer, steps=phase["steps"], batch_size=BATCH_SIZE, lr=phase["lr"], seed=SEED,
+                     data_seed=phase["data_seed"], mix=TrainingMix(corpora=CORPORA, **phase["mix"]),
+                     policy_mix=phase["policy_mix"], image_decided_share=phase["image_decided_share"], start_from=start,
+                     progress=progress, time_limit_s=time_limit_s, checkpoint=checkpoint,
+                     checkpoint_every=checkpoint_every, trainable=phase.get("trainable"))
 
-        began = time.time()
-        mix = TrainingMix(corpora=CORPORA, **phase["mix"])
-        model, done = train(tokenizer, steps=phase["steps"], batch_size=BATCH_SIZE, lr=phase["lr"], seed=SEED,
-                            data_seed=phase["data_seed"], mix=mix, policy_mix=phase["policy_mix"],
-                            image_decided_share=phase["image_decided_share"], start_from=init, progress=progress,
-                            time_limit_s=time_limit_s, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-                            trainable=phase.get("trainable"))
-        rows = pack(model, SEED, target)
-        report.append({"phase": number, "steps": done, "train_seconds": round(time.time() - began, 1), "trained_rows": rows})
-        init = target
-    return {"phases": report, "train_seconds": round(time.time() - started, 1), "bytes": out.stat().st_size}
+    return run_phases(out, phases, train_phase, lambda model, path: pack(model, SEED, path), init)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Assemble or retrain the guardedge demo Llama Guard 4")
-    parser.add_argument("--force", action="store_true", help="re-assemble even if cached")
-    parser.add_argument("--retrain", action="store_true", help="train from the warm start and rewrite the pack")
-    parser.add_argument("--out", type=Path, default=PACK)
-    parser.add_argument("--phases", default=None, help="run only these phases, e.g. 2 (comma-separated, 1-based)")
-    parser.add_argument("--init", type=Path, default=None, help="the pack the first phase run starts from (default: warm start)")
-    parser.add_argument("--checkpoint-every", type=int, default=0)
-    parser.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds of training")
-    args = parser.parse_args()
-    if args.retrain:
-        phases = PHASES if args.phases is None else tuple(PHASES[int(i) - 1] for i in args.phases.split(","))
-        print(json.dumps(retrain(args.out, phases, checkpoint_every=args.checkpoint_every, time_limit_s=args.time_limit,
-                                 init=args.init)))
-        return
-    if args.force:
-        shutil.rmtree(demo_dir(), ignore_errors=True)
-    print(ensure_demo())
+    parser = phased_parser("Assemble or retrain the guardedge demo Llama Guard 4", "train from the warm start and rewrite the pack",
+                           PACK, None, "the pack the first phase run starts from (default: warm start)")
+    phased_main(parser, PHASES, retrain, demo_dir, ensure_demo)
 
 
 if __name__ == "__main__":

@@ -20,11 +20,9 @@ Each example is a labelled request dict in ``bench drift``'s JSONL shape (``id``
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 
-from guardedge.runtime.demo.checksets import DEFAULT_N, IMAGE_SHARE, SEEDS, SPLITS, Split, held_out_half, image_part
+from guardedge.runtime.demo.checksets import DEFAULT_N, IMAGE_SHARE, SEEDS, SPLITS, Split, held_out_half, image_part, print_sets
 
 
 def examples(split: Split, n: int = DEFAULT_N) -> list[dict]:
@@ -56,12 +54,7 @@ def _generated_images(split: Split, n: int) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--split", choices=SPLITS, default="calibration")
-    parser.add_argument("--n", type=int, default=DEFAULT_N)
-    args = parser.parse_args()
-    for example in examples(args.split, args.n):
-        print(json.dumps(example))
+    print_sets(examples, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

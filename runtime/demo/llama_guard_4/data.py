@@ -111,11 +111,7 @@ class Generator:
 
 
 def examples(split: str, n: int, seed: int = 0) -> list[dict]:
-    gen = Generator(split, seed)
-    out = [gen.example() for _ in range(n)]
-    for i, ex in enumerate(out):
-        ex["id"] = f"{split}-{seed}-{i}"
-    return out
+    return base.numbered(Generator(split, seed), split, n, seed)
 
 
 def validation_sets() -> dict[str, list[dict]]:

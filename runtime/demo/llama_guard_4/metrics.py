@@ -86,7 +86,7 @@ def measured(progress: bool = False) -> dict:
     import os
 
     from guardedge.runtime.artifact import engine_source_digest, library_versions
-    from guardedge.runtime.demo.build import home
+    from guardedge.runtime.demo.builder import home
     from guardedge.runtime.demo.llama_guard_4.build import ensure_demo
 
     model = ensure_demo(progress=progress)

@@ -25,6 +25,7 @@ from guardedge.runtime.images import decode_image
 from guardedge.runtime.demo.llama_guard_4 import layout
 from guardedge.runtime.demo.llama_guard_4.data import Generator
 from guardedge.runtime.demo.llama_guard_4.pack import TABLES, table_init, unpack
+from guardedge.runtime.demo.optimizers import Optimizers, checkpoint_when_due
 from guardedge.runtime.types import GuardRequest, ImageInput, Message, Part
 
 FAMILY = "llama-guard-4"
@@ -135,12 +136,7 @@ def train(tokenizer, steps: int, batch_size: int, lr: float, seed: int, data_see
             param.requires_grad_(any(name == m or name.startswith(m + ".") for m in trainable))
         embedding.requires_grad_(False)
         head.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    dense = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
-    sparse = torch.optim.SparseAdam([embedding, head], lr=lr * 3, betas=(0.9, 0.98))
-    warmup = max(1, steps // 20)
-    schedule = lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))  # noqa: E731
-    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in (dense, sparse)]
+    optimizers = Optimizers(model, [embedding, head], lr, lr * 3, steps)
     pre = preprocessor(tokenizer)
     kwargs = {"mix": mix} | ({"policy_mix": tuple(policy_mix)} if policy_mix else {})
     kwargs |= {"image_decided_share": image_decided_share} if image_decided_share is not None else {}
@@ -150,20 +146,10 @@ def train(tokenizer, steps: int, batch_size: int, lr: float, seed: int, data_see
     for step in bar:
         batch_, targets = batch(pre, [gen.example() for _ in range(batch_size)])
         loss = loss_fn(model, pre, batch_, targets, embedding, head)
-        dense.zero_grad(set_to_none=True)
-        sparse.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        dense.step()
-        sparse.step()
-        for scheduler in schedulers:
-            scheduler.step()
+        optimizers.step(loss)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-            model.eval()
-            checkpoint(model, step + 1)
-            model.train()
+        checkpoint_when_due(model, checkpoint, checkpoint_every, step, steps)
         if time_limit_s is not None and time.time() - started > time_limit_s:
             break
     model.eval()

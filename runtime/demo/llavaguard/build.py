@@ -18,14 +18,10 @@ comparison, v2 as v3's start).
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import json
-import shutil
-import time
 from pathlib import Path
 
-from guardedge.runtime.demo.build import assemble_once, home
+from guardedge.runtime.demo.builder import (assemble, assemble_once, cache_dir, load_tied, meta_model, phased_main, phased_parser,
+                                            run_phases)
 
 DEMO_VERSION = "v3"
 HERE = Path(__file__).parent
@@ -49,10 +45,8 @@ PHASES = (
 
 
 def demo_dir() -> Path:
-    digest = hashlib.sha256(PACK.read_bytes())
-    for name in ("build.py", "layout.py", "tokenizer.py", "pack.py", "MODEL_CARD.md"):
-        digest.update((HERE / name).read_bytes())
-    return home() / f"demo-llavaguard-{DEMO_VERSION}-{digest.hexdigest()[:12]}"
+    sources = ("build.py", "layout.py", "tokenizer.py", "pack.py", "MODEL_CARD.md")
+    return cache_dir(f"demo-llavaguard-{DEMO_VERSION}", PACK, [HERE / name for name in sources])
 
 
 def ensure_demo_llavaguard(progress: bool = True) -> Path:
@@ -62,34 +56,21 @@ def ensure_demo_llavaguard(progress: bool = True) -> Path:
 
 def build(target: Path, progress: bool = True, pack: Path = PACK) -> None:
     """Unpack the committed weights (or another ``pack``, e.g. v1's or a checkpoint) into a full model directory at ``target``."""
-    import torch
     from transformers import LlavaOnevisionForConditionalGeneration
 
     from guardedge.runtime.demo.llavaguard.layout import demo_config, write_layout
     from guardedge.runtime.demo.llavaguard.pack import unpack
     from guardedge.runtime.demo.llavaguard.tokenizer import build_tokenizer
 
-    started = time.time()
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    config = demo_config()
-    config.dtype = "bfloat16"  # stored like the real checkpoint
-    with torch.device("meta"):
-        model = LlavaOnevisionForConditionalGeneration(config)
-    embed = model.get_input_embeddings().weight
-    model.load_state_dict(unpack(pack, tuple(embed.shape)), strict=False, assign=True)
-    model.tie_weights()  # lm_head is the embedding (tie_word_embeddings), as in the 0.5B checkpoint
-    missing = [k for k, v in model.state_dict().items() if v.is_meta]
-    if missing:
-        raise RuntimeError(f"{pack} lacks {missing}")
-    model.save_pretrained(tmp, safe_serialization=True)
-    write_layout(tmp, build_tokenizer())  # after the weights: save_pretrained writes its own generation_config.json
-    (tmp / "README.md").write_text(CARD.read_text())
-    if progress:
-        print(f"assembled demo LlavaGuard in {time.time() - started:.1f}s: {target}")
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    def write(tmp: Path) -> None:
+        model = meta_model(LlavaOnevisionForConditionalGeneration, demo_config())
+        # lm_head is the embedding (tie_word_embeddings), as in the 0.5B checkpoint
+        load_tied(model, unpack(pack, tuple(model.get_input_embeddings().weight.shape)), pack)
+        model.save_pretrained(tmp, safe_serialization=True)
+        write_layout(tmp, build_tokenizer())  # after the weights: save_pretrained writes its own generation_config.json
+        (tmp / "README.md").write_text(CARD.read_text())
+
+    assemble(target, write, "demo LlavaGuard", progress)
 
 
 def retrain(out: Path = PACK, phases=PHASES, progress: bool = True, checkpoint_every: int = 0,
@@ -104,44 +85,23 @@ def retrain(out: Path = PACK, phases=PHASES, progress: bool = True, checkpoint_e
     from guardedge.runtime.demo.llavaguard.tokenizer import build_tokenizer
     from guardedge.runtime.demo.llavaguard.train import train
 
-    tokenizer, report, started = build_tokenizer(), [], time.time()
-    for number, phase in enumerate(phases, 1):
-        target = out if number == len(phases) else out.with_name(f"{out.stem}-phase{number}{out.suffix}")
+    tokenizer = build_tokenizer()
 
-        def checkpoint(model, step: int, number=number) -> None:
-            pack(model, SEED, out.with_name(f"{out.stem}-phase{number}-step{step}{out.suffix}"))
-
-        began = time.time()
+    def train_phase(phase: dict, start: Path | None, checkpoint):
         sizes = TRAIN_SIZES + SMALL_SIZES if phase["small"] else TRAIN_SIZES
-        model, done = train(tokenizer, steps=phase["steps"], batch_size=BATCH_SIZE, lr=phase["lr"], seed=SEED,
-                            progress=progress, init=init, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-                            time_limit_s=time_limit_s, data_seed=phase["data_seed"], sizes=sizes,
-                            excluded_hit=phase.get("excluded_hit"), custom=phase.get("custom"),
-                            header_weight=phase.get("header_weight", 2.0), stop_after=phase.get("stop_after"))
-        rows = pack(model, SEED, target)
-        report.append({"phase": number, "steps": done, "train_seconds": round(time.time() - began, 1), "trained_rows": rows})
-        init = target
-    return {"phases": report, "train_seconds": round(time.time() - started, 1), "bytes": out.stat().st_size}
+        return train(tokenizer, steps=phase["steps"], batch_size=BATCH_SIZE, lr=phase["lr"], seed=SEED,
+                     progress=progress, init=start, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                     time_limit_s=time_limit_s, data_seed=phase["data_seed"], sizes=sizes,
+                     excluded_hit=phase.get("excluded_hit"), custom=phase.get("custom"),
+                     header_weight=phase.get("header_weight", 2.0), stop_after=phase.get("stop_after"))
+
+    return run_phases(out, phases, train_phase, lambda model, path: pack(model, SEED, path), init)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Assemble or retrain the guardedge demo LlavaGuard")
-    parser.add_argument("--force", action="store_true", help="re-assemble even if cached")
-    parser.add_argument("--retrain", action="store_true", help="train from the seeded init and rewrite the pack")
-    parser.add_argument("--out", type=Path, default=PACK)
-    parser.add_argument("--phases", default=None, help="run only these phases, e.g. 2 (comma-separated, 1-based)")
-    parser.add_argument("--init", type=Path, default=BASE, help="the pack the first phase run starts from")
-    parser.add_argument("--checkpoint-every", type=int, default=0)
-    parser.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds of training")
-    args = parser.parse_args()
-    if args.retrain:
-        phases = PHASES if args.phases is None else tuple(PHASES[int(i) - 1] for i in args.phases.split(","))
-        print(json.dumps(retrain(args.out, phases, checkpoint_every=args.checkpoint_every, time_limit_s=args.time_limit,
-                                 init=args.init)))
-        return
-    if args.force:
-        shutil.rmtree(demo_dir(), ignore_errors=True)
-    print(ensure_demo_llavaguard())
+    parser = phased_parser("Assemble or retrain the guardedge demo LlavaGuard", "train from the seeded init and rewrite the pack",
+                           PACK, BASE, "the pack the first phase run starts from")
+    phased_main(parser, PHASES, retrain, demo_dir, ensure_demo_llavaguard)
 
 
 if __name__ == "__main__":

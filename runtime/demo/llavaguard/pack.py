@@ -2,7 +2,7 @@
 
 The tied 152000x64 embedding is ~97 % of the parameters, but training touches only the rows of
 tokens the data uses. The pack holds every other tensor (bf16) plus the touched rows; unpacking
-regenerates the rest from the seeded init (runtime/demo/weights.py's ``table_init``).
+regenerates the rest from the seeded init (runtime/demo/packing.py).
 """
 
 from __future__ import annotations
@@ -11,48 +11,21 @@ from pathlib import Path
 
 import torch
 
-from guardedge.runtime.demo.weights import table_init
+from guardedge.runtime.demo.packing import TablePack
 
 EMBED = "model.language_model.embed_tokens.weight"
 TIED = "lm_head.weight"  # the same tensor as EMBED (tie_word_embeddings), never stored twice
-FORMAT = "guardedge-demo-llavaguard-pack-1"
+FORMAT = TablePack("guardedge-demo-llavaguard-pack-1", "demo LlavaGuard", tables=((EMBED, 0),), tied=(TIED,))
 
 
 def pack(model, seed: int, path: Path) -> int:
     """Write the pack; return the number of stored embedding rows."""
-    from safetensors.torch import save_file
-
-    out: dict[str, torch.Tensor] = {}
-    state = model.state_dict()
-    for name, value in state.items():
-        if name == TIED:
-            continue
-        if name == EMBED:
-            # Compared as stored (bf16), like weights.pack: an unpacked row equals bf16(init).
-            init = table_init(name, *value.shape, seed=seed).to(torch.bfloat16)
-            rows = torch.nonzero((value.to(torch.bfloat16) != init).any(dim=1)).flatten()
-            out[f"{name}::rows"] = rows.to(torch.int32)
-            out[f"{name}::values"] = value[rows].to(torch.bfloat16).contiguous()
-        else:
-            out[name] = value.to(torch.bfloat16).contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(out, str(path), metadata={"seed": str(seed), "format": FORMAT})
-    return int(out[f"{EMBED}::rows"].numel())
+    return FORMAT.pack(model, seed, path)[EMBED]
 
 
 def unpack(path: Path, embed_shape: tuple[int, int]) -> dict[str, torch.Tensor]:
     """The full state dict (bf16, without the tied lm_head)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        if f.metadata().get("format") != FORMAT:
-            raise ValueError(f"{path} is not a demo LlavaGuard pack ({f.metadata()})")
-        seed = int(f.metadata()["seed"])
-        state = {k: f.get_tensor(k) for k in f.keys() if "::" not in k}
-        table = table_init(EMBED, *embed_shape, seed=seed).to(torch.bfloat16)
-        table[f.get_tensor(f"{EMBED}::rows").long()] = f.get_tensor(f"{EMBED}::values")
-    state[EMBED] = table
-    return state
+    return FORMAT.unpack(path, {EMBED: embed_shape})
 
 
 def pack_digest(path: Path) -> str:

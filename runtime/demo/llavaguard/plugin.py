@@ -1,52 +1,28 @@
 """The LlavaGuard demo as a plug-in (runtime/demos.py): alias ``demo-llavaguard``.
 
-Loading this module imports nothing heavy; each method imports the demo's builder or data lazily.
+Loading this module imports nothing heavy; each method imports the demo's builder or data lazily
+(runtime/demo/plugin_base.py).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from pathlib import Path
-
+from guardedge.runtime.demo.plugin_base import Checked, DemoPlugin, labelled_request_dicts
 from guardedge.runtime.demos import LabelledRequest
 
 
-class LlavaGuardDemo:
+class LlavaGuardDemo(Checked, DemoPlugin):
     alias = "demo-llavaguard"
     family = "llavaguard"
-    random_weights = False
-
-    def build(self, progress: bool = True) -> Path:
-        from guardedge.runtime.demo.llavaguard.build import ensure_demo_llavaguard
-
-        return ensure_demo_llavaguard(progress=progress)
-
-    def samples(self) -> list[dict]:
-        from guardedge.runtime.demo.llavaguard_samples import samples
-
-        return samples()
+    assembler = "guardedge.runtime.demo.llavaguard.build:ensure_demo_llavaguard"
+    sample_source = "guardedge.runtime.demo.llavaguard_samples:samples"
+    # The held-out generator at seeds 2 and 3, a quarter under held-out custom policies.
+    check_source = "guardedge.runtime.demo.llavaguard_samples:check_examples"
 
     def eval_set(self, n: int, seed: int) -> tuple[list[LabelledRequest], str]:
         """Labelled image requests from the demo LlavaGuard's held-out generator (eval split)."""
         from guardedge.runtime.demo.llavaguard_samples import held_out_examples
-        from guardedge.runtime.families import get_family
-        from guardedge.runtime.requests import parse_request
 
-        family = get_family(self.family)
-        generated = held_out_examples(n, seed=seed)
-        out = []
-        for ex in generated:
-            request = parse_request({k: v for k, v in ex.items() if k != "label"}, family.default_categories())
-            verdict, categories = family.parse_label(ex["label"])
-            out.append(LabelledRequest(ex["request_id"], "prompt", request, verdict, categories))
-        return out, hashlib.sha256(json.dumps(generated, sort_keys=True).encode()).hexdigest()
-
-    def check_examples(self, split: str, n: int) -> list[dict]:
-        """The held-out generator at seeds 2 and 3, a quarter under held-out custom policies."""
-        from guardedge.runtime.demo.llavaguard_samples import check_examples
-
-        return check_examples(split, n)
+        return labelled_request_dicts(self.family, held_out_examples(n, seed=seed))
 
 
 DEMO = LlavaGuardDemo()

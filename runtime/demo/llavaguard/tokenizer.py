@@ -53,17 +53,23 @@ def write_vocab_merges(out: Path) -> tuple[Path, Path]:
     return vocab_file, merges_file
 
 
-def build_tokenizer():
-    """A ``Qwen2TokenizerFast`` equal to the llava-onevision-qwen2 ``-hf`` tokenizer."""
+def qwen2_tokenizer(model_max_length: int):
+    """Qwen2's BPE as a left-padding ``Qwen2TokenizerFast`` (eos and pad <|endoftext|>), before
+    the added tokens of a particular checkpoint (here below; the demo QwenGuard's tokenizer.py)."""
     from transformers import Qwen2TokenizerFast
 
     with tempfile.TemporaryDirectory() as tmp:
         vocab_file, merges_file = write_vocab_merges(Path(tmp))
-        tokenizer = Qwen2TokenizerFast(
+        return Qwen2TokenizerFast(
             vocab_file=str(vocab_file), merges_file=str(merges_file),
             eos_token="<|endoftext|>", pad_token="<|endoftext|>", unk_token=None, bos_token=None,
-            model_max_length=32768, padding_side="left",
+            model_max_length=model_max_length, padding_side="left",
         )
+
+
+def build_tokenizer():
+    """A ``Qwen2TokenizerFast`` equal to the llava-onevision-qwen2 ``-hf`` tokenizer."""
+    tokenizer = qwen2_tokenizer(32768)
     # Added one by one so that each gets its -hf id (151644 onwards), then the roles as there.
     for token in ("<|im_start|>", "<|im_end|>", IMAGE_TOKEN, VIDEO_TOKEN):
         tokenizer.add_tokens([token], special_tokens=True)

@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 from guardedge.runtime.demo.llavaguard import layout
 from guardedge.runtime.demo.llavaguard.data import Generator, answer_text, prompt
-from guardedge.runtime.demo.weights import table_init
+from guardedge.runtime.demo.llavaguard.pack import FORMAT, unpack
+from guardedge.runtime.demo.optimizers import Optimizers, checkpoint_when_due
 
 EMBED = "model.language_model.embed_tokens.weight"  # tied: lm_head.weight is the same tensor
 NEGATIVES = 256
@@ -48,10 +49,8 @@ def new_model(seed: int, init=None):
     torch.manual_seed(seed)
     model = LlavaOnevisionForConditionalGeneration(layout.demo_config())
     table = model.get_input_embeddings().weight
-    table.data.copy_(table_init(EMBED, *table.shape, seed=seed))  # the init the pack is a diff against
+    table.data.copy_(FORMAT.table_init(EMBED, *table.shape, seed=seed))  # the init the pack is a diff against
     if init is not None:
-        from guardedge.runtime.demo.llavaguard.pack import unpack
-
         state = {k: v.float() for k, v in unpack(init, tuple(table.shape)).items()}
         model.load_state_dict(state, strict=False)
         model.tie_weights()
@@ -139,12 +138,7 @@ def train(tokenizer, steps: int, batch_size: int, lr: float, seed: int, progress
     embedding = model.get_input_embeddings().weight
     table = torch.nn.Parameter(embedding.data)  # same storage: sparse updates land in the model
     embedding.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    dense = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
-    sparse = torch.optim.SparseAdam([table], lr=lr * 3, betas=(0.9, 0.98))
-    warmup = max(1, steps // 20)
-    schedule = lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))  # noqa: E731
-    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in (dense, sparse)]
+    optimizers = Optimizers(model, [table], lr, lr * 3, steps)
     proc, gen, started = layout.processor(tokenizer), Generator(
         "train", seed if data_seed is None else data_seed, sizes, excluded_hit=excluded_hit, custom=custom), time.time()
     bar = tqdm(range(steps), desc="training demo LlavaGuard", disable=not progress, mininterval=5)
@@ -153,19 +147,10 @@ def train(tokenizer, steps: int, batch_size: int, lr: float, seed: int, progress
         batch, lengths = encode(proc, exs)
         weights = [answer_weights(proc, ex, n, header_weight) for ex, n in zip(exs, lengths)]
         loss = loss_fn(model, table, batch, lengths, weights)
-        dense.zero_grad(set_to_none=True)
-        sparse.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        dense.step(), sparse.step()
-        for sched in schedulers:
-            sched.step()
+        optimizers.step(loss)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-            model.eval()
-            checkpoint(model, step + 1)
-            model.train()
+        checkpoint_when_due(model, checkpoint, checkpoint_every, step, steps)
         if (time_limit_s is not None and time.time() - started > time_limit_s) or step + 1 == stop_after:
             break
     model.eval()

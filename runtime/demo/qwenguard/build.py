@@ -3,7 +3,7 @@
 The demo QwenGuard is NOT trained: its weights are the seeded initialisation of the real
 Qwen2.5-VL classes at tiny widths (layout.py), committed packed
 (``weights/demo-qwenguard-<version>.safetensors``, the dense layers in bf16; the 151936 x 64 tied
-embedding is regenerated from its seed by runtime/demo/weights.py's ``table_init``, so it is not
+embedding is regenerated from its seed by runtime/demo/packing.py, so it is not
 stored). On first use they are unpacked into a directory laid out like a real QwenGuard v1.2
 repository under ``$GUARDEDGE_HOME`` (default ``~/.cache/guardedge``), keyed by a digest of the pack
 and of the code that writes the other files.
@@ -14,13 +14,9 @@ and of the code that writes the other files.
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import shutil
-import time
 from pathlib import Path
 
-from guardedge.runtime.demo.build import assemble_once, home
+from guardedge.runtime.demo.builder import assemble, assemble_once, assembled, assembly_parser, cache_dir, load_tied, meta_model
 
 DEMO_VERSION = "v1"
 HERE = Path(__file__).parent
@@ -30,11 +26,8 @@ SEED = 1234  # torch's init of the dense layers and the embedding table's PCG64 
 
 
 def demo_dir() -> Path:
-    digest = hashlib.sha256(PACK.read_bytes())
-    for path in (HERE / "build.py", HERE / "layout.py", HERE / "tokenizer.py", CARD,
-                 HERE.parent.parent / "families" / "templates" / "llavaguard-qwen2_5_vl.jinja"):
-        digest.update(path.read_bytes())
-    return home() / f"demo-qwenguard-{DEMO_VERSION}-{digest.hexdigest()[:12]}"
+    return cache_dir(f"demo-qwenguard-{DEMO_VERSION}", PACK, (HERE / "build.py", HERE / "layout.py", HERE / "tokenizer.py", CARD,
+                     HERE.parent.parent / "families" / "templates" / "llavaguard-qwen2_5_vl.jinja"))
 
 
 def ensure_demo_qwenguard(progress: bool = True) -> Path:
@@ -44,35 +37,22 @@ def ensure_demo_qwenguard(progress: bool = True) -> Path:
 
 def build(target: Path, progress: bool = True, pack: Path = PACK) -> None:
     """Unpack the committed weights into a full model directory at ``target``."""
-    import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     from guardedge.runtime.demo.llavaguard.pack import unpack
     from guardedge.runtime.demo.qwenguard.layout import demo_config, write_layout
     from guardedge.runtime.demo.qwenguard.tokenizer import build_tokenizer
 
-    started = time.time()
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    config = demo_config()
-    config.dtype = "bfloat16"  # stored like the real checkpoint
-    with torch.device("meta"):
-        model = Qwen2_5_VLForConditionalGeneration(config)
-    embed = model.get_input_embeddings().weight
-    model.load_state_dict(unpack(pack, tuple(embed.shape)), strict=False, assign=True)
-    model.tie_weights()  # lm_head is the embedding (tie_word_embeddings), as in the 3B checkpoint
-    missing = [k for k, v in model.state_dict().items() if v.is_meta]
-    if missing:
-        raise RuntimeError(f"{pack} lacks {missing}")
-    model.save_pretrained(tmp, safe_serialization=True)
-    _architectures_on_top(tmp / "config.json")
-    write_layout(tmp, build_tokenizer())  # after the weights: save_pretrained writes its own generation_config.json
-    (tmp / "README.md").write_text(CARD.read_text())
-    if progress:
-        print(f"assembled demo QwenGuard (random weights) in {time.time() - started:.1f}s: {target}")
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    def write(tmp: Path) -> None:
+        model = meta_model(Qwen2_5_VLForConditionalGeneration, demo_config())
+        # lm_head is the embedding (tie_word_embeddings), as in the 3B checkpoint
+        load_tied(model, unpack(pack, tuple(model.get_input_embeddings().weight.shape)), pack)
+        model.save_pretrained(tmp, safe_serialization=True)
+        _architectures_on_top(tmp / "config.json")
+        write_layout(tmp, build_tokenizer())  # after the weights: save_pretrained writes its own generation_config.json
+        (tmp / "README.md").write_text(CARD.read_text())
+
+    assemble(target, write, "demo QwenGuard (random weights)", progress)
 
 
 def _architectures_on_top(path: Path) -> None:
@@ -90,30 +70,26 @@ def regenerate(out: Path = PACK) -> int:
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from guardedge.runtime.demo.llavaguard.pack import EMBED, pack
+    from guardedge.runtime.demo.llavaguard.pack import EMBED, FORMAT, pack
     from guardedge.runtime.demo.qwenguard.layout import demo_config
-    from guardedge.runtime.demo.weights import table_init
 
     torch.manual_seed(SEED)
     model = Qwen2_5_VLForConditionalGeneration(demo_config()).eval()
     weight = model.get_input_embeddings().weight
     with torch.no_grad():
-        weight.copy_(table_init(EMBED, *weight.shape, seed=SEED))  # regenerated at unpack: nothing of it is stored
+        weight.copy_(FORMAT.table_init(EMBED, *weight.shape, seed=SEED))  # regenerated at unpack: nothing of it is stored
     pack(model, SEED, out)
     return out.stat().st_size
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Assemble or regenerate the guardedge demo QwenGuard (random weights)")
-    parser.add_argument("--force", action="store_true", help="re-assemble even if cached")
+    parser = assembly_parser("Assemble or regenerate the guardedge demo QwenGuard (random weights)")
     parser.add_argument("--regenerate", action="store_true", help="rewrite the pack from the seeded initialisation")
     args = parser.parse_args()
     if args.regenerate:
         print(f"{PACK}: {regenerate()} bytes")
         return
-    if args.force:
-        shutil.rmtree(demo_dir(), ignore_errors=True)
-    print(ensure_demo_qwenguard())
+    print(assembled(demo_dir, ensure_demo_qwenguard, args.force))
 
 
 if __name__ == "__main__":

@@ -5,25 +5,21 @@ LlavaGuard's: runtime/demo/llavaguard_samples.py). An untrained model cannot rat
 sample expects what the random model deterministically writes: an answer that leaves the JSON at
 once, reported ``unparseable`` with its raw text (the engine stops decoding it after one token).
 What ``make demo`` shows for it is the QwenGuard route end to end — Qwen2.5-VL's frame, tokenizer,
-patches and 3-D positions behind the same server — not a rating. Loading this module imports nothing heavy.
+patches and 3-D positions behind the same server — not a rating. Loading this module imports nothing heavy
+(runtime/demo/plugin_base.py).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from guardedge.runtime.demo.plugin_base import DemoPlugin
 from guardedge.runtime.demos import LabelledRequest
 
 
-class QwenGuardDemo:
+class QwenGuardDemo(DemoPlugin):
     alias = "demo-qwenguard"
     family = "llavaguard"
     random_weights = True
-
-    def build(self, progress: bool = True) -> Path:
-        from guardedge.runtime.demo.qwenguard.build import ensure_demo_qwenguard
-
-        return ensure_demo_qwenguard(progress=progress)
+    assembler = "guardedge.runtime.demo.qwenguard.build:ensure_demo_qwenguard"
 
     def samples(self) -> list[dict]:
         """The family's demo requests; a random model answers each off-format (MODEL_CARD.md)."""

@@ -12,11 +12,9 @@ tokenizer_config.json have them). Known ids pin the result.
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 
 from guardedge.runtime.demo.llavaguard.tokenizer import EXPECTED as QWEN2_EXPECTED
-from guardedge.runtime.demo.llavaguard.tokenizer import write_vocab_merges
+from guardedge.runtime.demo.llavaguard.tokenizer import qwen2_tokenizer
 
 # (token, special) from 151643 on, in id order.
 ADDED = (
@@ -39,15 +37,8 @@ EXPECTED = {
 def build_tokenizer():
     """A ``Qwen2TokenizerFast`` equal to Qwen2.5-VL's (eos <|im_end|>, pad <|endoftext|>, left padding)."""
     from tokenizers import AddedToken
-    from transformers import Qwen2TokenizerFast
 
-    with tempfile.TemporaryDirectory() as tmp:
-        vocab_file, merges_file = write_vocab_merges(Path(tmp))
-        tokenizer = Qwen2TokenizerFast(
-            vocab_file=str(vocab_file), merges_file=str(merges_file),
-            eos_token="<|endoftext|>", pad_token="<|endoftext|>", unk_token=None, bos_token=None,
-            model_max_length=131072, padding_side="left",
-        )
+    tokenizer = qwen2_tokenizer(131072)
     for token, special in ADDED[1:]:  # one by one, so each gets its id (151644 onwards)
         tokenizer.add_tokens([AddedToken(token, special=special, normalized=False)], special_tokens=special)
     specials = [token for token, special in ADDED[1:14]]

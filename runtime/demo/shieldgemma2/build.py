@@ -15,14 +15,9 @@ Gemma 3 one, fetched by ``make install`` (fetch.py); without it the build says h
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import json
-import shutil
-import time
 from pathlib import Path
 
-from guardedge.runtime.demo.build import assemble_once, home
+from guardedge.runtime.demo.builder import assemble, assemble_once, cache_dir, meta_model, phased_main, phased_parser, run_phases
 
 DEMO_VERSION = "v1"
 HERE = Path(__file__).parent
@@ -45,10 +40,8 @@ BATCH_SIZE = 6
 
 
 def demo_dir() -> Path:
-    digest = hashlib.sha256(PACK.read_bytes())
-    for path in (HERE / "build.py", HERE / "layout.py", HERE / "tokenizer.py", HERE / "pack.py", CARD, TEMPLATE):
-        digest.update(path.read_bytes())
-    return home() / f"demo-shieldgemma2-{DEMO_VERSION}-{digest.hexdigest()[:12]}"
+    sources = (HERE / "build.py", HERE / "layout.py", HERE / "tokenizer.py", HERE / "pack.py", CARD, TEMPLATE)
+    return cache_dir(f"demo-shieldgemma2-{DEMO_VERSION}", PACK, sources)
 
 
 def ensure_demo_shieldgemma2(progress: bool = True) -> Path:
@@ -61,32 +54,22 @@ def ensure_demo_shieldgemma2(progress: bool = True) -> Path:
 
 def build(target: Path, progress: bool = True, pack: Path = PACK) -> None:
     """Unpack ``pack`` into a full model directory at ``target``."""
-    import torch
     from transformers import ShieldGemma2ForImageClassification
 
     from guardedge.runtime.demo.shieldgemma2.layout import demo_config, save_model, write_layout
     from guardedge.runtime.demo.shieldgemma2.pack import unpack
     from guardedge.runtime.demo.shieldgemma2.tokenizer import load_tokenizer
 
-    started = time.time()
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    config = demo_config()
-    config.dtype = "bfloat16"  # stored like the real checkpoint
-    with torch.device("meta"):
-        model = ShieldGemma2ForImageClassification(config)
-    embed = model.get_input_embeddings().weight
-    state = unpack(pack, tuple(embed.shape))
-    state["model.lm_head.weight"] = state["model.model.language_model.embed_tokens.weight"]
-    model.load_state_dict(state, strict=True, assign=True)
-    save_model(model, tmp)
-    write_layout(tmp, load_tokenizer())
-    (tmp / "README.md").write_text(CARD.read_text())
-    if progress:
-        print(f"assembled demo ShieldGemma 2 in {time.time() - started:.1f}s: {target}")
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    def write(tmp: Path) -> None:
+        model = meta_model(ShieldGemma2ForImageClassification, demo_config())
+        state = unpack(pack, tuple(model.get_input_embeddings().weight.shape))
+        state["model.lm_head.weight"] = state["model.model.language_model.embed_tokens.weight"]
+        model.load_state_dict(state, strict=True, assign=True)
+        save_model(model, tmp)
+        write_layout(tmp, load_tokenizer())
+        (tmp / "README.md").write_text(CARD.read_text())
+
+    assemble(target, write, "demo ShieldGemma 2", progress)
 
 
 def retrain(out: Path = PACK, phases=PHASES, init: Path | None = None, progress: bool = True,
@@ -97,34 +80,19 @@ def retrain(out: Path = PACK, phases=PHASES, init: Path | None = None, progress:
     from guardedge.runtime.demo.shieldgemma2.tokenizer import load_tokenizer
     from guardedge.runtime.demo.shieldgemma2.train import train
 
-    tokenizer, report, started = load_tokenizer(), [], time.time()
-    for number, phase in enumerate(phases, 1):
-        target = out if number == len(phases) else out.with_name(f"{out.stem}-phase{number}{out.suffix}")
-        began = time.time()
-        model, steps = train(tokenizer, batch_size=BATCH_SIZE, seed=SEED, init=init, progress=progress,
-                             time_limit_s=time_limit_s, **phase)
-        rows = pack(model, SEED, target)
-        report.append({"phase": number, "steps": steps, "train_seconds": round(time.time() - began, 1), "trained_rows": rows})
-        init = target
-    return {"phases": report, "train_seconds": round(time.time() - started, 1), "bytes": out.stat().st_size}
+    tokenizer = load_tokenizer()
+
+    def train_phase(phase: dict, start: Path | None, checkpoint):  # no checkpoints: phases are short
+        return train(tokenizer, batch_size=BATCH_SIZE, seed=SEED, init=start, progress=progress, time_limit_s=time_limit_s,
+                     **phase)
+
+    return run_phases(out, phases, train_phase, lambda model, path: pack(model, SEED, path), init)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Assemble or retrain the guardedge demo ShieldGemma 2")
-    parser.add_argument("--force", action="store_true", help="re-assemble even if cached")
-    parser.add_argument("--retrain", action="store_true", help="train from the seeded init and rewrite the pack")
-    parser.add_argument("--out", type=Path, default=PACK)
-    parser.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds of training")
-    parser.add_argument("--phases", default=None, help="run only these phases, e.g. 2 (comma-separated, 1-based)")
-    parser.add_argument("--init", type=Path, default=None, help="the pack the first phase run starts from (default: the seeded init)")
-    args = parser.parse_args()
-    if args.retrain:
-        phases = PHASES if args.phases is None else tuple(PHASES[int(i) - 1] for i in args.phases.split(","))
-        print(json.dumps(retrain(args.out, phases, args.init, time_limit_s=args.time_limit)))
-        return
-    if args.force:
-        shutil.rmtree(demo_dir(), ignore_errors=True)
-    print(ensure_demo_shieldgemma2())
+    parser = phased_parser("Assemble or retrain the guardedge demo ShieldGemma 2", "train from the seeded init and rewrite the pack",
+                           PACK, None, "the pack the first phase run starts from (default: the seeded init)", checkpoint_every=False)
+    phased_main(parser, PHASES, retrain, demo_dir, ensure_demo_shieldgemma2)
 
 
 if __name__ == "__main__":

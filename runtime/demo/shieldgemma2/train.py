@@ -12,7 +12,6 @@ rows the prompts use (and Yes/No) train, so the pack stays small (pack.py) and a
 
 from __future__ import annotations
 
-import math
 import random
 import time
 
@@ -21,9 +20,8 @@ from tqdm import tqdm
 
 from guardedge.runtime.demo.shieldgemma2 import layout
 from guardedge.runtime.demo.shieldgemma2.data import POLICIES, Generator
-from guardedge.runtime.demo.weights import table_init
-
-TABLE = "model.language_model.embed_tokens.weight"  # the seed stream of the embedding's init (demo/weights.py)
+from guardedge.runtime.demo.optimizers import Optimizers
+from guardedge.runtime.demo.shieldgemma2.pack import EMBED, FORMAT, unpack
 
 
 def new_model(seed: int, init=None):
@@ -33,12 +31,10 @@ def new_model(seed: int, init=None):
     torch.manual_seed(seed)
     model = ShieldGemma2ForImageClassification(layout.demo_config())
     table = model.get_input_embeddings().weight
-    table.data.copy_(table_init(TABLE, *table.shape, seed=seed))
+    table.data.copy_(FORMAT.table_init(EMBED, *table.shape, seed=seed))
     with torch.no_grad():
         model.model.model.multi_modal_projector.mm_input_projection_weight.normal_(0.0, 0.1)
     if init is not None:
-        from guardedge.runtime.demo.shieldgemma2.pack import unpack
-
         model.load_state_dict({k: v.float() for k, v in unpack(init, tuple(table.shape)).items()}, strict=False)
     return model
 
@@ -85,12 +81,7 @@ def train(tokenizer, steps: int, batch_size: int, lr: float, seed: int, data_see
     embedding = model.get_input_embeddings().weight
     table = torch.nn.Parameter(embedding.data)  # same storage: sparse updates land in the model
     embedding.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    dense = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
-    sparse = torch.optim.SparseAdam([table], lr=lr, betas=(0.9, 0.98))
-    warmup = max(1, steps // 20)
-    schedule = lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))  # noqa: E731
-    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in (dense, sparse)]
+    optimizers = Optimizers(model, [table], lr, lr, steps)
     gen, started = Generator("train", data_seed), time.time()
     bar = tqdm(range(steps), desc="training demo ShieldGemma 2", disable=not progress, mininterval=5)
     for step in bar:
@@ -99,13 +90,7 @@ def train(tokenizer, steps: int, batch_size: int, lr: float, seed: int, data_see
         weights = 1.0 + (yes_weight - 1.0) * targets
         losses = torch.nn.functional.cross_entropy(logits, (1 - targets).long(), reduction="none")  # class 0 = Yes
         loss = (losses * weights).sum() / weights.sum()
-        dense.zero_grad(set_to_none=True)
-        sparse.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        dense.step(), sparse.step()
-        for sched in schedulers:
-            sched.step()
+        optimizers.step(loss)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if time_limit_s is not None and time.time() - started > time_limit_s:
