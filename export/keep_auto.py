@@ -97,6 +97,20 @@ def search(trials, data, conditions: list, quiet: bool = False) -> dict:
     return {"kept": kept, "met": met, "steps": steps, "sensitivity": rows, "order": order, "reference": reference}
 
 
+def run(trials, spec: AutoSpec, calib, heldout, stage: str, logger: logging.Logger) -> tuple[dict, list]:
+    """The search on ``trials`` (bounded first, closed after): (its result, the fp32 answers on the
+    held-out data). ``stage`` and ``logger`` are the calling export's ("[1/4]" and its module's log)."""
+    check_work(spec, len(trials.candidates), len(calib.examples))
+    logger.info("%s --keep auto: %d candidate groups, calibration %s (n=%d), target %s", stage, len(trials.candidates),
+                calib.source, len(calib.examples), spec.target)
+    try:
+        result = search(trials, calib, spec.conditions(), quiet=not logger.isEnabledFor(logging.INFO))
+        heldout_reference = trials.answers([], heldout)
+    finally:
+        trials.close()
+    return result, heldout_reference
+
+
 def check_work(spec: AutoSpec, candidates: int, examples: int) -> None:
     """The whole search's bound, before any model runs: the sweep (candidates + 1 trials), the greedy
     steps (at most candidates + 1) and the prune (at most candidates), each over the calibration data."""

@@ -45,10 +45,18 @@ def pretranspose_text_linears(model) -> None:
     weight while exporting (~43 GB more for the 11B decoder in fp32). A [in, out] weight is a plain
     MatMul initializer (also what MatMulNBits expects). The model is export-only afterwards.
     """
-    if model.lm_head.weight is model.get_input_embeddings().weight:
-        # Tied (e.g. Qwen2-0.5B): the output layer gets its own copy; the embedding keeps [vocab, hidden].
-        model.lm_head.weight = nn.Parameter(model.lm_head.weight.detach().clone(), requires_grad=False)
-    modules = [*model.model.language_model.modules(), model.lm_head]
+    untie(model.lm_head, model)  # Tied (e.g. Qwen2-0.5B)
+    transpose_linears([*model.model.language_model.modules(), model.lm_head])
+
+
+def untie(head: nn.Linear, model) -> None:
+    """A head tied to the input embedding gets its own copy; the embedding keeps [vocab, hidden]."""
+    if head.weight is model.get_input_embeddings().weight:
+        head.weight = nn.Parameter(head.weight.detach().clone(), requires_grad=False)
+
+
+def transpose_linears(modules) -> None:
+    """Every nn.Linear among ``modules`` stored [in, out], in place, once (a marked module is skipped)."""
     for module in modules:
         if isinstance(module, nn.Linear) and not getattr(module, "_guardedge_t", False):
             module.weight.data = module.weight.data.t().contiguous()

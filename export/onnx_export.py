@@ -261,14 +261,7 @@ def choose_kept(src, float_dir: Path, recipe: Recipe, auto: AutoSpec, device: st
     calib, heldout = keep_auto.load_sets(auto, family_for_config(src.config))
     trials = OnnxTrials(src, float_dir, recipe.quantize, recipe.block_size, recipe.quantize_components, recipe.keep_float,
                         recipe.head_rows, device, auto.cache)
-    keep_auto.check_work(auto, len(trials.candidates), len(calib.examples))
-    log.info("[1/4] --keep auto: %d candidate groups, calibration %s (n=%d), target %s", len(trials.candidates),
-             calib.source, len(calib.examples), auto.target)
-    try:
-        result = keep_auto.search(trials, calib, auto.conditions(), quiet=not log.isEnabledFor(logging.INFO))
-        heldout_reference = trials.answers([], heldout)
-    finally:
-        trials.close()
+    result, heldout_reference = keep_auto.run(trials, auto, calib, heldout, "[1/4]", log)
     return replace(recipe, keep_groups=tuple(result["kept"])), {
         "result": result, "calib": calib, "heldout": heldout, "heldout_reference": heldout_reference, "fixed": trials.fixed}
 

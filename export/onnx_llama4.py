@@ -1,4 +1,5 @@
-"""Llama 4 (Llama Guard 4) as three ONNX components, declared like the LLaVA-OneVision ones.
+"""Llama 4 (Llama Guard 4) as three ONNX components, on the shared vision + embed + decoder contract
+(export/onnx_embed_decoder.py: the embed component and the decoder's config are that module's).
 
 * ``vision``  — pixel_values [tiles, 3, t, t] (every tile of the batch's images, in prompt order)
   → ``image_features`` [tiles, T, hidden]: the Llama 4 vision encoder, its pixel-shuffle adapter
@@ -22,7 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from guardedge.export.onnx_configs import TupleOnnxConfig, _attention, _mm, self_attention_bias
+from guardedge.export.onnx_configs import _attention, _mm, self_attention_bias, transpose_linears
+from guardedge.export.onnx_embed_decoder import DecoderOnnxConfig, DecoderWithCache, EmbedOnnxConfig, ImagesOnnxConfig, TokenEmbed
 from guardedge.export.onnx_specs import OnnxSpec
 from guardedge.runtime.errors import GuardError
 
@@ -34,10 +36,7 @@ def prepare(model) -> None:
         raise GuardError("export onnx: Llama 4 chunked attention is not exported (Llama Guard 4 has attention_chunk_size null)")
     if text.moe_layers:
         raise GuardError("export onnx: Llama 4 mixture-of-experts layers are not exported (Llama Guard 4 is dense)")
-    for module in [*model.language_model.model.layers.modules(), model.language_model.lm_head]:
-        if isinstance(module, nn.Linear) and not getattr(module, "_guardedge_t", False):
-            module.weight.data = module.weight.data.t().contiguous()
-            module._guardedge_t = True
+    transpose_linears([*model.language_model.model.layers.modules(), model.language_model.lm_head])
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -83,19 +82,7 @@ class Llama4VisionFeatures(nn.Module):
         return attn.o_proj(torch.matmul(weights, v).transpose(1, 2).reshape(b, n, -1))
 
 
-class Llama4Embed(nn.Module):
-    """The token embedding table as a graph (Gather on ORT's device)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.config = model.config
-        self.embed_tokens = model.language_model.model.embed_tokens
-
-    def forward(self, input_ids):
-        return (self.embed_tokens(input_ids),)
-
-
-class Llama4DecoderWithCache(nn.Module):
+class Llama4DecoderWithCache(DecoderWithCache):
     """The dense Llama 4 text model + lm_head with explicit past tensors; logits at ``logits_positions`` only."""
 
     def __init__(self, model):
@@ -115,12 +102,7 @@ class Llama4DecoderWithCache(nn.Module):
         angles = position_ids.float()[..., None] * self.inv_freq  # [B, S, d/2]
         cos, sin = (angles.cos() * self.rope_scale)[:, :, None], (angles.sin() * self.rope_scale)[:, :, None]
         scales = (torch.log1p(torch.floor((position_ids.float() + 1.0) / self.floor)) * self.attn_scale + 1.0)[..., None, None]
-        presents = []
-        for layer, (past_k, past_v) in zip(self.layers, past_key_values):
-            h, k, v = self._layer(layer, h, past_k, past_v, bias, cos, sin, scales)
-            presents += [k, v]
-        logits = _mm(self.norm(h.index_select(1, logits_positions)), self.lm_head).float()
-        return (logits, *presents)
+        return self.run_layers(h, logits_positions, past_key_values, bias, cos, sin, scales)
 
     def _layer(self, layer, h, past_k, past_v, bias, cos, sin, scales):
         attn = layer.self_attn
@@ -144,75 +126,17 @@ class Llama4DecoderWithCache(nn.Module):
 
 # -- optimum configs -------------------------------------------------------------------------------
 
-class _Llama4OnnxConfig(TupleOnnxConfig):
-    def __init__(self, config, float_dtype: str = "fp32"):
-        super().__init__(config, float_dtype=float_dtype)
-        text = config.text_config
-        self.layers, self.hidden = text.num_hidden_layers, text.hidden_size
-        self.kv_heads, self.head_dim = text.num_key_value_heads, text.head_dim
+class Llama4VisionOnnxConfig(ImagesOnnxConfig):
+    """vision.onnx: tiles → projected features."""
 
-    def _past_axes(self, prefix: str, length_axis: str) -> dict[str, dict[int, str]]:
-        return {f"{prefix}.{i}.{kind}": {0: "batch_size", 2: length_axis} for i in range(self.layers) for kind in ("key", "value")}
-
-
-class Llama4VisionOnnxConfig(_Llama4OnnxConfig):
-    @property
-    def inputs(self):
-        return {"pixel_values": {0: "tiles"}}
-
-    @property
-    def outputs(self):
-        return {"image_features": {0: "tiles"}}
-
-    def generate_dummy_inputs(self, framework: str = "pt", tiles: int = 3, **_):
-        vision = self._config.vision_config
-        return {"pixel_values": torch.randn(tiles, vision.num_channels, vision.image_size, vision.image_size, dtype=self.torch_dtype)}
-
-
-class Llama4EmbedOnnxConfig(_Llama4OnnxConfig):
-    @property
-    def inputs(self):
-        return {"input_ids": {0: "batch_size", 1: "sequence_length"}}
-
-    @property
-    def outputs(self):
-        return {"inputs_embeds": {0: "batch_size", 1: "sequence_length"}}
-
-    def generate_dummy_inputs(self, framework: str = "pt", batch_size: int = 2, sequence_length: int = 3, **_):
-        return {"input_ids": torch.randint(0, 1000, (batch_size, sequence_length))}
-
-
-class Llama4DecoderOnnxConfig(_Llama4OnnxConfig):
-    @property
-    def inputs(self):
-        return {"inputs_embeds": {0: "batch_size", 1: "sequence_length"},
-                "attention_mask": {0: "batch_size", 1: "total_length"},
-                "position_ids": {0: "batch_size", 1: "sequence_length"},
-                "logits_positions": {0: "logits_length"},
-                **self._past_axes("past_key_values", "past_length")}
-
-    @property
-    def outputs(self):
-        return {"logits": {0: "batch_size", 1: "logits_length"}, **self._past_axes("present", "total_length")}
-
-    def generate_dummy_inputs(self, framework: str = "pt", batch_size: int = 2, sequence_length: int = 3,
-                              past_length: int = 4, **_):
-        def kv():
-            return tuple(torch.randn(batch_size, self.kv_heads, past_length, self.head_dim, dtype=self.torch_dtype) for _ in range(2))
-
-        total = past_length + sequence_length
-        return {"inputs_embeds": torch.randn(batch_size, sequence_length, self.hidden, dtype=self.torch_dtype),
-                "attention_mask": torch.ones(batch_size, total, dtype=torch.long),
-                "position_ids": torch.arange(past_length, total).expand(batch_size, -1).contiguous(),
-                "logits_positions": torch.arange(sequence_length - 2, sequence_length),
-                "past_key_values": tuple(kv() for _ in range(self.layers))}
+    AXIS, DUMMY_COUNT = "tiles", 3
 
 
 SPEC = OnnxSpec(
     model_type="llama4",
     transformers_class="Llama4ForConditionalGeneration",
     components={"vision": (Llama4VisionFeatures, Llama4VisionOnnxConfig),
-                "embed": (Llama4Embed, Llama4EmbedOnnxConfig),
-                "decoder": (Llama4DecoderWithCache, Llama4DecoderOnnxConfig)},
+                "embed": (TokenEmbed, EmbedOnnxConfig),
+                "decoder": (Llama4DecoderWithCache, DecoderOnnxConfig)},
     prepare=prepare,
 )

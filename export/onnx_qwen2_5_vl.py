@@ -9,7 +9,7 @@
   same numbers, but O(N²) memory per head, which is fine at the demo's 256 patches and not at the
   real processor's 10,764 patches of a 1080p photo (16 heads x N² fp32: 7.4 GB per block).
 * ``embed``   — input_ids [B, S] → ``inputs_embeds`` (the token table; the host writes the image
-  features over the image tokens' rows at prefill), LLaVA-OneVision's wrapper.
+  features over the image tokens' rows at prefill), the shared wrapper (export/onnx_embed_decoder.py).
 * ``decoder`` — inputs_embeds [B, S, hidden], attention_mask [B, past+S], position_ids [B, S] (the
   temporal axis of the 3-D positions), mrope_deltas [2, B, S] (height and width minus it),
   logits_positions [K], ``past_key_values.{l}.key/.value`` → ``logits`` [B, K, vocab] (fp32) and
@@ -29,8 +29,8 @@ from torch import nn
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb_vision
 
 from guardedge.export.onnx_configs import TupleOnnxConfig, pretranspose_text_linears
-from guardedge.export.onnx_llava_onevision import (LlavaDecoderOnnxConfig, LlavaEmbed, LlavaEmbedOnnxConfig,
-                                                   Qwen2DecoderWithCache)
+from guardedge.export.onnx_embed_decoder import DecoderOnnxConfig, EmbedOnnxConfig, TokenEmbed
+from guardedge.export.onnx_llava_onevision import Qwen2DecoderWithCache
 from guardedge.export.onnx_specs import OnnxSpec
 
 DUMMY_GRIDS = ((1, 8, 12), (1, 4, 4))  # two images: several windows, a partial one, and two image segments
@@ -130,28 +130,22 @@ class QwenVisionOnnxConfig(TupleOnnxConfig):
                 **{k: torch.from_numpy(layout[k]) for k in ("position_hw", "window_segments", "image_segments")}}
 
 
-class QwenDecoderOnnxConfig(LlavaDecoderOnnxConfig):
-    """decoder.onnx: LLaVA-OneVision's contract plus ``mrope_deltas`` [2, B, S]."""
+class QwenDecoderOnnxConfig(DecoderOnnxConfig):
+    """decoder.onnx: LLaVA-OneVision's contract plus ``mrope_deltas`` [2, B, S] after position_ids."""
 
-    @property
-    def inputs(self):
-        inputs = dict(super().inputs)
-        ordered = {k: inputs.pop(k) for k in ("inputs_embeds", "attention_mask", "position_ids")}
-        return {**ordered, "mrope_deltas": {1: "batch_size", 2: "sequence_length"}, **inputs}
+    EXTRA_INPUTS = {"mrope_deltas": {1: "batch_size", 2: "sequence_length"}}
 
-    def generate_dummy_inputs(self, framework: str = "pt", batch_size: int = 2, sequence_length: int = 3, **kwargs):
-        dummy = super().generate_dummy_inputs(framework, batch_size=batch_size, sequence_length=sequence_length, **kwargs)
+    def extra_dummy_inputs(self, batch_size: int, sequence_length: int) -> dict[str, torch.Tensor]:
         deltas = torch.zeros(2, batch_size, sequence_length, dtype=torch.long)
         deltas[:, 0, 0] = torch.tensor([1, 2])  # an image token's height/width offsets, exercised while tracing
-        return {**{k: dummy[k] for k in ("inputs_embeds", "attention_mask", "position_ids")}, "mrope_deltas": deltas,
-                **{k: v for k, v in dummy.items() if k not in ("inputs_embeds", "attention_mask", "position_ids")}}
+        return {"mrope_deltas": deltas}
 
 
 SPEC = OnnxSpec(
     model_type="qwen2_5_vl",
     transformers_class="Qwen2_5_VLForConditionalGeneration",
     components={"vision": (QwenVisionFeatures, QwenVisionOnnxConfig),
-                "embed": (LlavaEmbed, LlavaEmbedOnnxConfig),
+                "embed": (TokenEmbed, EmbedOnnxConfig),
                 "decoder": (Qwen25VLDecoderWithCache, QwenDecoderOnnxConfig)},
     prepare=pretranspose_text_linears,
 )

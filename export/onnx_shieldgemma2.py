@@ -1,4 +1,5 @@
-"""ShieldGemma 2 (Gemma 3) as three ONNX components, declared like the LLaVA-OneVision ones.
+"""ShieldGemma 2 (Gemma 3) as three ONNX components, on the shared vision + embed + decoder contract
+(export/onnx_embed_decoder.py; the decoder adds ``token_type_ids``).
 
 * ``vision``  — pixel_values [images, 3, S, S] → ``image_features`` [images, soft tokens, hidden]
   (SigLIP tower, average pooling, soft-embedding norm and projection: ``get_image_features``).
@@ -21,7 +22,8 @@ import torch
 from torch import nn
 from transformers.models.gemma3.modeling_gemma3 import apply_rotary_pos_emb
 
-from guardedge.export.onnx_configs import TupleOnnxConfig, _attention, _mlp, _mm
+from guardedge.export.onnx_configs import _attention, _mlp, _mm, transpose_linears, untie
+from guardedge.export.onnx_embed_decoder import DecoderOnnxConfig, DecoderWithCache, EmbedOnnxConfig, ImagesOnnxConfig, TokenEmbed
 from guardedge.export.onnx_specs import OnnxSpec
 from guardedge.runtime.errors import GuardError
 
@@ -31,13 +33,8 @@ def prepare(model) -> None:
     by its module path: ``layers.{i}.self_attn.q_proj.weight``, ``lm_head.weight``, which the
     architecture's module groups name; and no folded transposed copy while exporting). The output
     layer, tied to the embedding, gets its own copy; embed.onnx keeps the table."""
-    head = model.model.lm_head
-    if head.weight is model.get_input_embeddings().weight:
-        head.weight = nn.Parameter(head.weight.detach().clone(), requires_grad=False)
-    for module in [*model.model.model.language_model.layers.modules(), head]:
-        if isinstance(module, nn.Linear) and not getattr(module, "_guardedge_t", False):
-            module.weight.data = module.weight.data.t().contiguous()
-            module._guardedge_t = True
+    untie(model.model.lm_head, model)
+    transpose_linears([*model.model.model.language_model.layers.modules(), model.model.lm_head])
 
 
 class Gemma3Vision(nn.Module):
@@ -48,16 +45,6 @@ class Gemma3Vision(nn.Module):
 
     def forward(self, pixel_values):
         return (self.trunk.get_image_features(pixel_values),)
-
-
-class Gemma3Embed(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.config = model.config
-        self.embed_tokens = model.model.model.language_model.embed_tokens  # scales by sqrt(hidden) itself
-
-    def forward(self, input_ids):
-        return (self.embed_tokens(input_ids),)
 
 
 def gemma3_biases(attention_mask, token_type_ids, window: int, dtype):
@@ -79,7 +66,7 @@ def gemma3_biases(attention_mask, token_type_ids, window: int, dtype):
     return full, sliding
 
 
-class Gemma3DecoderWithCache(nn.Module):
+class Gemma3DecoderWithCache(DecoderWithCache):
     """Gemma 3's text model + output layer on inputs_embeds with explicit past tensors; logits at
     ``logits_positions`` only."""
 
@@ -98,20 +85,12 @@ class Gemma3DecoderWithCache(nn.Module):
         h = inputs_embeds
         full, sliding = gemma3_biases(attention_mask, token_type_ids, self.window, h.dtype)
         rope = {False: self.rotary(h, position_ids), True: self.rotary_local(h, position_ids)}
-        presents = []
-        for layer, (past_k, past_v) in zip(self.layers, past_key_values):
-            local = layer.self_attn.is_sliding
-            h, k, v = self._layer(layer, h, past_k, past_v, sliding if local else full, *rope[local])
-            presents += [k, v]
-        logits = _mm(self.norm(h.index_select(1, logits_positions)), self.lm_head).float()
-        return (logits, *presents)
+        return self.run_layers(h, logits_positions, past_key_values, {False: full, True: sliding}, rope)
 
-    @staticmethod
-    def _heads(x, heads: int, head_dim: int):
-        return x.reshape(x.shape[0], x.shape[1], heads, head_dim).transpose(1, 2)
-
-    def _layer(self, layer, h, past_k, past_v, bias, cos, sin):
+    def _layer(self, layer, h, past_k, past_v, biases, rope):
+        """One layer; sliding layers take the window's bias and the local rotary table."""
         attn = layer.self_attn
+        bias, (cos, sin) = biases[attn.is_sliding], rope[attn.is_sliding]
         x = layer.input_layernorm(h)
         q = attn.q_norm(self._heads(_mm(x, attn.q_proj), self.heads, attn.head_dim))
         k = attn.k_norm(self._heads(_mm(x, attn.k_proj), self.kv_heads, attn.head_dim))
@@ -125,79 +104,27 @@ class Gemma3DecoderWithCache(nn.Module):
 
 # -- optimum configs -------------------------------------------------------------------------------
 
-class _Gemma3OnnxConfig(TupleOnnxConfig):
-    def __init__(self, config, float_dtype: str = "fp32"):
-        super().__init__(config, float_dtype=float_dtype)
-        text = config.text_config
-        self.layers, self.hidden, self.kv_heads, self.head_dim = (
-            text.num_hidden_layers, text.hidden_size, text.num_key_value_heads, text.head_dim)
-
-    def _past_axes(self, prefix: str, length_axis: str) -> dict[str, dict[int, str]]:
-        return {f"{prefix}.{i}.{kind}": {0: "batch_size", 2: length_axis} for i in range(self.layers) for kind in ("key", "value")}
+class Gemma3VisionOnnxConfig(ImagesOnnxConfig):
+    """vision.onnx: images → soft-token features (axis ``images``, the shared default)."""
 
 
-class Gemma3VisionOnnxConfig(_Gemma3OnnxConfig):
-    @property
-    def inputs(self):
-        return {"pixel_values": {0: "images"}}
+class Gemma3DecoderOnnxConfig(DecoderOnnxConfig):
+    """decoder.onnx: the shared contract plus ``token_type_ids`` [B, S] after position_ids."""
 
-    @property
-    def outputs(self):
-        return {"image_features": {0: "images"}}
+    EXTRA_INPUTS = {"token_type_ids": {0: "batch_size", 1: "sequence_length"}}
+    DUMMY_SEQUENCE_LENGTH = 5
 
-    def generate_dummy_inputs(self, framework: str = "pt", images: int = 2, **_):
-        vision = self._config.vision_config
-        return {"pixel_values": torch.randn(images, vision.num_channels, vision.image_size, vision.image_size, dtype=self.torch_dtype)}
-
-
-class Gemma3EmbedOnnxConfig(_Gemma3OnnxConfig):
-    @property
-    def inputs(self):
-        return {"input_ids": {0: "batch_size", 1: "sequence_length"}}
-
-    @property
-    def outputs(self):
-        return {"inputs_embeds": {0: "batch_size", 1: "sequence_length"}}
-
-    def generate_dummy_inputs(self, framework: str = "pt", batch_size: int = 2, sequence_length: int = 3, **_):
-        return {"input_ids": torch.randint(0, 1000, (batch_size, sequence_length))}
-
-
-class Gemma3DecoderOnnxConfig(_Gemma3OnnxConfig):
-    @property
-    def inputs(self):
-        return {"inputs_embeds": {0: "batch_size", 1: "sequence_length"},
-                "attention_mask": {0: "batch_size", 1: "total_length"},
-                "position_ids": {0: "batch_size", 1: "sequence_length"},
-                "token_type_ids": {0: "batch_size", 1: "sequence_length"},
-                "logits_positions": {0: "logits_length"},
-                **self._past_axes("past_key_values", "past_length")}
-
-    @property
-    def outputs(self):
-        return {"logits": {0: "batch_size", 1: "logits_length"}, **self._past_axes("present", "total_length")}
-
-    def generate_dummy_inputs(self, framework: str = "pt", batch_size: int = 2, sequence_length: int = 5,
-                              past_length: int = 4, **_):
-        def kv():
-            return tuple(torch.randn(batch_size, self.kv_heads, past_length, self.head_dim, dtype=self.torch_dtype) for _ in range(2))
-
-        total = past_length + sequence_length
+    def extra_dummy_inputs(self, batch_size: int, sequence_length: int) -> dict[str, torch.Tensor]:
         types = torch.zeros(batch_size, sequence_length, dtype=torch.long)
         types[:, 1:3] = 1  # an image block, so the export traces the or-mask with real values
-        return {"inputs_embeds": torch.randn(batch_size, sequence_length, self.hidden, dtype=self.torch_dtype),
-                "attention_mask": torch.ones(batch_size, total, dtype=torch.long),
-                "position_ids": torch.arange(past_length, total).expand(batch_size, -1).contiguous(),
-                "token_type_ids": types,
-                "logits_positions": torch.arange(sequence_length - 2, sequence_length),
-                "past_key_values": tuple(kv() for _ in range(self.layers))}
+        return {"token_type_ids": types}
 
 
 SPEC = OnnxSpec(
     model_type="shieldgemma2",
     transformers_class="ShieldGemma2ForImageClassification",
     components={"vision": (Gemma3Vision, Gemma3VisionOnnxConfig),
-                "embed": (Gemma3Embed, Gemma3EmbedOnnxConfig),
+                "embed": (TokenEmbed, EmbedOnnxConfig),
                 "decoder": (Gemma3DecoderWithCache, Gemma3DecoderOnnxConfig)},
     prepare=prepare,
 )

@@ -7,7 +7,9 @@ and the in-place preparation of the loaded model (e.g. weights stored [in, out])
 architecture plug-in names (``Architecture.onnx_backend``).
 
 Adding an architecture's export: a module with a ``SPEC`` and one line in pyproject.toml's
-``[project.entry-points."guardedge.onnx_specs"]`` (model_type = "module:SPEC").
+``[project.entry-points."guardedge.onnx_specs"]`` (model_type = "module:SPEC"). A vision + embed +
+decoder artifact builds on export/onnx_embed_decoder.py: the module then holds the vision wrapper,
+the decoder's layer and its own inputs, and ``prepare``.
 
     from guardedge.export.onnx_specs import spec_for
     spec_for({"model_type": "llava_onevision"}).components   # vision, embed, decoder

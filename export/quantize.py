@@ -255,14 +255,7 @@ def choose_kept(src, recipe: Recipe, auto: AutoSpec, device: str | None) -> tupl
     calib, heldout = keep_auto.load_sets(auto, family_for_config(src.config))
     trials = BnbTrials(src, recipe.bits, recipe.head_rows, device, recipe.quant_type or "nf4", bool(recipe.double_quant),
                        auto.cache)
-    keep_auto.check_work(auto, len(trials.candidates), len(calib.examples))
-    log.info("[0/4] --keep auto: %d candidate groups, calibration %s (n=%d), target %s", len(trials.candidates),
-             calib.source, len(calib.examples), auto.target)
-    try:
-        result = keep_auto.search(trials, calib, auto.conditions(), quiet=not log.isEnabledFor(logging.INFO))
-        heldout_reference = trials.answers([], heldout)
-    finally:
-        trials.close()
+    result, heldout_reference = keep_auto.run(trials, auto, calib, heldout, "[0/4]", log)
     groups = {g.name: g for g in trials.groups}
     skip = tuple(m for name in [*trials.fixed, *result["kept"]] for m in groups[name].modules)
     return replace(recipe, skip_modules=skip), {"result": result, "calib": calib, "heldout": heldout,

@@ -139,6 +139,38 @@ def test_an_unreachable_target_is_reported_not_met():
     assert not result["met"] and len(result["kept"]) == 4  # even 10/10 has a Wilson lower bound of 0.72
 
 
+class _ClosingTrials(_FakeTrials):
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_run_searches_then_answers_the_held_out_data_unquantized_and_closes(caplog):
+    """keep_auto.run, what ``export onnx`` and ``export quantize`` both call: the caller's log and stage."""
+    import logging
+
+    trials, logger = _ClosingTrials(), logging.getLogger("guardedge.export.onnx_export")
+    spec = keep_auto.AutoSpec("fake:calibration", "fake:evaluation", "agreement>=0.9")
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        result, heldout_reference = keep_auto.run(trials, spec, _data(), _data(4), "[1/4]", logger)
+    assert result["kept"] == ["a"] and trials.closed
+    assert trials.runs[-1] == () and heldout_reference == _FakeTrials().answers([], _data(4))
+    assert any(r.name == logger.name and r.getMessage().startswith("[1/4] --keep auto: 4 candidate groups, calibration fake")
+               for r in caplog.records)
+
+
+def test_run_closes_the_trials_when_the_search_fails():
+    import logging
+
+    trials = _ClosingTrials()
+    trials.answers = lambda quantized, data: (_ for _ in ()).throw(RuntimeError("trial failed"))  # type: ignore[method-assign]
+    spec = keep_auto.AutoSpec("fake:calibration", "fake:evaluation", "agreement>=0.9")
+    with pytest.raises(RuntimeError, match="trial failed"):
+        keep_auto.run(trials, spec, _data(), _data(4), "[0/4]", logging.getLogger("guardedge.export.quantize"))
+    assert trials.closed
+
+
 # -- the cache, the commands --------------------------------------------------------------------------
 
 def test_trials_are_cached_by_model_data_groups_and_recipe(tmp_path, demo_dir, monkeypatch):

@@ -1,11 +1,12 @@
 """What every ONNX Runtime backend shares, whatever its architecture: sessions, the decoder's explicit
 KV cache, drafted decode steps, and CUDA IO binding.
 
-Each architecture's backend (onnx_backend.py for Mllama, onnx_llava_onevision.py for
-LLaVA-OneVision) subclasses :class:`OnnxDecoderBackend` and says only what is its own: how a
-prefill's inputs are built (images) and which inputs a decode step feeds beside the cache,
-masks and positions (:meth:`OnnxDecoderBackend.token_feeds`). The decoder graph is the same
-contract for both (export/onnx_configs.py, export/onnx_llava_onevision.py): attention_mask
+Each architecture's backend subclasses :class:`OnnxDecoderBackend` (Mllama: onnx_backend.py) or,
+for a vision + embed + decoder artifact, :class:`OnnxEmbedDecoderBackend` (LLaVA-OneVision:
+onnx_llava_onevision.py; Llama 4, ShieldGemma 2, Qwen2.5-VL: their plug-ins' onnx.py) and says only
+what is its own: how a prefill's inputs are built (images) and which inputs a decode step feeds
+beside the cache, masks and positions (:meth:`OnnxDecoderBackend.token_feeds`). The decoder graph is the same contract for all
+(export/onnx_configs.py, export/onnx_embed_decoder.py): attention_mask
 [B, past+S], position_ids [B, S], logits_positions [K], ``past_key_values.{l}.key/.value`` in,
 ``logits`` [B, K, vocab] and ``present.*`` out.
 
@@ -178,10 +179,12 @@ class OnnxDecoderBackend:
 
 
 class OnnxEmbedDecoderBackend(OnnxDecoderBackend):
-    """A ``vision`` + ``embed`` + ``decoder`` artifact (Llama 4, ShieldGemma 2): the embed component
-    turns ids into embeddings, the subclass's ``_write_images`` puts each image's features over its
-    placeholder rows, and the decoder runs with an empty cache; decode steps are embed + decoder.
-    ``prefill_feeds`` adds what a decoder needs besides embeddings, mask and positions."""
+    """A ``vision`` + ``embed`` + ``decoder`` artifact (LLaVA-OneVision, Qwen2.5-VL, Llama 4, ShieldGemma 2;
+    export/onnx_embed_decoder.py): the embed component turns ids into embeddings, the subclass's
+    ``_write_images`` puts each image's features over its placeholder rows, and the decoder runs with
+    an empty cache; decode steps are embed + decoder. ``prefill_feeds`` adds what a decoder needs
+    besides embeddings, mask and positions; ``init_kwargs`` what the subclass's constructor reads from
+    the artifact besides the sessions (e.g. the config its host-side image geometry needs)."""
 
     def __init__(self, vision, embed, decoder, precision: str, device: str, weight_bytes: int, arch=None):
         super().__init__(decoder, precision, device, weight_bytes, arch)
@@ -195,7 +198,11 @@ class OnnxEmbedDecoderBackend(OnnxDecoderBackend):
     def load(cls, model_dir, device: str | None = None, dtype: str | None = None, arch=None):
         sessions, dev = open_sessions(model_dir, ("vision", "embed", "decoder"), device, dtype)
         return cls(sessions["vision"], sessions["embed"], sessions["decoder"], model_dir.manifest["precision"], dev,
-                   weight_bytes(model_dir), arch)
+                   weight_bytes(model_dir), arch, **cls.init_kwargs(model_dir))
+
+    @classmethod
+    def init_kwargs(cls, model_dir) -> dict:
+        return {}
 
     def prefill(self, batch: Batch, draft: Sequence[int] = ()):
         """Logits at the last prompt position and the cache; ``draft`` is fed after every prompt in
@@ -215,11 +222,13 @@ class OnnxEmbedDecoderBackend(OnnxDecoderBackend):
                  "position_ids": batch.position_ids.numpy(), **self.prefill_feeds(batch),
                  **{name: empty for name in self.past_names}}
         logits, past = self.run_decoder(feeds, np.arange(prompt_columns - 1, length))  # the verdict's position, then the draft's
-        state = OnnxState(past, feeds["attention_mask"], batch.position_ids[:, prompt_columns - 1].numpy() + 1,
+        state = OnnxState(past, feeds["attention_mask"], feeds["position_ids"][:, prompt_columns - 1] + 1,
                           prompt_columns, draft, logits[:, 1:])
         return torch.from_numpy(np.ascontiguousarray(logits[:, 0])), state
 
     def prefill_feeds(self, batch: Batch) -> dict:
+        """The prefill's inputs beyond embeddings, mask, positions and cache; a ``position_ids`` here
+        replaces the batch's (e.g. Qwen2.5-VL's text axis of its 3-D positions)."""
         return {}
 
     def token_feeds(self, ids: np.ndarray, extra: dict) -> dict:
@@ -230,6 +239,17 @@ class OnnxEmbedDecoderBackend(OnnxDecoderBackend):
 
     def _write_images(self, embeds: np.ndarray, ids: np.ndarray, batch: Batch) -> None:
         raise NotImplementedError
+
+    @staticmethod
+    def _write_rows(embeds: np.ndarray, ids: np.ndarray, rows: Sequence[int], token: int, features,
+                    what: str = "image tokens") -> None:
+        """Each row's features over its ``token`` positions, in order (as masked_scatter), one image per row."""
+        for row, image in zip(rows, features):
+            where = np.flatnonzero(ids[row] == token)
+            if len(where) != len(image):
+                raise RuntimeError(f"row {row}: {len(where)} {what} but {len(image)} image features; "
+                                   "the artifact's processor and model disagree")
+            embeds[row, where] = image.astype(embeds.dtype)
 
 
 class OnnxSteps:

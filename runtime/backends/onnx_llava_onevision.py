@@ -8,78 +8,34 @@ transformers' own ``pack_image_features`` (unpad, the anyres_max_9 shrink, a new
 the base view first: data-dependent geometry, kept out of the graph, see the export spec); the
 embed component turns the ids into embeddings and the host writes the image features over the
 image tokens' rows (as ``masked_scatter`` does); the decoder runs with an empty cache. Decode
-steps are text only: embed + decoder, through the shared drafted loop (onnx_common.py).
+steps are text only: embed + decoder, through the shared drafted loop. All but the images is
+onnx_common.OnnxEmbedDecoderBackend's.
 
     engine = load_engine("/models/llavaguard-onnx")   # manifest: architecture llava_onevision
 """
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 
 from guardedge.runtime.architectures import Batch
-from guardedge.runtime.backends.onnx_common import NP_FLOAT, OnnxDecoderBackend, OnnxState, open_sessions, weight_bytes
+from guardedge.runtime.backends.onnx_common import OnnxEmbedDecoderBackend
 
 
-class OnnxLlavaOneVisionBackend(OnnxDecoderBackend):
-    def __init__(self, vision, embed, decoder, config, precision: str, device: str, weight_bytes: int, arch=None):
-        super().__init__(decoder, precision, device, weight_bytes, arch)
-        self.vision, self.embed = vision, embed
+class OnnxLlavaOneVisionBackend(OnnxEmbedDecoderBackend):
+    def __init__(self, vision, embed, decoder, precision: str, device: str, weight_bytes: int, arch=None, *, config):
+        super().__init__(vision, embed, decoder, precision, device, weight_bytes, arch)
         self.packer = _Packer(config)
-        first = {i.name: i for i in decoder.get_inputs()}[self.past_names[0]]
-        self.kv_heads, self.head_dim = first.shape[1], first.shape[3]
-        self.float = NP_FLOAT[first.type]
-        self.vision_float = NP_FLOAT[vision.get_inputs()[0].type]
 
     @classmethod
-    def load(cls, model_dir, device: str | None = None, dtype: str | None = None, arch=None) -> OnnxLlavaOneVisionBackend:
+    def init_kwargs(cls, model_dir) -> dict:
         from transformers import AutoConfig
 
-        sessions, dev = open_sessions(model_dir, ("vision", "embed", "decoder"), device, dtype)
-        config = AutoConfig.from_pretrained(str(model_dir.path), local_files_only=True)
-        return cls(sessions["vision"], sessions["embed"], sessions["decoder"], config, model_dir.manifest["precision"],
-                   dev, weight_bytes(model_dir), arch)
-
-    # -- prefill ------------------------------------------------------------------------------------
-
-    def prefill(self, batch: Batch, draft: Sequence[int] = ()):
-        """Logits at the last prompt position and the cache; ``draft`` is fed after every prompt in
-        the same run (runtime/decoding.py)."""
-        import torch
-
-        draft = tuple(draft) if self.multi_position else ()
-        prompt_columns = batch.input_ids.shape[1]
-        batch = batch.extended(draft, self.arch.extend_extra if self.arch else None)
-        n, length = batch.input_ids.shape
-        ids = batch.input_ids.numpy()
-        embeds = self._embed(ids)
-        if batch.image_rows:
-            self._write_images(embeds, ids, batch)
-        empty = np.zeros((n, self.kv_heads, 0, self.head_dim), self.float)
-        feeds = {"inputs_embeds": embeds, "attention_mask": batch.attention_mask.numpy(),
-                 "position_ids": batch.position_ids.numpy(), **{name: empty for name in self.past_names}}
-        logits, past = self.run_decoder(feeds, np.arange(prompt_columns - 1, length))  # the verdict's position, then the draft's
-        state = OnnxState(past, feeds["attention_mask"], batch.position_ids[:, prompt_columns - 1].numpy() + 1,
-                          prompt_columns, draft, logits[:, 1:])
-        return torch.from_numpy(np.ascontiguousarray(logits[:, 0])), state
-
-    def token_feeds(self, ids: np.ndarray, extra: dict) -> dict:
-        return {"inputs_embeds": self._embed(ids)}
-
-    def _embed(self, ids: np.ndarray) -> np.ndarray:
-        return self.embed.run(["inputs_embeds"], {"input_ids": ids})[0]
+        return {"config": AutoConfig.from_pretrained(str(model_dir.path), local_files_only=True)}
 
     def _write_images(self, embeds: np.ndarray, ids: np.ndarray, batch: Batch) -> None:
         """Each image row's packed features over its image tokens, in order (as masked_scatter)."""
-        token = self.arch.image_token_id
-        for row, features in zip(batch.image_rows, self.image_features(batch)):
-            where = np.flatnonzero(ids[row] == token)
-            if len(where) != len(features):
-                raise RuntimeError(f"row {row}: {len(where)} image tokens but {len(features)} image features; "
-                                     "the artifact's processor and model disagree")
-            embeds[row, where] = features.astype(embeds.dtype)
+        self._write_rows(embeds, ids, batch.image_rows, self.arch.image_token_id, self.image_features(batch))
 
     def image_features(self, batch: Batch) -> list[np.ndarray]:
         """[tokens_i, hidden] per image of the batch: vision.onnx on the real patches, packed on the host."""

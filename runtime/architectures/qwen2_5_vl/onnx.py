@@ -10,66 +10,38 @@ back in image order; embed.onnx turns the ids into embeddings and the host write
 over the image tokens' rows (as ``masked_scatter`` does); the decoder runs with an empty cache.
 Positions: the decoder takes the text positions ``position_ids`` [B, S] (the temporal axis of the
 3-D positions) and ``mrope_deltas`` [2, B, S] (height and width minus it: zero for text), so decode
-steps, which are text only, feed zeros and the shared decode loop (onnx_common.py) stays 1-D.
+steps, which are text only, feed zeros and the shared decode loop (onnx_common.py) stays 1-D. The
+rest of the prefill is onnx_common.OnnxEmbedDecoderBackend's.
 
     engine = load_engine("/models/qwenguard-onnx")   # manifest: architecture qwen2_5_vl
 """
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 
 from guardedge.runtime.architectures import Batch
-from guardedge.runtime.backends.onnx_common import NP_FLOAT, OnnxDecoderBackend, OnnxState, open_sessions, weight_bytes
+from guardedge.runtime.backends.onnx_common import OnnxEmbedDecoderBackend
 
 
-class OnnxQwen25VLBackend(OnnxDecoderBackend):
-    def __init__(self, vision, embed, decoder, vision_config: dict, precision: str, device: str, weight_bytes: int, arch=None):
-        super().__init__(decoder, precision, device, weight_bytes, arch)
-        self.vision, self.embed = vision, embed
+class OnnxQwen25VLBackend(OnnxEmbedDecoderBackend):
+    def __init__(self, vision, embed, decoder, precision: str, device: str, weight_bytes: int, arch=None, *,
+                 vision_config: dict):
+        super().__init__(vision, embed, decoder, precision, device, weight_bytes, arch)
         self.geometry = VisionGeometry(vision_config)
-        first = {i.name: i for i in decoder.get_inputs()}[self.past_names[0]]
-        self.kv_heads, self.head_dim = first.shape[1], first.shape[3]
-        self.float = NP_FLOAT[first.type]
-        self.vision_float = NP_FLOAT[vision.get_inputs()[0].type]
 
     @classmethod
-    def load(cls, model_dir, device: str | None = None, dtype: str | None = None, arch=None) -> OnnxQwen25VLBackend:
-        sessions, dev = open_sessions(model_dir, ("vision", "embed", "decoder"), device, dtype)
-        return cls(sessions["vision"], sessions["embed"], sessions["decoder"], model_dir.config["vision_config"],
-                   model_dir.manifest["precision"], dev, weight_bytes(model_dir), arch)
+    def init_kwargs(cls, model_dir) -> dict:
+        return {"vision_config": model_dir.config["vision_config"]}
 
-    # -- prefill ------------------------------------------------------------------------------------
-
-    def prefill(self, batch: Batch, draft: Sequence[int] = ()):
-        """Logits at the last prompt position and the cache; ``draft`` is fed after every prompt in
-        the same run (runtime/decoding.py)."""
-        import torch
-
-        draft = tuple(draft) if self.multi_position else ()
-        prompt_columns = batch.input_ids.shape[1]
-        batch = batch.extended(draft, self.arch.extend_extra)
-        n, length = batch.input_ids.shape
-        ids = batch.input_ids.numpy()
-        embeds = self._embed(ids)
-        if batch.image_rows:
-            self._write_images(embeds, ids, batch)
+    def prefill_feeds(self, batch: Batch) -> dict:
+        """The 3-D positions as the text positions (their temporal axis) and height/width minus them."""
         rope = batch.extra["rope_positions"].numpy()
-        empty = np.zeros((n, self.kv_heads, 0, self.head_dim), self.float)
-        feeds = {"inputs_embeds": embeds, "attention_mask": batch.attention_mask.numpy(), "position_ids": rope[0],
-                 "mrope_deltas": rope[1:] - rope[0], **{name: empty for name in self.past_names}}
-        logits, past = self.run_decoder(feeds, np.arange(prompt_columns - 1, length))  # the verdict's position, then the draft's
-        state = OnnxState(past, feeds["attention_mask"], rope[0, :, prompt_columns - 1] + 1, prompt_columns, draft, logits[:, 1:])
-        return torch.from_numpy(np.ascontiguousarray(logits[:, 0])), state
+        return {"position_ids": rope[0], "mrope_deltas": rope[1:] - rope[0]}
 
     def token_feeds(self, ids: np.ndarray, extra: dict) -> dict:
         """Appended tokens are text: their three position axes agree (deltas 0)."""
         return {"inputs_embeds": self._embed(ids), "mrope_deltas": np.zeros((2, *ids.shape), np.int64)}
-
-    def _embed(self, ids: np.ndarray) -> np.ndarray:
-        return self.embed.run(["inputs_embeds"], {"input_ids": ids})[0]
 
     def _write_images(self, embeds: np.ndarray, ids: np.ndarray, batch: Batch) -> None:
         """The merged features over the image tokens, row by row in order (as masked_scatter)."""

@@ -28,10 +28,4 @@ class OnnxShieldGemma2Backend(OnnxEmbedDecoderBackend):
     def _write_images(self, embeds: np.ndarray, ids: np.ndarray, batch: Batch) -> None:
         pixels = batch.extra["pixel_values"].numpy().astype(self.vision_float)
         features = self.vision.run(["image_features"], {"pixel_values": pixels})[0]
-        soft = self.arch.soft_id
-        for row, image in zip(batch.image_rows, features):
-            where = np.flatnonzero(ids[row] == soft)
-            if len(where) != len(image):
-                raise RuntimeError(f"row {row}: {len(where)} soft tokens but {len(image)} image features; "
-                                   "the artifact's processor and model disagree")
-            embeds[row, where] = image.astype(embeds.dtype)
+        self._write_rows(embeds, ids, batch.image_rows, self.arch.soft_id, features, "soft tokens")
