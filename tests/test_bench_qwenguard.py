@@ -34,7 +34,8 @@ def test_reference_times_qwenguards_card_generate(monkeypatch):
     report = reference.compare("demo-qwenguard", rounds=1)
     n = len(get_family("llavaguard").smoke_requests())
     assert report["family"] == "llavaguard" and report["reference"] == "snippet_auto" and report["requests"] == n
-    assert set(report["timings"]) == {"snippet_auto", "snippet_fp32", "engine_no_drafts", "engine", "engine_rationale", "engine_batched"}
+    assert set(report["timings"]) == {"snippet_auto", "snippet_fp32", "engine_no_drafts", "engine_no_scores", "engine",
+                                      "engine_rationale", "engine_batched"}
     assert set(report["labels"]) == set(report["timings"]) and all(len(label) <= 50 for label in report["labels"].values())
     assert report["verdicts_agree"] == {"snippet_auto": n, "snippet_fp32": n}  # both off-format, read alike
 

@@ -183,3 +183,21 @@ def test_a_phase_can_train_the_vision_side_alone():
     assert steps == 2 and vision and len(vision) < len(after)
     assert all(torch.equal(after[k], before[k]) for k in after if k not in vision)
     assert any(not torch.equal(after[k], before[k]) for k in vision)
+
+
+def test_a_batch_that_reaches_no_trainable_weight_steps_the_schedule_only():
+    """A vision-only phase's batch may draw no image: its loss has no gradient path. The step must
+    not fail (it raised "element 0 of tensors does not require grad") and the run keeps its length."""
+    import torch
+
+    from guardedge.runtime.demo.optimizers import Optimizers
+
+    model = torch.nn.Linear(2, 2)
+    table = torch.nn.Parameter(torch.zeros(4, 2))
+    opt = Optimizers(model, [table], lr=0.1, table_lr=0.1, steps=10)
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.step(torch.tensor(1.0))  # no graph behind it
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert opt.schedulers[0].last_epoch == 1
+    opt.step(model(torch.ones(1, 2)).sum())
+    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))

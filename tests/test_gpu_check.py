@@ -198,8 +198,14 @@ def test_cpu_rehearsal_of_the_cuda_sections(tmp_path, monkeypatch):
     assert "| vision_attention eager -> sdpa | ok |" in (tmp_path / "gpu_check.md").read_text()
     assert {n: r["status"] for n, r in results.items()} == {"demo": "ok", "fullsize": "ok", "switches": "ok",
                                                               "preprocess": results["preprocess"]["status"]}
-    parity = {row["backend"]: row for row in results["demo"]["tables"]["verdict parity"]}
-    assert parity["torch bf16"]["status"] == "ok" and parity["onnxruntime CUDA EP"]["status"] == "skipped"
+    # One parity table per demo plug-in (runtime/demos.py), each against its own CPU fp32 reference.
+    tables = results["demo"]["tables"]
+    demos = {name.removeprefix("verdict parity, ") for name in tables if name.startswith("verdict parity, ")}
+    assert {"demo", "demo-llama-guard-4", "demo-llavaguard", "demo-shieldgemma-2"} <= demos
+    for demo in demos:
+        parity = {row["backend"]: row for row in tables[f"verdict parity, {demo}"]}
+        assert parity["torch bf16"]["status"] == "ok", (demo, parity)
+    assert {row["backend"]: row for row in tables["verdict parity, demo"]}["onnxruntime CUDA EP"]["status"] == "skipped"
     latency = results["fullsize"]["tables"]["latency (in-process; concurrency c = batches of c)"]
     assert [(r["path"], r["concurrency"], r["errors"]) for r in latency] == [
         ("safe", 1, 0), ("safe", 2, 0), ("unsafe", 1, 0), ("unsafe", 2, 0)]

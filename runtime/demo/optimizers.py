@@ -35,7 +35,14 @@ class Optimizers:
         self.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in (self.dense, self.sparse)]
 
     def step(self, loss: torch.Tensor) -> None:
-        """One update from ``loss`` (dense gradients clipped to norm 1), then the schedule's step."""
+        """One update from ``loss`` (dense gradients clipped to norm 1), then the schedule's step.
+
+        A loss that reaches no trainable weight (a vision-only phase's batch that drew no image)
+        updates nothing; the schedule still steps, so the run keeps its length."""
+        if not loss.requires_grad:
+            for scheduler in self.schedulers:
+                scheduler.step()
+            return
         self.dense.zero_grad(set_to_none=True)
         self.sparse.zero_grad(set_to_none=True)
         loss.backward()
