@@ -33,9 +33,13 @@ def requests():
     return agreement_requests(8)  # the 8 smoke samples (text, images, policies) + 8 held-out
 
 
-@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("bits", [8, pytest.param(4, marks=pytest.mark.slow)])  # 4-bit: make slow-check
 def test_in_process_groups_answer_as_the_export_does(bits, tmp_path, demo_dir, requests):
     """The fast path keep-auto chooses with is the export's arithmetic, not an approximation."""
+    if bits == 4:
+        from checks import require_env
+
+        require_env("GUARDEDGE_SLOW", "slow-check", "quantizes the demo guard to 4 bits again (~30 s)")
     from guardedge.export.agreement import answers
     from guardedge.export.groupquant import BnbSpec, GroupQuantizer
     from guardedge.export.quantize import Recipe, export

@@ -1,7 +1,8 @@
 """ShieldGemma 2 through ``export quantize`` (bitsandbytes 8 and 4 bit) on the tiny random model:
 the artifact loads through the engine, its 16-bit parts stay 16-bit (the plug-in's keep_16bit),
 the output layer survives the round trip (transformers 4.57 would not re-tie a missing one) and
-P(Yes) stays close to the fp32 source."""
+P(Yes) stays close to the fp32 source. Slow (two bitsandbytes exports and the card's classifier
+timed): in ``make slow-check``, which CI runs after ``make test``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ import json
 import pytest
 
 pytest.importorskip("bitsandbytes")
+pytestmark = pytest.mark.slow
+
+@pytest.fixture(scope="module", autouse=True)
+def _slow_check():
+    from checks import require_env
+
+    require_env("GUARDEDGE_SLOW", "slow-check", "quantizes a tiny ShieldGemma 2 twice with bitsandbytes (a minute or two on 2 cores)")
 
 
 @pytest.fixture(scope="module", params=[8, 4])
@@ -52,13 +60,9 @@ def test_round_trip_keeps_the_16bit_parts_and_p_yes(quantized, sg2_tiny_dir):
         assert max(abs(p - q) for (_, p), (_, q) in zip(got.category_scores, want.category_scores)) < 0.05
 
 
-@pytest.mark.slow
 def test_bench_reference_compares_p_yes_with_the_model_cards_usage(sg2_tiny_dir):
     """``bench reference``'s ShieldGemma 2 side: the card's AutoProcessor + ShieldGemma2ForImageClassification
-    on the smoke requests; the engine's P(Yes) equal to 1e-4 and its verdicts the same (make slow-check)."""
-    from checks import require_env
-
-    require_env("GUARDEDGE_SLOW", "slow-check", "times the card's ShieldGemma 2 classifier against the engine (~1 min)")
+    on the smoke requests; the engine's P(Yes) equal to 1e-4 and its verdicts the same."""
     from guardedge.bench.reference import compare
 
     report = compare(str(sg2_tiny_dir), rounds=1)

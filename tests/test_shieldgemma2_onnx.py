@@ -4,7 +4,10 @@ cross its sliding window). The fp32 export goes through the real CLI (it validat
 itself); the engine over it must give PyTorch's P(Yes) per policy, through the shared-prefix pass,
 in mixed batches; int8 and int4 quantize its decoder (``--from-onnx``); ``export verify`` passes.
 
-    .venv/bin/python -m pytest -q tests/test_shieldgemma2_onnx.py
+Slow (exports of the tiny model, a minute or two on 2 cores): in ``make slow-check``, which CI runs
+after ``make test``.
+
+    GUARDEDGE_SLOW=1 .venv/bin/python -m pytest -q -m slow tests/test_shieldgemma2_onnx.py
 """
 
 from __future__ import annotations
@@ -16,6 +19,13 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("optimum.exporters.onnx")
+pytestmark = pytest.mark.slow
+
+@pytest.fixture(scope="module", autouse=True)
+def _slow_check():
+    from checks import require_env
+
+    require_env("GUARDEDGE_SLOW", "slow-check", "exports a tiny ShieldGemma 2 to ONNX fp32, int8 and int4 (a minute or two on 2 cores)")
 
 
 def _cli(argv: list[str]) -> int:
