@@ -128,7 +128,7 @@ def snippets(path: str, engine) -> dict:
 
 def engine_labels(n: int, rationale: bool) -> dict[str, str]:
     labels = {"engine_no_drafts": "guardedge engine, drafts off, one at a time",
-              "engine_no_scores": "guardedge engine, no per-category scores, one at a time",
+              "engine_no_scores": "guardedge engine, scores off, one at a time",  # <= 50: the table's column
               "engine": "guardedge engine, one at a time", "engine_batched": f"guardedge engine, batch of {n}"}
     if rationale:
         labels["engine_rationale"] = "guardedge engine, with rationale, one at a time"

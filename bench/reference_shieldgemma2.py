@@ -23,7 +23,7 @@ from __future__ import annotations
 from guardedge.runtime.images import decode_image
 
 REFERENCE = "snippet_fp32"
-LABELS = {"snippet_fp32": "model card ShieldGemma2ForImageClassification (fp32)"}
+LABELS = {"snippet_fp32": "card ShieldGemma2ForImageClassification (fp32)"}
 
 
 def load_snippet(model_dir: str):

@@ -64,3 +64,16 @@ def test_reference_speedups_measure_what_each_side_costs(demo_dir, monkeypatch, 
     assert report["speedup"]["floor"] == pytest.approx(2.0, rel=0.3)
     assert report["timings"]["fast"]["p50_ms"] == pytest.approx(30, rel=0.3)
     assert set(report["verdicts_agree"]) == {"slow", "fast"}
+
+
+def test_every_row_label_fits_the_tables_column():
+    """`bench reference` prints labels in a 50-character column: a longer one shifts its row's numbers."""
+    from importlib.metadata import entry_points
+
+    from guardedge.bench.reference import engine_labels
+
+    labels = dict(engine_labels(8, rationale=True))
+    for point in entry_points(group="guardedge.references"):
+        labels |= {f"{point.name}:{k}": v for k, v in point.load().LABELS.items()}
+    assert len(labels) > 8
+    assert {k: v for k, v in labels.items() if len(v) > 50} == {}
