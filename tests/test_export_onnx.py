@@ -244,26 +244,11 @@ def test_onnx_unsafe_answer_takes_one_decode_pass(onnx_engine, monkeypatch):
 
 def test_every_module_group_names_onnx_nodes(onnx_dir, demo_dir):
     """The architecture plug-in's ONNX names for its groups match the export (a renamed wrapper
-    weight would otherwise leave a group silently unquantized or un-kept)."""
-    import onnx
+    weight would otherwise leave a group silently unquantized or un-kept): the check every ONNX
+    export test runs (tests/onnx_groups_check.py)."""
+    from onnx_groups_check import assert_groups_name_nodes
 
-    from guardedge.export.onnx_groups import group_patterns, matching_nodes
-    from guardedge.runtime.architectures import architecture_class
-
-    config = json.loads((demo_dir / "config.json").read_text())
-    groups = architecture_class(config).quant_groups(config)
-    graphs = {c: onnx.load(str(onnx_dir / f"{c}.onnx"), load_external_data=False) for c in ("vision", "decoder")}
-    owners: dict[tuple[str, str], list[str]] = {}
-    for component, graph in graphs.items():
-        for name, patterns in group_patterns(groups, component).items():
-            nodes = matching_nodes(graph, patterns)
-            assert nodes, (name, component, patterns)
-            for node in nodes:
-                owners.setdefault((component, node), []).append(name)
-    assert all(len(names) == 1 for names in owners.values())  # no node in two groups
-    weights = {i.name for i in graphs["decoder"].graph.initializer}
-    decoder_matmuls = [("decoder", n.name) for n in graphs["decoder"].graph.node if n.op_type == "MatMul" and set(n.input) & weights]
-    assert set(decoder_matmuls) <= set(owners)  # every decoder weight belongs to a group
+    assert_groups_name_nodes(onnx_dir, json.loads((demo_dir / "config.json").read_text()), ("vision", "decoder"))
 
 
 def test_head_rows_overwrite_the_quantized_heads_verdict_logits(onnx_dir, demo_dir, tmp_path):
