@@ -31,6 +31,20 @@ def groups(config: dict) -> tuple[ModuleGroup, ...]:
             ModuleGroup("head", "head", ("language_model.lm_head",), ("decoder:lm_head.",)))
 
 
+# What Llama Guard 4 is, apart from its widths (the 12B's and the demo's configs share it): no
+# experts, qk-norm, NoPE every 4th layer with attention temperature, no chunking (the checkpoint's
+# null), Llama 3 rope scaling, an untied 202,048-row output layer.
+def structure() -> tuple[dict, dict, dict]:
+    """Fresh (vision, text, top-level) settings (fresh: transformers may edit the dicts it is given)."""
+    vision = dict(pixel_shuffle_ratio=0.5, rope_theta=10000, norm_eps=1e-5, vision_feature_select_strategy="default")
+    text = dict(vocab_size=202048, max_position_embeddings=131072, moe_layers=[], use_qk_norm=True,
+                no_rope_layer_interval=4, attention_chunk_size=None, attn_temperature_tuning=True,
+                floor_scale=8192, attn_scale=0.1, rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                rope_scaling={"rope_type": "llama3", "factor": 16.0, "low_freq_factor": 1.0, "high_freq_factor": 1.0,
+                              "original_max_position_embeddings": 8192})
+    return vision, text, dict(boi_token_index=200080, eoi_token_index=200081, tie_word_embeddings=False)
+
+
 def llama_guard_4_12b_config():
     """Llama Guard 4 12B's configuration, for computed footprints only (no weights).
 
@@ -43,14 +57,10 @@ def llama_guard_4_12b_config():
     is what Meta calls it."""
     from transformers import Llama4Config
 
-    vision = dict(hidden_size=1408, intermediate_size=5632, num_hidden_layers=34, num_attention_heads=16, image_size=336,
-                  patch_size=14, pixel_shuffle_ratio=0.5, projector_input_dim=4096, projector_output_dim=4096,
-                  vision_output_dim=4096, rope_theta=10000, norm_eps=1e-5, vision_feature_select_strategy="default")
-    text = dict(vocab_size=202048, hidden_size=5120, intermediate_size=8192, intermediate_size_mlp=8192, num_hidden_layers=48,
-                num_attention_heads=40, num_key_value_heads=8, head_dim=128, max_position_embeddings=131072, moe_layers=[],
-                use_qk_norm=True, no_rope_layer_interval=4, attention_chunk_size=None, attn_temperature_tuning=True,
-                floor_scale=8192, attn_scale=0.1, rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=False,
-                rope_scaling={"rope_type": "llama3", "factor": 16.0, "low_freq_factor": 1.0, "high_freq_factor": 1.0,
-                              "original_max_position_embeddings": 8192})
-    return Llama4Config(vision_config=vision, text_config=text, image_token_index=200092, boi_token_index=200080,
-                        eoi_token_index=200081, tie_word_embeddings=False)
+    vision, text, top = structure()
+    vision |= {"hidden_size": 1408, "intermediate_size": 5632, "num_hidden_layers": 34,
+              "num_attention_heads": 16, "image_size": 336, "patch_size": 14, "projector_input_dim": 4096,
+              "projector_output_dim": 4096, "vision_output_dim": 4096}
+    text |= {"hidden_size": 5120, "intermediate_size": 8192, "intermediate_size_mlp": 8192,
+             "num_hidden_layers": 48, "num_attention_heads": 40, "num_key_value_heads": 8, "head_dim": 128}
+    return Llama4Config(vision_config=vision, text_config=text, image_token_index=200092, **top)

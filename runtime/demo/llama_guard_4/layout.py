@@ -34,18 +34,16 @@ def demo_config():
     """``Llama4Config`` with Llama Guard 4's structure at tiny widths."""
     from transformers import Llama4Config
 
-    vision = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2, image_size=TILE,
-                  patch_size=PATCH, pixel_shuffle_ratio=0.5, projector_input_dim=64, projector_output_dim=64,
-                  vision_output_dim=64, rope_theta=10000, norm_eps=1e-5, vision_feature_select_strategy="default")
-    text = dict(vocab_size=202048, hidden_size=64, intermediate_size=256, intermediate_size_mlp=256, num_hidden_layers=4,
-                num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=131072, moe_layers=[],
-                use_qk_norm=True, no_rope_layer_interval=4, attention_chunk_size=None, attn_temperature_tuning=True,
-                floor_scale=8192, attn_scale=0.1, rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=False,
-                rope_scaling={"rope_type": "llama3", "factor": 16.0, "low_freq_factor": 1.0, "high_freq_factor": 1.0,
-                              "original_max_position_embeddings": 8192},
-                bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD)
-    return Llama4Config(vision_config=vision, text_config=text, image_token_index=IMAGE_TOKEN_INDEX,
-                        boi_token_index=200080, eoi_token_index=200081, tie_word_embeddings=False)
+    from guardedge.runtime.architectures.llama4.quant import structure
+
+    vision, text, top = structure()
+    vision |= {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
+              "num_attention_heads": 2, "image_size": TILE, "patch_size": PATCH, "projector_input_dim": 64,
+              "projector_output_dim": 64, "vision_output_dim": 64}
+    text |= {"hidden_size": 64, "intermediate_size": 256, "intermediate_size_mlp": 256, "num_hidden_layers": 4,
+             "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32,
+             "bos_token_id": BOS, "eos_token_id": EOS, "pad_token_id": PAD}
+    return Llama4Config(vision_config=vision, text_config=text, image_token_index=IMAGE_TOKEN_INDEX, **top)
 
 
 def write_layout(path: Path, tokenizer) -> None:
