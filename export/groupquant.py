@@ -100,7 +100,7 @@ class GroupQuantizer:
 
 def plain_head(model, head: str = "lm_head") -> None:
     """Undo the CPU backend's SplitHead (runtime/backends/torch_backend.py): the head must be a Linear to quantize."""
-    from guardedge.runtime.backends.torch_backend import SplitHead
+    from guardedge.runtime.backends.cpu_head import SplitHead
 
     module = model.get_submodule(head)
     if isinstance(module, SplitHead):

@@ -223,6 +223,87 @@ def test_split_head_gives_the_linear_layers_logits():
     assert SplitHead.parts_for(torch.nn.Linear(64, 1000)) == 0  # a bias: left alone
 
 
+def _split_head(vocab: int = 20_000, hidden: int = 64, seed: int = 0):
+    import torch
+
+    from guardedge.runtime.backends.cpu_head import SplitHead
+
+    torch.manual_seed(seed)
+    linear = torch.nn.Linear(hidden, vocab, bias=False)
+    with torch.no_grad():
+        linear.weight[:50] *= 60  # a few trained rows far above the rest, as in a trained guard
+    return linear.weight.detach().clone(), SplitHead(linear, 4)
+
+
+def test_split_head_greedy_is_the_fp32_argmax():
+    import torch
+
+    weight, head = _split_head()
+    hidden = torch.randn(200, 64)
+    hidden[100:] *= 0.01  # near-flat logits: many tokens in the bf16 error band
+    expected = (hidden @ weight.t()).argmax(-1).tolist()
+    assert head.greedy(hidden) == expected
+    assert head.greedy(hidden) == head(hidden).argmax(-1).tolist()
+
+
+def test_split_head_greedy_checks_close_calls_in_fp32(monkeypatch):
+    """Two tokens whose logits differ by less than bf16 can tell apart: the fp32 winner, from the
+    candidates the error band keeps (not the full product), and the lower id on an exact tie."""
+    import torch
+
+    from guardedge.runtime.backends import cpu_head
+
+    torch.manual_seed(1)
+    hidden = torch.randn(1, 64)
+    winner, runner = 7, 12_345
+
+    def head_with(nudge: float):
+        linear = torch.nn.Linear(64, 20_000, bias=False)
+        with torch.no_grad():
+            linear.weight[winner] = 3 * hidden[0] / hidden[0].norm()  # far above every random row
+            # runner's logit is winner's plus ``nudge``: the same bf16 row, only fp32 tells them apart
+            linear.weight[runner] = linear.weight[winner] + nudge * hidden[0] / hidden[0].norm() ** 2
+        return cpu_head.SplitHead(linear, 4)
+
+    head = head_with(-1e-4)
+    assert torch.equal(head.approx[winner], head.approx[runner])
+    full = []
+    original = cpu_head.SplitHead.forward
+    monkeypatch.setattr(cpu_head.SplitHead, "forward", lambda self, x: full.append(x) or original(self, x))
+    assert head.greedy(hidden) == [winner]
+    assert full == []  # decided among the candidates, without the full product
+    assert head_with(1e-4).greedy(hidden) == [runner]
+    assert head_with(0.0).greedy(hidden) == [winner]  # an exact tie: the lower id, as argmax
+
+
+def test_split_head_greedy_falls_back_to_the_full_product():
+    import torch
+
+    from guardedge.runtime.backends import cpu_head
+
+    weight, head = _split_head()
+    flat = torch.zeros(1, 64)  # every logit 0: the whole vocabulary is in the band
+    nan = torch.full((1, 64), float("nan"))
+    assert head.greedy(flat) == [0]
+    assert head.greedy(nan) == head(nan).argmax(-1).tolist()
+    assert cpu_head.MAX_CANDIDATES < 20_000
+
+
+def test_split_head_bf16_error_is_inside_the_bound():
+    """The bound the exact check rests on, measured: |bf16 logit - fp32 logit| <= APPROX_ERROR ||w|| ||x||."""
+    import torch
+
+    from guardedge.runtime.backends.cpu_head import APPROX_ERROR
+
+    weight, head = _split_head(vocab=50_000)
+    hidden = torch.randn(64, 64) * torch.logspace(-2, 2, 64)[:, None]
+    approx = torch.nn.functional.linear(hidden.to(torch.bfloat16), head.approx).double()
+    exact = hidden.double() @ weight.double().t()
+    scale = hidden.double().norm(dim=1, keepdim=True) * weight.double().norm(dim=1)[None]
+    worst = ((approx - exact).abs() / scale).max().item()
+    assert worst < APPROX_ERROR / 4, worst
+
+
 def test_cpu_engine_uses_the_split_head_with_the_same_parameter_bytes(demo_engine):
     from guardedge.runtime.backends.torch_backend import SplitHead
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 
 from guardedge.runtime.backends.bnb import bnb_precision, quant_state_bytes, saved_quantization, set_bnb_compute_dtype
+from guardedge.runtime.backends.cpu_head import SplitHead
 from guardedge.runtime.decoding import Drafter, GreedyAt, Until, argmax_rows, greedy_decode
 from guardedge.runtime.architectures import Architecture, Batch
 
@@ -42,38 +43,6 @@ def choose_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
         return DTYPES[dtype]
     except KeyError:
         raise ValueError(f"dtype must be one of auto, {', '.join(DTYPES)}; got {dtype!r}") from None
-
-
-class SplitHead(torch.nn.Module):
-    """The output layer on CPU: the same [vocab, hidden] weights, stored as ``parts`` column
-    blocks [parts, hidden, vocab/parts] and applied with one batched product.
-
-    Why: each decode position reads logits for a few rows, and MKL ran the one-row product of
-    the demo's 128256 x 64 head on one core only (1.0-2.0 ms on the 2-core CI CPU depending on
-    load); the batched product over 4 blocks runs on both cores (0.6-0.9 ms; 2 rows 1.5 vs 3.6
-    ms, 3 rows 2.1 vs 5.8 in the same run). Same values (each logit is the same 64-term dot
-    product) up to float summation order; the weight is moved, not copied.
-    """
-
-    def __init__(self, head: torch.nn.Linear, parts: int):
-        super().__init__()
-        vocab, hidden = head.weight.shape
-        self.parts, self.vocab = parts, vocab
-        blocks = head.weight.data.t().reshape(hidden, parts, vocab // parts).permute(1, 0, 2).contiguous()
-        head.weight.data = torch.empty(0)  # release the [vocab, hidden] copy: the blocks are the weight now
-        self.weight = torch.nn.Parameter(blocks, requires_grad=False)
-
-    @staticmethod
-    def parts_for(head: torch.nn.Module) -> int:
-        """How many blocks (0: leave the layer as it is) — plain, untied fp32 layers only."""
-        if type(head) is not torch.nn.Linear or head.bias is not None or head.weight.dtype != torch.float32:
-            return 0
-        return next((p for p in (4, 2) if head.weight.shape[0] % p == 0), 0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(1, -1, x.shape[-1]).expand(self.parts, -1, -1)
-        out = torch.bmm(rows, self.weight)  # [parts, rows, vocab/parts]
-        return out.permute(1, 0, 2).reshape(*x.shape[:-1], self.vocab)
 
 
 def device_map_target(dev: torch.device) -> str:
@@ -287,22 +256,28 @@ LAZY_POSITIONS = 4  # the longest block computed position by position on CPU (se
 
 
 class _GreedyHead:
-    """Greedy tokens from last hidden states through the output layer: all positions in one
-    product, except for a single row on CPU, where each position is computed only when
-    verification reads it (a rejected draft position, and every one after it, is never computed).
+    """Greedy tokens from last hidden states through the output layer.
 
-    Why: on CPU the output layer costs per row read (demo head, 2-core CI CPU, SplitHead: 1 row
-    0.6-0.9 ms, 2 rows 1.5, 3 rows 2.1), so skipping rows pays; a batch's many rows are cheapest
-    in one product. On CUDA a few rows cost what one does (the weight is read once).
+    - A :class:`SplitHead` (CPU, fp32): every position at once through its verified bf16 product
+      (``SplitHead.greedy``: the fp32 answer at a fraction of the cost).
+    - Other layers: all positions in one product, except for a single row on CPU, where each
+      position is computed only when verification reads it (a rejected draft position, and every
+      one after it, is never computed): there the layer costs per row read, while a batch's many
+      rows are cheapest in one product; on CUDA a few rows cost what one does.
     """
 
     def __init__(self, head: torch.nn.Module, hidden: torch.Tensor):
         self.head, self.hidden = head, hidden
+        rows, positions, width = hidden.shape
         # Lazy only for the short blocks Llama Guard's drafts make: a long block (LlavaGuard's JSON
         # scaffolding, ~12 positions) is cheaper as one matrix product than as a product per position
         # (demo LlavaGuard, 152000-row head: 25 one-row products 74 ms, one 25-row product ~8 ms).
-        lazy = hidden.device.type == "cpu" and hidden.shape[0] == 1 and hidden.shape[1] <= LAZY_POSITIONS
-        self.table = None if lazy else _greedy_table(head(hidden))
+        lazy = hidden.device.type == "cpu" and rows == 1 and positions <= LAZY_POSITIONS
+        if isinstance(head, SplitHead):
+            flat = head.greedy(hidden.reshape(rows * positions, width))
+            self.table: list[list[int]] | None = [flat[r * positions : (r + 1) * positions] for r in range(rows)]
+        else:
+            self.table = None if lazy else _greedy_table(head(hidden))
         self.memo: dict[int, int] = {}
 
     def __call__(self, row: int, position: int) -> int:
@@ -401,6 +376,5 @@ def _float_rows(head: torch.nn.Module, token_ids: list[int]) -> torch.Tensor | N
     if weight is None or not weight.dtype.is_floating_point:  # bitsandbytes: rows are not plain numbers
         return None
     if isinstance(head, SplitHead):
-        width = weight.shape[2]  # [parts, hidden, vocab/parts]
-        return torch.stack([weight[t // width, :, t % width] for t in token_ids])
+        return head.rows(torch.tensor(token_ids, device=weight.device))
     return weight[token_ids]
