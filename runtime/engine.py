@@ -48,6 +48,9 @@ class EngineOptions:
     progress: bool = True
     limits: RequestLimits = field(default_factory=RequestLimits)  # what parse() accepts
     fast_paths: FastPaths = field(default_factory=FastPaths)  # opt-in CUDA paths, all off (backends/fastpaths.py)
+    # Prompt prefixes (the policy text before a request's own) whose KV cache a PyTorch backend keeps
+    # and reuses, for architectures that allow it (runtime/backends/prefix_cache.py); 0: none.
+    prefix_cache: int = 4
 
 
 @dataclass(frozen=True)
@@ -195,7 +198,11 @@ class Engine:
         import torch
 
         started = time.perf_counter()
-        logits, state = self.backend.prefill(self.pre.collate([p.encoded for p in batch]), self.prefill_draft)
+        items = [p.encoded for p in batch]
+        # A backend that keeps prompt prefixes (the PyTorch one) feeds only what follows a kept one.
+        prefill_prompts = getattr(self.backend, "prefill_prompts", None)
+        logits, state = (prefill_prompts(items, self.prefill_draft) if prefill_prompts is not None
+                         else self.backend.prefill(self.pre.collate(items), self.prefill_draft))
         probs = torch.softmax(logits, dim=-1)
         p_unsafe = probs[:, self.unsafe_id].tolist()
         p_safe = probs[:, self.safe_id].tolist()
@@ -355,6 +362,9 @@ def build_engine(model_dir: ModelDir, options: EngineOptions, backend=None, fami
     max_tokens = min(context, options.max_text_tokens or context)
     backend = backend or load_backend(model_dir, arch, options.device, options.dtype)
     backend.bind(arch)
+    keep = getattr(backend, "keep_prefixes", None)
+    if keep is not None:
+        keep(options.prefix_cache)
     return Engine(model_dir, family, Preprocessor(tokenizer, arch, family, max_tokens), backend, options)
 
 

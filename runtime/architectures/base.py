@@ -144,6 +144,7 @@ class Architecture(Protocol):
     int8_keep: ClassVar[tuple[str, ...]]  # modules bitsandbytes 8-bit cannot run (kept 16-bit whatever the recipe)
     verdict_head: ClassVar[str]  # the module whose rows turn the last hidden state into the verdict's logits
     onnx_backend: ClassVar[str]  # "module:Class" of its ONNX Runtime backend ("" if none yet)
+    prefix_reuse: ClassVar[bool]  # leading text may reuse a kept KV cache (runtime/backends/prefix_cache.py)
 
     @classmethod
     def quant_groups(cls, config: dict) -> tuple[ModuleGroup, ...]:

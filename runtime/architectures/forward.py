@@ -21,6 +21,11 @@ from guardedge.runtime.architectures.masks import prefill_mask, step_mask
 class TorchForward:
     """transformers' usual layout: ``model.model`` (trunk) and ``model.lm_head`` (head)."""
 
+    # Whether a prompt's leading text (before its first image) may take its KV cache from an
+    # earlier prompt (runtime/backends/prefix_cache.py): true only where that text's keys and values
+    # depend on nothing after it and positions continue by one per token.
+    prefix_reuse: bool = False
+
     def torch_trunk(self, model) -> Callable:
         return model.model
 

@@ -21,7 +21,8 @@ import torch
 from guardedge.runtime.backends.bnb import bnb_precision, quant_state_bytes, saved_quantization, set_bnb_compute_dtype
 from guardedge.runtime.backends.cpu_head import SplitHead
 from guardedge.runtime.decoding import Drafter, GreedyAt, Until, argmax_rows, greedy_decode
-from guardedge.runtime.architectures import Architecture, Batch
+from guardedge.runtime.architectures import Architecture, Batch, Encoded
+from guardedge.runtime.backends.prefix_cache import Hit, PrefixCache
 
 if TYPE_CHECKING:
     from transformers import DynamicCache  # imported where a cache is made: transformers loads lazily
@@ -77,6 +78,7 @@ class TorchBackend:
         # The dtype transformers gives its own masks: that of the token embeddings (the hidden states').
         self.mask_dtype = model.get_input_embeddings().weight.dtype
         self.trunk: Callable | None = None
+        self.prefixes: PrefixCache | None = None  # kept prompt prefixes (keep_prefixes)
         if arch is not None:
             self.bind(arch)
 
@@ -89,6 +91,12 @@ class TorchBackend:
         tied = getattr(head, "weight", None) is self.model.get_input_embeddings().weight
         if self.device.type == "cpu" and not tied and isinstance(head, torch.nn.Linear) and (parts := SplitHead.parts_for(head)):
             _replace_module(self.model, head, SplitHead(head, parts))
+
+    def keep_prefixes(self, entries: int) -> None:
+        """Keep the KV cache of up to ``entries`` prompt prefixes for :meth:`prefill_prompts` to
+        reuse (runtime/backends/prefix_cache.py), if the architecture allows it; 0 keeps none."""
+        arch = self.bound()[0]
+        self.prefixes = PrefixCache(entries) if entries and getattr(arch, "prefix_reuse", False) else None
 
     @property
     def head(self) -> torch.nn.Module:
@@ -188,6 +196,53 @@ class TorchBackend:
         next_position = text_positions[:, prompt_columns - 1].to(self.device) + 1
         state = PrefillState(cache, attention_mask, context, next_position,
                              prompt_columns, tuple(draft), hidden[:, 1:])
+        return logits, state
+
+    @torch.inference_mode()
+    def prefill_prompts(self, items: Sequence[Encoded], draft: Sequence[int] = ()) -> tuple[torch.Tensor, PrefillState]:
+        """:meth:`prefill` of ``items`` (collated by the architecture), feeding only what follows a
+        kept prefix they all start with (:meth:`keep_prefixes`); a batch that matches none runs
+        whole and its first prompt's prefix is kept."""
+        arch = self.bound()[0]
+        hit = self.prefixes.lookup(items) if self.prefixes is not None else None
+        if hit is not None:
+            return self._prefill_after(hit, items, draft)
+        batch = arch.collate(items)
+        logits, state = self.prefill(batch, draft)
+        if self.prefixes is not None:
+            start = int((batch.attention_mask[0] == 0).sum())  # row 0's left padding
+            self.prefixes.remember(items[0], [(k[:1, :, start:], v[:1, :, start:]) for k, v in _layers(state.cache)])
+        return logits, state
+
+    def _prefill_after(self, hit: Hit, items: Sequence[Encoded], draft: Sequence[int]) -> tuple[torch.Tensor, PrefillState]:
+        """The prefill of ``items`` whose first ``hit.tokens`` tokens are the kept ones: the rest
+        is left-padded after them (pad columns masked like any other), positions continue."""
+        from transformers import DynamicCache
+
+        arch, trunk, head = self.bound()
+        kept, rows = hit.tokens, len(items)
+        suffix = arch.collate([_after(item, kept) for item in items])
+        prompt_columns = suffix.input_ids.shape[1]
+        suffix = suffix.extended(draft, arch.extend_extra)
+        cache = DynamicCache()
+        for layer, (keys, values) in enumerate(hit.kv):  # update copies: the kept entry is never written
+            cache.update(keys[:, :, :kept].expand(rows, -1, -1, -1), values[:, :, :kept].expand(rows, -1, -1, -1), layer)
+        attention_mask = torch.cat([suffix.attention_mask.new_ones((rows, kept)), suffix.attention_mask], dim=1).to(self.device)
+        inputs, context = arch.torch_prefill(self.model, suffix, self.device, self.dtype)
+        positions, text_positions = arch.torch_positions(suffix)
+        hidden = trunk(
+            input_ids=suffix.input_ids.to(self.device),
+            attention_mask=arch.torch_mask(attention_mask, kept, self.mask_dtype, context),
+            position_ids=(positions + kept).to(self.device),
+            past_key_values=cache,
+            use_cache=True,
+            cache_position=kept + torch.arange(suffix.input_ids.shape[1], device=self.device),
+            **inputs,
+        ).last_hidden_state[:, prompt_columns - 1 :]
+        logits = head(hidden[:, 0]).float()
+        next_position = text_positions[:, prompt_columns - 1].to(self.device) + kept + 1
+        state = PrefillState(cache, attention_mask, context, next_position,
+                             kept + prompt_columns, tuple(draft), hidden[:, 1:])
         return logits, state
 
     @torch.inference_mode()
@@ -343,6 +398,17 @@ class _TorchSteps:
         columns = torch.arange(self.attn.shape[1] - self._fed_from, device=self.device)
         self.attn[:, self._fed_from:] = (columns[None, :] < kept_t[:, None]).to(self.attn.dtype)
         self.position = self.position + kept_t
+
+
+def _layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each layer's keys and values [rows, kv heads, columns, head size] in a transformers cache."""
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _after(item: Encoded, kept: int) -> Encoded:
+    """``item`` without its first ``kept`` tokens (all text: a kept prefix ends before any image)."""
+    return Encoded(item.input_ids[kept:], item.images, [p - kept for p in item.image_positions], item.image_tokens,
+                   item.image_lengths)
 
 
 def _replace_module(model: torch.nn.Module, old: torch.nn.Module, new: torch.nn.Module) -> torch.nn.Module:

@@ -53,6 +53,8 @@ class Llama4(TorchForward):
     int8_keep = ()  # bitsandbytes' int8 matmul ran every Linear of the demo (vision included) on CPU
     verdict_head = "language_model.lm_head"  # no top-level lm_head: the text model is a Llama4ForCausalLM
     onnx_backend = "guardedge.runtime.architectures.llama4.onnx:OnnxLlama4Backend"
+    # The policy precedes the conversation and its images; causal text, 1-D positions.
+    prefix_reuse = True
 
     @classmethod
     def quant_groups(cls, config: dict) -> tuple[ModuleGroup, ...]:
