@@ -129,6 +129,7 @@ def snippets(path: str, engine) -> dict:
 def engine_labels(n: int, rationale: bool) -> dict[str, str]:
     labels = {"engine_no_drafts": "guardedge engine, drafts off, one at a time",
               "engine_no_scores": "guardedge engine, scores off, one at a time",  # <= 50: the table's column
+              "engine_no_prefix": "guardedge engine, prefix cache off, one at a time",
               "engine": "guardedge engine, one at a time", "engine_batched": f"guardedge engine, batch of {n}"}
     if rationale:
         labels["engine_rationale"] = "guardedge engine, with rationale, one at a time"
@@ -164,7 +165,12 @@ def compare(model: str, rounds: int = 5) -> dict:
     ours = [verdict_key(v) for v in verdicts]
     if [verdict_key(v) for v in plain.classify(requests)] != ours:
         raise RuntimeError("drafted and plain greedy decoding disagree; runtime/decoding.py is broken")
-    engines = [("engine_no_drafts", plain, requests), ("engine_no_scores", unscored, requests), ("engine", engine, requests)] + ([("engine_rationale", engine, full)] if full else [])
+    engines = [("engine_no_drafts", plain, requests), ("engine_no_scores", unscored, requests)]
+    if getattr(engine.backend, "prefixes", None) is not None:
+        # An engine that keeps the policy's KV cache between requests (runtime/backends/prefix_cache.py;
+        # warm from the warm-up, as in a serving process): what that buys, measured in the same run.
+        engines.append(("engine_no_prefix", load_engine(path, EngineOptions(max_batch_size=8, progress=False, prefix_cache=0)), requests))
+    engines += [("engine", engine, requests)] + ([("engine_rationale", engine, full)] if full else [])
     if full:
         engine.classify(full)
     for fn in floors.values():  # warm-up

@@ -168,6 +168,93 @@ def test_greedy_decoding_equals_transformers(engine, reference):
         assert tokens == generated
 
 
+def _generated(reference, encoded, steps: int = 8) -> list[int]:
+    """transformers' greedy ``generate`` tokens after ``encoded``."""
+    extra = {}
+    if encoded.images:
+        from guardedge.runtime.architectures.llama4 import pixels
+
+        extra["pixel_values"] = pixels.pixel_values([im.compact for im in encoded.images], pixels.TileConfig()).float()
+    with torch.no_grad():
+        out = reference.generate(input_ids=torch.tensor([encoded.input_ids]), max_new_tokens=steps, do_sample=False,
+                                 pad_token_id=200018, **extra)
+    return out[0, len(encoded.input_ids):].tolist()
+
+
+@pytest.fixture
+def kept(engine):
+    """The engine's backend with a fresh prefix cache of two entries, and the widths its trunk is fed."""
+    from guardedge.runtime.backends.prefix_cache import PrefixCache
+
+    backend = engine.backend
+    assert backend.prefixes is not None  # an engine on Llama 4 keeps prefixes by default (EngineOptions.prefix_cache)
+    saved, trunk, widths = backend.prefixes, backend.trunk, []
+    backend.prefixes = PrefixCache(entries=2)
+    backend.trunk = lambda **kw: widths.append(kw["input_ids"].shape[1]) or trunk(**kw)
+    yield backend, widths
+    backend.prefixes, backend.trunk = saved, trunk
+
+
+def test_a_kept_prefix_feeds_only_the_rest_with_transformers_logits(engine, reference, kept):
+    """The policy's KV cache, kept from one request, serves the others (alone and in a padded batch,
+    text, one, two and three images): only what follows it is fed, and every row's verdict logits
+    still equal transformers' whole-prompt forward to 1e-5 (``floor_scale`` 16: the NoPE
+    temperature follows each row's own positions after the kept columns too). A response's task
+    line names 'Agent' messages: its prompt parts from the user prompts' early on, and is kept apart."""
+    backend, widths = kept
+    requests = _requests(engine)
+    prepared = [engine.prepare(r) for r in requests[:3] + requests[4:]]
+    backend.prefill_prompts([prepared[0].encoded])  # a miss: runs whole, its prefix is kept
+    assert (backend.prefixes.misses, backend.prefixes.hits, len(backend.prefixes)) == (1, 0, 1)
+    assert widths == [len(prepared[0].encoded.input_ids)]
+    together, _ = backend.prefill_prompts([p.encoded for p in prepared])
+    for i, p in enumerate(prepared):
+        alone, _ = backend.prefill_prompts([p.encoded])
+        expected = _reference_logits(reference, p.encoded)
+        assert torch.allclose(alone[0], expected, atol=1e-5, rtol=0), (i, float((alone[0] - expected).abs().max()))
+        assert torch.allclose(together[i], expected, atol=1e-5, rtol=0), (i, float((together[i] - expected).abs().max()))
+    assert backend.prefixes.hits == 1 + len(prepared)
+    from guardedge.runtime.backends.prefix_cache import common_length
+
+    first = prepared[0].encoded.input_ids
+    shared = [common_length(p.encoded.input_ids, first[:-1]) for p in prepared]
+    assert min(shared) > 100  # at least the policy text, before any conversation
+    assert widths[1:] == [len(prepared[2].encoded.input_ids) - min(shared)] + [
+        len(p.encoded.input_ids) - n for p, n in zip(prepared, shared)]
+    response = engine.prepare(requests[3]).encoded
+    for _ in range(2):
+        alone, _ = backend.prefill_prompts([response])
+        assert torch.allclose(alone[0], _reference_logits(reference, response), atol=1e-5, rtol=0)
+    assert (backend.prefixes.misses, backend.prefixes.hits, len(backend.prefixes)) == (2, 2 + len(prepared), 2)
+
+
+def test_a_kept_prefix_decodes_transformers_greedy_tokens(engine, reference, kept):
+    backend, _ = kept
+    requests = _requests(engine)
+    prepared = [engine.prepare(r) for r in (requests[0], requests[2], requests[4])]
+    backend.prefill_prompts([prepared[1].encoded])
+    logits, state = backend.prefill_prompts([p.encoded for p in prepared], engine.prefill_draft)
+    assert backend.prefixes.hits == 1
+    decoded = backend.decode(state, [0, 1, 2], logits.argmax(-1).tolist(), 8, set(), engine.drafter)
+    assert decoded == [_generated(reference, p.encoded) for p in prepared]
+
+
+def test_another_policy_reuses_the_header_and_is_kept_too(engine, kept):
+    """A custom policy shares only the header and task line with the kept default one: that much
+    is reused, and as it is less than half its own policy text, its prefix is kept as well."""
+    backend, widths = kept
+    [default, custom] = [engine.prepare(engine.parse(r)) for r in (
+        {"messages": [{"role": "user", "content": "How do I bake bread?"}]},
+        {"messages": [{"role": "user", "content": "How do I bake bread?"}], "categories": {"S1": "Baking advice."}})]
+    backend.prefill_prompts([default.encoded])
+    backend.prefill_prompts([custom.encoded])
+    backend.prefill_prompts([custom.encoded])
+    assert (backend.prefixes.misses, backend.prefixes.hits, len(backend.prefixes)) == (1, 2, 2)
+    header = next(i for i, (a, b) in enumerate(zip(default.encoded.input_ids, custom.encoded.input_ids)) if a != b)
+    assert 32 <= header < 60
+    assert widths == [len(default.encoded.input_ids), len(custom.encoded.input_ids) - header, 1]
+
+
 def test_chunked_attention_follows_the_chunk_size(tmp_path):
     path = llama4_tiny.build(tmp_path / "chunked", chunk=64, seed=1)
     engine = _engine(path)
@@ -193,3 +280,21 @@ def test_prompt_ids_equal_the_card_processors(tiny, engine):
         inputs = card.card_inputs(processor, model, request)
         ours = engine.prepare(request).encoded.input_ids
         assert inputs["input_ids"][0].tolist() == ours[:-1] and ours[-1] == 368
+
+
+def test_bench_reference_times_the_engine_with_and_without_its_prefix_cache(monkeypatch):
+    """`bench reference` on a Llama 4 (whose engine keeps the policy's KV cache) adds the row that
+    says what the cache buys (the demo Llama Guard 4; the card's side replaced by a 1 ms sleep: its
+    cost is not the point here)."""
+    import time
+
+    from guardedge.bench import reference
+    from guardedge.runtime.demo.llama_guard_4.build import ensure_demo
+
+    real = reference.side_for("llama-guard-4")
+    card = {"card": lambda case, request: time.sleep(0.001) or "\n\nsafe"}
+    fake = SimpleNamespace(cases=real.cases, snippets=lambda path, engine: card, REFERENCE="card", LABELS={"card": "1 ms"})
+    monkeypatch.setattr(reference, "side_for", lambda family, model_type=None: fake)
+    report = reference.compare(str(ensure_demo(progress=False)), rounds=1)
+    assert {"engine", "engine_no_prefix", "engine_no_drafts", "engine_no_scores"} <= set(report["timings"])
+    assert len(report["labels"]["engine_no_prefix"]) <= 50

@@ -22,7 +22,7 @@ from guardedge.runtime.backends.bnb import bnb_precision, quant_state_bytes, sav
 from guardedge.runtime.backends.cpu_head import SplitHead
 from guardedge.runtime.decoding import Drafter, GreedyAt, Until, argmax_rows, greedy_decode
 from guardedge.runtime.architectures import Architecture, Batch, Encoded
-from guardedge.runtime.backends.prefix_cache import Hit, PrefixCache
+from guardedge.runtime.backends.prefix_cache import Hit, PrefixCache, reusable
 
 if TYPE_CHECKING:
     from transformers import DynamicCache  # imported where a cache is made: transformers loads lazily
@@ -201,17 +201,18 @@ class TorchBackend:
     @torch.inference_mode()
     def prefill_prompts(self, items: Sequence[Encoded], draft: Sequence[int] = ()) -> tuple[torch.Tensor, PrefillState]:
         """:meth:`prefill` of ``items`` (collated by the architecture), feeding only what follows a
-        kept prefix they all start with (:meth:`keep_prefixes`); a batch that matches none runs
-        whole and its first prompt's prefix is kept."""
+        kept prefix they all start with (:meth:`keep_prefixes`). A batch that matches none (or
+        shares less than half of its leading text with one: another policy) keeps the prefix of
+        its longest prompt."""
         arch = self.bound()[0]
-        hit = self.prefixes.lookup(items) if self.prefixes is not None else None
-        if hit is not None:
-            return self._prefill_after(hit, items, draft)
-        batch = arch.collate(items)
-        logits, state = self.prefill(batch, draft)
-        if self.prefixes is not None:
-            start = int((batch.attention_mask[0] == 0).sum())  # row 0's left padding
-            self.prefixes.remember(items[0], [(k[:1, :, start:], v[:1, :, start:]) for k, v in _layers(state.cache)])
+        if self.prefixes is None:
+            return self.prefill(arch.collate(items), draft)
+        hit = self.prefixes.lookup(items)
+        logits, state = self._prefill_after(hit, items, draft) if hit else self.prefill(arch.collate(items), draft)
+        # The longest prompt has no padding: its keys and values are contiguous from column 0.
+        row = int(state.attention_mask[:, : state.prompt_columns].all(dim=1).nonzero()[0])
+        if hit is None or 2 * hit.tokens < reusable(items[row]):
+            self.prefixes.remember(items[row], [(k[row : row + 1], v[row : row + 1]) for k, v in _layers(state.cache)])
         return logits, state
 
     def _prefill_after(self, hit: Hit, items: Sequence[Encoded], draft: Sequence[int]) -> tuple[torch.Tensor, PrefillState]:

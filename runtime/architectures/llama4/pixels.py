@@ -85,6 +85,7 @@ def canvases(max_patches: int, tile: int) -> tuple[tuple[int, int], ...]:
     return tuple((h * tile, w * tile) for sizes in by_ratio.values() for h, w in sizes)
 
 
+@lru_cache(maxsize=4096)  # asked twice per image (its token cost, then its pixels); sizes repeat
 def best_canvas(height: int, width: int, cfg: TileConfig) -> tuple[int, int]:
     """(height, width) of the canvas ``get_best_fit`` picks (float32 scales, as it computes them)."""
     options = torch.tensor(canvases(cfg.max_patches, cfg.tile))
