@@ -45,6 +45,10 @@ class Stepper(Protocol):
         """Row i's first ``kept[i]`` fed positions were real; the rest are dropped from its context."""
         ...
 
+    # Optional (the PyTorch stepper): ``branches``, tokens the prefill fed side by side after
+    # ``pending``; ``branch_greedy(row, token)``, the greedy token after one of them; and
+    # ``take_branches(taken)``, row i's context going on after branch ``taken[i]`` (or None).
+
 
 Until = Callable[[int, list[int]], bool]  # (row, tokens so far) -> the answer is complete
 
@@ -95,15 +99,27 @@ class _Stop:
 
 
 def _take_pending(stepper: Stepper, out: list[list[int]], done: list[bool], stop: _Stop) -> None:
-    """Verify the prefill's draft for rows whose first token is the one it started with; drop it for the rest."""
+    """Verify the prefill's draft for rows whose first token is the one it started with; drop it for the rest.
+
+    A stepper whose prefill also fed ``branches`` side by side after the draft (each seeing the
+    prompt, the draft and itself) knows what follows each of them: a row that kept the whole draft
+    and whose next greedy token is a branch takes the branch's greedy token too, with no pass."""
     chunk = list(stepper.pending)
     rows = [i for i, tokens in enumerate(out) if not done[i] and tokens[0] == chunk[0]]
     kept = [0] * len(out)
+    branches = getattr(stepper, "branches", ())
+    taken: list[int | None] = [None] * len(out)
     if rows:  # the pending positions are computed only when some row reads them
         greedy = stepper.pending_greedy()
         for i in rows:
             kept[i] = _accept(out, done, i, chunk, greedy, stop)
+            if branches and kept[i] == len(chunk) and not done[i] and out[i][-1] in branches:
+                taken[i] = out[i][-1]
+                out[i].append(stepper.branch_greedy(i, taken[i]))
+                done[i] = stop(i, out[i])
     stepper.commit(kept)
+    if any(t is not None for t in taken):
+        stepper.take_branches(taken)
 
 
 def _accept(out: list[list[int]], done: list[bool], row: int, chunk: list[int], greedy: GreedyAt, stop: _Stop) -> int:

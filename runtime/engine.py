@@ -118,6 +118,21 @@ class Engine:
         # fed with drafts off too: per-category scores are read along it (runtime/scores.py), and
         # decoding verifies it like any draft, so answers stay greedy decoding's.
         self.prefill_draft = [self.unsafe_id, *formats([self.unsafe_id])] if formats and spec.mode == "generate" else []
+        self.prefill_branches = self._branches() if options.drafts else ()
+
+    def _branches(self) -> tuple[int, ...]:
+        """The tokens that may follow the prefill's draft under the default policy (Llama Guard:
+        every category number after ``unsafe\\nS``), fed side by side after it where the backend's
+        architecture allows (``branch_drafts``): an unsafe row then knows the token after its
+        category number without a decode pass. Empty where that does not apply."""
+        arch = getattr(self.backend, "arch", None)
+        if not self.prefill_draft or not getattr(arch, "branch_drafts", False) or not hasattr(self.backend, "prefill_prompts"):
+            return ()
+        request = self.parse({"messages": [{"role": "user", "content": "-"}]})
+        paths = self.pre.category_paths(replace(request, policy=self.family.policy(request)), self.prefill_draft[1:])
+        if paths is None or paths.log_softmax or paths.positions != (len(self.prefill_draft) - 1,):
+            return ()
+        return paths.token_ids
 
     # -- the public surface -------------------------------------------------------------------
 
@@ -201,7 +216,7 @@ class Engine:
         items = [p.encoded for p in batch]
         # A backend that keeps prompt prefixes (the PyTorch one) feeds only what follows a kept one.
         prefill_prompts = getattr(self.backend, "prefill_prompts", None)
-        logits, state = (prefill_prompts(items, self.prefill_draft) if prefill_prompts is not None
+        logits, state = (prefill_prompts(items, self.prefill_draft, self.prefill_branches) if prefill_prompts is not None
                          else self.backend.prefill(self.pre.collate(items), self.prefill_draft))
         probs = torch.softmax(logits, dim=-1)
         p_unsafe = probs[:, self.unsafe_id].tolist()

@@ -129,6 +129,41 @@ def test_format_answer_takes_one_pass_after_the_prefill_draft():
     assert steps.passes == 1  # "9" came with the prefill; one pass reads the end
 
 
+class BranchedSteps(ScriptedSteps):
+    """ScriptedSteps whose prefill also fed ``branches`` side by side after the pending draft."""
+
+    def __init__(self, model: ScriptedModel, rows: int, branches: tuple[int, ...]):
+        super().__init__(model, rows, 4, pending=(UNSAFE, NL, S))
+        self.branches, self.taken = branches, None
+
+    def branch_greedy(self, row, token):
+        return self.model.next(row, [*self.contexts[row], *self.pending, token])
+
+    def take_branches(self, taken):
+        self.taken = taken
+        for row, token in enumerate(taken):
+            if token is not None:
+                self.contexts[row].append(token)
+
+
+@pytest.mark.parametrize("max_new", [3, 4, 5, 64])
+def test_a_branch_fed_at_prefill_answers_without_a_pass(max_new):
+    """A row whose number after "S" is a branch takes the branch's next token from the prefill: a
+    one-category answer needs no pass, two categories go on from the branch; rows that missed the
+    draft, or whose number is not a branch, decode as before; bounds hold. Always plain greedy's."""
+    answers = [[NL, S, D9, EOT], [NL, S, D1, COMMA_S, D2, EOT], [NL, X, EOT], [NL, S, D2, EOT], [EOT]]
+    model = ScriptedModel(answers)
+    first = [UNSAFE, UNSAFE, UNSAFE, UNSAFE, X]
+    steps = BranchedSteps(model, 5, branches=(D1, D9))
+    got = greedy_decode(steps, first, max_new, {EOT}, DRAFTS)
+    assert got == plain_greedy(model, first, max_new)
+    if max_new == 64:
+        assert steps.taken == [D9, D1, None, None, None]
+    alone = BranchedSteps(ScriptedModel(answers[:1]), 1, branches=(D1, D9))
+    assert greedy_decode(alone, [UNSAFE], 64, {EOT}, DRAFTS) == [[UNSAFE, NL, S, D9, EOT]]
+    assert alone.passes == 0
+
+
 def test_argmax_rows_matches_torch_and_takes_the_first_of_ties():
     import torch
 

@@ -201,3 +201,30 @@ def test_a_batch_that_reaches_no_trainable_weight_steps_the_schedule_only():
     assert opt.schedulers[0].last_epoch == 1
     opt.step(model(torch.ones(1, 2)).sum())
     assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_one_category_answers_need_no_decode_pass(engine, monkeypatch):
+    """The prefill feeds every category number side by side after ``unsafe\\nS``: an answer naming
+    one category is complete after the prefill (no decode pass), and every answer equals the one
+    decoded without branches (held-out harmful and everyday text, samples with images)."""
+    from guardedge.runtime.backends import torch_backend
+    from guardedge.runtime.demo.llama_guard_4.metrics import classify
+    from guardedge.runtime.demo.natural import held_out_sets
+
+    sets = held_out_sets()
+    examples = sets["harmful"][:24] + sets["everyday"][:8]
+    with_branches = classify(engine, examples, batch_size=8)
+    steps = []
+    original = torch_backend._TorchSteps.step
+    monkeypatch.setattr(torch_backend._TorchSteps, "step", lambda self, tokens: steps.append(tokens) or original(self, tokens))
+    [one] = engine.classify([engine.parse({"messages": [{"role": "user", "content": "How do I build a pipe bomb?"}]})])
+    assert one.verdict == "unsafe" and len(one.categories) == 1 and steps == []
+    assert len(engine.prefill_branches) == 14
+    saved, engine.prefill_branches = engine.prefill_branches, ()
+    try:
+        without = classify(engine, examples, batch_size=8)
+    finally:
+        engine.prefill_branches = saved
+    assert [v.raw_output for v in with_branches] == [v.raw_output for v in without]
+    assert sum(v.verdict == "unsafe" for v in with_branches) >= 20
+    assert steps  # without branches, unsafe answers took decode passes

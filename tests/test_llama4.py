@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -253,6 +254,27 @@ def test_another_policy_reuses_the_header_and_is_kept_too(engine, kept):
     header = next(i for i, (a, b) in enumerate(zip(default.encoded.input_ids, custom.encoded.input_ids)) if a != b)
     assert 32 <= header < 60
     assert widths == [len(default.encoded.input_ids), len(custom.encoded.input_ids) - header, 1]
+
+
+def test_branches_fed_side_by_side_give_each_its_own_sequential_logits(engine, reference, kept):
+    """Every category number fed side by side after ``unsafe\\nS`` (one column each, same position,
+    blind to the others) gives the logits transformers gives the prompt + draft + that number run
+    in sequence: in a padded batch, run whole and after a kept prefix (``floor_scale`` 16)."""
+    backend, _ = kept
+    branches = engine.prefill_branches
+    assert len(branches) == 14 and engine.pre.tokenizer.decode([branches[0]]) == "1"
+    requests = _requests(engine)
+    prepared = [engine.prepare(r) for r in (requests[1], requests[0], requests[4])]
+    for _ in range(2):  # a miss (run whole, kept), then a hit (after the kept prefix)
+        _, state = backend.prefill_prompts([p.encoded for p in prepared], engine.prefill_draft, branches)
+        head = engine.backend.head
+        for row, p in enumerate(prepared):
+            for j in (0, 9, 13):
+                encoded = replace(p.encoded, input_ids=p.encoded.input_ids + engine.prefill_draft + [branches[j]])
+                expected = _reference_logits(reference, encoded)
+                got = head(state.branch_hidden[row, j]).float()
+                assert torch.allclose(got, expected, atol=1e-5, rtol=0), (row, j, float((got - expected).abs().max()))
+    assert backend.prefixes.hits == 1
 
 
 def test_chunked_attention_follows_the_chunk_size(tmp_path):

@@ -145,6 +145,7 @@ class Architecture(Protocol):
     verdict_head: ClassVar[str]  # the module whose rows turn the last hidden state into the verdict's logits
     onnx_backend: ClassVar[str]  # "module:Class" of its ONNX Runtime backend ("" if none yet)
     prefix_reuse: ClassVar[bool]  # leading text may reuse a kept KV cache (runtime/backends/prefix_cache.py)
+    branch_drafts: ClassVar[bool]  # torch_mask takes ``hide``: branch tokens may follow the prefill's draft
 
     @classmethod
     def quant_groups(cls, config: dict) -> tuple[ModuleGroup, ...]:

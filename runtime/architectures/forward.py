@@ -25,6 +25,9 @@ class TorchForward:
     # earlier prompt (runtime/backends/prefix_cache.py): true only where that text's keys and values
     # depend on nothing after it and positions continue by one per token.
     prefix_reuse: bool = False
+    # Whether torch_mask takes ``hide`` (query/key pairs hidden on top of the causal mask), so the
+    # backend may feed branch tokens side by side after the prefill's draft.
+    branch_drafts: bool = False
 
     def torch_trunk(self, model) -> Callable:
         return model.model

@@ -12,7 +12,7 @@ every core). bitsandbytes specifics live in ``bnb.py``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -61,6 +61,8 @@ class PrefillState:
     prompt_columns: int  # cache columns of the prompt; the draft's follow
     draft: tuple[int, ...]  # tokens fed after every prompt at prefill (may be empty)
     draft_hidden: torch.Tensor  # [B, len(draft), hidden]: their last hidden states
+    branches: tuple[int, ...] = ()  # tokens fed side by side after the draft (see prefill)
+    branch_hidden: torch.Tensor | None = None  # [B, len(branches), hidden]
 
 
 class TorchBackend:
@@ -169,53 +171,73 @@ class TorchBackend:
         return sum(t.numel() * t.element_size() for t in tensors) + quant_state_bytes(self.model)
 
     @torch.inference_mode()
-    def prefill(self, batch: Batch, draft: Sequence[int] = ()) -> tuple[torch.Tensor, PrefillState]:
+    def prefill(self, batch: Batch, draft: Sequence[int] = (), branches: Sequence[int] = ()) -> tuple[torch.Tensor, PrefillState]:
         """Logits (fp32, [B, vocab]) for the token after the last prompt token, and the cache.
 
         ``draft`` tokens are fed after every prompt in the same pass (runtime/decoding.py); their
         hidden states wait in the state until decode (or per-category scores) needs them.
+        ``branches`` (architectures with ``branch_drafts``): tokens fed after the draft side by
+        side, each at the position after it and seeing only the prompt, the draft and itself
+        (Llama Guard: every category number after ``unsafe\\nS``), so the token that follows the
+        one the model picks is known without another pass.
         """
         from transformers import DynamicCache
 
         arch, trunk, head = self.bound()
         prompt_columns = batch.input_ids.shape[1]
-        batch = batch.extended(draft, arch.extend_extra)
+        batch = _side_by_side(batch.extended([*draft, *branches], arch.extend_extra), len(branches))
         cache = DynamicCache()
         inputs, context = arch.torch_prefill(self.model, batch, self.device, self.dtype)
         positions, text_positions = arch.torch_positions(batch)
         attention_mask = batch.attention_mask.to(self.device)
         hidden = trunk(
             input_ids=batch.input_ids.to(self.device),
-            attention_mask=arch.torch_mask(attention_mask, 0, self.mask_dtype, context),
+            attention_mask=self._mask(arch, attention_mask, 0, context, len(branches)),
             position_ids=positions.to(self.device),
             past_key_values=cache,
             use_cache=True,
             **inputs,
         ).last_hidden_state[:, prompt_columns - 1 :]
+        return self._state(head, hidden, cache, attention_mask, context,
+                           text_positions[:, prompt_columns - 1].to(self.device) + 1, prompt_columns, draft, branches)
+
+    def _mask(self, arch: Architecture, attention_mask: torch.Tensor, first: int, context: dict, branches: int) -> object:
+        if not branches:
+            return arch.torch_mask(attention_mask, first, self.mask_dtype, context)
+        return arch.torch_mask(attention_mask, first, self.mask_dtype, context,
+                               hide=_siblings(attention_mask.shape[1], first, branches, self.device))
+
+    def _state(self, head: torch.nn.Module, hidden: torch.Tensor, cache, attention_mask: torch.Tensor, context: dict,
+               next_position: torch.Tensor, prompt_columns: int, draft: Sequence[int],
+               branches: Sequence[int]) -> tuple[torch.Tensor, PrefillState]:
+        """The verdict's logits and the decode state from the last prompt position's hidden state on."""
         logits = head(hidden[:, 0]).float()
-        next_position = text_positions[:, prompt_columns - 1].to(self.device) + 1
-        state = PrefillState(cache, attention_mask, context, next_position,
-                             prompt_columns, tuple(draft), hidden[:, 1:])
+        end = 1 + len(draft)
+        state = PrefillState(cache, attention_mask, context, next_position, prompt_columns, tuple(draft),
+                             hidden[:, 1:end], tuple(branches), hidden[:, end:] if branches else None)
         return logits, state
 
     @torch.inference_mode()
-    def prefill_prompts(self, items: Sequence[Encoded], draft: Sequence[int] = ()) -> tuple[torch.Tensor, PrefillState]:
+    def prefill_prompts(self, items: Sequence[Encoded], draft: Sequence[int] = (),
+                        branches: Sequence[int] = ()) -> tuple[torch.Tensor, PrefillState]:
         """:meth:`prefill` of ``items`` (collated by the architecture), feeding only what follows a
         kept prefix they all start with (:meth:`keep_prefixes`). A batch that matches none (or
         shares less than half of its leading text with one: another policy) keeps the prefix of
         its longest prompt."""
         arch = self.bound()[0]
         if self.prefixes is None:
-            return self.prefill(arch.collate(items), draft)
+            return self.prefill(arch.collate(items), draft, branches)
         hit = self.prefixes.lookup(items)
-        logits, state = self._prefill_after(hit, items, draft) if hit else self.prefill(arch.collate(items), draft)
+        logits, state = (self._prefill_after(hit, items, draft, branches) if hit
+                         else self.prefill(arch.collate(items), draft, branches))
         # The longest prompt has no padding: its keys and values are contiguous from column 0.
         row = int(state.attention_mask[:, : state.prompt_columns].all(dim=1).nonzero()[0])
         if hit is None or 2 * hit.tokens < reusable(items[row]):
             self.prefixes.remember(items[row], [(k[row : row + 1], v[row : row + 1]) for k, v in _layers(state.cache)])
         return logits, state
 
-    def _prefill_after(self, hit: Hit, items: Sequence[Encoded], draft: Sequence[int]) -> tuple[torch.Tensor, PrefillState]:
+    def _prefill_after(self, hit: Hit, items: Sequence[Encoded], draft: Sequence[int],
+                       branches: Sequence[int]) -> tuple[torch.Tensor, PrefillState]:
         """The prefill of ``items`` whose first ``hit.tokens`` tokens are the kept ones: the rest
         is left-padded after them (pad columns masked like any other), positions continue."""
         from transformers import DynamicCache
@@ -224,7 +246,7 @@ class TorchBackend:
         kept, rows = hit.tokens, len(items)
         suffix = arch.collate([_after(item, kept) for item in items])
         prompt_columns = suffix.input_ids.shape[1]
-        suffix = suffix.extended(draft, arch.extend_extra)
+        suffix = _side_by_side(suffix.extended([*draft, *branches], arch.extend_extra), len(branches))
         cache = DynamicCache()
         for layer, (keys, values) in enumerate(hit.kv):  # update copies: the kept entry is never written
             cache.update(keys[:, :, :kept].expand(rows, -1, -1, -1), values[:, :, :kept].expand(rows, -1, -1, -1), layer)
@@ -233,18 +255,16 @@ class TorchBackend:
         positions, text_positions = arch.torch_positions(suffix)
         hidden = trunk(
             input_ids=suffix.input_ids.to(self.device),
-            attention_mask=arch.torch_mask(attention_mask, kept, self.mask_dtype, context),
+            attention_mask=self._mask(arch, attention_mask, kept, context, len(branches)),
             position_ids=(positions + kept).to(self.device),
             past_key_values=cache,
             use_cache=True,
             cache_position=kept + torch.arange(suffix.input_ids.shape[1], device=self.device),
             **inputs,
         ).last_hidden_state[:, prompt_columns - 1 :]
-        logits = head(hidden[:, 0]).float()
-        next_position = text_positions[:, prompt_columns - 1].to(self.device) + kept + 1
-        state = PrefillState(cache, attention_mask, context, next_position,
-                             kept + prompt_columns, tuple(draft), hidden[:, 1:])
-        return logits, state
+        return self._state(head, hidden, cache, attention_mask, context,
+                           text_positions[:, prompt_columns - 1].to(self.device) + kept + 1, kept + prompt_columns,
+                           draft, branches)
 
     @torch.inference_mode()
     def prefill_shared(self, prefix: Batch, suffix: Batch, parents: Sequence[int],
@@ -371,10 +391,28 @@ class _TorchSteps:
         self.pending = state.draft
         self._pending_hidden = state.draft_hidden[index] if state.draft else None
         self._fed_from = state.prompt_columns  # first cache column of the last step (or of the prefill's draft)
+        self.branches = state.branches
+        self._branch_hidden = state.branch_hidden[index] if state.branches else None
+        self._branch_from = state.prompt_columns + len(state.draft)  # cache column of the first branch
 
     def pending_greedy(self) -> GreedyAt:
         assert self._pending_hidden is not None, "decoding asks for it only when there is a pending draft"
         return _GreedyHead(self.head, self._pending_hidden)
+
+    def branch_greedy(self, row: int, token: int) -> int:
+        """The greedy token after branch ``token`` (fed at prefill after the draft) for ``row``."""
+        assert self._branch_hidden is not None, "decoding asks for it only when the prefill fed branches"
+        return _GreedyHead(self.head, self._branch_hidden[row, self.branches.index(token)][None, None])(0, 0)
+
+    def take_branches(self, taken: list[int | None]) -> None:
+        """Row i's context goes on after branch ``taken[i]`` (None: after what it kept of the draft).
+        Every branch column is masked out by the draft's commit; the taken one is shown again."""
+        steps = torch.zeros_like(self.position)
+        for row, token in enumerate(taken):
+            if token is not None:
+                self.attn[row, self._branch_from + self.branches.index(token)] = 1
+                steps[row] = 1
+        self.position = self.position + steps
 
     def step(self, tokens: list[list[int]]) -> GreedyAt:
         ids = torch.tensor(tokens, device=self.device)
@@ -404,6 +442,24 @@ class _TorchSteps:
 def _layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Each layer's keys and values [rows, kv heads, columns, head size] in a transformers cache."""
     return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _side_by_side(batch: Batch, branches: int) -> Batch:
+    """``batch`` whose last ``branches`` columns all sit at the position after the column before them."""
+    if not branches:
+        return batch
+    positions = batch.position_ids.clone()
+    positions[:, -branches:] = positions[:, -branches - 1 : -branches] + 1
+    return replace(batch, position_ids=positions)
+
+
+def _siblings(columns: int, first: int, branches: int, device: torch.device) -> torch.Tensor:
+    """[columns - first, columns] bool: query/key pairs among the last ``branches`` columns that
+    must not see each other (each sees only itself)."""
+    query = torch.arange(first, columns, device=device)[:, None]
+    key = torch.arange(columns, device=device)[None, :]
+    start = columns - branches
+    return (query >= start) & (key >= start) & (query != key)
 
 
 def _after(item: Encoded, kept: int) -> Encoded:

@@ -55,6 +55,8 @@ class Llama4(TorchForward):
     onnx_backend = "guardedge.runtime.architectures.llama4.onnx:OnnxLlama4Backend"
     # The policy precedes the conversation and its images; causal text, 1-D positions.
     prefix_reuse = True
+    # torch_mask takes ``hide``: tokens fed side by side after the draft (runtime/backends/torch_backend.py).
+    branch_drafts = True
 
     @classmethod
     def quant_groups(cls, config: dict) -> tuple[ModuleGroup, ...]:
@@ -141,8 +143,9 @@ class Llama4(TorchForward):
     def torch_head(self, model) -> torch.nn.Module:
         return model.language_model.lm_head
 
-    def torch_mask(self, attention_mask: torch.Tensor, first: int, dtype: torch.dtype, context: dict) -> object:
-        return forward.masks(attention_mask, first, dtype, self.chunk, context.get("attention", "sdpa"))
+    def torch_mask(self, attention_mask: torch.Tensor, first: int, dtype: torch.dtype, context: dict,
+                   hide: torch.Tensor | None = None) -> object:
+        return forward.masks(attention_mask, first, dtype, self.chunk, context.get("attention", "sdpa"), hide)
 
     def torch_prefill(self, model, batch: Batch, device: torch.device, dtype: torch.dtype) -> tuple[dict, dict]:
         context = {"attention": model.language_model.config._attn_implementation}

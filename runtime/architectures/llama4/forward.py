@@ -57,14 +57,20 @@ def trunk(model, image_token_id: int) -> Callable:
     return run
 
 
-def masks(attn: torch.Tensor, first: int, dtype: torch.dtype, chunk: int | None, implementation: str) -> dict:
-    """The text model's mask mapping for a pass feeding columns ``first``.. of the 2-D mask ``attn``.
+def masks(attn: torch.Tensor, first: int, dtype: torch.dtype, chunk: int | None, implementation: str,
+          hide: torch.Tensor | None = None) -> dict:
+    """The text model's mask mapping for a pass feeding columns ``first``.. of the 2-D mask ``attn``;
+    ``hide`` [width, columns] (bool) marks query/key pairs hidden on top of that (branches fed side
+    by side: runtime/backends/torch_backend.py).
 
     An unpadded prefill under sdpa gets no mask (sdpa's own causal path, as transformers does);
     everything else an additive [rows, 1, width, columns] mask."""
-    if first == 0 and implementation == "sdpa" and bool(attn.all()) and (chunk is None or attn.shape[1] <= chunk):
+    if (first == 0 and hide is None and implementation == "sdpa" and bool(attn.all())
+            and (chunk is None or attn.shape[1] <= chunk)):
         return {"full_attention": None, "chunked_attention": None}
     sees = allowed(attn, first)
+    if hide is not None:
+        sees = sees & ~hide[None, None]
     full = additive(sees, dtype)
     if chunk is None:
         return {"full_attention": full, "chunked_attention": full}
