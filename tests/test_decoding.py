@@ -410,8 +410,8 @@ def test_llavaguard_off_format_answer_stops_at_its_first_token(llavaguard_engine
     the = drafted.pre.tokenizer.encode("The", add_special_tokens=False)[0]
     original = drafted.backend.prefill
 
-    def prefill(batch, draft=()):
-        logits, state = original(batch, draft)
+    def prefill(batch, draft=(), branches=()):
+        logits, state = original(batch, draft, branches)
         logits = torch.full_like(logits, -10.0)
         logits[:, the] = 10.0
         return logits, state

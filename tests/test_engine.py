@@ -112,8 +112,8 @@ def test_off_format_first_token_is_unparseable_with_raw_text(demo_engine, monkey
     eot = tok.convert_tokens_to_ids("<|eot_id|>")
     original = demo_engine.backend.prefill
 
-    def prefill(batch, draft=()):
-        logits, state = original(batch, draft)
+    def prefill(batch, draft=(), branches=()):
+        logits, state = original(batch, draft, branches)
         logits = torch.full_like(logits, -10.0)
         logits[:, maybe] = 10.0
         return logits, state
