@@ -183,6 +183,7 @@ _SERVE_FLAGS = [
     ("dtype", str, "auto, float32, bfloat16, float16"),
     ("threshold", float, "unsafe iff P(unsafe) >= this, for requests that set none"),
     ("threads", int, "torch/ONNX Runtime threads (default 0: the container's CPU quota)"),
+    ("prefix_cache", int, "policy prefixes whose KV cache a model keeps for reuse, Llama 4 (default 4; 0 off)"),
     ("token_file", str, "bearer tokens, one per line (also $GUARDEDGE_TOKENS, comma-separated)"),
     ("tls_cert", str, "server certificate (PEM)"),
     ("tls_key", str, "server key (PEM)"),

@@ -39,12 +39,20 @@ def test_flags_beat_environment_beat_file_beat_defaults(tmp_path):
         ({"threshold": 1.5}, {}, "threshold: 1.5 is above 1"),
         ({"metrics_port": -2}, {}, "metrics_port"),
         ({"grace_seconds": -1.0}, {}, "must not be negative"),
+        ({}, {"GUARDEDGE_PREFIX_CACHE": "-1"}, "prefix_cache must not be negative"),
     ],
 )
 def test_invalid_settings_name_the_setting_and_the_fix(flags, env, fragment):
     with pytest.raises(ConfigError) as caught:
         load_config(flags, env=env)
     assert fragment in str(caught.value)
+
+
+def test_prefix_cache_reaches_the_engine_options():
+    from guardedge.runtime.service.slots import engine_options
+
+    assert engine_options(load_config({}, env={})).prefix_cache == 4
+    assert engine_options(load_config({"prefix_cache": 0}, env={})).prefix_cache == 0
 
 
 def test_config_file_errors(tmp_path):

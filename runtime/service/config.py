@@ -58,6 +58,9 @@ class ServerConfig:
     dtype: str = "auto"
     threshold: float = -1.0  # < 0: the guard's greedy answer decides
     threads: int = 0  # torch/ONNX Runtime threads; 0: the CPU quota (runtime/threads.py)
+    # Prompt prefixes (the policy) whose KV cache each PyTorch model keeps for reuse, where its
+    # architecture allows it (runtime/backends/prefix_cache.py: Llama 4); 0: none.
+    prefix_cache: int = 4
     # Security.
     token_file: str = ""  # one bearer token per line; GUARDEDGE_TOKENS (comma-separated) also works
     tokens: tuple[str, ...] = ()
@@ -234,8 +237,8 @@ def _validate(c: ServerConfig, earlier: list[str] | None = None) -> None:
         problems.append(f"max_image_bytes ({c.max_image_bytes}) exceeds max_message_bytes ({c.max_message_bytes}); an image that size could never arrive")
     if c.threads < 0:
         problems.append(f"threads: {c.threads} is negative (0 follows the CPU quota)")
-    if c.max_queue_delay_ms < 0 or c.grace_seconds < 0 or c.max_text_tokens < 0 or c.max_batch_tokens < 0:
-        problems.append("max_queue_delay_ms, grace_seconds, max_text_tokens and max_batch_tokens must not be negative")
+    if c.max_queue_delay_ms < 0 or c.grace_seconds < 0 or c.max_text_tokens < 0 or c.max_batch_tokens < 0 or c.prefix_cache < 0:
+        problems.append("max_queue_delay_ms, grace_seconds, max_text_tokens, max_batch_tokens and prefix_cache must not be negative")
     from guardedge.runtime.models import aliases  # the demo guards guardedge builds itself
 
     for spec in c.models:

@@ -113,6 +113,7 @@ def engine_options(config: ServerConfig) -> EngineOptions:
         max_batch_size=config.max_batch_size,
         progress=False,
         limits=limits,
+        prefix_cache=config.prefix_cache,
     )
 
 
