@@ -22,7 +22,7 @@ Backends provide a :class:`Stepper` (one forward over a [rows, width] block of t
 from __future__ import annotations
 
 import re
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Protocol, Sequence, cast
 
 Drafter = Callable[[Sequence[int]], list[int]]
 GreedyAt = Callable[[int, int], int]  # (row, position) -> the greedy next token there
@@ -45,9 +45,20 @@ class Stepper(Protocol):
         """Row i's first ``kept[i]`` fed positions were real; the rest are dropped from its context."""
         ...
 
-    # Optional (the PyTorch stepper): ``branches``, tokens the prefill fed side by side after
-    # ``pending``; ``branch_greedy(row, token)``, the greedy token after one of them; and
-    # ``take_branches(taken)``, row i's context going on after branch ``taken[i]`` (or None).
+
+
+class BranchingStepper(Stepper, Protocol):
+    """A stepper whose prefill also fed ``branches`` side by side after ``pending`` (the PyTorch one)."""
+
+    branches: tuple[int, ...]
+
+    def branch_greedy(self, row: int, token: int) -> int:
+        """The greedy token after branch ``token`` for ``row``."""
+        ...
+
+    def take_branches(self, taken: list[int | None]) -> None:
+        """Row i's context goes on after branch ``taken[i]`` (None: after what it kept of the draft)."""
+        ...
 
 
 Until = Callable[[int, list[int]], bool]  # (row, tokens so far) -> the answer is complete
@@ -108,6 +119,7 @@ def _take_pending(stepper: Stepper, out: list[list[int]], done: list[bool], stop
     rows = [i for i, tokens in enumerate(out) if not done[i] and tokens[0] == chunk[0]]
     kept = [0] * len(out)
     branches = getattr(stepper, "branches", ())
+    branching = cast(BranchingStepper, stepper)
     taken: list[int | None] = [None] * len(out)
     if rows:  # the pending positions are computed only when some row reads them
         greedy = stepper.pending_greedy()
@@ -115,11 +127,11 @@ def _take_pending(stepper: Stepper, out: list[list[int]], done: list[bool], stop
             kept[i] = _accept(out, done, i, chunk, greedy, stop)
             if branches and kept[i] == len(chunk) and not done[i] and out[i][-1] in branches:
                 taken[i] = out[i][-1]
-                out[i].append(stepper.branch_greedy(i, taken[i]))
+                out[i].append(branching.branch_greedy(i, out[i][-1]))
                 done[i] = stop(i, out[i])
     stepper.commit(kept)
     if any(t is not None for t in taken):
-        stepper.take_branches(taken)
+        branching.take_branches(taken)
 
 
 def _accept(out: list[list[int]], done: list[bool], row: int, chunk: list[int], greedy: GreedyAt, stop: _Stop) -> int:

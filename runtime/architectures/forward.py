@@ -10,7 +10,7 @@ image, Qwen2.5-VL's rotary positions are 3-D — so the backend never names a mo
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 
@@ -24,10 +24,10 @@ class TorchForward:
     # Whether a prompt's leading text (before its first image) may take its KV cache from an
     # earlier prompt (runtime/backends/prefix_cache.py): true only where that text's keys and values
     # depend on nothing after it and positions continue by one per token.
-    prefix_reuse: bool = False
+    prefix_reuse: ClassVar[bool] = False
     # Whether torch_mask takes ``hide`` (query/key pairs hidden on top of the causal mask), so the
     # backend may feed branch tokens side by side after the prefill's draft.
-    branch_drafts: bool = False
+    branch_drafts: ClassVar[bool] = False
 
     def torch_trunk(self, model) -> Callable:
         return model.model

@@ -31,6 +31,8 @@ class SplitHead(torch.nn.Module):
     the model's memory, half the layer's fp32 bytes).
     """
 
+    approx: torch.Tensor  # [vocab, hidden] bf16 (a buffer)
+
     def __init__(self, head: torch.nn.Linear, parts: int):
         super().__init__()
         vocab, hidden = head.weight.shape

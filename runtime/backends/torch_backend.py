@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence, cast
 
 import torch
 
@@ -204,8 +204,9 @@ class TorchBackend:
     def _mask(self, arch: Architecture, attention_mask: torch.Tensor, first: int, context: dict, branches: int) -> object:
         if not branches:
             return arch.torch_mask(attention_mask, first, self.mask_dtype, context)
-        return arch.torch_mask(attention_mask, first, self.mask_dtype, context,
-                               hide=_siblings(attention_mask.shape[1], first, branches, self.device))
+        # An architecture that declares ``branch_drafts`` takes ``hide`` (runtime/architectures/forward.py).
+        return cast(Any, arch).torch_mask(attention_mask, first, self.mask_dtype, context,
+                                          hide=_siblings(attention_mask.shape[1], first, branches, self.device))
 
     def _state(self, head: torch.nn.Module, hidden: torch.Tensor, cache, attention_mask: torch.Tensor, context: dict,
                next_position: torch.Tensor, prompt_columns: int, draft: Sequence[int],
@@ -392,7 +393,7 @@ class _TorchSteps:
         self._pending_hidden = state.draft_hidden[index] if state.draft else None
         self._fed_from = state.prompt_columns  # first cache column of the last step (or of the prefill's draft)
         self.branches = state.branches
-        self._branch_hidden = state.branch_hidden[index] if state.branches else None
+        self._branch_hidden = state.branch_hidden[index] if state.branch_hidden is not None else None
         self._branch_from = state.prompt_columns + len(state.draft)  # cache column of the first branch
 
     def pending_greedy(self) -> GreedyAt:
