@@ -126,11 +126,12 @@ def snippets(path: str, engine) -> dict:
     return {name: side(snippet) for name, snippet in loaded.items()}
 
 
-def engine_labels(n: int, rationale: bool) -> dict[str, str]:
+def engine_labels(n: int, rationale: bool, prefix: bool = False) -> dict[str, str]:
     labels = {"engine_no_drafts": "guardedge engine, drafts off, one at a time",
-              "engine_no_scores": "guardedge engine, scores off, one at a time",  # <= 50: the table's column
-              "engine_no_prefix": "guardedge engine, prefix cache off, one at a time",
-              "engine": "guardedge engine, one at a time", "engine_batched": f"guardedge engine, batch of {n}"}
+              "engine_no_scores": "guardedge engine, scores off, one at a time"}  # <= 50: the table's column
+    if prefix:
+        labels["engine_no_prefix"] = "guardedge engine, prefix cache off, one at a time"
+    labels |= {"engine": "guardedge engine, one at a time", "engine_batched": f"guardedge engine, batch of {n}"}
     if rationale:
         labels["engine_rationale"] = "guardedge engine, with rationale, one at a time"
     return labels
@@ -188,7 +189,7 @@ def compare(model: str, rounds: int = 5) -> dict:
         "verdicts_agree": {name: sum(a == b for a, b in zip(r, ours)) for name, r in ref.items()},
         **_score_differences(side, answers, verdicts),
         "engine_backend": engine.backend.description,
-        "labels": {**side.LABELS, **engine_labels(len(cases_), bool(full))},
+        "labels": {**side.LABELS, **engine_labels(len(cases_), bool(full), prefix="engine_no_prefix" in times)},
         **({"groups": groups} if groups else {}),
     }
 

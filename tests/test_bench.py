@@ -72,7 +72,7 @@ def test_every_row_label_fits_the_tables_column():
 
     from guardedge.bench.reference import engine_labels
 
-    labels = dict(engine_labels(8, rationale=True))
+    labels = dict(engine_labels(8, rationale=True, prefix=True))
     for point in entry_points(group="guardedge.references"):
         labels |= {f"{point.name}:{k}": v for k, v in point.load().LABELS.items()}
     assert len(labels) > 8

@@ -319,4 +319,4 @@ def test_bench_reference_times_the_engine_with_and_without_its_prefix_cache(monk
     monkeypatch.setattr(reference, "side_for", lambda family, model_type=None: fake)
     report = reference.compare(str(ensure_demo(progress=False)), rounds=1)
     assert {"engine", "engine_no_prefix", "engine_no_drafts", "engine_no_scores"} <= set(report["timings"])
-    assert len(report["labels"]["engine_no_prefix"]) <= 50
+    assert set(report["labels"]) == set(report["timings"])
