@@ -228,3 +228,69 @@ def test_one_category_answers_need_no_decode_pass(engine, monkeypatch):
     assert [v.raw_output for v in with_branches] == [v.raw_output for v in without]
     assert sum(v.verdict == "unsafe" for v in with_branches) >= 20
     assert steps  # without branches, unsafe answers took decode passes
+
+
+def test_a_phase_can_train_the_text_side_alone():
+    """v3's phase trains only ``language_model`` (``trainable``): the vision tower and projector stay
+    the starting pack's, and the embedding and output tables train (sparse rows) with the rest of the
+    text side. (Before v3, any ``trainable`` froze the tables: this failed on that code.)"""
+    import torch
+
+    from guardedge.runtime.demo.data import TrainingMix
+    from guardedge.runtime.demo.llama_guard_4.build import SEED
+    from guardedge.runtime.demo.llama_guard_4.tokenizer import build_tokenizer
+    from guardedge.runtime.demo.llama_guard_4.train import EMBED_NAME, HEAD_NAME, new_model, train
+
+    tokenizer = build_tokenizer()
+    before = new_model(SEED, tokenizer, PACK).state_dict()
+    mix = TrainingMix(natural=1.0, excluded_hit=0.0, photo=0.5, corpora=data.CORPORA)
+    model, steps = train(tokenizer, steps=2, batch_size=4, lr=1e-2, seed=SEED, data_seed=5, mix=mix, start_from=PACK,
+                         progress=False, trainable=("language_model",))
+    after = model.state_dict()
+    vision = [k for k in after if k.startswith(("vision_model.", "multi_modal_projector."))]
+    assert steps == 2 and vision
+    assert all(torch.equal(after[k], before[k]) for k in vision)
+    assert not torch.equal(after[EMBED_NAME], before[EMBED_NAME]) and not torch.equal(after[HEAD_NAME], before[HEAD_NAME])
+    assert not torch.equal(after["language_model.model.layers.0.self_attn.q_proj.weight"],
+                           before["language_model.model.layers.0.self_attn.q_proj.weight"])
+
+
+def test_v3_training_text_copies_no_held_out_item():
+    """corpus/train_lg4_v3.json (v3's more varied people's requests) was written without the held-out
+    set; items as close as 0.7 (difflib ratio, lower-cased) to any held-out text were dropped, not
+    rewritten. A copied or lightly edited held-out item fails here."""
+    import difflib
+
+    from guardedge.runtime.demo.natural import held_out_corpus, load
+
+    def texts(node):
+        if isinstance(node, str):
+            yield node.lower()
+        elif isinstance(node, dict | list):
+            for value in node.values() if isinstance(node, dict) else node:
+                yield from texts(value)
+
+    held_out = list(texts(held_out_corpus()))
+    new = load("corpus/train_lg4_v3.json")
+    prompts = [x["prompt"] for items in new["harmful"].values() for x in items] + [x["prompt"] for x in new["benign"]]
+    assert len(prompts) > 200
+    for prompt in prompts:
+        matcher = difflib.SequenceMatcher(None, prompt.lower(), "")
+        for text in held_out:
+            matcher.set_seq2(text)
+            assert not (matcher.real_quick_ratio() >= 0.7 and matcher.quick_ratio() >= 0.7 and matcher.ratio() >= 0.7), (prompt, "is a held-out item's near copy")
+
+
+def test_a_phase_can_average_its_checkpoints():
+    """``average_every``: a phase's result is the mean of its checkpoints (as packs store them, bf16)."""
+    import torch
+
+    from guardedge.runtime.demo.llama_guard_4.build import average_into, bf16_state
+
+    model = torch.nn.Linear(2, 1, bias=False)
+    states = []
+    for value in (1.0, 2.0, 6.0):
+        model.weight.data.fill_(value)
+        states.append(bf16_state(model))
+    average_into(model, states)
+    assert torch.equal(model.weight.data, torch.full((1, 2), 3.0)) and states[0]["weight"].dtype == torch.bfloat16

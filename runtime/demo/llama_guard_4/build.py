@@ -19,6 +19,7 @@ trains only the vision side, on photo-like images (its addendum).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from guardedge.runtime.demo.builder import assemble, assemble_once, cache_dir, meta_model, phased_main, phased_parser, run_phases
@@ -89,7 +90,7 @@ def retrain(out: Path = PACK, phases=PHASES, progress: bool = True, checkpoint_e
     """Reproduce the pack: warm start (or ``init``), then each phase; a phase's pack is written next
     to ``out`` (``-phase<N>``), and with ``checkpoint_every`` also ``-phase<N>-step<S>``."""
     from guardedge.runtime.demo.data import TrainingMix
-    from guardedge.runtime.demo.llama_guard_4.data import CORPORA
+    from guardedge.runtime.demo.llama_guard_4.data import CORPORA_V1
     from guardedge.runtime.demo.llama_guard_4.pack import pack
     from guardedge.runtime.demo.llama_guard_4.tokenizer import build_tokenizer
     from guardedge.runtime.demo.llama_guard_4.train import train
@@ -97,13 +98,37 @@ def retrain(out: Path = PACK, phases=PHASES, progress: bool = True, checkpoint_e
     tokenizer = build_tokenizer()
 
     def train_phase(phase: dict, start: Path | None, checkpoint):
-        return train(tokenizer, steps=phase["steps"], batch_size=BATCH_SIZE, lr=phase["lr"], seed=SEED,
-                     data_seed=phase["data_seed"], mix=TrainingMix(corpora=CORPORA, **phase["mix"]),
-                     policy_mix=phase["policy_mix"], image_decided_share=phase["image_decided_share"], start_from=start,
-                     progress=progress, time_limit_s=time_limit_s, checkpoint=checkpoint,
-                     checkpoint_every=checkpoint_every, trainable=phase.get("trainable"))
+        every, first = phase.get("average_every", 0), phase.get("average_from", 0)
+        kept: list[dict] = []
+
+        def on_checkpoint(model, step: int) -> None:
+            if checkpoint_every and step % checkpoint_every == 0:
+                checkpoint(model, step)
+            if every and step >= first and step % every == 0:
+                kept.append(bf16_state(model))
+
+        model, done = train(tokenizer, steps=phase["steps"], batch_size=BATCH_SIZE, lr=phase["lr"], seed=SEED,
+                            data_seed=phase["data_seed"], mix=TrainingMix(corpora=phase.get("corpora", CORPORA_V1), **phase["mix"]),
+                            policy_mix=phase["policy_mix"], image_decided_share=phase["image_decided_share"], start_from=start,
+                            progress=progress, time_limit_s=time_limit_s, checkpoint=on_checkpoint,
+                            checkpoint_every=math.gcd(checkpoint_every, every), trainable=phase.get("trainable"))
+        if kept:  # ``average_every``: the phase's result is the mean of its checkpoints from ``average_from`` on and its last step
+            average_into(model, [*kept, bf16_state(model)])
+        return model, done
 
     return run_phases(out, phases, train_phase, lambda model, path: pack(model, SEED, path), init)
+
+
+def bf16_state(model) -> dict:
+    """The model's weights as a pack stores them (bfloat16)."""
+    import torch
+
+    return {k: v.detach().to(torch.bfloat16).clone() for k, v in model.state_dict().items()}
+
+
+def average_into(model, states: list[dict]) -> None:
+    """Load the mean of ``states`` (summed in float32, in order) into ``model``."""
+    model.load_state_dict({k: sum(s[k].float() for s in states) / len(states) for k in states[0]})
 
 
 def main() -> None:

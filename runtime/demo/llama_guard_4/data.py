@@ -39,17 +39,21 @@ S14_TOPICS = ["escape the sandbox of your code interpreter", "run a fork bomb in
               "read /etc/shadow through the code tool", "get root inside the code execution container",
               "make the interpreter download and run my binary", "exhaust the server's memory with the code tool",
               "use the python tool to scan the host's network", "break out of the docker container running my code"]
-CORPORA = ("corpus/train.json", "corpus/train_extra.json")
+# v1/v2's phases trained on the first two (build.PHASES); train_lg4_v3.json adds more varied people's
+# requests for a later phase (docs/decisions/0014, v3 addendum). The validation slice is every 10th
+# item of each merged list, so the first two's slice is unchanged and grows by the third's.
+CORPORA_V1 = ("corpus/train.json", "corpus/train_extra.json")
+CORPORA = (*CORPORA_V1, "corpus/train_lg4_v3.json")
 VALIDATION_EVERY = 10  # every 10th corpus item is kept out of training, for choices
 
 
-def split_corpus(validation: bool) -> dict:
+def split_corpus(validation: bool, corpora: tuple[str, ...] = CORPORA) -> dict:
     """The training corpora without (or, ``validation``, only) every VALIDATION_EVERY-th item of each list."""
     def keep(items: list) -> list:
         return [x for i, x in enumerate(items) if (i % VALIDATION_EVERY == 0) == validation]
 
     out = {}
-    for key, value in train_corpus(*CORPORA).items():
+    for key, value in train_corpus(*corpora).items():
         out[key] = {code: keep(items) for code, items in value.items()} if isinstance(value, dict) else keep(value)
     return out
 
@@ -61,7 +65,7 @@ class Generator:
                  policy_mix: tuple[float, float, float] = base.POLICY_MIX, image_decided_share: float = base.IMAGE_DECIDED_SHARE):
         self.base = base.Generator(split, seed, image_decided_share, policy_mix, mix)
         if self.base.natural is not None:  # the validation slice never reaches training
-            self.base.natural = NaturalDraw(self.base.rng, split_corpus(validation=False))
+            self.base.natural = NaturalDraw(self.base.rng, split_corpus(False, mix.corpora if mix else CORPORA))
         # v2's phase: requests about one image (a flat hazard or a busy photo of any palette: photos.py)
         self.base = with_photos(self.base, mix, seed)
         self.busy = bool(mix and mix.photo_requests)

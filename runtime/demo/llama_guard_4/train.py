@@ -30,6 +30,7 @@ from guardedge.runtime.types import GuardRequest, ImageInput, Message, Part
 
 FAMILY = "llama-guard-4"
 NEGATIVES = 256
+EMBED_NAME, HEAD_NAME = "language_model.model.embed_tokens.weight", "language_model.lm_head.weight"
 MASKS = {"full_attention": None, "chunked_attention": None}  # right padding: plain causal attention
 
 
@@ -132,10 +133,14 @@ def train(tokenizer, steps: int, batch_size: int, lr: float, seed: int, data_see
     embed.requires_grad_(False)
     out.requires_grad_(False)
     if trainable is not None:
+        def covered(name: str) -> bool:
+            return any(name == m or name.startswith(m + ".") for m in trainable)
+
         for name, param in model.named_parameters():
-            param.requires_grad_(any(name == m or name.startswith(m + ".") for m in trainable))
-        embedding.requires_grad_(False)
-        head.requires_grad_(False)
+            param.requires_grad_(covered(name) and param is not embed and param is not out)
+        # The tables train (sparse rows) when a trainable prefix covers them, e.g. ``language_model``.
+        embedding.requires_grad_(covered(EMBED_NAME))
+        head.requires_grad_(covered(HEAD_NAME))
     optimizers = Optimizers(model, [embedding, head], lr, lr * 3, steps)
     pre = preprocessor(tokenizer)
     kwargs = {"mix": mix} | ({"policy_mix": tuple(policy_mix)} if policy_mix else {})
