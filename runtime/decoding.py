@@ -46,7 +46,6 @@ class Stepper(Protocol):
         ...
 
 
-
 class BranchingStepper(Stepper, Protocol):
     """A stepper whose prefill also fed ``branches`` side by side after ``pending`` (the PyTorch one)."""
 
