@@ -346,14 +346,15 @@ class _GreedyHead:
     def __init__(self, head: torch.nn.Module, hidden: torch.Tensor):
         self.head, self.hidden = head, hidden
         rows, positions, width = hidden.shape
-        # Lazy only for the short blocks Llama Guard's drafts make: a long block (LlavaGuard's JSON
-        # scaffolding, ~12 positions) is cheaper as one matrix product than as a product per position
-        # (demo LlavaGuard, 152000-row head: 25 one-row products 74 ms, one 25-row product ~8 ms).
-        lazy = hidden.device.type == "cpu" and rows == 1 and positions <= LAZY_POSITIONS
+        self.table: list[list[int]] | None
         if isinstance(head, SplitHead):
             flat = head.greedy(hidden.reshape(rows * positions, width))
-            self.table: list[list[int]] | None = [flat[r * positions : (r + 1) * positions] for r in range(rows)]
+            self.table = [flat[r * positions : (r + 1) * positions] for r in range(rows)]
         else:
+            # Lazy only for the short blocks Llama Guard's drafts make: a long block (LlavaGuard's JSON
+            # scaffolding, ~12 positions) is cheaper as one matrix product than as a product per position
+            # (demo LlavaGuard, 152000-row head: 25 one-row products 74 ms, one 25-row product ~8 ms).
+            lazy = hidden.device.type == "cpu" and rows == 1 and positions <= LAZY_POSITIONS
             self.table = None if lazy else _greedy_table(head(hidden))
         self.memo: dict[int, int] = {}
 
