@@ -230,6 +230,32 @@ def test_one_category_answers_need_no_decode_pass(engine, monkeypatch):
     assert steps  # without branches, unsafe answers took decode passes
 
 
+def test_the_likeliest_branch_is_read_with_the_draft(engine, monkeypatch):
+    """A one-category answer reads the output layer once: the draft's positions and the branch
+    whose number scores highest after ``unsafe\\nS`` in one product. A wrong guess (forced here)
+    costs a second product and never changes an answer."""
+    from guardedge.runtime.backends import cpu_head, torch_backend
+    from guardedge.runtime.demo.llama_guard_4.train import to_request
+    from guardedge.runtime.demo.natural import held_out_sets
+
+    requests = [to_request(ex) for ex in held_out_sets()["harmful"][:12]]
+    reads: list[int] = []
+    original = cpu_head.SplitHead.greedy
+    monkeypatch.setattr(cpu_head.SplitHead, "greedy", lambda self, hidden: reads.append(hidden.shape[0]) or original(self, hidden))
+    guessed = [engine.classify([r])[0] for r in requests]
+    single = [v for v in guessed if v.verdict == "unsafe" and len(v.categories) == 1]
+    assert len(single) >= 8
+    assert reads.count(4) >= len(single) and 1 not in reads  # draft (3 positions) + the branch, one product
+
+    reads.clear()
+    guess = torch_backend._TorchSteps._likeliest_branches
+    monkeypatch.setattr(torch_backend._TorchSteps, "_likeliest_branches",
+                        lambda self: [(g + 1) % len(self.branches) for g in guess(self)])
+    wrong = [engine.classify([r])[0] for r in requests]
+    assert [v.raw_output for v in wrong] == [v.raw_output for v in guessed]
+    assert reads.count(1) >= len(single)  # each wrong guess: the branch taken, read on its own
+
+
 def test_a_phase_can_train_the_text_side_alone():
     """v3's phase trains only ``language_model`` (``trainable``): the vision tower and projector stay
     the starting pack's, and the embedding and output tables train (sparse rows) with the rest of the
