@@ -27,6 +27,12 @@ from guardedge.runtime.images import ImageLimits, decode_base64, formats_for_mim
 from guardedge.runtime.types import GuardRequest, Message, Part
 
 ROLES = ("user", "assistant")
+# The fields each level of a request may carry. Anything else is refused by name: a misspelled
+# policy field ("excluded_categories") would otherwise be dropped and the request classified
+# against the whole policy without a word.
+REQUEST_FIELDS = ("messages", "categories", "excluded_category_keys", "request_id", "threshold", "rationale")
+MESSAGE_FIELDS = ("role", "content")
+PART_FIELDS = {"text": ("type", "text"), "image": ("type", "path", "data", "bytes", "mime_type")}
 
 
 @dataclass(frozen=True)
@@ -57,11 +63,20 @@ def parse_request(
         limits = replace(limits, load_images=False)
     if not isinstance(obj, dict):
         raise invalid("request", f"must be a JSON object, got {type(obj).__name__}")
+    _known_fields(obj, REQUEST_FIELDS, "")
     messages = _messages(obj.get("messages"), base_dir, limits)
     categories = _categories(obj.get("categories"))
     excluded = _excluded(obj.get("excluded_category_keys"), categories or default_categories)
     return GuardRequest(messages, categories, excluded, _request_id(obj.get("request_id", "")),
                         _threshold(obj.get("threshold")), _rationale(obj.get("rationale", False)))
+
+
+def _known_fields(obj: dict, known: tuple[str, ...], where: str) -> None:
+    unknown = [key for key in obj if key not in known]
+    if unknown:
+        name = unknown[0] if isinstance(unknown[0], str) else repr(unknown[0])
+        field_ = f"{where}.{name[:64]}" if where else name[:64]
+        raise invalid(field_, f"is not a field here (the fields are: {', '.join(known)})")
 
 
 MAX_REQUEST_ID_CHARS = 256
@@ -117,6 +132,7 @@ def _messages(raw: object, base_dir: Path | None, limits: RequestLimits) -> tupl
 def _message(raw: object, where: str, base_dir: Path | None, limits: RequestLimits) -> Message:
     if not isinstance(raw, dict):
         raise invalid(where, "must be an object with 'role' and 'content'")
+    _known_fields(raw, MESSAGE_FIELDS, where)
     role = raw.get("role")
     if role not in ROLES:
         raise invalid(f"{where}.role", f"must be 'user' or 'assistant', got {role!r}")
@@ -133,6 +149,8 @@ def _part(raw: object, where: str, base_dir: Path | None, limits: RequestLimits)
     if not isinstance(raw, dict):
         raise invalid(where, "must be an object with a 'type'")
     kind = raw.get("type")
+    if kind in PART_FIELDS and (kind == "text" or limits.load_images):  # rendering takes HF's image parts as they are
+        _known_fields(raw, PART_FIELDS[kind], where)
     if kind == "text":
         text = raw.get("text")
         if not isinstance(text, str):

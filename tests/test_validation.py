@@ -122,6 +122,33 @@ def test_content_error_names_the_message():
     assert_violation(obj, "messages[1].content", "non-empty list")
 
 
+@pytest.mark.parametrize("obj, field", [
+    ({"messages": [hi()], "excluded_categories": ["S1"]}, "excluded_categories"),  # a misspelled policy field
+    ({"messages": [hi()], "policy": {"S1": "x"}}, "policy"),
+    ({"messages": [{**hi(), "name": "bob"}]}, "messages[0].name"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": "a", "txt": "b"}]}]}, "messages[0].content[0].txt"),
+])
+def test_unknown_fields_are_refused_by_name(obj, field):
+    """A field the request format does not have is an error, not silently dropped: a misspelled
+    ``excluded_category_keys`` would otherwise classify against the whole policy."""
+    v = assert_violation(obj, field, "is not a field here")
+    assert "excluded_category_keys" in v.description or "role" in v.description or "text" in v.description
+
+
+def test_unknown_image_fields_are_refused_when_images_are_read(png):
+    assert_violation(with_image({"data": b64(png), "url": "http://x"}), "messages[0].content[1].url", "is not a field here")
+    # Rendering a prompt reads no image: HF's own image parts ({"type": "image", "url": ...}) pass.
+    parse_request(with_image({"url": "http://x"}), load_images=False)
+
+
+def test_the_client_takes_model_as_its_routing_field():
+    from guardedge.runtime.service.client import request_from_dict
+
+    assert request_from_dict({"model": "demo", "messages": [hi()]}).model == "demo"
+    with pytest.raises(InvalidRequest, match="modle"):
+        request_from_dict({"modle": "demo", "messages": [hi()]})
+
+
 def test_part_without_type():
     obj = {"messages": [{"role": "user", "content": [{"text": "hi"}]}]}
     assert_violation(obj, "messages[0].content[0].type", "must be 'text' or 'image', got None")
