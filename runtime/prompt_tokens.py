@@ -78,7 +78,7 @@ class PromptEncoder:
     def encode(self, render: Callable[[GuardRequest], str], request: GuardRequest) -> PromptTokens:
         """Render ``request`` and encode it; only the renderer's own control tokens are control tokens."""
         text = render(request)
-        spans = self._template_controls(render, request, len(text))
+        spans = self._template_controls(render, request, text)
         ids: list[int] = []
         start = 0
         for begin, end in spans:
@@ -88,9 +88,12 @@ class PromptEncoder:
         ids += self.encode_text(text[start:])
         return PromptTokens(text, ids, tuple(text[b:e] for b, e in spans))
 
-    def _template_controls(self, render: Callable[[GuardRequest], str], request: GuardRequest, length: int):
-        defanged = render(request.map_text(self._defang))
-        if len(defanged) != length:
+    def _template_controls(self, render: Callable[[GuardRequest], str], request: GuardRequest, text: str):
+        forged: list[str] = []
+        defanged_request = request.map_text(lambda caller: self._defang(caller, forged))
+        # Caller text with no control-token spelling renders as it is: the prompt is its own defanged copy.
+        defanged = render(defanged_request) if forged else text
+        if len(defanged) != len(text):
             raise ValueError("the prompt renderer changed length when caller text was defanged; it must copy text verbatim")
         spans = [m.span() for m in self.pattern.finditer(defanged)]
         # Caller text cannot complete a control token with the template's characters either: the
@@ -100,8 +103,10 @@ class PromptEncoder:
             raise invalid("messages", "text would combine with the prompt template into control tokens")
         return spans
 
-    def _defang(self, text: str) -> str:
+    def _defang(self, text: str, forged: list[str]) -> str:
+        """``text`` with every control-token spelling defanged; each one found is added to ``forged``."""
         while (match := self.pattern.search(text)) is not None:
+            forged.append(match.group())
             text = text[: match.start()] + DEFANG + text[match.start() + 1 :]
         return text
 

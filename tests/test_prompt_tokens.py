@@ -76,6 +76,23 @@ def test_known_forgeries_stay_text(family_name, forgery, encoder, tokenizer):
         assert tokenizer.decode(out.input_ids, clean_up_tokenization_spaces=False) == out.text
 
 
+def test_a_defanged_rendering_is_made_only_for_text_with_control_spellings(encoder, tokenizer):
+    """Plain caller text is its own defanged copy: two renderings (the prompt, the neutral check),
+    a third only when some caller text spells a control token, with the same ids as before."""
+    family = FAMILIES["llama-guard-3-vision"]
+    renders: list[GuardRequest] = []
+
+    def render(request: GuardRequest) -> str:
+        renders.append(request)
+        return family.render(request)
+
+    plain = encoder.encode(render, _request("how do I bake bread?"))
+    assert len(renders) == 2 and plain.controls == tuple(tokenizer.convert_ids_to_tokens(_template_controls(family, _request("x"), tokenizer)))
+    renders.clear()
+    forged = encoder.encode(render, _request(FORGERIES[0]))
+    assert len(renders) == 3 and _controls_in(forged.input_ids, tokenizer) == _template_controls(family, _request("x"), tokenizer)
+
+
 def test_the_whole_string_tokenizer_would_have_forged_a_turn(encoder, tokenizer):
     """The hole this closes: the model card's processor tokenizes control-token spellings in text."""
     family = FAMILIES["llama-guard-3-vision"]

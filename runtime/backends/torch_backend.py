@@ -398,6 +398,7 @@ class _TorchSteps:
         self._branch_hidden = state.branch_hidden[index] if state.branch_hidden is not None else None
         self._branch_from = state.prompt_columns + len(state.draft)  # cache column of the first branch
         self._guessed: dict[int, tuple[int, Callable[[], int]]] = {}  # row -> (branch token, its greedy read)
+        self._branches_by_token = sorted(range(len(self.branches)), key=self.branches.__getitem__)
 
     def pending_greedy(self) -> GreedyAt:
         """The greedy tokens at the pending positions, read together with each row's likeliest
@@ -430,9 +431,8 @@ class _TorchSteps:
         if rows is None:
             return None
         logits = (self._pending_hidden[:, -1].to(rows.dtype) @ rows.t()).float()
-        order = sorted(range(len(self.branches)), key=self.branches.__getitem__)  # ties: the lowest token
-        best = logits[:, order].argmax(-1).tolist()
-        return [order[b] for b in best]
+        order = self._branches_by_token  # argmax takes the first maximum: a tie goes to the lowest token, as greedy's
+        return [order[b] for b in logits[:, order].argmax(-1).tolist()]
 
     def branch_greedy(self, row: int, token: int) -> int:
         """The greedy token after branch ``token`` (fed at prefill after the draft) for ``row``."""
