@@ -126,6 +126,9 @@ def _digest(raw: bytes, limit: int | None, examples: list[Example]) -> str:
     return digest.hexdigest()
 
 
+LINE_FIELDS = ("id", "label", "task")  # a line's own fields; the rest is the request
+
+
 def parse_line(line: str, number: int, base_dir: Path, family: str = FAMILY) -> Example:
     """One JSONL line as an Example (request and label checked by ``family``); ValueError otherwise."""
     from guardedge.runtime.errors import InvalidRequest
@@ -144,7 +147,7 @@ def parse_line(line: str, number: int, base_dir: Path, family: str = FAMILY) -> 
     guard = get_family(family)
     label = _label(obj.get("label"), guard)
     try:
-        request = parse_request(obj, guard.default_categories(), base_dir)
+        request = parse_request({k: v for k, v in obj.items() if k not in LINE_FIELDS}, guard.default_categories(), base_dir)
         guard.check(request)  # the family's own rules, as classify applies them
     except InvalidRequest as exc:
         raise ValueError(f"invalid request: {exc}") from None

@@ -98,6 +98,7 @@ def test_loader_reports_every_malformed_line(tmp_path):
         json.dumps({"messages": [user], "task": "image"}),
         json.dumps({"messages": []}),
         json.dumps({"id": "a", "messages": [user]}),
+        json.dumps({"messages": [user], "excluded_categories": ["S1"]}),  # a misspelled request field
         json.dumps({"messages": [{"role": "user", "content": [{"type": "image", "path": "red.png"}, {"type": "text", "text": "x"}]},
                                  {"role": "assistant", "content": "ok"}],
                     "label": {"verdict": "unsafe", "categories": ["S1"]}}),
@@ -107,7 +108,8 @@ def test_loader_reports_every_malformed_line(tmp_path):
     with pytest.raises(EvalDataError) as info:
         load_jsonl(path)
     errors = dict(info.value.errors)
-    assert sorted(errors) == [2, 3, 5, 6, 7]
+    assert sorted(errors) == [2, 3, 5, 6, 7, 8]
+    assert errors[8].startswith("invalid request: excluded_categories: is not a field here")
     assert errors[2].startswith("bad JSON") and "bad label verdict 'maybe'" in errors[3]
     assert "unknown task 'image'" in errors[5] and errors[6].startswith("invalid request: messages")
     assert "duplicate id 'a'" in errors[7] and "line 5: unknown task" in str(info.value)
