@@ -24,7 +24,7 @@ import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from guardedge.runtime.demo.samples import samples
+from guardedge.runtime.demo.samples import sample_requests
 from guardedge.runtime.engine import EngineOptions, load_engine
 from guardedge.runtime.models import resolve_model as resolve
 from guardedge.runtime.service.background import spawn_server
@@ -44,7 +44,7 @@ def measure(model: str, rounds: int, clients: int, threads: int | None) -> dict:
         torch.set_num_threads(threads)
     path = str(resolve(model).path)
     engine = load_engine(path, EngineOptions(progress=False))
-    cases = samples()
+    cases = sample_requests()
     protos = [request_from_dict(c) for c in cases]
     server_args = ["--metrics-port", "-1", "--log-level", "warning"]
     with spawn_server(path, *server_args) as (_, port), GuardClient(f"127.0.0.1:{port}", timeout=120) as client:

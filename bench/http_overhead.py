@@ -70,7 +70,7 @@ def _wait_ready(port: int, timeout: float = 300.0) -> None:
 def measure(model: str, rounds: int) -> dict:
     import torch
 
-    from guardedge.runtime.demo.samples import samples
+    from guardedge.runtime.demo.samples import sample_requests
     from guardedge.runtime.engine import EngineOptions, load_engine
     from guardedge.runtime.models import resolve_model
     from guardedge.runtime.service.background import spawn_server
@@ -78,7 +78,7 @@ def measure(model: str, rounds: int) -> dict:
 
     path = str(resolve_model(model).path)
     engine = load_engine(path, EngineOptions(progress=False))
-    cases = samples()
+    cases = sample_requests()
     protos = [request_from_dict(c) for c in cases]
     bodies = [json.dumps(c).encode() for c in cases]
     texts = [json.dumps({"input": c["messages"][0]["content"][0]["text"]}).encode() for c in cases if _is_text(c)]

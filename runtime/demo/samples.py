@@ -45,6 +45,11 @@ def samples() -> list[dict]:
     ]
 
 
+def sample_requests() -> list[dict]:
+    """The samples as classify requests: without the answer each is expected to get."""
+    return [{k: v for k, v in sample.items() if k != "expected"} for sample in samples()]
+
+
 def write_samples(out: TextIO) -> None:
-    for sample in samples():
-        out.write(json.dumps({k: v for k, v in sample.items() if k != "expected"}) + "\n")
+    for request in sample_requests():
+        out.write(json.dumps(request) + "\n")
