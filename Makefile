@@ -48,7 +48,8 @@ realshape-check: $(STAMP)
 
 slow-check: $(STAMP)
 	GUARDEDGE_EXPLICIT_CHECK=slow-check GUARDEDGE_SLOW=1 $(PY) -m pytest -q -s -m slow tests/test_fastpaths.py tests/test_gpu_check.py tests/test_bench_stages.py tests/test_bench_qwenguard.py tests/test_llama4_exports.py tests/test_annotate_kill.py \
-		tests/test_export_onnx_qwen.py tests/test_shieldgemma2_exports.py tests/test_quant_trials.py tests/test_shieldgemma2_onnx.py
+		tests/test_export_onnx_qwen.py tests/test_shieldgemma2_exports.py tests/test_quant_trials.py tests/test_shieldgemma2_onnx.py \
+		tests/test_annotate.py tests/test_export_onnx.py tests/test_demo_llama_guard_4.py
 
 # guardedge annotate --ray on a local Ray instance (2 CPUs, the demo guards): the same rows as the local
 # path, and an actor killed mid-run loses and duplicates nothing (docs/annotate.md). Needs the ray extra.

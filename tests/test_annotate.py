@@ -127,7 +127,11 @@ def cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_the_command_summarises_reports_resumes_and_refuses_another_policy(datasets, demo_dir, tmp_path):
+    from checks import require_env
+
+    require_env("GUARDEDGE_SLOW", "slow-check", "three annotate runs in subprocesses (~25 s)")
     out, report = tmp_path / "out", tmp_path / "report.md"
     args = ["--model", str(demo_dir), "--input", str(datasets["webdataset"]), "--out", str(out)]
     first = cli(*args, "--report", str(report), "--batch-size", "4")

@@ -51,9 +51,11 @@ def test_repeats_must_be_positive():
     assert parser.parse_args(["--skip", "grpc,decode"]).skip == {"grpc", "decode"}
 
 
+@pytest.mark.slow
 def test_stages_on_llavaguards_real_width_architecture():
     """The LLaVA-OneVision hook: an image-only request (the family refuses message text), vision,
     prefill with the features given, and the one-pass answer decode."""
+    require_env("GUARDEDGE_SLOW", "slow-check", "a real-width LLaVA-OneVision forward (~15 s on 2 cores)")
     args = argparse.Namespace(model="llavaguard-realshape-random", image_size=(320, 240), repeats=1, warmup=0,
                               device="cpu", dtype=None, skip={"grpc"})
     report = stages.measure(args)

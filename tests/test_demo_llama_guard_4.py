@@ -281,10 +281,14 @@ def test_a_phase_can_train_the_text_side_alone():
                            before["language_model.model.layers.0.self_attn.q_proj.weight"])
 
 
+@pytest.mark.slow
 def test_v3_training_text_copies_no_held_out_item():
     """corpus/train_lg4_v3.json (v3's more varied people's requests) was written without the held-out
     set; items as close as 0.7 (difflib ratio, lower-cased) to any held-out text were dropped, not
     rewritten. A copied or lightly edited held-out item fails here."""
+    from checks import require_env
+
+    require_env("GUARDEDGE_SLOW", "slow-check", "difflib over every corpus/held-out pair (~35 s)")
     import difflib
 
     from guardedge.runtime.demo.natural import held_out_corpus, load

@@ -199,8 +199,12 @@ def test_every_onnx_artifact_is_servable_over_grpc(precision, onnx_dir, quantize
     assert [response_to_json(r)["verdict"] for r in responses] == expected
 
 
+@pytest.mark.slow
 def test_fp16_export_loads_answers_like_the_source_and_verifies(tmp_path, demo_dir, demo_engine):
+    from checks import require_env
     from service_support import SAFE, UNSAFE
+
+    require_env("GUARDEDGE_SLOW", "slow-check", "an fp16 ONNX export of the demo guard (~15 s)")
 
     from guardedge.runtime.engine import EngineOptions, load_engine
 
