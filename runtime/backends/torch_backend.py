@@ -12,7 +12,6 @@ every core). bitsandbytes specifics live in ``bnb.py``.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, cast
@@ -397,7 +396,8 @@ class _TorchSteps:
         self.branches = state.branches
         self._branch_hidden = state.branch_hidden[index] if state.branch_hidden is not None else None
         self._branch_from = state.prompt_columns + len(state.draft)  # cache column of the first branch
-        self._guessed: dict[int, tuple[int, Callable[[], int]]] = {}  # row -> (branch token, its greedy read)
+        self._guessed: dict[int, int] = {}  # row -> the branch token read with the draft (pending_greedy)
+        self._guess_read: GreedyAt | None = None
         self._branches_by_token = sorted(range(len(self.branches)), key=self.branches.__getitem__)
 
     def pending_greedy(self) -> GreedyAt:
@@ -417,19 +417,20 @@ class _TorchSteps:
         rows = torch.arange(len(guesses), device=self.device)
         extra = self._branch_hidden[rows, torch.tensor(guesses, device=self.device)][:, None]
         greedy = _GreedyHead(self.head, torch.cat([self._pending_hidden, extra], dim=1))
-        after = self._pending_hidden.shape[1]  # the guessed branch's column in ``greedy``
-        self._guessed = {row: (self.branches[g], functools.partial(greedy, row, after)) for row, g in enumerate(guesses)}
+        self._guessed = {row: self.branches[g] for row, g in enumerate(guesses)}
+        self._guess_read = greedy  # the guessed branch is its last column
         return greedy
 
     def _likeliest_branches(self) -> list[int] | None:
         """Per row, the index of the branch whose token scores highest after the last pending
         position (the lowest token on a tie, as argmax); None when there are no branches or their
         output rows are not plain numbers (a quantized layer: the guess would cost a whole product)."""
-        if self._branch_hidden is None or self._pending_hidden is None:
+        if self._branch_hidden is None:
             return None
         rows = _float_rows(self.head, list(self.branches))
         if rows is None:
             return None
+        assert self._pending_hidden is not None, "asked by pending_greedy only"
         logits = (self._pending_hidden[:, -1].to(rows.dtype) @ rows.t()).float()
         order = self._branches_by_token  # argmax takes the first maximum: a tie goes to the lowest token, as greedy's
         return [order[b] for b in logits[:, order].argmax(-1).tolist()]
@@ -437,9 +438,8 @@ class _TorchSteps:
     def branch_greedy(self, row: int, token: int) -> int:
         """The greedy token after branch ``token`` (fed at prefill after the draft) for ``row``."""
         assert self._branch_hidden is not None, "decoding asks for it only when the prefill fed branches"
-        guessed, read = self._guessed.get(row, (None, None))
-        if guessed == token and read is not None:
-            return read()
+        if self._guess_read is not None and self._guessed.get(row) == token:
+            return self._guess_read(row, len(self.pending))
         return _GreedyHead(self.head, self._branch_hidden[row, self.branches.index(token)][None, None])(0, 0)
 
     def take_branches(self, taken: list[int | None]) -> None:

@@ -136,10 +136,9 @@ def _channel_args(target: str, tls: Tls | None, attempts: int, max_message_bytes
 
 def request_from_dict(obj: object, base_dir: Path | None = None) -> pb.ClassifyRequest:
     """A ClassifyRequest from a request dict (CLI/JSONL shape); raises InvalidRequest on bad shape."""
-    if isinstance(obj, dict):  # "model" routes the call (ClassifyRequest.model); the rest is the library's request
-        parse_request({k: v for k, v in obj.items() if k != "model"}, None, base_dir, load_images=False)
-    else:
-        parse_request(obj, None, base_dir, load_images=False)  # refuses it: not a JSON object
+    # The library's checks, minus image decoding; "model" routes the call (ClassifyRequest.model).
+    library = {k: v for k, v in obj.items() if k != "model"} if isinstance(obj, dict) else obj
+    parse_request(library, None, base_dir, load_images=False)
     assert isinstance(obj, dict), "parse_request refuses anything but a JSON object"
     request = pb.ClassifyRequest(request_id=obj.get("request_id", ""), model=obj.get("model", "") or "")
     for i, message in enumerate(obj["messages"]):
