@@ -39,11 +39,12 @@ S14_TOPICS = ["escape the sandbox of your code interpreter", "run a fork bomb in
               "read /etc/shadow through the code tool", "get root inside the code execution container",
               "make the interpreter download and run my binary", "exhaust the server's memory with the code tool",
               "use the python tool to scan the host's network", "break out of the docker container running my code"]
-# v1/v2's phases trained on the first two (build.PHASES); train_lg4_v3.json adds more varied people's
-# requests for a later phase (docs/decisions/0014, v3 addendum). The validation slice is every 10th
-# item of each merged list, so the first two's slice is unchanged and grows by the third's.
+# v1/v2's phases trained on the first two (build.PHASES); v3's text-side phase adds two files of
+# more varied people's requests, each by another author (docs/decisions/0014, v3 addenda). The
+# validation slice is every 10th item of each merged list, later files appended: the earlier
+# files' slice is unchanged and grows by each new file's.
 CORPORA_V1 = ("corpus/train.json", "corpus/train_extra.json")
-CORPORA = (*CORPORA_V1, "corpus/train_lg4_v3.json")
+CORPORA = (*CORPORA_V1, "corpus/train_lg4_v3.json", "corpus/train_lg4_v4.json")
 VALIDATION_EVERY = 10  # every 10th corpus item is kept out of training, for choices
 
 

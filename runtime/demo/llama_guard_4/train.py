@@ -96,15 +96,20 @@ def batch(pre, examples: list[dict]):
     return pre.collate(encoded, pad_left=False), targets
 
 
-def loss_fn(model, pre, batch_, targets, embedding, head) -> torch.Tensor:
+def hidden_states(model, pre, batch_, embedding) -> torch.Tensor:
+    """The text model's last hidden states [B, T, H] for a right-padded training batch."""
     ids = batch_.input_ids
-    embeds = torch.nn.functional.embedding(ids, embedding, sparse=True)
+    embeds = torch.nn.functional.embedding(ids, embedding, sparse=embedding.requires_grad)
     if batch_.image_rows:
         features = model.get_image_features(pixel_values=batch_.extra["pixel_values"].float(),
                                             vision_feature_select_strategy="default")
         projected = model.multi_modal_projector(features.view(-1, features.size(-1)))
         embeds = embeds.masked_scatter((ids == pre.arch.feature_token_id).unsqueeze(-1).expand_as(embeds), projected)
-    hidden = model.language_model.model(inputs_embeds=embeds, attention_mask=MASKS, use_cache=False).last_hidden_state
+    return model.language_model.model(inputs_embeds=embeds, attention_mask=MASKS, use_cache=False).last_hidden_state
+
+
+def loss_fn(model, pre, batch_, targets, embedding, head, hidden: torch.Tensor | None = None) -> torch.Tensor:
+    hidden = hidden_states(model, pre, batch_, embedding) if hidden is None else hidden
     rows = torch.tensor([r for r, t in enumerate(targets) for _ in t])
     cols = torch.tensor([i for t in targets for i, _ in t])
     labels = torch.tensor([y for t in targets for _, y in t])
@@ -117,14 +122,51 @@ def loss_fn(model, pre, batch_, targets, embedding, head) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(hidden[rows, cols] @ weights.T + bias, target)
 
 
+def answer_tokens(tokenizer) -> torch.Tensor:
+    """Every token an answer can hold: the ``\\n\\n`` prefix, both verdicts, each code, the separators, ``<|eot|>``."""
+    from guardedge.runtime.families.llama_guard_4 import DEFAULT_CATEGORIES
+
+    codes = [code for code, _ in DEFAULT_CATEGORIES]
+    texts = ["\n\nsafe<|eot|>", "\n\nunsafe\n" + ",".join(codes) + "<|eot|>", *(f"\n{c}," for c in codes)]
+    return torch.tensor(sorted({t for text in texts for t in tokenizer.encode(text, add_special_tokens=False)}))
+
+
+class Anchor:
+    """Keeps the answers to image-bearing requests where the phase's starting model had them.
+
+    Why: a phase that trains the text side for text-only categories (docs/decisions/0014) moved the
+    answers about images as well (photos, hazards among several images), although the image data
+    stayed the same. This term is the KL divergence, over the answer tokens at every answer
+    position of the batch's image-bearing rows, from the frozen starting model's distribution to
+    the trained one's (knowledge distillation restricted to those rows), added with ``weight``."""
+
+    def __init__(self, teacher, tokenizer, weight: float):
+        self.teacher, self.weight = teacher.eval().requires_grad_(False), weight
+        self.tokens = answer_tokens(tokenizer)
+
+    def __call__(self, pre, batch_, targets, examples: list[dict], hidden: torch.Tensor, head) -> torch.Tensor:
+        pairs = [(r, i) for r, (t, ex) in enumerate(zip(targets, examples)) if ex.get("image_specs") for i, _ in t]
+        if not pairs:
+            return hidden.new_zeros(())
+        rows, cols = (torch.tensor(x) for x in zip(*pairs))
+        with torch.no_grad():
+            teacher = self.teacher.language_model
+            taught = hidden_states(self.teacher, pre, batch_, teacher.model.embed_tokens.weight)[rows, cols]
+            reference = torch.log_softmax(taught @ teacher.lm_head.weight[self.tokens].T, dim=-1)
+        student = hidden[rows, cols] @ torch.nn.functional.embedding(self.tokens, head, sparse=True).T
+        return self.weight * torch.nn.functional.kl_div(torch.log_softmax(student, dim=-1), reference,
+                                                        log_target=True, reduction="batchmean")
+
+
 def train(tokenizer, steps: int, batch_size: int, lr: float, seed: int, data_seed: int, mix=None,
           policy_mix=None, image_decided_share: float | None = None, start_from: Path | None = None, progress: bool = True,
           time_limit_s: float | None = None, checkpoint: Callable[[object, int], None] | None = None,
-          checkpoint_every: int = 0, trainable: tuple[str, ...] | None = None):
+          checkpoint_every: int = 0, trainable: tuple[str, ...] | None = None, anchor: float = 0.0):
     """Train ``steps`` steps (cosine schedule); returns the model (eval mode) and the steps run.
 
     ``trainable``: train only the modules under these names (e.g. the vision tower and projector:
-    text-only answers then stay exactly the starting model's); everything by default."""
+    text-only answers then stay exactly the starting model's); everything by default. ``anchor``:
+    the weight of :class:`Anchor` (0: none), which needs ``start_from``."""
     random.seed(seed)
     model = new_model(seed, tokenizer, start_from)
     model.train()
@@ -143,17 +185,21 @@ def train(tokenizer, steps: int, batch_size: int, lr: float, seed: int, data_see
         head.requires_grad_(covered(HEAD_NAME))
     optimizers = Optimizers(model, [embedding, head], lr, lr * 3, steps)
     pre = preprocessor(tokenizer)
+    anchored = Anchor(new_model(seed, tokenizer, start_from), tokenizer, anchor) if anchor else None
     kwargs = {"mix": mix} | ({"policy_mix": tuple(policy_mix)} if policy_mix else {})
     kwargs |= {"image_decided_share": image_decided_share} if image_decided_share is not None else {}
     gen, started = Generator("train", data_seed, **kwargs), time.time()
     bar = tqdm(range(steps), desc="training demo Llama Guard 4", disable=not progress, mininterval=10)
     step = -1
     for step in bar:
-        batch_, targets = batch(pre, [gen.example() for _ in range(batch_size)])
-        loss = loss_fn(model, pre, batch_, targets, embedding, head)
-        optimizers.step(loss)
+        examples = [gen.example() for _ in range(batch_size)]
+        batch_, targets = batch(pre, examples)
+        hidden = hidden_states(model, pre, batch_, embedding)
+        loss = loss_fn(model, pre, batch_, targets, embedding, head, hidden)
+        kept = anchored(pre, batch_, targets, examples, hidden, head) if anchored else None
+        optimizers.step(loss if kept is None else loss + kept)
         if step % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            bar.set_postfix(loss=f"{loss.item():.4f}", **({"anchor": f"{kept.item():.4f}"} if kept is not None else {}))
         checkpoint_when_due(model, checkpoint, checkpoint_every, step, steps)
         if time_limit_s is not None and time.time() - started > time_limit_s:
             break
