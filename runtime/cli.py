@@ -458,11 +458,10 @@ def _classify_stream(engine, items, base_dir, batch_size) -> Iterator[tuple[int,
 
 
 def _flush(engine, pending) -> Iterator[tuple[int, dict]]:
-    if not pending:
-        return
-    verdicts = engine.run([p for _, p in pending])
-    for (line, _), verdict in zip(pending, verdicts):
-        yield line, verdict.to_json()
+    lines = iter([line for line, _ in pending])
+    for batch in engine.batches([p for _, p in pending]):  # within the engine's padded-token budget
+        for verdict in engine.run(batch):
+            yield next(lines), verdict.to_json()
 
 
 def _error_json(exc: InvalidRequest) -> dict:

@@ -37,6 +37,9 @@ class EngineOptions:
     dtype: str | None = None  # auto: bfloat16 on cuda, float32 on cpu
     threshold: float | None = None  # unsafe iff P(unsafe) >= threshold; None: greedy answer decides
     max_batch_size: int = 8
+    # Rows x longest prompt per batch of classify() (0: no budget): batched attention masks grow with
+    # rows x length^2, so a long prompt runs alone; the server's batcher has the same knob.
+    max_batch_tokens: int = 8192
     max_text_tokens: int | None = None  # default: the model's context length
     # None: the family's choice (families/base.py ``prompt_source``): Llama Guard 3 Vision and LlavaGuard
     # render with guardedge's byte-checked format; a family whose published template is not available
@@ -93,6 +96,11 @@ class Prepared:
     def encoded(self) -> Encoded:
         """The first (for most families the only) prompt."""
         return self.rows[0][1]
+
+    @property
+    def padded_tokens(self) -> int:
+        """What the request adds to a batch's padded size: its prompts x its longest prompt."""
+        return len(self.rows) * max(len(e.input_ids) for _, e in self.rows)
 
 
 OnVerdict = Callable[[int, Verdict], None]  # (row of the batch, its verdict)
@@ -181,12 +189,28 @@ class Engine:
             raise invalid("messages", f"has {len(found)} images ({where}); the {self.family.name} family accepts {accepts} per request")
 
     def classify(self, requests: Sequence[GuardRequest], threshold: float | None = None) -> list[Verdict]:
-        """Classify requests in batches of at most ``max_batch_size``, keeping their order."""
+        """Classify requests in batches (:meth:`batches`), keeping their order."""
         prepared = [self.prepare(r) for r in requests]
-        size = self.options.max_batch_size
         out: list[Verdict] = []
-        for i in range(0, len(prepared), size):
-            out.extend(self.run(prepared[i : i + size], threshold))
+        for batch in self.batches(prepared):
+            out.extend(self.run(batch, threshold))
+        return out
+
+    def batches(self, prepared: Sequence[Prepared]) -> list[list[Prepared]]:
+        """``prepared`` cut into engine batches, in order: at most ``max_batch_size`` requests whose
+        padded size (longest prompt x prompts) stays within ``max_batch_tokens``; a request over
+        the budget runs alone. Why: a padded batch's attention masks grow with rows x length^2
+        (two 60k-token prompts would ask for tens of GB), while one prompt alone grows linearly."""
+        budget, size = self.options.max_batch_tokens, self.options.max_batch_size
+        out: list[list[Prepared]] = []
+        for p in prepared:
+            batch = out[-1] if out else []
+            longest = max([len(e.input_ids) for q in [*batch, p] for _, e in q.rows])
+            rows = sum(len(q.rows) for q in batch) + len(p.rows)
+            if batch and len(batch) < size and (budget <= 0 or rows * longest <= budget):
+                batch.append(p)
+            else:
+                out.append([p])
         return out
 
     def run(self, batch: Sequence[Prepared], threshold: float | None = None, on_verdict: OnVerdict | None = None) -> list[Verdict]:
@@ -373,10 +397,12 @@ def build_engine(model_dir: ModelDir, options: EngineOptions, backend=None, fami
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir.path), local_files_only=True, fix_mistral_regex=False)
     _check_image_token(tokenizer, family, model_dir)
     arch = architecture_class(model_dir.config)(model_dir.path, model_dir.config, tokenizer, family.image_token)
-    context = arch.context_length()
-    max_tokens = min(context, options.max_text_tokens or context)
     backend = backend or load_backend(model_dir, arch, options.device, options.dtype)
     backend.bind(arch)
+    context = arch.context_length()
+    # A backend may bound the prompt below the context (ONNX Runtime: attention scores held whole).
+    cap = getattr(backend, "max_prompt_tokens", lambda: None)() or context
+    max_tokens = min(context, cap, options.max_text_tokens or context)
     keep = getattr(backend, "keep_prefixes", None)
     if keep is not None:
         keep(options.prefix_cache)

@@ -92,7 +92,7 @@ class Annotator:
         if not keyed:
             return []
         try:
-            verdicts = self.engine.run([p for _, p in keyed])
+            verdicts = [v for batch in self.engine.batches([p for _, p in keyed]) for v in self.engine.run(batch)]
         except Exception as exc:
             if len(keyed) == 1:
                 return [self.error(keyed[0][0], f"INTERNAL: the engine failed: {type(exc).__name__}: {exc}")]

@@ -90,6 +90,12 @@ class OnnxState:
     extra: dict = field(default_factory=dict)  # the architecture's per-row decode inputs ([B, ...] numpy)
 
 
+# The exported decoders compute attention as plain matmuls: each layer holds [rows, heads, width,
+# columns] fp32 scores. A prompt whose scores would pass this is refused before any work (a 60k-token
+# prompt to the demo Llama Guard 4 export asked ONNX Runtime for a 29 GB buffer and failed mid-run).
+MAX_SCORE_BYTES = 4 * 2**30
+
+
 class OnnxDecoderBackend:
     """An exported decoder with an explicit cache; subclasses add the image side and ``token_feeds``."""
 
@@ -108,6 +114,12 @@ class OnnxDecoderBackend:
 
     def bind(self, arch) -> None:
         self.arch = arch
+
+    def max_prompt_tokens(self) -> int | None:
+        """The longest prompt whose one-prompt attention scores fit ``MAX_SCORE_BYTES`` (None: unknown heads)."""
+        config = getattr(self.arch, "config", None) or {}
+        heads = config.get("text_config", config).get("num_attention_heads")
+        return int((MAX_SCORE_BYTES / (4 * heads)) ** 0.5) if heads else None
 
     @property
     def description(self) -> str:

@@ -27,6 +27,8 @@ from guardedge.runtime.backends.prefix_cache import Hit, PrefixCache, reusable
 if TYPE_CHECKING:
     from transformers import DynamicCache  # imported where a cache is made: transformers loads lazily
 
+# Prompts longer than this (tokens) are fed without branches or a kept prefix (prefill_prompts).
+LONG_PROMPT = 4096
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -226,6 +228,13 @@ class TorchBackend:
         shares less than half of its leading text with one: another policy) keeps the prefix of
         its longest prompt."""
         arch = self.bound()[0]
+        if max(len(item.input_ids) for item in items) > LONG_PROMPT:
+            # Branches must not see each other and a kept prefix sits before the fed columns: both
+            # need an additive [rows, 1, width, columns] mask, whose memory grows with the square of
+            # the prompt (a 60k-token Llama 4 prompt asked for 24 GB and was killed). Without them
+            # an unpadded prompt takes sdpa's own causal path (no mask): memory grows linearly.
+            # What they save (a decode pass, a few hundred prompt tokens) is small beside such a prefill.
+            return self.prefill(arch.collate(items), draft)
         if self.prefixes is None:
             return self.prefill(arch.collate(items), draft, branches)
         hit = self.prefixes.lookup(items)
