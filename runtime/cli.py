@@ -379,9 +379,9 @@ def _classify_remote(args, items, base_dir) -> int:
                 obj = {**{k: v for k, v in defaults.items() if v is not None}, **obj}
             return line, response_to_json(client.classify(obj, timeout=args.timeout, base_dir=base_dir))
         except InvalidRequest as exc:
-            return line, {**_error_json(exc), "line": line}
+            return line, _error_row(_error_json(exc), line, obj)
         except GuardRpcError as exc:
-            return line, {**exc.to_json(), "line": line}
+            return line, _error_row(exc.to_json(), line, obj)
 
     failed = False
     with GuardClient(args.server, token=token, tls=tls, timeout=args.timeout) as client:
@@ -449,7 +449,7 @@ def _classify_stream(engine, items, base_dir, batch_size) -> Iterator[tuple[int,
         except InvalidRequest as exc:
             yield from _flush(engine, pending)
             pending = []
-            yield line, {**_error_json(exc), "line": line}
+            yield line, _error_row(_error_json(exc), line, obj)
             continue
         if len(pending) == batch_size:
             yield from _flush(engine, pending)
@@ -462,6 +462,13 @@ def _flush(engine, pending) -> Iterator[tuple[int, dict]]:
     for batch in engine.batches([p for _, p in pending]):  # within the engine's padded-token budget
         for verdict in engine.run(batch):
             yield next(lines), verdict.to_json()
+
+
+def _error_row(error: dict, line: int, obj: object) -> dict:
+    """An input line's error result: its line number, and its ``request_id`` when it gave a usable one
+    (a caller matching results by id finds its refused requests too)."""
+    request_id = obj.get("request_id") if isinstance(obj, dict) else None
+    return {**error, "line": line, **({"request_id": request_id} if isinstance(request_id, str) else {})}
 
 
 def _error_json(exc: InvalidRequest) -> dict:

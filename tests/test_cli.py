@@ -69,7 +69,7 @@ def test_render_rejects_bad_roles_with_field(tmp_path):
 def requests_file(tmp_path_factory, demo_dir) -> Path:
     path = tmp_path_factory.mktemp("cli") / "reqs.jsonl"
     lines = [json.dumps({k: v for k, v in s.items() if k != "expected"}) for s in samples()]
-    lines.insert(3, '{"messages": [{"role": "user", "content": "x"}, {"role": "user", "content": "y"}]}')
+    lines.insert(3, '{"request_id": "two-users", "messages": [{"role": "user", "content": "x"}, {"role": "user", "content": "y"}]}')
     lines.insert(5, "{not json")
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -93,9 +93,10 @@ def test_classify_jsonl_batch_sizes_agree_and_keep_order(requests_file):
             assert a["categories"] == b["categories"]
             assert a["unsafe_probability"] == pytest.approx(b["unsafe_probability"], abs=1e-4)
     assert one[3]["verdict"] is None and one[3]["error"]["violations"][0]["field"] == "messages[1].role"
-    assert one[3]["line"] == 4
+    assert one[3]["line"] == 4 and one[3]["request_id"] == "two-users"  # a refused request keeps its id
     assert one[5]["verdict"] is None and "not valid JSON" in one[5]["error"]["message"]
     ids = [r.get("request_id") for r in one if r["verdict"] is not None]
+    assert "request_id" not in one[5]  # not JSON: no id to give back
     assert ids == [s["request_id"] for s in samples()]
     assert {"safe", "unsafe"} <= {r["verdict"] for r in one}
 
