@@ -97,11 +97,6 @@ class Prepared:
         """The first (for most families the only) prompt."""
         return self.rows[0][1]
 
-    @property
-    def padded_tokens(self) -> int:
-        """What the request adds to a batch's padded size: its prompts x its longest prompt."""
-        return len(self.rows) * max(len(e.input_ids) for _, e in self.rows)
-
 
 OnVerdict = Callable[[int, Verdict], None]  # (row of the batch, its verdict)
 
