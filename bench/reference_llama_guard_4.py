@@ -24,8 +24,9 @@ This is that code with two changes, both forced and said here:
 The model loads on the CPU in the card's bfloat16 (the reference) and in fp32 (the engine's CPU
 dtype: what the dtype buys is separated from what one-pass scoring buys). ``GROUPS`` splits the
 timings by images per request (1 and 3). ``floors`` times the card's processor and one forward of
-its model (no answer): what any answer that runs the model once pays, so the table shows the most
-a one-pass engine could gain over ``generate`` on these requests.
+its model (no answer), and that forward alone with its inputs made beforehand: what any answer that
+runs the model once pays, so the table shows the most a one-pass engine could gain over
+``generate`` on these requests.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from guardedge.runtime.images import decode_image
 MAX_NEW_TOKENS = 10  # the card's
 REFERENCE = "snippet_bf16"
 LABELS = {"snippet_bf16": "model card generate (bf16, as published)", "snippet_fp32": "model card generate (fp32)",
-          "card_forward": "card processor + one forward, no answer (bf16)"}
+          "card_forward": "card processor + one forward, no answer (bf16)",
+          "card_model_forward": "card one forward alone, inputs ready (bf16)"}
 CHUNK_WORKAROUND = 8192
 # Timing groups: name -> number of images in a case.
 GROUPS = {"1 image": 1, "3 images": 3}
@@ -146,14 +148,23 @@ def snippets(path: str, engine) -> dict:
 
 def floors(path: str, engine) -> dict:
     """What bounds any answer that runs the card's model once: its processor and one forward of
-    the prompt (bf16, logits of the last position only), no answer. An engine that runs the same
-    prefill cannot beat the card's generate by more than generate / this."""
+    the prompt (bf16, logits of the last position only), no answer; and that forward alone, its
+    inputs made before the timer. An engine that runs the same prefill with the same modules cannot
+    beat the card's generate by more than generate / the second, even with free preprocessing."""
     import torch
 
     processor, model = load_snippet(path, torch.bfloat16)
+    ready: dict[int, dict] = {}  # id(request) -> the card's inputs, made once, outside the timer
 
     def forward(case, request) -> None:
         with torch.inference_mode():
             model(**card_inputs(processor, model, request), logits_to_keep=1)
 
-    return {"card_forward": forward}
+    def model_forward(case, request) -> None:
+        inputs = ready.get(id(request))
+        if inputs is None:
+            inputs = ready[id(request)] = card_inputs(processor, model, request)
+        with torch.inference_mode():
+            model(**inputs, logits_to_keep=1)
+
+    return {"card_forward": forward, "card_model_forward": model_forward}

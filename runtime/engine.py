@@ -101,6 +101,17 @@ class Prepared:
 OnVerdict = Callable[[int, Verdict], None]  # (row of the batch, its verdict)
 
 
+def fits_budget(batch: Sequence[Prepared], candidate: Prepared, budget: int) -> bool:
+    """Whether ``candidate`` may join ``batch`` within ``budget`` padded tokens: every prompt row
+    (a fanned-out request counts each of its prompts) times the longest prompt; 0: no budget.
+    The one rule :meth:`Engine.batches` and the server's batcher both cut batches by."""
+    if budget <= 0:
+        return True
+    members = [*batch, candidate]
+    longest = max(len(e.input_ids) for q in members for _, e in q.rows)
+    return sum(len(q.rows) for q in members) * longest <= budget
+
+
 class Engine:
     def __init__(self, model_dir: ModelDir, family: GuardFamily, preprocessor: Preprocessor, backend, options: EngineOptions):
         self.model_dir = model_dir
@@ -200,9 +211,7 @@ class Engine:
         out: list[list[Prepared]] = []
         for p in prepared:
             batch = out[-1] if out else []
-            longest = max([len(e.input_ids) for q in [*batch, p] for _, e in q.rows])
-            rows = sum(len(q.rows) for q in batch) + len(p.rows)
-            if batch and len(batch) < size and (budget <= 0 or rows * longest <= budget):
+            if batch and len(batch) < size and fits_budget(batch, p, budget):
                 batch.append(p)
             else:
                 out.append([p])

@@ -28,6 +28,21 @@ def test_batches_keep_order_and_the_padded_token_budget():
     assert len(Engine.batches(unbounded, items)) == 1  # type: ignore[arg-type]
 
 
+def test_the_server_batcher_cuts_by_the_same_rule_counting_every_prompt_row():
+    """The batcher and ``Engine.batches`` share ``fits_budget``: a ShieldGemma-style request's
+    policies are rows, so 2 x 40 joins a 10-token request within 120 tokens, 3 x 40 does not."""
+    from guardedge.runtime.engine import fits_budget
+    from guardedge.runtime.service.batcher import Batcher
+
+    batcher = SimpleNamespace(max_batch_tokens=120)
+    job = lambda *lengths: SimpleNamespace(prepared=_prepared(*lengths))  # noqa: E731
+    assert Batcher._fits(batcher, [job(10)], job(40, 40))  # type: ignore[arg-type]
+    assert not Batcher._fits(batcher, [job(10)], job(40, 40, 40))  # type: ignore[arg-type]
+    assert not Batcher._fits(batcher, [job(41, 41)], job(10))  # type: ignore[arg-type]
+    assert fits_budget([_prepared(10)], _prepared(40, 40), 120) and not fits_budget([_prepared(40, 40)], _prepared(41), 120)
+    assert fits_budget([_prepared(10**6)], _prepared(10**6), 0)  # 0: no budget
+
+
 def test_an_onnx_export_accepts_what_its_attention_scores_fit():
     from guardedge.runtime.backends.onnx_common import MAX_SCORE_BYTES, OnnxDecoderBackend
 

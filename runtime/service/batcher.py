@@ -30,7 +30,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from guardedge.runtime.engine import Engine, Prepared
+from guardedge.runtime.engine import Engine, Prepared, fits_budget
 from guardedge.runtime.types import Verdict
 
 log = logging.getLogger(__name__)
@@ -65,10 +65,6 @@ class _Job:
     deadline: float | None  # time.monotonic() seconds
     enqueued: float = field(default_factory=time.monotonic)
     timer: asyncio.TimerHandle | None = None
-
-    @property
-    def tokens(self) -> int:
-        return len(self.prepared.encoded.input_ids)
 
 
 class Batcher:
@@ -212,11 +208,8 @@ class Batcher:
         return jobs
 
     def _fits(self, jobs: list[_Job], job: _Job) -> bool:
-        """Whether ``job`` may join ``jobs`` within the padded-token budget."""
-        if self.max_batch_tokens <= 0:
-            return True
-        longest = max(job.tokens, *(j.tokens for j in jobs))
-        return longest * (len(jobs) + 1) <= self.max_batch_tokens
+        """Whether ``job`` may join ``jobs`` within the padded-token budget (the engine's rule)."""
+        return fits_budget([j.prepared for j in jobs], job.prepared, self.max_batch_tokens)
 
     async def _run(self, jobs: list[_Job]) -> None:
         loop = asyncio.get_running_loop()
