@@ -304,6 +304,24 @@ def test_prompt_ids_equal_the_card_processors(tiny, engine):
         assert inputs["input_ids"][0].tolist() == ours[:-1] and ours[-1] == 368
 
 
+def test_bench_floors_time_the_card_forward_with_and_without_its_inputs(tiny, engine, monkeypatch):
+    """The bench's two floors: the card's processor + one forward, and that forward alone, whose
+    inputs are made once per request (before the timer, from the second call on)."""
+    from guardedge.bench import reference_llama_guard_4 as card
+
+    made = []
+    real = card.card_inputs
+    monkeypatch.setattr(card, "card_inputs", lambda *args: made.append(1) or real(*args))
+    floors = card.floors(str(tiny), engine)
+    assert set(floors) == {"card_forward", "card_model_forward"} and set(floors) <= set(card.LABELS)
+    request = _requests(engine)[0]
+    for _ in range(3):
+        floors["card_model_forward"](None, request)
+    assert len(made) == 1
+    floors["card_forward"](None, request)
+    assert len(made) == 2
+
+
 def test_bench_reference_times_the_engine_with_and_without_its_prefix_cache(monkeypatch):
     """`bench reference` on a Llama 4 (whose engine keeps the policy's KV cache) adds the row that
     says what the cache buys (the demo Llama Guard 4; the card's side replaced by a 1 ms sleep: its
