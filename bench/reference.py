@@ -104,6 +104,13 @@ def side_for(family: str, model_type: str | None = None):
     return point.load()
 
 
+def card_device(engine) -> str:
+    """Where a card side loads its model: the engine's device, so both sides run on the same
+    hardware (on a GPU machine the LlavaGuard, QwenGuard and ShieldGemma 2 cards' own code would
+    leave the model on the CPU while the engine takes the GPU)."""
+    return str(getattr(engine.backend, "device", "cpu"))
+
+
 REFERENCE = "snippet_bf16"  # Llama Guard: the card's code as published
 LABELS = {"snippet_bf16": "model card snippet (bf16, as published)", "snippet_fp32": "model card snippet (fp32)"}
 

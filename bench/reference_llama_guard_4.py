@@ -21,9 +21,10 @@ This is that code with two changes, both forced and said here:
   the fast processor by tests/test_llama4_pixels.py) inside transformers' own ``Llama4Processor``,
   which does everything else (chat template, placeholder expansion, tokenization).
 
-The model loads on the CPU in the card's bfloat16 (the reference) and in fp32 (the engine's CPU
-dtype: what the dtype buys is separated from what one-pass scoring buys). ``GROUPS`` splits the
-timings by images per request (1 and 3). ``floors`` times the card's processor and one forward of
+The model loads on the engine's device (the card's ``device_map="cuda"`` where there is a GPU) in
+the card's bfloat16 (the reference) and in fp32 (the engine's CPU dtype: what the dtype buys is
+separated from what one-pass scoring buys). ``GROUPS`` splits the timings by images per request
+(1 and 3). ``floors`` times the card's processor and one forward of
 its model (no answer), and that forward alone with its inputs made beforehand: what any answer that
 runs the model once pays, so the table shows the most a one-pass engine could gain over
 ``generate`` on these requests.
@@ -93,13 +94,13 @@ def load_processor(model_dir: str):
 
 
 @functools.lru_cache(maxsize=4)  # the card's bf16 model serves its generate and its one forward
-def load_snippet(model_dir: str, dtype):
+def load_snippet(model_dir: str, dtype, device: str = "cpu"):
     from transformers import AutoConfig, Llama4ForConditionalGeneration
 
     config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
     config.text_config.attention_chunk_size = CHUNK_WORKAROUND  # PurpleLlama #119's workaround
-    model = Llama4ForConditionalGeneration.from_pretrained(model_dir, config=config, dtype=dtype, local_files_only=True).eval()
-    return load_processor(model_dir), model
+    model = Llama4ForConditionalGeneration.from_pretrained(model_dir, config=config, dtype=dtype, local_files_only=True)
+    return load_processor(model_dir), model.eval().to(device)
 
 
 def messages_for(request) -> list[dict]:
@@ -115,7 +116,7 @@ def card_inputs(processor, model, request) -> dict:
     if request.categories is not None:
         kwargs["categories"] = dict(request.categories)
     inputs = processor.apply_chat_template(messages_for(request), tokenize=True, add_generation_prompt=True,
-                                           return_tensors="pt", return_dict=True, **kwargs)
+                                           return_tensors="pt", return_dict=True, **kwargs).to(model.device)
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
     return inputs
@@ -138,7 +139,10 @@ def cases() -> list[dict]:
 def snippets(path: str, engine) -> dict:
     import torch
 
-    loaded = {"snippet_bf16": load_snippet(path, torch.bfloat16), "snippet_fp32": load_snippet(path, torch.float32)}
+    from guardedge.bench.reference import card_device
+
+    device = card_device(engine)  # the card's device_map="cuda" where there is a GPU, as the engine
+    loaded = {"snippet_bf16": load_snippet(path, torch.bfloat16, device), "snippet_fp32": load_snippet(path, torch.float32, device)}
 
     def side(snippet):
         return lambda case, request: snippet_answer(*snippet, request)
@@ -153,7 +157,9 @@ def floors(path: str, engine) -> dict:
     beat the card's generate by more than generate / the second, even with free preprocessing."""
     import torch
 
-    processor, model = load_snippet(path, torch.bfloat16)
+    from guardedge.bench.reference import card_device
+
+    processor, model = load_snippet(path, torch.bfloat16, card_device(engine))
     ready: dict[int, dict] = {}  # id(request) -> the card's inputs, made once, outside the timer
 
     def forward(case, request) -> None:

@@ -17,7 +17,7 @@ processor, which needs torchvision; torchvision is not a dependency (no wheel lo
 torch pin), so :func:`load_processor` uses ``LlavaOnevisionProcessor`` with ``video_processor``
 omitted (the directory's image processor, tokenizer, processor settings and chat template, as
 AutoProcessor reads them). Images and text go through exactly the same code. The model loads
-in its default dtype (fp32), as the card does. The policy is the family's text for the request
+in its default dtype (fp32), as the card does, on the engine's device. The policy is the family's text for the request
 (the default v1.2 policy, or the request's exclusions / custom categories swapped in as the
 LlavaGuard repository builds them).
 """
@@ -62,11 +62,11 @@ def _chat_template(path) -> str | None:
     return _read_json(path / "chat_template.json").get("chat_template")
 
 
-def load_snippet(model_dir: str):
-    """The card's processor and model (default dtype: fp32)."""
+def load_snippet(model_dir: str, device: str = "cpu"):
+    """The card's processor and model (default dtype: fp32) on ``device``."""
     from transformers import LlavaOnevisionForConditionalGeneration
 
-    model = LlavaOnevisionForConditionalGeneration.from_pretrained(model_dir, local_files_only=True).eval()
+    model = LlavaOnevisionForConditionalGeneration.from_pretrained(model_dir, local_files_only=True).eval().to(device)
     return load_processor(model_dir), model
 
 
@@ -90,7 +90,9 @@ def cases() -> list[dict]:
 
 def snippets(path: str, engine) -> dict:
     """name -> answer(case, request) for the published usage, read with the engine's family."""
-    snippet = load_snippet(path)
+    from guardedge.bench.reference import card_device
+
+    snippet = load_snippet(path, card_device(engine))
 
     def answer(case: dict, request) -> str:
         return snippet_answer(*snippet, engine.family.policy_text(request), decode_image(request.image).image)

@@ -14,7 +14,7 @@ exclusions go through the processor's own arguments (``custom_policies``, ``poli
 the three default policies is three prompts in one padded batch, each run whole (the image through
 the vision tower three times, logits over the whole vocabulary at every position). P(Yes) is
 ``probabilities[:, 0]`` (the class docstring's ``[:, 1]`` is P(No)). The model loads in its
-default dtype (fp32), as the card does; so does the engine on CPU, and the report gives the largest
+default dtype (fp32), as the card does, on the engine's device; so does the engine on CPU, and the report gives the largest
 difference between the two sides' P(Yes) over every policy of every request.
 """
 
@@ -26,10 +26,10 @@ REFERENCE = "snippet_fp32"
 LABELS = {"snippet_fp32": "card ShieldGemma2ForImageClassification (fp32)"}
 
 
-def load_snippet(model_dir: str):
+def load_snippet(model_dir: str, device: str = "cpu"):
     from transformers import AutoProcessor, ShieldGemma2ForImageClassification
 
-    model = ShieldGemma2ForImageClassification.from_pretrained(model_dir, local_files_only=True).eval()
+    model = ShieldGemma2ForImageClassification.from_pretrained(model_dir, local_files_only=True).eval().to(device)
     return AutoProcessor.from_pretrained(model_dir, local_files_only=True), model
 
 
@@ -53,7 +53,9 @@ def cases() -> list[dict]:
 
 def snippets(path: str, engine) -> dict:
     """name -> answer(case, request): the card's {policy: P(Yes)} for the request's policies."""
-    snippet = load_snippet(path)
+    from guardedge.bench.reference import card_device
+
+    snippet = load_snippet(path, card_device(engine))
 
     def answer(case: dict, request) -> dict[str, float]:
         custom = dict(request.categories) if request.categories is not None else None

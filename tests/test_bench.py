@@ -77,3 +77,23 @@ def test_every_row_label_fits_the_tables_column():
         labels |= {f"{point.name}:{k}": v for k, v in point.load().LABELS.items()}
     assert len(labels) > 8
     assert {k: v for k, v in labels.items() if len(v) > 50} == {}
+
+
+@pytest.mark.parametrize("side", ["reference_llavaguard", "reference_qwenguard", "reference_shieldgemma2", "reference_llama_guard_4"])
+def test_card_sides_load_their_model_on_the_engines_device(side, monkeypatch):
+    """On a GPU machine the engine takes the GPU; every card side must load its model there too
+    (three of the cards' own snippets would leave it on the CPU, and the speedup would compare devices)."""
+    import importlib
+    from types import SimpleNamespace
+
+    from guardedge.bench.reference import card_device
+
+    module = importlib.import_module(f"guardedge.bench.{side}")
+    seen = []
+    monkeypatch.setattr(module, "load_snippet", lambda *args, **kwargs: seen.append(kwargs.get("device", args[-1])) or (None, None))
+    engine = SimpleNamespace(backend=SimpleNamespace(device="cuda:3"))
+    module.snippets("/nowhere", engine)
+    if hasattr(module, "floors"):
+        module.floors("/nowhere", engine)
+    assert seen and set(seen) == {"cuda:3"}
+    assert card_device(SimpleNamespace(backend=SimpleNamespace())) == "cpu"  # a backend without a torch device

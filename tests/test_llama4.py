@@ -297,7 +297,7 @@ def test_prompt_ids_equal_the_card_processors(tiny, engine):
     from guardedge.bench import reference_llama_guard_4 as card
 
     processor = card.load_processor(str(tiny))
-    model = SimpleNamespace(dtype=torch.float32)
+    model = SimpleNamespace(dtype=torch.float32, device=torch.device("cpu"))
     for request in _requests(engine):
         inputs = card.card_inputs(processor, model, request)
         ours = engine.prepare(request).encoded.input_ids
