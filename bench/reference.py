@@ -106,8 +106,9 @@ def side_for(family: str, model_type: str | None = None):
 
 def card_device(engine) -> str:
     """Where a card side loads its model: the engine's device, so both sides run on the same
-    hardware (on a GPU machine the LlavaGuard, QwenGuard and ShieldGemma 2 cards' own code would
-    leave the model on the CPU while the engine takes the GPU)."""
+    hardware. On a GPU machine the engine takes the GPU; the QwenGuard and Llama Guard 4 cards put
+    their model there too, while the LlavaGuard and ShieldGemma 2 cards' own code would leave it on
+    the CPU."""
     return str(getattr(engine.backend, "device", "cpu"))
 
 

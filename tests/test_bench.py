@@ -82,7 +82,7 @@ def test_every_row_label_fits_the_tables_column():
 @pytest.mark.parametrize("side", ["reference_llavaguard", "reference_qwenguard", "reference_shieldgemma2", "reference_llama_guard_4"])
 def test_card_sides_load_their_model_on_the_engines_device(side, monkeypatch):
     """On a GPU machine the engine takes the GPU; every card side must load its model there too
-    (three of the cards' own snippets would leave it on the CPU, and the speedup would compare devices)."""
+    (two of the cards' own snippets would leave it on the CPU, and the speedup would compare devices)."""
     import importlib
     from types import SimpleNamespace
 
