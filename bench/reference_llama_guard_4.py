@@ -24,10 +24,10 @@ This is that code with two changes, both forced and said here:
 The model loads on the engine's device (the card's ``device_map="cuda"`` where there is a GPU) in
 the card's bfloat16 (the reference) and in fp32 (the engine's CPU dtype: what the dtype buys is
 separated from what one-pass scoring buys). ``GROUPS`` splits the timings by images per request
-(1 and 3). ``floors`` times the card's processor and one forward of
-its model (no answer), and that forward alone with its inputs made beforehand: what any answer that
-runs the model once pays, so the table shows the most a one-pass engine could gain over
-``generate`` on these requests.
+(1 and 3). ``floors`` times the card's processor and one forward of its model (no answer), and
+that forward alone with its inputs made beforehand: what any answer that runs the model once
+pays, so the table shows the most a one-pass engine could gain over ``generate`` on these
+requests.
 """
 
 from __future__ import annotations
@@ -142,7 +142,8 @@ def snippets(path: str, engine) -> dict:
     from guardedge.bench.reference import card_device
 
     device = card_device(engine)  # the card's device_map="cuda" where there is a GPU, as the engine
-    loaded = {"snippet_bf16": load_snippet(path, torch.bfloat16, device), "snippet_fp32": load_snippet(path, torch.float32, device)}
+    loaded = {"snippet_bf16": load_snippet(path, torch.bfloat16, device),
+              "snippet_fp32": load_snippet(path, torch.float32, device)}
 
     def side(snippet):
         return lambda case, request: snippet_answer(*snippet, request)

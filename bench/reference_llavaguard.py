@@ -17,9 +17,9 @@ processor, which needs torchvision; torchvision is not a dependency (no wheel lo
 torch pin), so :func:`load_processor` uses ``LlavaOnevisionProcessor`` with ``video_processor``
 omitted (the directory's image processor, tokenizer, processor settings and chat template, as
 AutoProcessor reads them). Images and text go through exactly the same code. The model loads
-in its default dtype (fp32), as the card does, on the engine's device. The policy is the family's text for the request
-(the default v1.2 policy, or the request's exclusions / custom categories swapped in as the
-LlavaGuard repository builds them).
+in its default dtype (fp32), as the card does, on the engine's device. The policy is the
+family's text for the request (the default v1.2 policy, or the request's exclusions / custom
+categories swapped in as the LlavaGuard repository builds them).
 """
 
 from __future__ import annotations

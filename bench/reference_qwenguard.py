@@ -63,8 +63,8 @@ def load_snippet(model_dir: str, dtype="auto", device: str = "cpu"):
     """The card's processor and model (``dtype`` "auto": the checkpoint's stored dtype) on ``device``."""
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=dtype, local_files_only=True).eval().to(device)
-    return load_processor(model_dir), model
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=dtype, local_files_only=True)
+    return load_processor(model_dir), model.eval().to(device)
 
 
 def snippet_answer(processor, model, policy: str, image) -> str:
@@ -85,7 +85,8 @@ def snippets(path: str, engine) -> dict:
     from guardedge.bench.reference import card_device
 
     device = card_device(engine)  # the card's device_map="auto": the GPU where there is one, as the engine
-    loaded = {"snippet_auto": load_snippet(path, device=device), "snippet_fp32": load_snippet(path, torch.float32, device)}
+    loaded = {"snippet_auto": load_snippet(path, device=device),
+              "snippet_fp32": load_snippet(path, torch.float32, device)}
 
     def side(snippet):
         return lambda case, request: snippet_answer(*snippet, engine.family.policy_text(request), decode_image(request.image).image)

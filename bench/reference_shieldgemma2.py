@@ -14,8 +14,9 @@ exclusions go through the processor's own arguments (``custom_policies``, ``poli
 the three default policies is three prompts in one padded batch, each run whole (the image through
 the vision tower three times, logits over the whole vocabulary at every position). P(Yes) is
 ``probabilities[:, 0]`` (the class docstring's ``[:, 1]`` is P(No)). The model loads in its
-default dtype (fp32), as the card does, on the engine's device; so does the engine on CPU, and the report gives the largest
-difference between the two sides' P(Yes) over every policy of every request.
+default dtype (fp32), as the card does, on the engine's device; so does the engine on CPU, and
+the report gives the largest difference between the two sides' P(Yes) over every policy of every
+request.
 """
 
 from __future__ import annotations
